@@ -1,0 +1,17 @@
+"""The `dns` service process (asyncio shell). See ARCHITECTURE.md for what it owns.
+
+Until its own issue lands it runs as an idle service: it joins the host's bus, answers
+`weave.dns.health` and serves /metrics, so the stack, the supervisor and the testbed
+are whole from the first commit.
+"""
+from __future__ import annotations
+
+from shared.service import IdleApp, run_service
+
+
+def main() -> None:
+    run_service("dns", IdleApp)
+
+
+if __name__ == "__main__":
+    main()

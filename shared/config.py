@@ -1,0 +1,105 @@
+"""Configuration: what `weave launch` was given, and one settings class per service.
+
+`weave launch` writes `LaunchConfig` to `<state-dir>/launch.json` (mode 0600: it may
+hold the password). Each service process reads it once at start (the environment is
+read only here, STYLE.md 11) and builds its own settings with `for_service`. Option
+names follow Weave Net's flags. Profiles: `production` keeps Weave Net's timers;
+`test` shortens the slow ones so e2e tests converge quickly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_STATE_DIR = Path("/var/lib/weave")
+LAUNCH_FILE = "launch.json"
+TOKEN_FILE = "bus.token"
+Profile = Literal["production", "test"]
+
+
+class LaunchConfig(BaseModel):
+    """Everything a host's stack was launched with. Field names follow Weave Net's flags."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_dir: Path = Field(DEFAULT_STATE_DIR, description="Where the host keeps state, logs and traces.")
+    name: str | None = Field(None, description="Peer name (MAC form); None = derived on first start and kept.")
+    nickname: str = Field(default_factory=socket.gethostname, description="Peer nickname (Weave: hostname).")
+    host: str = Field("0.0.0.0", description="Address the mesh listens on (Weave --host).")
+    port: int = Field(6783, description="Mesh TCP port and sleeve UDP port (Weave --port).")
+    password: str | None = Field(None, description="Mesh password (Weave --password / WEAVE_PASSWORD).")
+    peers: tuple[str, ...] = Field((), description="Peers to connect to, host[:port].")
+    ipalloc_range: str = Field("10.32.0.0/12", description="IPAM universe (Weave --ipalloc-range).")
+    ipalloc_init: str | None = Field(None, description="consensus[=N] | seed=<names> | observer.")
+    no_dns: bool = Field(False, description="Do not run weaveDNS (Weave --no-dns).")
+    conn_limit: int = Field(200, description="Max mesh connections; 0 = unlimited (Weave --conn-limit).")
+    no_discovery: bool = Field(False, description="Do not dial peers learnt from gossip (Weave --no-discovery).")
+    trusted_subnets: tuple[str, ...] = Field((), description="CIDRs whose peers get unencrypted overlays.")
+    datapath: Literal["sleeve", "fastpath", "auto"] = Field("auto", description="Overlays this host may use.")
+    bus_port: int = Field(6785, description="Loopback port of this host's nats-server.")
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP collector; None = traces to state-dir files.")
+    profile: Profile = Field("production", description="Timer profile: production or test.")
+
+    def save(self) -> Path:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self.state_dir / LAUNCH_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.model_dump_json(indent=2))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, state_dir: Path) -> "LaunchConfig":
+        with open(Path(state_dir) / LAUNCH_FILE) as f:
+            return cls.model_validate(json.load(f))
+
+    @property
+    def bus_url(self) -> str:
+        return f"nats://127.0.0.1:{self.bus_port}"
+
+    def bus_token(self) -> str:
+        return (self.state_dir / TOKEN_FILE).read_text().strip()
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def trace_dir(self) -> Path:
+        return self.state_dir / "traces"
+
+
+class ServiceConfig(BaseModel):
+    """Settings every service has. Service issues subclass this with their own fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    service: str = Field(description="Service name.")
+    launch: LaunchConfig = Field(description="The host's launch settings.")
+    metrics_port: int = Field(description="127.0.0.1 port of /metrics and /healthz (0 = any free port).")
+    health_interval_s: float = Field(1.0, description="How often the supervisor may ask; informational.")
+
+
+# Loopback ports of each service's /metrics. gossip's is Weave Net's status port
+# (6782, which also serves /status there); npc's is weave-npc's 6781; the others are
+# ours, chosen next to Weave's range and outside nats' defaults.
+METRICS_PORTS: dict[str, int] = {"gossip": 6782, "npc": 6781, "ipam": 6790, "dns": 6791, "datapath": 6792}
+
+
+def for_service(service: str, launch: LaunchConfig) -> ServiceConfig:
+    port = METRICS_PORTS[service]
+    override = os.environ.get(f"WEAVE_{service.upper()}_METRICS_PORT")
+    if override is not None:
+        port = int(override)
+    return ServiceConfig(service=service, launch=launch, metrics_port=port)
+
+
+def state_dir_from_env() -> Path:
+    return Path(os.environ.get("WEAVE_STATE_DIR", str(DEFAULT_STATE_DIR)))

@@ -1,0 +1,305 @@
+"""Go `encoding/gob` type descriptors and wire primitives (shared by encoder and decoder).
+
+A Go type is described by an immutable, hashable descriptor: the basic singletons
+(`BOOL`, `INT`, `UINT`, `FLOAT`, `STRING`, `BYTES`, `COMPLEX`) or `Struct`, `Slice`,
+`Array`, `Map`, `Ptr`. Python values: bool, int, float, str, bytes, complex, dict for
+a struct (field name -> value), list for a slice or array, dict for a map, and for a
+pointer either the pointee's value or None (nil). Pointers are flattened on the wire,
+as in Go: only a nil pointer is visible (its struct field is omitted).
+
+Go's zero values in Python: False, 0, 0.0, "", b"", 0j; [] for a slice; a list of
+zero elements for an array; None for a map (Go's nil map: a nil map field is omitted,
+an empty non-nil map `{}` is sent); None for a pointer; a dict of zero fields for a struct.
+
+`name` on Struct is Go's type name as sent in the wire type (`peerSummary`); on Slice,
+Map and Array it is optional and only matters for byte-exact output, because Go names
+an unnamed composite by its Go spelling (`[]mesh.PeerName`) when the type is first met
+as a struct field. Go's decoder ignores all names.
+"""
+from __future__ import annotations
+
+import struct as _struct
+from dataclasses import dataclass
+from typing import Union
+
+from shared.errors import RemoteProtocolError
+
+MAX_MESSAGE = 10 * 1024 * 1024  # bytes; mesh's maxTCPMsgSize, far above any real gob blob
+MAX_DEPTH = 100  # nesting of values while decoding; bounds Python recursion
+FIRST_USER_ID = 65  # what Go 1.19 (weave 2.8's toolchain) gives the first user type
+FIRST_REMOTE_ID = 64  # Go's decoder refuses definitions of ids below this (firstUserId)
+
+
+class GobError(RemoteProtocolError):
+    """Malformed gob input. `offset` is the position in the stream where it was found."""
+
+    code = "gob_error"
+
+    def __init__(self, reason: str, *, offset: int) -> None:
+        super().__init__(f"gob: {reason} (at stream offset {offset})", reason=reason, offset=offset)
+        self.reason = reason
+        self.offset = offset
+
+
+class NeedMoreData(Exception):
+    """The stream does not hold a complete next value yet; `feed()` more bytes."""
+
+
+@dataclass(frozen=True)
+class Basic:
+    """A predefined gob type, identified by its fixed type id."""
+
+    name: str
+    id: int
+
+    def __repr__(self) -> str:
+        return self.name.upper()
+
+
+BOOL = Basic("bool", 1)
+INT = Basic("int", 2)
+UINT = Basic("uint", 3)
+FLOAT = Basic("float", 4)
+BYTES = Basic("bytes", 5)
+STRING = Basic("string", 6)
+COMPLEX = Basic("complex", 7)
+INTERFACE_ID = 8
+BASICS = {t.id: t for t in (BOOL, INT, UINT, FLOAT, BYTES, STRING, COMPLEX)}
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A Go struct: exported fields in declaration order (the wire numbers them so)."""
+
+    name: str
+    fields: tuple[tuple[str, "GoType"], ...]
+
+    def __post_init__(self) -> None:
+        fields = tuple((str(n), t) for n, t in self.fields)
+        names = [n for n, _ in fields]
+        if len(set(names)) != len(names) or "" in names:
+            raise ValueError(f"struct {self.name}: field names must be unique and non-empty")
+        object.__setattr__(self, "fields", fields)
+
+
+@dataclass(frozen=True)
+class Slice:
+    elem: "GoType"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Array:
+    elem: "GoType"
+    length: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Map:
+    key: "GoType"
+    elem: "GoType"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Ptr:
+    elem: "GoType"
+
+
+GoType = Union[Basic, Struct, Slice, Array, Map, Ptr]
+
+
+def base(t: GoType) -> GoType:
+    """The type under any number of pointers (what gob puts on the wire)."""
+    while isinstance(t, Ptr):
+        t = t.elem
+    return t
+
+
+_BASIC_ZERO = {1: False, 2: 0, 3: 0, 4: 0.0, 5: b"", 6: "", 7: 0j}
+
+
+def zero(t: GoType):
+    """Go's zero value of `t`, in the Python mapping above (fresh mutable objects)."""
+    if isinstance(t, Basic):
+        return _BASIC_ZERO[t.id]
+    if isinstance(t, Struct):
+        return {n: zero(ft) for n, ft in t.fields}
+    if isinstance(t, Slice):
+        return []
+    if isinstance(t, Array):
+        return [zero(t.elem) for _ in range(t.length)]
+    return None  # Map, Ptr
+
+
+@dataclass(frozen=True)
+class Wire:
+    """One type definition as carried in a gob stream (Go's wireType, flattened).
+
+    kind: "struct" (fields = (name, type id) pairs), "slice" / "array" (elem, length),
+    "map" (key, elem) or "gobencoder" (opaque bytes produced by a GobEncoder).
+    """
+
+    kind: str
+    name: str
+    elem: int = 0
+    key: int = 0
+    length: int = 0
+    fields: tuple[tuple[str, int], ...] = ()
+
+
+# Go's own descriptors of type definitions (type.go). Their ids are fixed by Go.
+COMMON_TYPE = Struct("CommonType", (("Name", STRING), ("Id", INT)))
+ARRAY_TYPE = Struct("arrayType", (("CommonType", COMMON_TYPE), ("Elem", INT), ("Len", INT)))
+SLICE_TYPE = Struct("sliceType", (("CommonType", COMMON_TYPE), ("Elem", INT)))
+FIELD_TYPE = Struct("fieldType", (("Name", STRING), ("Id", INT)))
+STRUCT_TYPE = Struct("structType", (("CommonType", COMMON_TYPE), ("Field", Slice(FIELD_TYPE))))
+MAP_TYPE = Struct("mapType", (("CommonType", COMMON_TYPE), ("Key", INT), ("Elem", INT)))
+GOB_ENCODER_TYPE = Struct("gobEncoderType", (("CommonType", COMMON_TYPE),))
+WIRE_TYPE = Struct("wireType", (
+    ("ArrayT", Ptr(ARRAY_TYPE)),
+    ("SliceT", Ptr(SLICE_TYPE)),
+    ("StructT", Ptr(STRUCT_TYPE)),
+    ("MapT", Ptr(MAP_TYPE)),
+    ("GobEncoderT", Ptr(GOB_ENCODER_TYPE)),
+    ("BinaryMarshalerT", Ptr(GOB_ENCODER_TYPE)),
+    ("TextMarshalerT", Ptr(GOB_ENCODER_TYPE)),
+))
+WIRE_TYPE_ID = 16
+WIRE_TYPE_FIELD_NAMES = tuple(n for n, _ in WIRE_TYPE.fields)
+BUILTIN_IDS: dict[GoType, int] = {
+    WIRE_TYPE: 16, ARRAY_TYPE: 17, COMMON_TYPE: 18, SLICE_TYPE: 19, STRUCT_TYPE: 20,
+    FIELD_TYPE: 21, Slice(FIELD_TYPE): 22, MAP_TYPE: 23, GOB_ENCODER_TYPE: 24,
+}
+
+
+def type_id_of(t: GoType, ids: dict[GoType, int]) -> int:
+    t = base(t)
+    return t.id if isinstance(t, Basic) else ids[t]
+
+
+def to_wire(t: GoType, ids: dict[GoType, int]) -> Wire:
+    """The definition Go sends for composite type `t`, given ids of it and its parts."""
+    def tid(x: GoType) -> int:
+        return type_id_of(x, ids)
+
+    if isinstance(t, Struct):
+        return Wire("struct", t.name, fields=tuple((n, tid(ft)) for n, ft in t.fields))
+    if isinstance(t, Slice):
+        return Wire("slice", t.name, elem=tid(t.elem))
+    if isinstance(t, Array):
+        return Wire("array", t.name, elem=tid(t.elem), length=t.length)
+    if isinstance(t, Map):
+        return Wire("map", t.name, key=tid(t.key), elem=tid(t.elem))
+    raise TypeError(f"{t!r} has no wire definition")
+
+
+_WIRE_FIELD = {"array": "ArrayT", "slice": "SliceT", "struct": "StructT", "map": "MapT",
+               "gobencoder": "GobEncoderT"}
+
+
+def wire_to_value(w: Wire, type_id: int) -> dict:
+    """`w` as a value of WIRE_TYPE, ready to be gob-encoded."""
+    body: dict = {"CommonType": {"Name": w.name, "Id": type_id}}
+    if w.kind == "struct":
+        body["Field"] = [{"Name": n, "Id": i} for n, i in w.fields]
+    elif w.kind == "map":
+        body.update(Key=w.key, Elem=w.elem)
+    elif w.kind in ("slice", "array"):
+        body["Elem"] = w.elem
+        if w.kind == "array":
+            body["Len"] = w.length
+    return {_WIRE_FIELD[w.kind]: body}
+
+
+def wire_from_value(v: dict) -> Wire | None:
+    """Inverse of wire_to_value; None unless exactly one kind is present."""
+    present = [(k, v[k]) for k in WIRE_TYPE_FIELD_NAMES if v.get(k) is not None]
+    if len(present) != 1:
+        return None
+    key, body = present[0]
+    name = body["CommonType"]["Name"]
+    if key == "StructT":
+        return Wire("struct", name, fields=tuple((f["Name"], f["Id"]) for f in body["Field"]))
+    if key == "SliceT":
+        return Wire("slice", name, elem=body["Elem"])
+    if key == "ArrayT":
+        return Wire("array", name, elem=body["Elem"], length=body["Len"])
+    if key == "MapT":
+        return Wire("map", name, key=body["Key"], elem=body["Elem"])
+    return Wire("gobencoder", name)
+
+
+BUILTIN_WIRES: dict[int, Wire] = {i: to_wire(t, BUILTIN_IDS) for t, i in BUILTIN_IDS.items()}
+
+
+# --- primitives -------------------------------------------------------------------
+
+def put_uint(out: bytearray, x: int) -> None:
+    """Gob uint: < 128 in one byte, else the negated byte count then big-endian bytes."""
+    if x < 0x80:
+        out.append(x)
+        return
+    data = x.to_bytes((x.bit_length() + 7) // 8, "big")
+    out.append(256 - len(data))
+    out += data
+
+
+def put_int(out: bytearray, i: int) -> None:
+    """Gob int: sign in bit 0 (i<<1, or (^i<<1)|1 when negative), then as a uint."""
+    put_uint(out, (~i << 1) | 1 if i < 0 else i << 1)
+
+
+def put_float(out: bytearray, f: float) -> None:
+    """Gob float: IEEE-754 bits byte-reversed (so small exponents come first), as a uint."""
+    put_uint(out, int.from_bytes(_struct.pack(">d", f), "little"))
+
+
+class Reader:
+    """Reads primitives from `data[pos:end]`; `origin` is the stream offset of data[0]."""
+
+    def __init__(self, data: bytes | bytearray, pos: int, end: int, origin: int) -> None:
+        self.data = data
+        self.pos = pos
+        self.end = end
+        self.origin = origin
+
+    def error(self, reason: str) -> GobError:
+        return GobError(reason, offset=self.origin + self.pos)
+
+    def remaining(self) -> int:
+        return self.end - self.pos
+
+    def take(self, n: int) -> bytes:
+        if n > self.end - self.pos:
+            raise self.error(f"need {n} bytes, only {self.end - self.pos} left in message")
+        chunk = bytes(self.data[self.pos:self.pos + n])
+        self.pos += n
+        return chunk
+
+    def uint(self) -> int:
+        if self.pos >= self.end:
+            raise self.error("unexpected end of message")
+        b = self.data[self.pos]
+        self.pos += 1
+        if b < 0x80:
+            return b
+        n = 256 - b
+        if n > 8:
+            raise self.error(f"invalid uint length byte 0x{b:02x}")
+        return int.from_bytes(self.take(n), "big")
+
+    def int(self) -> int:
+        u = self.uint()
+        return ~(u >> 1) if u & 1 else u >> 1
+
+    def float(self) -> float:
+        return _struct.unpack(">d", self.uint().to_bytes(8, "little"))[0]
+
+    def count(self) -> int:
+        """An element count; every element takes at least one byte, so bound it so."""
+        n = self.uint()
+        if n > self.remaining():
+            raise self.error(f"count {n} exceeds the {self.remaining()} bytes left")
+        return n

@@ -1,0 +1,139 @@
+"""A small asyncio HTTP/1.1 server for local APIs (/metrics, /status, Weave's 6784 API).
+
+One request per connection (`Connection: close`), bodies by Content-Length, bounded
+sizes. Enough for curl, Prometheus and the CLI; not a general web server. Routes are
+(method, path-pattern) with `{name}` segments; a handler gets a `Request` and returns a
+`Response`. A handler that raises gives a 500 with the reason, never a dead server.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+log = logging.getLogger(__name__)
+MAX_HEADER_BYTES = 16 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+READ_TIMEOUT_S = 10.0
+REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+           409: "Conflict", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def form(self) -> dict[str, list[str]]:
+        """Query and urlencoded body fields together (Weave's /connect uses either)."""
+        merged = {k: list(v) for k, v in self.query.items()}
+        if self.body and "json" not in self.headers.get("content-type", ""):
+            for k, v in parse_qs(self.body.decode(errors="replace")).items():
+                merged.setdefault(k, []).extend(v)
+        return merged
+
+
+@dataclass
+class Response:
+    status: int = 200
+    body: bytes | str = b""
+    content_type: str = "text/plain; charset=utf-8"
+
+    def encode(self) -> bytes:
+        body = self.body.encode() if isinstance(self.body, str) else self.body
+        head = (f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}\r\n"
+                f"Content-Type: {self.content_type}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n")
+        return head.encode() + body
+
+
+RouteHandler = Callable[[Request], Awaitable[Response]]
+
+
+class Router:
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], RouteHandler]] = []
+
+    def add(self, method: str, pattern: str, handler: RouteHandler) -> None:
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
+        self._routes.append((method.upper(), re.compile(regex), handler))
+
+    async def dispatch(self, req: Request) -> Response:
+        allowed = False
+        for method, regex, handler in self._routes:
+            m = regex.match(req.path)
+            if not m:
+                continue
+            allowed = True
+            if method == req.method:
+                req.params = {k: unquote(v) for k, v in m.groupdict().items()}
+                return await handler(req)
+        if allowed:
+            return Response(405, f"method {req.method} not allowed on {req.path}\n")
+        return Response(404, f"404 page not found: {req.path}\n")
+
+
+class HttpServer:
+    def __init__(self, router: Router, host: str, port: int) -> None:
+        self.router, self.host, self.port = router, host, port
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful when port 0 was asked for)."""
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            req = await asyncio.wait_for(_read_request(reader), READ_TIMEOUT_S)
+            resp = Response(400, "bad request\n") if req is None else await self._dispatch(req)
+            writer.write(resp.encode())
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def _dispatch(self, req: Request) -> Response:
+        try:
+            return await self.router.dispatch(req)
+        except Exception as exc:
+            log.exception("HTTP %s %s failed", req.method, req.path)
+            return Response(500, f"internal error: {type(exc).__name__}: {exc}\n")
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    if len(head) > MAX_HEADER_BYTES:
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        return None
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    try:
+        length = int(headers.get("content-length", "0"))
+    except ValueError:
+        return None
+    if not 0 <= length <= MAX_BODY_BYTES:
+        return None
+    body = await reader.readexactly(length) if length else b""
+    url = urlsplit(parts[1])
+    return Request(parts[0].upper(), url.path, parse_qs(url.query), headers, body)

@@ -1,0 +1,98 @@
+"""`NatsBus`: the Bus protocol over nats-py, against the host's nats-server.
+
+Request endpoints go through `nats.micro`, one micro service per process named
+`weave-<service>`, so `nats micro ls` / `$SRV.PING` list the host's services. The
+client reconnects forever: the supervisor restarts nats-server if it dies, and every
+service carries on without a restart of its own (no start-order coupling).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+import nats
+import nats.errors
+import nats.micro
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from shared.bus import DEFAULT_TIMEOUT_S, BusCore, BusError, BusMsg, Handler, M, Subscription
+from shared.schemas.base import Message
+
+log = logging.getLogger(__name__)
+SERVICE_VERSION = "0.1.0"
+CONNECT_RETRY_S = 0.2
+
+
+class NatsBus(BusCore):
+    def __init__(self, nc: Client, service: str) -> None:
+        super().__init__(service)
+        self.nc = nc
+        self._micro: nats.micro.Service | None = None
+        self._subs: list = []
+
+    @classmethod
+    async def connect(cls, url: str, token: str, service: str, *, timeout: float = 10.0) -> "NatsBus":
+        """Connect, retrying until `timeout` while the server is not up yet."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                nc = await nats.connect(url, token=token, name=f"weave-{service}", max_reconnect_attempts=-1,
+                                        reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
+                                        error_cb=_log_error, disconnected_cb=_log_disconnect)
+                return cls(nc, service)
+            except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+                if loop.time() >= deadline:
+                    raise BusError("unavailable", f"cannot reach the bus at {url}: {exc}") from exc
+                await asyncio.sleep(CONNECT_RETRY_S)
+
+    async def _raw_publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+        await self.nc.publish(subject, data, headers=headers or None)
+
+    async def _raw_request(self, subject: str, data: bytes, headers: dict[str, str], timeout: float) -> bytes:
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout, headers=headers or None)
+        except nats.errors.NoRespondersError:
+            raise BusError("unavailable", f"no service answers {subject}", subject=subject) from None
+        except nats.errors.TimeoutError:
+            raise BusError("timeout", f"no reply within {timeout:g} s", subject=subject) from None
+        return msg.data
+
+    async def subscribe(self, subject: str, handler: Handler, *, queue: str | None = None) -> Subscription:
+        async def on_msg(msg: Msg) -> None:
+            await self.deliver(handler, BusMsg(msg.subject, msg.data, dict(msg.headers or {}), msg.reply or None))
+
+        sub = await self.nc.subscribe(subject, queue=queue or "", cb=on_msg)
+        self._subs.append(sub)
+        return sub
+
+    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]]) -> None:
+        if self._micro is None:
+            self._micro = await nats.micro.add_service(
+                self.nc, name=f"weave-{self.service}", version=SERVICE_VERSION,
+                description=f"weave-py {self.service} service")
+
+        async def on_request(req: nats.micro.Request) -> None:
+            reply = await self.handle_request(req.subject, req.data, req.headers, request_type, handler)
+            await req.respond(reply)
+
+        await self._micro.add_endpoint(name=subject.replace(".", "_"), subject=subject, handler=on_request)
+
+    async def flush(self) -> None:
+        await self.nc.flush()
+
+    async def close(self) -> None:
+        if self._micro is not None:
+            await self._micro.stop()
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("bus error: %s", exc)
+
+
+async def _log_disconnect() -> None:
+    log.info("bus disconnected; reconnecting")

@@ -1,0 +1,55 @@
+"""The base of every bus message, and the structured error reply.
+
+Rules (STYLE.md 6): frozen, `extra="forbid"`, a `version` field, a docstring per
+field. A request handler that fails replies with `ErrorReply` (a code and a
+description), never with silence: the caller gets a reason, not a timeout.
+"""
+from __future__ import annotations
+
+import json
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class Message(BaseModel):
+    """Base class of every message on the bus."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version; bumped on incompatible change.")
+
+
+class ErrorReply(Message):
+    """What a request handler sends back when it cannot do what was asked."""
+
+    kind: Literal["error"] = Field("error", description="Tag that tells an error from a reply.")
+    code: str = Field(description="Short machine-readable reason, e.g. bad_request, not_found, unavailable.")
+    description: str = Field(description="One line for a person: what went wrong and, if known, what to do.")
+
+
+class Ok(Message):
+    """An empty successful reply."""
+
+    kind: Literal["ok"] = Field("ok", description="Tag of an empty successful reply.")
+
+
+M = TypeVar("M", bound=Message)
+
+
+def parse_reply(data: bytes, reply_type: type[M]) -> M | ErrorReply:
+    """Decode a reply: an ErrorReply if it is tagged `error`, else `reply_type`.
+
+    Raises pydantic.ValidationError if it is neither (a broken responder).
+    """
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise ValidationError.from_exception_data("reply", [
+            {"type": "json_invalid", "loc": (), "input": data[:64], "ctx": {"error": str(exc)}},
+        ]) from exc
+    if isinstance(raw, dict) and raw.get("kind") == "error":
+        return ErrorReply.model_validate(raw)
+    return reply_type.model_validate(raw)

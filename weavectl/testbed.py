@@ -1,0 +1,253 @@
+"""Several weave hosts on one Linux machine, for the demo, the tests and the benchmarks.
+
+Layout (every name starts with the testbed prefix, default `wt`, so leftovers of a
+crashed run are found and removed by `down`):
+- `<p>-wire`: a namespace holding the underlay bridge `br0`;
+- `<p>-h<N>`: host N, a namespace with `eth0` (a veth into br0), address
+  192.168.77.N/24, its own loopback, bus, services and state dir `<root>/h<N>`;
+- `<p>-h<N>c<K>`: container K of host N, a namespace attached to its host's weave
+  bridge by the host's datapath (once the datapath can attach containers).
+It never touches the root namespace's routes, addresses or devices: every device is
+created inside a namespace of its own. Faults are real: links cut in the wire, ports
+blocked with iptables in the wire namespace, services killed by pid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+DEFAULT_ROOT = Path("/run/weave-testbed")
+UNDERLAY = "192.168.77"
+STATE_FILE = "testbed.json"
+
+
+class TestbedError(Exception):
+    """A testbed step failed; the message names the step and the command's stderr."""
+
+    __test__ = False  # not a pytest class
+
+
+@dataclass
+class Host:
+    index: int
+    ns: str
+    addr: str
+    state_dir: str
+    name: str
+    launched: bool = False
+    containers: list[str] = field(default_factory=list)
+
+    @property
+    def nickname(self) -> str:
+        return f"h{self.index}"
+
+
+def run(argv: list[str], *, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise TestbedError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def weave_bin() -> str:
+    """The `weave` CLI of the running interpreter's environment."""
+    candidate = Path(sys.executable).parent / "weave"
+    return str(candidate) if candidate.exists() else shutil.which("weave") or "weave"
+
+
+class Testbed:
+    __test__ = False
+
+    def __init__(self, root: Path = DEFAULT_ROOT, prefix: str = "wt") -> None:
+        self.root = Path(root)
+        self.prefix = prefix
+        self.hosts: list[Host] = []
+        self.password: str | None = None
+        self._load()
+
+    # -- names and state ---------------------------------------------------------
+    @property
+    def wire(self) -> str:
+        return f"{self.prefix}-wire"
+
+    def host(self, target: str | int) -> Host:
+        index = int(str(target).lstrip("h").split("c")[0])
+        for h in self.hosts:
+            if h.index == index:
+                return h
+        raise TestbedError(f"no host {target!r} in the testbed (hosts: {', '.join(h.nickname for h in self.hosts)})")
+
+    def _load(self) -> None:
+        try:
+            data = json.loads((self.root / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        self.hosts = [Host(**h) for h in data.get("hosts", [])]
+        self.password = data.get("password")
+
+    def _save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        data = {"prefix": self.prefix, "password": self.password, "hosts": [asdict(h) for h in self.hosts]}
+        (self.root / STATE_FILE).write_text(json.dumps(data, indent=2))
+
+    def namespaces(self) -> list[str]:
+        """Every namespace of this testbed's prefix that exists now (ours by name)."""
+        out = run(["ip", "netns", "list"]).stdout
+        names = [line.split()[0] for line in out.splitlines() if line.strip()]
+        return [n for n in names if n.startswith(self.prefix + "-")]
+
+    # -- up ----------------------------------------------------------------------
+    def up(self, hosts: int = 3, *, password: str | None = None, datapath: str = "auto", containers: int = 0,
+           launch: bool = True, profile: str = "production", launch_args: tuple[str, ...] = (),
+           connect: bool = True) -> None:
+        if self.namespaces():
+            raise TestbedError(f"a testbed with prefix {self.prefix!r} exists already; run 'weave testbed down'")
+        if not 1 <= hosts <= 9:
+            raise TestbedError("a testbed has 1 to 9 hosts")
+        self.password = password
+        try:
+            self._make_wire()
+            self.hosts = [self._make_host(i) for i in range(1, hosts + 1)]
+            self._save()
+            if launch:
+                self.launch_all(datapath=datapath, profile=profile, launch_args=launch_args, connect=connect)
+            for h in self.hosts:
+                for k in range(1, containers + 1):
+                    self.add_container(h, k)
+        except BaseException:
+            self.down()
+            raise
+
+    def _make_wire(self) -> None:
+        run(["ip", "netns", "add", self.wire])
+        run(["ip", "-n", self.wire, "link", "add", "br0", "type", "bridge"])
+        run(["ip", "-n", self.wire, "link", "set", "br0", "up"])
+        run(["ip", "-n", self.wire, "link", "set", "lo", "up"])
+
+    def _make_host(self, i: int) -> Host:
+        ns = f"{self.prefix}-h{i}"
+        run(["ip", "netns", "add", ns])
+        run(["ip", "-n", self.wire, "link", "add", f"h{i}", "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "-n", self.wire, "link", "set", f"h{i}", "master", "br0", "up"])
+        run(["ip", "-n", ns, "addr", "add", f"{UNDERLAY}.{i}/24", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        state = self.root / f"h{i}"
+        state.mkdir(parents=True, exist_ok=True)
+        return Host(i, ns, f"{UNDERLAY}.{i}", str(state), f"aa:00:00:00:00:{i:02x}")
+
+    def launch_args(self, h: Host, *, datapath: str = "auto", profile: str = "production",
+                    launch_args: tuple[str, ...] = (), connect: bool = True) -> list[str]:
+        peers = [o.addr for o in self.hosts if o is not h] if connect else []
+        argv = ["launch", "--name", h.name, "--nickname", h.nickname, "--host", h.addr,
+                "--datapath", datapath, "--profile", profile, *launch_args, *peers]
+        if self.password:
+            argv += ["--password", self.password]
+        return argv
+
+    def launch_all(self, **kw) -> None:
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            list(pool.map(lambda h: self.launch(h, **kw), self.hosts))
+
+    def launch(self, h: Host, **kw) -> None:
+        proc = self.weave(h, *self.launch_args(h, **kw), check=False, timeout=90)
+        if proc.returncode != 0:
+            raise TestbedError(f"weave launch on {h.nickname} failed: {proc.stderr.strip()}")
+        h.launched = True
+        self._save()
+
+    def add_container(self, h: Host, k: int) -> str:
+        ns = f"{h.ns}c{k}"
+        run(["ip", "netns", "add", ns])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        h.containers.append(ns)
+        self._save()
+        return ns
+
+    # -- use ---------------------------------------------------------------------
+    def exec(self, target: str, argv: list[str], *, check: bool = False, timeout: float = 60,
+             **kw) -> subprocess.CompletedProcess:
+        """Run argv in a host (`h1`) or container (`h1c1`) namespace."""
+        h = self.host(target)
+        ns = h.ns if "c" not in target.lstrip("h") else f"{self.prefix}-{target}"
+        if ns not in (h.ns, *h.containers):
+            raise TestbedError(f"no container {target!r} on {h.nickname}")
+        env = dict(os.environ, WEAVE_STATE_DIR=h.state_dir)
+        return run(["ip", "netns", "exec", ns, *argv], check=check, timeout=timeout, env=env, **kw)
+
+    def weave(self, target: Host | str, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        h = target if isinstance(target, Host) else self.host(target)
+        return self.exec(h.nickname, [weave_bin(), "--state-dir", h.state_dir, *args], check=check, timeout=timeout)
+
+    def status(self) -> dict:
+        return {"prefix": self.prefix, "root": str(self.root), "namespaces": self.namespaces(),
+                "hosts": [{"host": h.nickname, "namespace": h.ns, "underlay": h.addr, "peer_name": h.name,
+                           "state_dir": h.state_dir, "launched": h.launched,
+                           "containers": [{"name": c.split("-", 1)[1], "namespace": c} for c in h.containers]}
+                          for h in self.hosts]}
+
+    # -- faults ------------------------------------------------------------------
+    def cut(self, target: str) -> None:
+        run(["ip", "-n", self.wire, "link", "set", f"h{self.host(target).index}", "down"])
+
+    def restore(self, target: str) -> None:
+        run(["ip", "-n", self.wire, "link", "set", f"h{self.host(target).index}", "up"])
+
+    def _block_rule(self, a: str, b: str, proto: str, port: int) -> list[list[str]]:
+        ha, hb = self.host(a), self.host(b)
+        return [["-s", x.addr, "-d", y.addr, "-p", proto, "--dport", str(port), "-j", "DROP"]
+                for x, y in ((ha, hb), (hb, ha))]
+
+    def block(self, a: str, b: str, proto: str, port: int) -> None:
+        """Drop proto/port traffic between hosts a and b, both ways, in the wire."""
+        run(["ip", "netns", "exec", self.wire, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"], check=False)
+        for rule in self._block_rule(a, b, proto, port):
+            run(["ip", "netns", "exec", self.wire, "iptables", "-I", "FORWARD", *rule])
+
+    def unblock(self, a: str, b: str, proto: str, port: int) -> None:
+        for rule in self._block_rule(a, b, proto, port):
+            run(["ip", "netns", "exec", self.wire, "iptables", "-D", "FORWARD", *rule], check=False)
+
+    def service_pid(self, target: str, service: str) -> int:
+        data = json.loads((Path(self.host(target).state_dir) / "processes.json").read_text())
+        return int(data["processes"][service])
+
+    def kill_service(self, target: str, service: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.service_pid(target, service)
+        os.kill(pid, sig)
+        return pid
+
+    # -- down --------------------------------------------------------------------
+    def down(self) -> None:
+        """Remove everything this testbed made, even after a crash. Idempotent."""
+        for h in self.hosts:
+            if h.ns in self.namespaces():
+                self.weave(h, "stop", check=False, timeout=30)
+        for ns in self.namespaces():
+            self._kill_namespace_pids(ns)
+            run(["ip", "netns", "del", ns], check=False)
+        self.hosts = []
+        if self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @staticmethod
+    def _kill_namespace_pids(ns: str) -> None:
+        """Every process still inside one of our namespaces was started by us: kill it."""
+        pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        deadline = time.monotonic() + 5
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if Path(f"/proc/{p}").exists()]
+            time.sleep(0.02)
