@@ -1,0 +1,136 @@
+"""weaveDNS entries and the gossip value that carries them (weave:nameserver/entry.go).
+
+An `Entry` says "container `container_id` on peer `origin` answers to `hostname` at
+`addr`". Its identity is (Hostname, Origin, ContainerID, Addr), with the hostname
+compared exactly as supplied; `version` and `tombstone` are its mutable state.
+
+Ordering (both orders compare Origin and Addr as numbers, strings by code point,
+which is Go's byte order for UTF-8):
+- stored and reported: case-insensitively, (lower(Hostname), Origin, ContainerID, Addr);
+- gossiped on the wire: case-sensitively, (Hostname, Origin, ContainerID, Addr).
+
+Merge of two states of one entry: the higher Version wins; at equal Version the larger
+Tombstone wins. (Version, Tombstone) is therefore a total order and merging is taking
+the maximum: idempotent, commutative and associative.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Iterable
+
+from services.gossip.peer_name import PeerName
+from shared.errors import LocalProtocolError
+
+# Tombstones only need to outlive gossip propagation and the allowed clock skew: 30 min
+# of tombstone life covers 15 min of skew either way (weave:nameserver/nameserver.go).
+TOMBSTONE_TIMEOUT_S = 30 * 60
+GOSSIP_WINDOW_S = TOMBSTONE_TIMEOUT_S // 2
+
+EntryKey = tuple[str, int, str, int]
+"""Identity of an entry: (Hostname, Origin, ContainerID, Addr)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One DNS record. `tombstone` is unix seconds of deletion; 0 means live."""
+
+    container_id: str
+    origin: PeerName
+    addr: int
+    """IPv4 address as an unsigned 32-bit number (Go `address.Address`)."""
+    hostname: str
+    """FQDN as supplied, case preserved (lookups ignore case)."""
+    version: int = 0
+    tombstone: int = 0
+
+    @property
+    def key(self) -> EntryKey:
+        return (self.hostname, int(self.origin), self.container_id, self.addr)
+
+    @property
+    def live(self) -> bool:
+        return self.tombstone == 0
+
+    def sort_key(self) -> tuple[str, int, str, int]:
+        """Stored order: case-insensitive hostname first."""
+        return (self.hostname.lower(), int(self.origin), self.container_id, self.addr)
+
+    def wire_sort_key(self) -> EntryKey:
+        """Gossip order: case-sensitive hostname first."""
+        return self.key
+
+    def wins_over(self, other: "Entry") -> bool:
+        """True if this state of the entry supersedes `other` (same identity)."""
+        return (self.version, self.tombstone) > (other.version, other.tombstone)
+
+    def tombstoned(self, now: int) -> "Entry":
+        """The deletion of a live entry, as only its origin may make it."""
+        if now < 1:
+            raise LocalProtocolError("tombstone time must be a positive unix time", now=now)
+        return Entry(self.container_id, self.origin, self.addr, self.hostname,
+                     self.version + 1, int(now))
+
+    def revived(self) -> "Entry":
+        """A tombstoned entry brought back by its origin re-adding it."""
+        return Entry(self.container_id, self.origin, self.addr, self.hostname,
+                     self.version + 1, 0)
+
+    def with_version(self, version: int) -> "Entry":
+        return Entry(self.container_id, self.origin, self.addr, self.hostname,
+                     version, self.tombstone)
+
+    @property
+    def address(self) -> str:
+        return str(IPv4Address(self.addr))
+
+    def to_status(self) -> dict:
+        """One element of /report `DNS.Entries` (weave:nameserver/status.go)."""
+        return {"Hostname": self.hostname, "Origin": str(self.origin),
+                "ContainerID": self.container_id, "Address": self.address,
+                "Version": self.version, "Tombstone": self.tombstone}
+
+    def to_api_json(self) -> dict:
+        """One element of `GET /name` (Go JSON of Entry: Origin as a number)."""
+        return {"ContainerID": self.container_id, "Origin": int(self.origin),
+                "Addr": self.address, "Hostname": self.hostname,
+                "Version": self.version, "Tombstone": self.tombstone}
+
+
+def merge_entry(a: Entry, b: Entry) -> Entry:
+    """The winning state of one entry (identities must match)."""
+    if a.key != b.key:
+        raise LocalProtocolError("merging different entries", a=a.key, b=b.key)
+    return b if b.wins_over(a) else a
+
+
+@dataclass(frozen=True, slots=True)
+class GossipData:
+    """The `nameserver` channel's gossip value: `GossipData{Timestamp int64, Entries}`.
+
+    `entries` are unique by identity and kept in stored (case-insensitive) order; the
+    codec re-sorts them case-sensitively for the wire, as Go does.
+    """
+
+    timestamp: int
+    entries: tuple[Entry, ...]
+
+    @classmethod
+    def of(cls, timestamp: int, entries: Iterable[Entry]) -> "GossipData":
+        """Build from entries in any order; duplicates of an identity are merged."""
+        return cls(int(timestamp), _merged_sorted({}, entries))
+
+    def merge(self, other: "GossipData") -> "GossipData":
+        """Coalesce two pending sends (mesh `GossipData.Merge`): union of entries with
+        each identity's winning state, and the later timestamp. Commutative,
+        associative and idempotent."""
+        by_key = {e.key: e for e in self.entries}
+        return GossipData(max(self.timestamp, other.timestamp),
+                          _merged_sorted(by_key, other.entries))
+
+
+def _merged_sorted(by_key: dict[EntryKey, Entry], entries: Iterable[Entry]) -> tuple[Entry, ...]:
+    for e in entries:
+        old = by_key.get(e.key)
+        by_key[e.key] = e if old is None else merge_entry(old, e)
+    return tuple(sorted(by_key.values(), key=Entry.sort_key))
