@@ -1,0 +1,95 @@
+"""`weave launch` on a host: the stack, its supervision, and a clean stop."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from shared.subjects import SERVICES
+
+
+def service_table(ns) -> dict[str, tuple[int, str]]:
+    out = ns.weave("ps-services")
+    assert out.returncode == 0, out.stderr
+    rows = {}
+    for line in out.stdout.splitlines()[2:]:
+        name, pid, state, health = line.split()[:4]
+        rows[name] = (int(pid) if pid != "-" else 0, health)
+    return rows
+
+
+def wait_until(cond, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_launch_supervise_restart_stop(netns):
+    out = netns.weave("launch", "--name", "aa:00:00:00:00:42", "--nickname", "e2e")
+    assert out.returncode == 0, out.stderr
+    table = service_table(netns)
+    assert set(table) == {"nats", *SERVICES}
+    assert all(h == "healthy" for _, h in table.values())
+
+    # every service serves Prometheus metrics on its loopback port
+    metrics = netns.run("python3", "-c", "import urllib.request;print(urllib.request.urlopen("
+                        "'http://127.0.0.1:6790/metrics').read().decode())")
+    assert "process_resident_memory_bytes" in metrics.stdout
+
+    # kill -9 one service: it comes back with a new pid; the others keep theirs
+    victim = table["ipam"][0]
+    netns.run("kill", "-9", str(victim))
+
+    def restarted():
+        t = service_table(netns)
+        return t if t["ipam"][0] not in (0, victim) and t["ipam"][1] == "healthy" else None
+
+    after = wait_until(restarted, what="ipam restart")
+    for name, (pid, _) in table.items():
+        if name != "ipam":
+            assert after[name][0] == pid, f"{name} was disturbed"
+
+    # restart on purpose
+    out = netns.weave("restart", "dns")
+    assert out.returncode == 0, out.stderr
+    assert service_table(netns)["dns"][0] != after["dns"][0]
+
+    # a second launch is refused with a reason
+    again = netns.weave("launch")
+    assert again.returncode == 1 and "already running" in again.stderr
+
+    # stop: no process and no device left behind
+    all_pids = [p for p, _ in service_table(netns).values()]
+    out = netns.weave("stop")
+    assert out.returncode == 0, out.stderr
+    assert netns.pids() == []
+    assert not any(Path(f"/proc/{p}").exists() for p in all_pids)
+    links = netns.run("ip", "-o", "link", "show").stdout.splitlines()
+    assert [line.split(":")[1].strip() for line in links] == ["lo"]
+    assert not (netns.state_dir / "processes.json").exists()
+
+
+def test_cli_errors_are_one_line_with_hint(netns):
+    out = netns.weave("ps-services")
+    assert out.returncode == 1
+    assert "not running" in out.stderr and "hint:" in out.stderr
+
+    out = netns.weave("launch", "--conn-limit", "many")
+    assert out.returncode == 2 and "invalid int value" in out.stderr
+
+    assert netns.weave("launch", "--nickname", "e2e").returncode == 0
+    out = netns.weave("restart", "router")
+    assert out.returncode == 1 and "no service 'router'" in out.stderr
+
+
+def test_supervisor_crash_leaves_nothing_after_stop(netns):
+    assert netns.weave("launch").returncode == 0
+    data = json.loads((netns.state_dir / "processes.json").read_text())
+    netns.run("kill", "-9", str(data["supervisor"]))
+    wait_until(lambda: not Path(f"/proc/{data['supervisor']}").exists(), what="supervisor gone")
+    netns.weave("stop")
+    assert netns.pids() == []

@@ -1,0 +1,83 @@
+"""The multi-host testbed: hosts up with healthy stacks, reachable underlay, faults, and
+nothing left after down, twice in a row."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+
+def running(pid: int) -> bool:
+    """True while pid is a live process (a zombie awaiting its reaper counts as dead)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_all_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return [p for p in pids if running(p)]
+
+
+def test_testbed_up_and_down_twice(testbed_factory):
+    tb = testbed_factory()
+    for _ in range(2):
+        tb.up(3)
+        status = tb.status()
+        assert [h["underlay"] for h in status["hosts"]] == ["192.168.77.1", "192.168.77.2", "192.168.77.3"]
+        assert sorted(status["namespaces"]) == sorted([f"{tb.prefix}-wire"] + [f"{tb.prefix}-h{i}" for i in (1, 2, 3)])
+        for h in ("h1", "h2", "h3"):
+            ps = tb.weave(h, "ps-services")
+            assert ps.stdout.count("healthy") - ps.stdout.count("unhealthy") == 6, ps.stdout
+        assert tb.exec("h1", ["ping", "-c1", "-W2", "192.168.77.3"]).returncode == 0
+
+        # faults: a cut link, then a blocked port
+        tb.cut("h3")
+        assert tb.exec("h1", ["ping", "-c1", "-W1", "192.168.77.3"]).returncode != 0
+        tb.restore("h3")
+        assert tb.exec("h1", ["ping", "-c1", "-W2", "192.168.77.3"]).returncode == 0
+
+        pids = [int(p) for ns in status["namespaces"] for p in
+                subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
+        assert pids, "the hosts run processes"
+        tb.down()
+        assert tb.namespaces() == []
+        assert not tb.root.exists()
+        assert wait_all_dead(pids) == []
+
+
+def test_block_port_between_two_hosts(testbed_factory):
+    tb = testbed_factory()
+    tb.up(2, launch=False)
+    server = subprocess.Popen(["ip", "netns", "exec", f"{tb.prefix}-h2", "python3", "-c",
+                               "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+                               "s.bind(('0.0.0.0',7000));s.listen();import time;time.sleep(60)"])
+    try:
+        probe = ["python3", "-c", "import socket;socket.create_connection(('192.168.77.2',7000),timeout=1)"]
+        import time
+        deadline = time.monotonic() + 5
+        while tb.exec("h1", probe).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tb.exec("h1", probe).returncode == 0
+        tb.block("h1", "h2", "tcp", 7000)
+        assert tb.exec("h1", probe).returncode != 0
+        tb.unblock("h1", "h2", "tcp", 7000)
+        assert tb.exec("h1", probe).returncode == 0
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_exec_in_unknown_target_is_an_error(testbed_factory):
+    from weavectl.testbed import TestbedError
+    import pytest
+
+    tb = testbed_factory()
+    tb.up(1, launch=False)
+    with pytest.raises(TestbedError, match="no host"):
+        tb.exec("h7", ["true"])
+    with pytest.raises(TestbedError, match="no container"):
+        tb.exec("h1c9", ["true"])
