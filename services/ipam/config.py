@@ -1,0 +1,62 @@
+"""Configuration of one allocator core, and Weave's `--ipalloc-init` modes.
+
+Defaults are Weave's: ticks every 5 s (retry of pending work, tickInterval), addresses
+of a dead container freed after 30 s (containerDiedTimeout).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.gossip.peer_name import PeerName
+from services.ipam.address import CIDR
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    our_name: PeerName
+    our_uid: int  # this process's mesh UID: a restarted peer is a new Paxos node
+    universe: CIDR  # --ipalloc-range, a subnet of at least 4 addresses
+    our_nickname: str = ""
+    default_subnet: CIDR | None = None  # --ipalloc-default-subnet; None = the universe
+    seed: tuple[PeerName, ...] = ()  # --ipalloc-init=seed=...: ring made locally from these
+    observer: bool = False  # --ipalloc-init=observer: no vote, waits for a ring
+    quorum: int = 1  # electors needed for consensus (N/2+1)
+    tick_interval: float = 5.0  # seconds between retries of pending work
+    container_died_timeout: float = 30.0  # seconds before a dead container's addresses go
+    random_seed: int | None = None  # for the weighted choice of whom to ask for space
+
+    def __post_init__(self) -> None:
+        if not self.universe.is_subnet or self.universe.size < 4:
+            raise ValueError(f"invalid --ipalloc-range {self.universe}")
+        if self.default_subnet is None:
+            object.__setattr__(self, "default_subnet", self.universe)
+        elif not self.universe.range().overlaps(self.default_subnet.range()):
+            raise ValueError(f"default subnet {self.default_subnet} does not overlap {self.universe}")
+        if not self.observer and not self.seed and self.quorum < 1:
+            raise ValueError("an elector needs a quorum of at least 1")
+
+
+@dataclass(frozen=True)
+class InitMode:
+    seed: tuple[PeerName, ...] = ()
+    observer: bool = False
+    quorum: int = 1
+
+
+def parse_init_mode(text: str, target_count: int) -> InitMode:
+    """Weave's `--ipalloc-init`: `consensus[=N]`, `seed=<name>,...`, or `observer`.
+
+    Without N, the quorum counts the peers given on the command line plus us:
+    (targets + 1) / 2 + 1.
+    """
+    kind, _, arg = text.partition("=")
+    if kind == "consensus":
+        count = int(arg) if arg else target_count + 1
+        if count < 1:
+            raise ValueError(f"invalid consensus count in {text!r}")
+        return InitMode(quorum=count // 2 + 1)
+    if kind == "seed" and arg:
+        return InitMode(seed=tuple(PeerName.parse(p) for p in arg.split(",")))
+    if kind == "observer" and not arg:
+        return InitMode(observer=True, quorum=0)
+    raise ValueError(f"invalid --ipalloc-init mode {text!r}")
