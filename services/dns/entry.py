@@ -6,7 +6,8 @@ compared exactly as supplied; `version` and `tombstone` are its mutable state.
 
 Ordering (both orders compare Origin and Addr as numbers, strings by code point,
 which is Go's byte order for UTF-8):
-- stored and reported: case-insensitively, (lower(Hostname), Origin, ContainerID, Addr);
+- stored and reported: case-insensitively, (lower(Hostname), Origin, ContainerID, Addr),
+  ties between hostnames differing only in case broken by the exact hostname;
 - gossiped on the wire: case-sensitively, (Hostname, Origin, ContainerID, Addr).
 
 Merge of two states of one entry: the higher Version wins; at equal Version the larger
@@ -52,9 +53,12 @@ class Entry:
     def live(self) -> bool:
         return self.tombstone == 0
 
-    def sort_key(self) -> tuple[str, int, str, int]:
-        """Stored order: case-insensitive hostname first."""
-        return (self.hostname.lower(), int(self.origin), self.container_id, self.addr)
+    def sort_key(self) -> tuple[str, int, str, int, str]:
+        """Stored order: case-insensitive hostname first. Go leaves entries differing
+        only in hostname case unordered; the exact hostname breaks that tie here, so
+        the order (and the first entry for a reverse lookup) never depends on history."""
+        return (self.hostname.lower(), int(self.origin), self.container_id, self.addr,
+                self.hostname)
 
     def wire_sort_key(self) -> EntryKey:
         """Gossip order: case-sensitive hostname first."""
