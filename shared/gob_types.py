@@ -1,4 +1,6 @@
-"""Go `encoding/gob` type descriptors and wire primitives (shared by encoder and decoder).
+"""Go `encoding/gob` vocabulary: type descriptors, wire primitives, and writing one value.
+
+Stream state (type ids, definitions, framing, decoding) lives in `shared.gob`.
 
 A Go type is described by an immutable, hashable descriptor: the basic singletons
 (`BOOL`, `INT`, `UINT`, `FLOAT`, `STRING`, `BYTES`, `COMPLEX`) or `Struct`, `Slice`,
@@ -19,10 +21,11 @@ as a struct field. Go's decoder ignores all names.
 from __future__ import annotations
 
 import struct as _struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Union
 
-from shared.errors import RemoteProtocolError
+from shared.errors import LocalProtocolError, RemoteProtocolError
 
 MAX_MESSAGE = 10 * 1024 * 1024  # bytes; mesh's maxTCPMsgSize, far above any real gob blob
 MAX_DEPTH = 100  # nesting of values while decoding; bounds Python recursion
@@ -303,3 +306,113 @@ class Reader:
         if n > self.remaining():
             raise self.error(f"count {n} exceeds the {self.remaining()} bytes left")
         return n
+
+
+# --- values (stateless; the Encoder adds type definitions and framing) -----------
+
+def misfit(t: GoType, value, where: str, why: str = "does not fit") -> LocalProtocolError:
+    return LocalProtocolError(f"gob: {value!r} {why} {t!r} at {where}",
+                              path=where, go_type=t, value=value)
+
+
+def put_value(out: bytearray, t: GoType, v, where: str) -> None:
+    """Write one value of type `t` (no field header). None means Go's zero value."""
+    if v is None and isinstance(t, Ptr):
+        raise misfit(t, v, where, "nil pointer element of")
+    t = base(t)
+    if isinstance(t, Basic):
+        _put_basic(out, t, v, where)
+    elif isinstance(t, Struct):
+        put_struct(out, t, v, where)
+    elif isinstance(t, Map):
+        _put_map(out, t, v, where)
+    else:
+        _put_list(out, t, v, where)
+
+
+def _put_basic(out: bytearray, t: Basic, v, where: str) -> None:
+    if t is BOOL and isinstance(v, bool):
+        out.append(1 if v else 0)
+    elif t in (INT, UINT) and isinstance(v, int) and not isinstance(v, bool):
+        lo, hi = (-(1 << 63), 1 << 63) if t is INT else (0, 1 << 64)
+        if not lo <= v < hi:
+            raise misfit(t, v, where, "is out of range for")
+        (put_int if t is INT else put_uint)(out, int(v))
+    elif t is FLOAT and isinstance(v, (int, float)) and not isinstance(v, bool):
+        put_float(out, float(v))
+    elif t is COMPLEX and isinstance(v, (int, float, complex)) and not isinstance(v, bool):
+        put_float(out, complex(v).real)
+        put_float(out, complex(v).imag)
+    elif t is STRING and isinstance(v, str):
+        data = v.encode("utf-8", "surrogateescape")
+        put_uint(out, len(data))
+        out += data
+    elif t is BYTES and isinstance(v, (bytes, bytearray, memoryview)):
+        put_uint(out, len(v))
+        out += v
+    else:
+        raise misfit(t, v, where)
+
+
+def _omitted(t: GoType, v) -> bool:
+    """Does Go leave this struct field out? (never for a struct or an array)"""
+    if v is None:
+        return isinstance(t, Ptr) or not isinstance(t, (Struct, Array))
+    t = base(t)
+    if t is BOOL:
+        return v is False
+    if t in (STRING, BYTES):
+        return isinstance(v, (str, bytes, bytearray, memoryview)) and len(v) == 0
+    if isinstance(t, Basic):
+        return isinstance(v, (int, float, complex)) and not isinstance(v, bool) and v == 0
+    return isinstance(t, Slice) and isinstance(v, (list, tuple)) and len(v) == 0
+
+
+def put_struct(out: bytearray, t: Struct, v, where: str) -> None:
+    v = {} if v is None else v
+    if not isinstance(v, Mapping):
+        raise misfit(t, v, where)
+    unknown = set(v) - {n for n, _ in t.fields}
+    if unknown:
+        raise misfit(t, v, where, f"has fields {sorted(unknown)!r} not in")
+    last = -1
+    for i, (name, ft) in enumerate(t.fields):
+        fv = v.get(name)
+        if _omitted(ft, fv):
+            continue
+        put_uint(out, i - last)
+        last = i
+        put_value(out, ft, fv, f"{where}.{name}")
+    out.append(0)
+
+
+def _put_list(out: bytearray, t: Slice | Array, v, where: str) -> None:
+    if v is None:
+        v = [] if isinstance(t, Slice) else zero(t)
+    if not isinstance(v, (list, tuple)):
+        raise misfit(t, v, where)
+    if isinstance(t, Array) and len(v) != t.length:
+        raise misfit(t, v, where, f"has {len(v)} elements, not the length of")
+    put_uint(out, len(v))
+    for i, elem in enumerate(v):
+        put_value(out, t.elem, elem, f"{where}[{i}]")
+
+
+def _put_map(out: bytearray, t: Map, v, where: str) -> None:
+    v = {} if v is None else v
+    if not isinstance(v, Mapping):
+        raise misfit(t, v, where)
+    put_uint(out, len(v))
+    for key, elem in v.items():
+        put_value(out, t.key, _thaw(t.key, key), f"{where}[key {key!r}]")
+        put_value(out, t.elem, elem, f"{where}[{key!r}]")
+
+
+def _thaw(t: GoType, key):
+    """A map key given as a tuple (as decode returns struct and array keys) -> dict/list."""
+    t = base(t)
+    if isinstance(t, Struct) and isinstance(key, tuple) and len(key) == len(t.fields):
+        return {n: _thaw(ft, k) for (n, ft), k in zip(t.fields, key)}
+    if isinstance(t, Array) and isinstance(key, tuple):
+        return [_thaw(t.elem, k) for k in key]
+    return key
