@@ -17,7 +17,7 @@ kept up to date on every change, so answering never sorts or scans.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from services.dns.entry import (
     GOSSIP_WINDOW_S,
@@ -131,7 +131,7 @@ class Nameserver:
         """Tombstone every live entry of ours for that container."""
         return self._tombstone_ours(lambda e: e.container_id == container_id, now)
 
-    def _tombstone_ours(self, match, now: float) -> GossipData | None:
+    def _tombstone_ours(self, match: Callable[[Entry], bool], now: float) -> GossipData | None:
         doomed = [e for e in self._entries.values()
                   if e.origin == self.our_name and e.live and match(e)]
         done = [e.tombstoned(int(now)) for e in doomed]
@@ -230,7 +230,7 @@ class Nameserver:
         self._by_addr.setdefault(entry.addr, set()).add(key)
         self._reindex(lname, entry.addr)
 
-    def _drop_where(self, doomed) -> int:
+    def _drop_where(self, doomed: Callable[[Entry], bool]) -> int:
         victims = [e for e in self._entries.values() if doomed(e)]
         for e in victims:
             key, lname = e.key, e.hostname.lower()
