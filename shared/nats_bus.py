@@ -17,7 +17,7 @@ import nats.micro
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared.bus import DEFAULT_TIMEOUT_S, BusCore, BusError, BusMsg, Handler, M, Subscription
+from shared.bus import BusCore, BusError, BusMsg, Handler, M, Subscription
 from shared.schemas.base import Message
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class NatsBus(BusCore):
 
         sub = await self.nc.subscribe(subject, queue=queue or "", cb=on_msg)
         self._subs.append(sub)
+        await self.flush()
         return sub
 
     async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]]) -> None:
@@ -79,8 +80,17 @@ class NatsBus(BusCore):
             await req.respond(reply)
 
         await self._micro.add_endpoint(name=subject.replace(".", "_"), subject=subject, handler=on_request)
+        await self.flush()
 
     async def flush(self) -> None:
+        """Return once the server has processed everything sent so far.
+
+        nats-py's own flush() writes its PING straight to the socket, ahead of commands
+        still in its pending buffer, so it can return before a SUB reached the server.
+        Pushing the buffer out first keeps the order. After subscribe() and serve()
+        return, the interest is registered: a request sent next finds its responder.
+        """
+        await self.nc._flush_pending(force_flush=True)
         await self.nc.flush()
 
     async def close(self) -> None:
