@@ -121,6 +121,11 @@ class Ring:
                   for i, e in enumerate(self.entries) if e.peer == who]
         return self._split_over_zero(ranges)
 
+    def entry_ranges(self, peer: PeerName) -> dict[int, list[Range]]:
+        """token -> the range(s) of each entry owned by peer (split at the origin)."""
+        return {e.token: self.make_ranges(e.token, self._at(i + 1).token)
+                for i, e in enumerate(self.entries) if e.peer == peer}
+
     def all_range_info(self) -> list[tuple[PeerName, Range, int]]:
         """(owner, range, version) for every entry, split at the origin (for status)."""
         return [(e.peer, r, e.version)
