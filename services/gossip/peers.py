@@ -106,6 +106,10 @@ class Peers:
     def ref_count(self, name: PeerName) -> int:
         return self._refs.get(name, 0)
 
+    def status(self) -> list[dict]:
+        """/report `Peers` (mesh:status.go PeerStatus), in name order."""
+        return [_peer_status(p, self.by_name) for _, p in sorted(self.by_name.items())]
+
     # --- local references (connections in progress) ---------------------------------
 
     def fetch_with_default(self, peer: Peer) -> tuple[Peer, TopologyChange]:
@@ -273,6 +277,20 @@ class Peers:
 
 def _connections_map(conns: list[ConnectionSummary]) -> dict[PeerName, ConnectionSummary]:
     return {c.remote_name: c for c in conns}
+
+
+def _peer_status(peer: Peer, by_name: dict[PeerName, Peer]) -> dict:
+    def nickname(name: PeerName) -> str:
+        remote = by_name.get(name)
+        return remote.nickname if remote is not None else ""
+
+    conns = [
+        {"Name": str(c.remote_name), "NickName": nickname(c.remote_name), "Address": c.remote_tcp_addr,
+         "Outbound": c.outbound, "Established": c.established}
+        for _, c in sorted(peer.connections.items())
+    ]
+    return {"Name": str(peer.name), "NickName": peer.nickname, "UID": int(peer.uid),
+            "ShortID": peer.short_id, "Version": peer.version, "Connections": conns or None}
 
 
 # --- the "topology" channel ----------------------------------------------------------

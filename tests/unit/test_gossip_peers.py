@@ -1,5 +1,6 @@
 """Topology records: version rules, merge table, placeholders, GC, short IDs, codec,
 and the topology payloads of a real Weave Net 2.8 capture."""
+import json
 import random
 
 import pytest
@@ -22,7 +23,7 @@ from services.gossip.peer_name import PeerName, PeerUID
 from services.gossip.peers import SHORT_ID_SPACE, Peers, TopologyGossipData
 from shared import gob
 from shared.errors import LocalProtocolError, RemoteProtocolError
-from tests.reference import capture
+from tests.reference import capture, reference_dir
 
 N = PeerName
 US = N(0x10)
@@ -372,3 +373,8 @@ def test_h1_view_after_applying_what_h1_received():
     assert all(c.established for c in h3.connections.values())
     assert {str(n): c.outbound for n, c in h3.connections.items()} == {
         "aa:00:00:00:00:02": True, "aa:00:00:00:00:01": True}
+    report = json.loads((reference_dir() / "captures" / "mesh-ipam.report-h1.json").read_text())
+    expected = sorted(report["Router"]["Peers"], key=lambda p: p["Name"])
+    for p in expected:
+        p["Connections"].sort(key=lambda c: c["Name"])
+    assert peers.status() == expected
