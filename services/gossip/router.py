@@ -1,0 +1,381 @@
+"""The local mesh node (mesh:router.go + local_peer.go), sans-I/O.
+
+Inputs: bytes from connections, dial outcomes, API calls (connect, forget) and `tick`,
+always with `now`. Output: a list of actions for the shell (bytes to write, connections
+to close, addresses to dial, topology changed) and `next_deadline()`.
+
+Connection life (mesh:connection.go `run`):
+1. open (either direction): write our header at once.
+2. handshake done: reject connect-to-self and name collisions (never retried); for a
+   discovered target the peer must already be known; then add it to our peer: a
+   duplicate connection to the same peer is settled by `break_tie` on the shared
+   connection UID, the connection limit is checked, our version is bumped, routes are
+   recalculated, and a topology update for us and the peer is broadcast after
+   TOPOLOGY_DEFER (coalesced). A new or restarted peer gets every channel's gossip.
+3. the overlay confirms (a NullOverlay confirms at once): established, version bump,
+   broadcast again.
+4. any error or end: deleted from our peer, garbage collection, broadcast, and the
+   connection maker decides when to retry.
+Timers: route recalc 100 ms after a request, topology broadcast 1 s after a local change,
+periodic gossip of every channel every 30 s, heartbeats and read timeouts per
+connection, and the connection maker's retry deadline.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+from dataclasses import dataclass, field
+
+from services.gossip.connection import Connection, ConnState
+from services.gossip.connection_maker import ConnectionMaker, EndReason
+from services.gossip.gossip_channel import GOSSIP_INTERVAL, GossipChannels, Send
+from services.gossip.peer import ConnectionSummary, LocalPeer, Peer, TieBreak, break_tie
+from services.gossip.peer_name import PeerName, PeerUID
+from services.gossip.peers import TOPOLOGY_CHANNEL, Peers, TopologyChange, TopologyGossiper
+from services.gossip.protocol import HandshakeComplete, MeshProtocol, ProtocolTag, make_features
+from services.gossip.routes import RECALCULATE_DELAY, Routes
+from shared.errors import RemoteProtocolError
+
+log = logging.getLogger(__name__)
+TOPOLOGY_DEFER = 1.0  # seconds local topology changes are coalesced before broadcast
+GOSSIP_TAGS = (ProtocolTag.GOSSIP, ProtocolTag.GOSSIP_UNICAST, ProtocolTag.GOSSIP_BROADCAST)
+OVERLAY_TAGS = (ProtocolTag.RESERVED1, ProtocolTag.RESERVED2, ProtocolTag.RESERVED3, ProtocolTag.OVERLAY_CONTROL)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    name: PeerName
+    nickname: str
+    uid: PeerUID
+    port: int = 6783
+    password: bytes | None = None
+    conn_limit: int = 200
+    discovery: bool = True
+    trusted_subnets: tuple[str, ...] = ()
+    overlays: tuple[str, ...] = ()
+    """Overlay names to advertise; empty: a NullOverlay that establishes at once."""
+    gossip_interval: float = GOSSIP_INTERVAL
+
+
+# -- actions ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Write:
+    key: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Close:
+    key: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    address: str
+
+
+@dataclass(frozen=True)
+class TopologyChanged:
+    removed: tuple[PeerName, ...] = ()
+
+
+@dataclass(frozen=True)
+class OverlayMessage:
+    """An overlay control message (tags 1-3, 7) from a peer, for the datapath."""
+
+    peer: PeerName
+    tag: int
+    payload: bytes
+
+
+Action = Write | Close | Dial | TopologyChanged | OverlayMessage
+
+
+@dataclass
+class _Timers:
+    recalc_at: float | None = None
+    broadcast_at: float | None = None
+    gossip_at: float | None = None
+    broadcast_names: set[PeerName] = field(default_factory=set)
+
+
+class Router:
+    def __init__(self, config: RouterConfig, rng: random.Random, now: float) -> None:
+        self.config = config
+        self.rng = rng
+        self.ourself = LocalPeer(name=config.name, nickname=config.nickname, uid=config.uid,
+                                 short_id=rng.randrange(1 << 12), has_short_id=True)
+        self.peers = Peers(self.ourself, rng)
+        self.routes = Routes(self.peers)
+        self.routes.recalculate()
+        self.channels = GossipChannels(self.peers, self.routes, rng, config.gossip_interval)
+        self.topology = TopologyGossiper(self.peers, self.routes, self._on_topology_change)
+        self.channels.register(TOPOLOGY_CHANNEL, self.topology)
+        self.maker = ConnectionMaker(config.name, rng, config.port, config.discovery, config.conn_limit)
+        self.conns: dict[int, Connection] = {}
+        self.by_peer: dict[PeerName, int] = {}
+        self._next_key = 1
+        self._timers = _Timers(gossip_at=now + config.gossip_interval)
+        self._out: list[Action] = []
+        self._maker_stale = False
+        self._trusted = [ipaddress.ip_network(s, strict=False) for s in config.trusted_subnets]
+
+    # -- API -----------------------------------------------------------------------------
+    def connect(self, peers: list[str], now: float, replace: bool = False) -> list[Action]:
+        self.maker.add_direct(peers, now, replace=replace)
+        self._refresh_maker(now)
+        return self._drain(now)
+
+    def forget(self, peers: list[str], now: float) -> list[Action]:
+        self.maker.forget(peers)
+        self._refresh_maker(now)
+        return self._drain(now)
+
+    def open_connection(self, outbound: bool, remote_addr: str, now: float, *, dial_address: str | None = None,
+                        accept_new_peer: bool = True) -> tuple[int, list[Action]]:
+        """A TCP connection exists (we dialled, or accepted). Returns its key and what to write."""
+        key, self._next_key = self._next_key, self._next_key + 1
+        features = make_features(self.config.name, self.config.nickname, int(self.config.uid),
+                                 self.rng.getrandbits(64), short_id=self.ourself.short_id,
+                                 trusted=self._trusts(remote_addr),
+                                 overlays=list(self.config.overlays) or None)
+        proto = MeshProtocol(outbound, self.config.password, features)
+        conn = Connection(key, outbound, remote_addr, dial_address, accept_new_peer, proto, now,
+                          read_deadline=now + proto.read_timeout)
+        self.conns[key] = conn
+        return key, [Write(key, proto.initiate())]
+
+    def dial_failed(self, address: str, now: float, reason: str) -> list[Action]:
+        self.maker.connection_failed(address, now, reason)
+        self._refresh_maker(now)
+        return self._drain(now)
+
+    def receive(self, key: int, data: bytes, now: float) -> list[Action]:
+        conn = self.conns.get(key)
+        if conn is None or conn.state is ConnState.CLOSED:
+            return []
+        try:
+            events = conn.receive(data, now)
+            if features := conn.protocol.data_to_send():
+                self._out.append(Write(key, features))
+            for ev in events:
+                if isinstance(ev, HandshakeComplete):
+                    self._on_handshake(conn, ev, now)
+                else:
+                    self._on_message(conn, ev.tag, ev.payload, now)
+                if conn.state is ConnState.CLOSED:
+                    break
+        except RemoteProtocolError as exc:
+            self._close(conn, f"{exc.code}: {exc}", now)
+        return self._drain(now)
+
+    def connection_lost(self, key: int, now: float, reason: str) -> list[Action]:
+        conn = self.conns.get(key)
+        if conn is not None and conn.state is not ConnState.CLOSED:
+            self._close(conn, reason, now, write_close=False)
+        return self._drain(now)
+
+    def send_gossip(self, channel: str, payload: bytes, now: float, *, dst: PeerName | None = None,
+                    broadcast: bool = False) -> list[Action]:
+        """Gossip from a local channel owner (the bus bridge)."""
+        from services.gossip.surrogate_gossiper import SurrogateGossipData
+
+        if dst is not None:
+            self._queue_sends(self.channels.gossip_unicast(channel, dst, payload))
+        elif broadcast:
+            self.channels.gossip_broadcast(channel, SurrogateGossipData((payload,)))
+        else:
+            self.channels.gossip_neighbour_subset(channel, SurrogateGossipData((payload,)))
+        return self._drain(now)
+
+    # -- timers --------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        candidates = [c.next_deadline() for c in self.conns.values() if c.state is not ConnState.CLOSED]
+        t = self._timers
+        candidates += [x for x in (t.recalc_at, t.broadcast_at, t.gossip_at, self.maker.next_deadline())
+                       if x is not None]
+        return min(candidates, default=None)
+
+    def tick(self, now: float) -> list[Action]:
+        for conn in list(self.conns.values()):
+            if conn.state is ConnState.CLOSED:
+                continue
+            if now >= conn.read_deadline:
+                self._close(conn, "read timeout: no message from the peer in time", now)
+            elif hb := conn.heartbeat_due(now):
+                self._out.append(Write(conn.key, hb))
+        t = self._timers
+        if t.recalc_at is not None and now >= t.recalc_at:
+            t.recalc_at = None
+            self.routes.ensure_recalculated()
+        if t.broadcast_at is not None and now >= t.broadcast_at:
+            self._broadcast_topology()
+        if t.gossip_at is not None and now >= t.gossip_at:
+            t.gossip_at = now + self.config.gossip_interval
+            self.channels.send_all_gossip(now)
+        if (deadline := self.maker.next_deadline()) is not None and now >= deadline:
+            self._refresh_maker(now)
+        return self._drain(now)
+
+    # -- handshake and connection table -------------------------------------------------
+    def _on_handshake(self, conn: Connection, hello: HandshakeComplete, now: float) -> None:
+        if hello.remote_name == self.config.name:
+            kind = EndReason.CONNECT_TO_SELF if hello.remote_uid == self.config.uid else EndReason.NAME_COLLISION
+            self._close(conn, "cannot connect to ourself" if kind is EndReason.CONNECT_TO_SELF
+                        else f"peer name collision with {hello.remote_name}", now, kind=kind)
+            return
+        candidate = Peer(name=hello.remote_name, nickname=hello.remote_nickname, uid=hello.remote_uid,
+                         short_id=int(hello.remote_short_id or 0), has_short_id=hello.remote_short_id is not None)
+        if conn.accept_new_peer:
+            peer, change = self.peers.fetch_with_default(candidate)
+            if change.local_modified:
+                self._schedule_broadcast(now, {self.config.name})
+        else:
+            peer = self.peers.fetch_and_add_ref(hello.remote_name)
+            if peer is None:
+                self._close(conn, f"found unknown remote name: {hello.remote_name} at {conn.remote_addr}", now)
+                return
+        conn.remote = peer
+        restarted = peer.uid != hello.remote_uid  # our record is of an older incarnation
+        self._add_connection(conn, now, restarted)
+
+    def _add_connection(self, conn: Connection, now: float, restarted: bool) -> None:
+        name = conn.remote.name
+        existing_key = self.by_peer.get(name)
+        if existing_key is not None:
+            existing = self.conns[existing_key]
+            verdict = break_tie(conn.conn_uid, existing.conn_uid)
+            reason = f"multiple connections to {conn.remote} added to {self.ourself}"
+            if verdict is not TieBreak.LOST:
+                self._close(existing, reason, now)
+            if verdict is not TieBreak.WON:
+                self._close(conn, reason, now)
+                return
+        if self.ourself.connection_limit_reached(self.config.conn_limit):
+            self._close(conn, f"connection limit reached ({self.config.conn_limit})", now)
+            return
+        connected = self.routes.unicast(name) is not None
+        self.ourself.add_connection(ConnectionSummary(name, conn.remote_addr, conn.outbound, False))
+        conn.added, conn.state = True, ConnState.PENDING
+        self.by_peer[name] = conn.key
+        if conn.dial_address:
+            self.maker.connection_established(conn.dial_address, conn.outbound)
+        label = " (restarted peer)" if restarted else "" if connected else " (new peer)"
+        log.info("%s: connection added%s", conn, label)
+        if restarted or not connected:
+            self.channels.send_all_gossip_down(name, now)
+        self.routes.recalculate()
+        self._schedule_broadcast(now, {self.config.name, name})
+        if not self.config.overlays:  # NullOverlay: established at once (mesh NullOverlay)
+            self._mark_established(name, now, "none", {})
+
+    def overlay_established(self, peer: PeerName, now: float, overlay: str = "none",
+                            attrs: dict | None = None) -> list[Action]:
+        """The overlay confirmed the connection to `peer`: mark it established."""
+        self._mark_established(peer, now, overlay, attrs or {})
+        return self._drain(now)
+
+    def _mark_established(self, peer: PeerName, now: float, overlay: str, attrs: dict) -> None:
+        key = self.by_peer.get(peer)
+        conn = self.conns.get(key) if key is not None else None
+        if conn is None or conn.state is not ConnState.PENDING:
+            return
+        conn.state, conn.overlay, conn.attrs = ConnState.ESTABLISHED, overlay, dict(attrs)
+        self.ourself.connection_established(peer)
+        self.routes.recalculate()
+        self._schedule_broadcast(now, {self.config.name})
+        log.info("%s: connection fully established", conn)
+
+    def _close(self, conn: Connection, reason: str, now: float, kind: EndReason = EndReason.OTHER,
+               write_close: bool = True) -> None:
+        if conn.state is ConnState.CLOSED:
+            return
+        conn.state, conn.error = ConnState.CLOSED, reason
+        log.info("%s: connection shutting down due to error: %s", conn, reason)
+        if write_close:
+            self._out.append(Close(conn.key, reason))
+        del self.conns[conn.key]
+        self.channels.connection_closed(conn.remote.name if conn.remote else PeerName(0))
+        address = conn.dial_address or conn.remote_addr
+        self.maker.connection_ended(address, conn.outbound, now, reason, kind)
+        if conn.remote is not None:
+            self.peers.dereference(conn.remote.name)
+        if conn.added and self.by_peer.get(conn.remote.name) == conn.key:
+            del self.by_peer[conn.remote.name]
+            self.ourself.delete_connection(conn.remote.name)
+            # collect first, so no update names a peer we can no longer reach
+            change = self.peers.garbage_collect()
+            self.routes.recalculate()
+            self._schedule_broadcast(now, {self.config.name})
+            self._out.append(TopologyChanged(tuple(p.name for p in change.removed)))
+        self._refresh_maker(now)
+
+    # -- messages ------------------------------------------------------------------------
+    def _on_message(self, conn: Connection, tag: int, payload: bytes, now: float) -> None:
+        if tag == ProtocolTag.HEARTBEAT or not payload:
+            return
+        if tag in GOSSIP_TAGS:
+            self._queue_sends(self.channels.handle(tag, payload, now))
+        elif tag in OVERLAY_TAGS and conn.remote is not None:
+            self._out.append(OverlayMessage(conn.remote.name, tag, payload))
+        else:
+            log.warning("%s: ignoring unknown message tag %d", conn, tag)
+
+    def _on_topology_change(self, change: TopologyChange) -> None:
+        self._maker_stale = True  # new peers may be new targets (discovery)
+        if self._timers.recalc_at is None:
+            self._timers.recalc_at = 0.0  # due at the next tick; coalesces further requests
+        if change.local_modified:
+            self._timers.broadcast_names.add(self.config.name)
+            if self._timers.broadcast_at is None:
+                self._timers.broadcast_at = 0.0
+        self._out.append(TopologyChanged(tuple(p.name for p in change.removed)))
+
+    def _schedule_broadcast(self, now: float, names: set[PeerName]) -> None:
+        self._timers.broadcast_names |= names
+        if self._timers.broadcast_at is None:
+            self._timers.broadcast_at = now + TOPOLOGY_DEFER
+        self._out.append(TopologyChanged())
+
+    def _broadcast_topology(self) -> None:
+        names = self._timers.broadcast_names & self.peers.names()
+        self._timers.broadcast_at, self._timers.broadcast_names = None, set()
+        if names:
+            self.channels.gossip_neighbour_subset(TOPOLOGY_CHANNEL, self.topology.data(names))
+
+    def _refresh_maker(self, now: float) -> None:
+        summaries = [ConnectionSummary(c.remote.name if c.remote else PeerName(0), c.remote_addr, c.outbound,
+                                       c.state is ConnState.ESTABLISHED)
+                     for c in self.conns.values()]
+        for dial in self.maker.refresh(now, self.peers, summaries):
+            self._out.append(Dial(dial.address))
+
+    # -- output --------------------------------------------------------------------------
+    def _queue_sends(self, sends: list[Send]) -> None:
+        for send in sends:
+            key = self.by_peer.get(send.to)
+            if key is not None:
+                conn = self.conns[key]
+                self._out.append(Write(key, conn.protocol.send_message(send.tag, send.body)))
+
+    def _drain(self, now: float) -> list[Action]:
+        if self._timers.recalc_at == 0.0:
+            self._timers.recalc_at = now + RECALCULATE_DELAY
+        if self._timers.broadcast_at == 0.0:
+            self._timers.broadcast_at = now + TOPOLOGY_DEFER
+        if self._maker_stale:
+            self._maker_stale = False
+            self._refresh_maker(now)
+        self._queue_sends(self.channels.flush())
+        out, self._out = self._out, []
+        return out
+
+    def _trusts(self, remote_addr: str) -> bool:
+        host = remote_addr.rsplit(":", 1)[0].strip("[]")
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._trusted)
