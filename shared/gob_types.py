@@ -34,12 +34,14 @@ FIRST_REMOTE_ID = 64  # Go's decoder refuses definitions of ids below this (firs
 
 
 class GobError(RemoteProtocolError):
-    """Malformed gob input. `offset` is the position in the stream where it was found."""
+    """Malformed gob input. `offset` is the stream position where it was found (None if
+    the raiser could not tell, e.g. a caller re-checking a decoded value)."""
 
     code = "gob_error"
 
-    def __init__(self, reason: str, *, offset: int) -> None:
-        super().__init__(f"gob: {reason} (at stream offset {offset})", reason=reason, offset=offset)
+    def __init__(self, reason: str, *, offset: int | None = None) -> None:
+        where = "" if offset is None else f" (at stream offset {offset})"
+        super().__init__(f"gob: {reason}{where}", reason=reason, offset=offset)
         self.reason = reason
         self.offset = offset
 
@@ -81,7 +83,8 @@ class Struct:
         fields = tuple((str(n), t) for n, t in self.fields)
         names = [n for n, _ in fields]
         if len(set(names)) != len(names) or "" in names:
-            raise ValueError(f"struct {self.name}: field names must be unique and non-empty")
+            raise LocalProtocolError(f"gob struct {self.name!r}: field names must be unique "
+                                     "and non-empty", struct=self.name, fields=names)
         object.__setattr__(self, "fields", fields)
 
 

@@ -458,3 +458,49 @@ def test_mutated_streams_only_raise_gob_error(tv, data):
             decode_all(bytes(raw), typ)
         except GobError:
             pass
+
+
+def test_zero_filling_is_bounded():
+    """Cheap wire bytes must not expand without bound: a 1-byte struct value may stand for
+    many zero fields, so zero-filled fields per message are budgeted (16 per byte + 64 Ki)."""
+    wide = Struct("W", tuple((f"F{i}", BOOL) for i in range(300)))
+    data = encode(Slice(wide), [{}] * 5000)  # 1.5 M zero fields from ~5 KB
+    for typ in (None, Slice(wide)):
+        with pytest.raises(GobError, match="too many zero values"):
+            decode(data, typ)
+    small = encode(Slice(wide), [{}] * 100)
+    assert decode(small) == [{f"F{i}": False for i in range(300)}] * 100
+
+
+def test_gob_encoder_values_decode_as_bytes():
+    # type 65 defined as a GobEncoderT named "T"; the value is its opaque bytes "abc"
+    stream = H("0dff81050101015401ff82000000") + H("07ff820003616263")
+    assert decode(stream) == b"abc"
+    assert decode(stream, BYTES) == b"abc"
+    with pytest.raises(GobError, match="does not fit"):
+        decode(stream, STRING)
+
+
+def test_long_stream_fed_in_chunks_keeps_absolute_offsets():
+    enc = Encoder()
+    stream = b"".join(enc.encode(STRING, f"{i:0100d}") for i in range(2000))
+    dec = Decoder()
+    got = []
+    for start in range(0, len(stream), 1000):
+        dec.feed(stream[start:start + 1000])
+        while True:
+            try:
+                got.append(dec.decode(STRING))
+            except NeedMoreData:
+                break
+    assert got == [f"{i:0100d}" for i in range(2000)]
+    assert dec.offset == len(stream)
+    dec.feed(H("80"))
+    with pytest.raises(GobError) as info:
+        dec.decode()
+    assert info.value.offset == len(stream) + 1
+
+
+def test_struct_descriptor_rejects_duplicate_fields():
+    with pytest.raises(LocalProtocolError):
+        Struct("Bad", (("A", INT), ("A", UINT)))

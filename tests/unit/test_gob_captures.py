@@ -14,11 +14,13 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.gossip.peer_name import PeerName
 from shared.gob import (
-    BOOL, BYTES, INT, STRING, UINT, Decoder, Encoder, Map, Ptr, Slice, Struct, decode,
-    decode_all,
+    BOOL, BYTES, INT, STRING, UINT, Decoder, Encoder, GobError, Map, Ptr, Slice, Struct,
+    decode, decode_all,
 )
 from shared.gob_types import Basic, Reader, base, to_wire
 from tests.reference import CAPTURES, capture
@@ -305,3 +307,44 @@ def test_every_plaintext_gob_blob_is_covered():
     assert counts == {"mesh-ipam": 64, "sleeve": 18, "encrypted-handshake": 0}
     encrypted = capture("encrypted-handshake")["tcp_messages"]
     assert len(encrypted) == 19 and all(m["tag"] is None for m in encrypted)
+
+
+def _all_blobs() -> list[tuple[bytes, object]]:
+    """(gob stream, its type or None when it holds several types) for every blob."""
+    blobs = []
+    for _, m in _plaintext_messages():
+        body = bytes.fromhex(m["hex"])
+        if m["index"] == 0:
+            blobs.append((body, FEATURES))
+        elif m["tag"] in GOSSIP:
+            blobs.append((body[1:], None))
+            if m["channel"] == "IPallocation":
+                blobs.append(_ipam_blob(m))
+            else:
+                typ = DNS_GOSSIP if m["channel"] == "nameserver" else None
+                blobs.append((_envelope(m)[-1], typ))
+    return blobs
+
+
+BLOBS = _all_blobs()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(BLOBS), st.data())
+def test_mutated_capture_blobs_only_raise_gob_error(blob_typ, data):
+    blob, typ = blob_typ
+    raw = bytearray(blob)
+    for _ in range(data.draw(st.integers(1, 3))):
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if op == "flip":
+            raw[pos] ^= data.draw(st.integers(1, 255))
+        elif op == "cut":
+            del raw[pos:pos + data.draw(st.integers(1, 8))]
+        else:
+            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=4))
+    for t in {None, typ}:
+        try:
+            decode_all(bytes(raw), t)
+        except GobError:
+            pass
