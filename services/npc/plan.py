@@ -168,5 +168,5 @@ def _member_changes(have: IPSet, want: IPSet, comments: bool) -> tuple[list[str]
     want_members = want.normalized()
     adds = [add_line(want.name, m, want.members[m], comments=comments)
             for key, m in want_members.items() if key not in have_members]
-    dels = [del_line(want.name, m) for key, m in have_members.items() if key not in want_members]
+    dels = [del_line(want.name, have_members[key]) for key in sorted(have_members) if key not in want_members]
     return adds, dels
