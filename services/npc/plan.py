@@ -21,10 +21,14 @@ Within the iptables COMMIT: a missing chain is declared (`:CHAIN - [0:0]`); a st
 chain (order matters) that differs at all is re-declared, which flushes it, and
 refilled; a dynamic chain is patched with `-D` for unwanted rules and `-A` for missing
 ones, unless that would put a rule after its egress twin (RETURN before MARK), in which
-case it too is rewritten. A chain found flushed is thus refilled. Hook rules missing
-from FORWARD are all deleted and re-inserted at the top, in order (weave's
-ensureRulesAtTop); missing INPUT hooks are appended. Each `-D` must match a present
-rule or iptables-restore fails the whole COMMIT: after a failure, re-read the state.
+case it too is rewritten. A chain found flushed is thus refilled. If FORWARD lacks a
+hook rule, or has them out of order, the present ones are deleted and all re-inserted
+at the top, in order (weave's ensureRulesAtTop; others' rules in between are fine);
+missing INPUT hooks are appended (AppendUnique). Each `-D` must match a present rule
+or iptables-restore fails the whole COMMIT: after a failure, re-read the state.
+
+The scripts hold raw ipset names (`weave-;rGq...$3]6!N`): feed them on stdin, never
+through a shell command line.
 """
 from __future__ import annotations
 
@@ -58,9 +62,10 @@ def plan_update(
     max_list_size: int = DEFAULT_MAX_LIST_SIZE,
     comments: bool = True,
 ) -> Plan:
-    """`current_chains`: parse_iptables_save() of the filter table (or the last desired
-    chains); `current_sets`: parse_ipset_save() (or the last desired sets). Only
-    weave-npc's own sets are created, changed or destroyed."""
+    """`current_chains`: parse_iptables_save() of the filter table; a hook chain it
+    does not list (FORWARD, INPUT) is taken as unknown and its hooks are left alone.
+    `current_sets`: parse_ipset_save() (or the last desired sets). Only weave-npc's
+    own sets are created, changed or destroyed."""
     before, after = _ipset_lines(desired.ipsets, current_sets, max_list_size, comments)
     return Plan(_script(before), _iptables_script(desired, current_chains), _script(after))
 
@@ -84,7 +89,8 @@ def _iptables_script(desired: NPCState, current: Mapping[str, Sequence[Rule]]) -
             declare += fresh
             body += lines
     for name, rules in desired.hooks.items():
-        body += _hook_lines(name, list(current.get(name, ())), list(rules))
+        if name in current:
+            body += _hook_lines(name, list(current[name]), list(rules))
     if not declare and not body:
         return ""
     return _script(["*filter", *declare, *body, "COMMIT"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from . import chains
 from .analyser import PolicyAnalysis, PolicyRejected, analyse_policy
@@ -113,6 +114,11 @@ class NetworkPolicyController:
     def rejected(self) -> Mapping[str, PolicyRejected]:
         """Policy uid -> why it is not enforced."""
         return dict(self._rejected)
+
+    @property
+    def rules(self) -> Mapping[str, RuleSpec]:
+        """Rule key -> spec, for every rule some accepted policy needs (read-only)."""
+        return MappingProxyType(self._rule_specs)
 
     def rule_users(self, rule_key: str) -> frozenset[str]:
         """Policy uids that need a rule (weave's rule key: args joined by spaces)."""

@@ -248,6 +248,14 @@ def test_hooks_stay_at_the_top_of_forward(keep_order):
         assert plan.iptables.count("-I FORWARD") == 6 and plan.iptables.count("-D FORWARD") == 5
 
 
+def test_hooks_of_an_unlisted_builtin_chain_are_left_alone():
+    c, kernel = converged()
+    del kernel.chains["INPUT"]
+    kernel.chains["FORWARD"] = []
+    plan = plan_update(c.desired_state(), kernel.chains, kernel.current_sets())
+    assert "INPUT" not in plan.iptables and plan.iptables.count("-I FORWARD") == 6
+
+
 def test_stale_and_foreign_sets():
     c, kernel = converged()
     kernel.sets["weave-stale"] = {"type": IPSetType.HASH_IP, "members": {"10.1.1.1"}}

@@ -200,7 +200,7 @@ spec:
   ingress: [{ports: [{protocol: TCP, port: 80}], from: [{ipBlock: {cidr: 192.168.48.4/32}}]}]
   egress: [{to: [{ipBlock: {cidr: 192.168.48.0/24, except: [192.168.48.2/32, 192.168.48.1/32]}}]}]
 """))
-    keys = list(c._rule_specs)
+    keys = list(c.rules)
     assert any("-s 192.168.48.4/32 -m set --match-set weave-bZ~x=yBgzH)Ht()K*Uv3z{M]Y dst --dport 80" in k for k in keys)
     assert any("-d 192.168.48.0/24 -m set ! --match-set weave-j:W$5om!$8JS})buYAD7q^#sX dst" in k for k in keys)
 
@@ -334,7 +334,7 @@ def test_set_type_clash_is_rejected():
 def test_rules_and_sets_are_reference_counted_across_policies():
     one, two = policy(ALLOW_INGRESS.replace("allow-all-ingress", "one")), policy(ALLOW_INGRESS.replace("allow-all-ingress", "two"))
     c, state = compile_(*cluster(), one, two)
-    (key,) = c._rule_specs
+    (key,) = c.rules
     assert c.rule_users(key) == {"default/one", "default/two"}
     assert lines(state, chains.INGRESS) == [ANY_TO_ALL]
     c.delete_network_policy(one)
