@@ -3,7 +3,7 @@
 A container is named the way `weave attach` users name it here (we have no Docker):
 - a namespace name as `ip netns` knows it (`/var/run/netns/<name>`),
 - a path to a namespace file (`/var/run/netns/<name>`, `/proc/<pid>/ns/net`, a bind mount),
-- a pid (an int or a string of digits): the namespace of that process.
+- a pid (an int or a string of digits, never read as a name): that process's namespace.
 `None` as a *host* argument means "the namespace this thread is in now" (the datapath
 service runs inside its host's namespace and passes `None`).
 
@@ -24,6 +24,7 @@ The datapath's errors live here because every other datapath module imports this
 """
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import fcntl
 import os
@@ -35,7 +36,7 @@ from typing import TypeVar
 
 from pyroute2 import IPRoute
 
-from shared.errors import WeaveError
+from shared.errors import LocalProtocolError, WeaveError
 
 T = TypeVar("T")
 
@@ -130,7 +131,10 @@ class Namespace:
         return self.run(socket.socket, family, kind, proto)
 
     def iproute(self) -> IPRoute:
-        """An rtnetlink handle on this namespace (close it, or use `with`)."""
+        """An rtnetlink handle on this namespace (close it, or use `with`). pyroute2's
+        sync API runs its own event loop, so this refuses a thread running asyncio."""
+        if _loop_running():
+            raise LocalProtocolError("datapath netlink calls block: run them via asyncio.to_thread")
         sock = self.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
         return IPRoute(fileno=sock.detach())
 
@@ -166,10 +170,8 @@ def open_namespace(container: str | int | os.PathLike | None) -> Namespace:
         raise BadRequest(f"{text!r} is not a valid namespace name: pass a name, a path or a pid",
                          container=text)
     path = os.path.join(NETNS_RUN_DIR, text)
-    ns = _open(text, path, missing=f"network namespace {text!r} does not exist: "
-               "create it (ip netns add) or pass a path or a pid", unmounted_is_missing=True)
-    ns.name = text
-    return ns
+    return _open(text, path, missing=f"network namespace {text!r} does not exist: "
+                 "create it (ip netns add) or pass a path or a pid", name=text)
 
 
 @contextmanager
@@ -190,12 +192,10 @@ def _open_pid(pid: int) -> Namespace:
     gone = f"process {pid} does not exist (the container has stopped?): start it again or pass its namespace"
     if pid <= 0:
         raise BadRequest(f"{pid} is not a valid pid", container=pid)
-    ns = _open(str(pid), f"/proc/{pid}/ns/net", missing=gone)
-    ns.pid = pid
-    return ns
+    return _open(str(pid), f"/proc/{pid}/ns/net", missing=gone, pid=pid)
 
 
-def _open(ident: str, path: str, *, missing: str, unmounted_is_missing: bool = False) -> Namespace:
+def _open(ident: str, path: str, *, missing: str, name: str | None = None, pid: int | None = None) -> Namespace:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, ProcessLookupError, NotADirectoryError) as exc:
@@ -208,11 +208,11 @@ def _open(ident: str, path: str, *, missing: str, unmounted_is_missing: bool = F
         nstype = None
     if nstype != CLONE_NEWNET:
         os.close(fd)
-        if unmounted_is_missing:  # a stale name file whose mount is gone
+        if name is not None:  # a stale name file whose mount is gone
             raise NotFound(missing, container=ident, path=path)
         raise BadRequest(f"{path} is not a network namespace: pass a name, a namespace path or a pid",
                          container=ident, path=path)
-    return Namespace(ident, path, fd)
+    return Namespace(ident, path, fd, name=name, pid=pid)
 
 
 def named_namespaces() -> dict[str, str]:
@@ -222,6 +222,14 @@ def named_namespaces() -> dict[str, str]:
     except FileNotFoundError:
         return {}
     return {n: os.path.join(NETNS_RUN_DIR, n) for n in names}
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _setns(fd: int) -> None:

@@ -7,6 +7,7 @@ state is read back with `ip`, `sysctl` and `ethtool`, not with the code under te
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -21,6 +22,7 @@ from services.datapath.attach import attach, detach, expose, hide, list_attached
 from services.datapath.bridge import (BRIDGE_PORT, PCAP_PORT, bridge_state, destroy_bridge, ensure_bridge,
                                       mac_of_peer_name)
 from services.datapath.netns import BadRequest, Conflict, NotFound, open_namespace
+from shared.errors import LocalProtocolError
 
 PEER = "aa:00:00:00:00:01"
 pytestmark = pytest.mark.e2e
@@ -313,3 +315,11 @@ def test_parse_addrs_and_macs():
     assert mac_of_peer_name("AA:00:00:00:00:01") == PEER and mac_of_peer_name(0xAA0000000001) == PEER
     with pytest.raises(BadRequest):
         mac_of_peer_name("aa:00:00:00:01")
+
+
+async def test_blocking_calls_refuse_an_event_loop_thread_and_work_via_to_thread(scratch):
+    host = scratch.ns("host")
+    with pytest.raises(LocalProtocolError, match="to_thread"):
+        ensure_bridge(host, peer_name=PEER)
+    state = await asyncio.to_thread(ensure_bridge, host, peer_name=PEER)
+    assert state.mac == PEER
