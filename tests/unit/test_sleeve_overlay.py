@@ -193,6 +193,8 @@ def test_drops_are_counted_by_reason():
         assert o.receive(packet, ADDR[A], net.now) == []
         assert o.drops[reason] == 1, reason
     assert o.receive(valid, ADDR[A], net.now) == [SendControl(A, 3, b"\x00\x00")]  # 14-byte MTU test
+    assert o.capture(bytes.fromhex("0180c2000000") + MAC_C + bytes(40), net.now) == []
+    assert o.drop_counts() == {reason: 1 for _, reason in cases} | {"stp": 1}
 
 
 def test_encrypted_replay_and_forgery_are_dropped():

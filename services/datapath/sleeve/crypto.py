@@ -88,25 +88,23 @@ class NaClPacker:
         self._key = session_key
         self._nonce_prefix = _nonce_prefix(outbound)
         self._df_bit = DF_BIT if df else 0
-        self._parts: list[bytes | memoryview] = []
-        self._plain_len = 0
+        self._plain = bytearray()
         self.seq = 0
         """Counter the next sealed packet will carry (without the DF bit)."""
         self.count = 0
 
     def total_len(self) -> int:
-        return ENCRYPTED_PACKET_OVERHEAD + self._plain_len
+        return ENCRYPTED_PACKET_OVERHEAD + len(self._plain)
 
     def append_frame(self, src: int, dst: int, frame: bytes | memoryview) -> None:
-        self._parts.append(frame_header(src, dst, len(frame)))
-        self._parts.append(frame)
-        self._plain_len += FRAME_OVERHEAD + len(frame)
+        """Copies the frame in: the caller may reuse its buffer at once."""
+        self._plain += frame_header(src, dst, len(frame))
+        self._plain += frame
         self.count += 1
 
     def flush(self) -> bytes:
-        plain = b"".join(self._parts)
-        self._parts.clear()
-        self._plain_len = 0
+        plain = bytes(self._plain)
+        self._plain.clear()
         self.count = 0
         return self.seal(plain)
 

@@ -85,9 +85,10 @@ class Event(Enum):
 
 class SendPacket(NamedTuple):
     """Send `payload` as one UDP datagram to `addr`; `df` = via the DF raw socket
-    (whose EMSGSIZE the shell reports with `msg_too_big`), else the normal socket."""
+    (whose EMSGSIZE the shell reports with `msg_too_big`), else the normal socket.
+    The payload is a fresh buffer owned by the receiver of this action."""
 
-    payload: bytes
+    payload: bytes | bytearray
     addr: Any
     df: bool
 
@@ -193,8 +194,8 @@ class Forwarder:
 
     def _make_packers(self, session_key: bytes | None, outbound: bool) -> None:
         if session_key is None:
-            self._enc: Any = fr.PlainPacker(self.local)
-            self._enc_df: Any = fr.PlainPacker(self.local)
+            self._enc: fr.Packer = fr.PlainPacker(self.local)
+            self._enc_df: fr.Packer = fr.PlainPacker(self.local)
             self._decryptor: NaClDecryptor | None = None
         else:
             self._enc = NaClPacker(self.local, session_key, outbound, df=False)
@@ -270,9 +271,9 @@ class Forwarder:
         """Batch a frame on the DF or non-DF channel (weave aggregateAndSend).
 
         Returns the previous batch if this frame does not join it (100 frames, or it
-        would exceed the path payload). A frame that does not fit an empty packet
-        (non-DF: 65507 bytes, DF: the path payload) is dropped: returns None and
-        counts it in `self.oversized`. The caller checked `remote_addr` is known.
+        would exceed the path payload), else None. A frame that does not fit even an
+        empty packet (non-DF: 65507 bytes, DF: the path payload) is dropped and counted
+        in `self.oversized`. The caller checked `remote_addr` is known.
         """
         enc = self._enc_df if df else self._enc
         n = len(frame) + fr.FRAME_OVERHEAD

@@ -24,6 +24,7 @@ looked up directly in routes and forwarder tables.
 from __future__ import annotations
 
 import struct
+from typing import Protocol
 
 from shared.errors import RemoteProtocolError
 
@@ -145,11 +146,31 @@ def all_zeros(frame: bytes | memoryview) -> bool:
     return frame == bytes(len(frame))
 
 
+class Packer(Protocol):
+    """Builds one sleeve packet from frames: PlainPacker or crypto.NaClPacker."""
+
+    packet_overhead: int
+    """Bytes a packet carries besides its frames and their headers."""
+    count: int
+    """Frames in the packet being built."""
+
+    def total_len(self) -> int:
+        """UDP payload length of the packet if it were flushed now."""
+
+    def append_frame(self, src: int, dst: int, frame: bytes | memoryview) -> None:
+        """Add a frame (copied in) with its src/dst peer header."""
+
+    def flush(self) -> bytes | bytearray:
+        """The finished packet; the packer starts a new one."""
+
+
 class PlainPacker:
     """Batches frames into one unencrypted sleeve packet (weave NonEncryptor).
 
     `total_len()` is the UDP payload length so far (sender name included); a frame of
-    n bytes adds FRAME_OVERHEAD + n. `flush()` returns the payload and starts afresh.
+    n bytes adds FRAME_OVERHEAD + n. Frames are copied in on append, so the caller may
+    reuse its buffers at once. `flush()` hands over the payload (a bytearray nobody
+    else holds) and starts afresh.
     """
 
     packet_overhead = NAME_SIZE
@@ -170,8 +191,8 @@ class PlainPacker:
         buf += frame
         self.count += 1
 
-    def flush(self) -> bytes:
-        out = bytes(self._buf)
+    def flush(self) -> bytearray:
+        out = self._buf
         self._buf = bytearray(self._prefix)
         self.count = 0
         return out

@@ -13,8 +13,10 @@ datagram or frame is counted in `drops` by reason):
 
 Outputs are actions, in order: `Inject(frame)` for the local bridge plus the
 forwarder actions (SendPacket, SendControl, Established, Failed, MTUVerified).
-Frames for other peers are batched per forwarder: call `flush()` after each burst of
-`receive`/`capture` calls to get the remaining datagrams.
+Frames for other peers are batched per forwarder (copied in, so input buffers may
+be reused at once): call `flush()` after each burst of `receive`/`capture` calls to
+get the remaining datagrams. `Inject` frames are views into the datagram or frame
+passed in: write them out before reusing that buffer.
 """
 from __future__ import annotations
 
@@ -100,6 +102,15 @@ class SleeveOverlay:
         for fwd in list(self.forwarders.values()):
             out += fwd.tick(now)
         return out
+
+    def drop_counts(self) -> Counter[str]:
+        """Every drop so far by reason: datagrams and frames received, routing
+        decisions, and frames too big for even an empty packet ("frame_too_big")."""
+        counts = self.drops + self.router.drops
+        oversized = sum(f.oversized for f in self.forwarders.values())
+        if oversized:
+            counts["frame_too_big"] += oversized
+        return counts
 
     def next_deadline(self) -> float | None:
         times = [t for t in (f.next_deadline() for f in self.forwarders.values()) if t is not None]
