@@ -132,6 +132,19 @@ def test_mtu_test_frame_is_answered_with_the_captured_pmtu_verified():
     assert out == [SendControl(H2, PMTU_VERIFIED, bytes.fromhex("059e"))]  # tag 7 body 070003059e
 
 
+def test_control_messages_match_the_captured_tcp_messages():
+    captured = [m["hex"] for m in capture("sleeve")["tcp_messages"]
+                if m.get("tag") == 7 and m["stream"] == "h1:32773->h2:6783"]
+    f = Forwarder(H1, H2, UID, outbound=True, remote_addr=ADDR_H2)
+    f.confirm(0.0)
+    sent = f.special_frame(fr.heartbeat_frame(UID), ADDR_H2, 0.01)
+    sent += f.special_frame(fr.frag_test_frame(), ADDR_H2, 0.1)
+    sent += f.special_frame(bytes(1452), ADDR_H2, 0.1)
+    controls = [a for a in sent if isinstance(a, SendControl)]
+    assert [c.mesh_message(0).hex() for c in controls] == captured == ["070001", "070002", "070003059e"]
+    assert [c.mesh_message(None) for c in controls] == [b"\x01", b"\x02", b"\x03\x05\x9e"]
+
+
 def test_first_mtu_test_matches_capture():
     f, _ = established()
     out = f.msg_too_big(1500, 0.2)
@@ -263,3 +276,53 @@ def test_stop_and_events_before_confirm():
     f.stop()
     assert f.state is State.STOPPED and f.next_deadline() is None
     assert f.tick(100.0) == [] and f.confirm(1.0) == []
+
+
+def in_state(state: State) -> Forwarder:
+    f = Forwarder(H1, H2, UID, outbound=True, remote_addr=ADDR_H2)
+    if state is not State.NEW:
+        f.confirm(0.0)
+    if state is State.ESTABLISHED:
+        f.control_message(CONNECTION_ESTABLISHED, b"", 0.1)
+    if state is State.FAILED:
+        f.tick(60.0)
+    if state is State.STOPPED:
+        f.stop()
+    assert f.state is state
+    return f
+
+
+EVENTS = {
+    "confirm": lambda f: f.confirm(1.0),
+    "ack": lambda f: f.control_message(CONNECTION_ESTABLISHED, b"", 1.0),
+    "heartbeat": lambda f: f.special_frame(fr.heartbeat_frame(UID), ADDR_H2, 1.0),
+    "timeout": lambda f: f.tick(61.0),
+    "mtu test": lambda f: f.special_frame(bytes(100), ADDR_H2, 1.0),
+    "stop": lambda f: f.stop(),
+}
+
+
+@pytest.mark.parametrize("state, event, next_state, actions", [
+    (State.NEW, "confirm", State.CONFIRMED, [SendPacket]),
+    (State.NEW, "ack", State.NEW, []),
+    (State.NEW, "heartbeat", State.NEW, []),
+    (State.NEW, "mtu test", State.NEW, []),
+    (State.NEW, "stop", State.STOPPED, []),
+    (State.CONFIRMED, "confirm", State.CONFIRMED, []),
+    (State.CONFIRMED, "ack", State.ESTABLISHED, [Established, SendPacket, SendPacket]),
+    (State.CONFIRMED, "heartbeat", State.CONFIRMED, [SendControl]),
+    (State.CONFIRMED, "mtu test", State.CONFIRMED, [SendControl]),
+    (State.CONFIRMED, "timeout", State.FAILED, [Failed]),
+    (State.ESTABLISHED, "ack", State.ESTABLISHED, [SendPacket, SendPacket]),
+    (State.ESTABLISHED, "heartbeat", State.ESTABLISHED, [SendControl]),
+    (State.ESTABLISHED, "stop", State.STOPPED, []),
+    (State.FAILED, "heartbeat", State.FAILED, []),
+    (State.FAILED, "ack", State.FAILED, []),
+    (State.STOPPED, "confirm", State.STOPPED, []),
+    (State.STOPPED, "mtu test", State.STOPPED, []),
+])
+def test_state_table(state, event, next_state, actions):
+    f = in_state(state)
+    out = EVENTS[event](f)
+    assert f.state is next_state
+    assert [type(a) for a in out if not (event == "timeout" and isinstance(a, SendPacket))] == actions

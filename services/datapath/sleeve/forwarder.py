@@ -40,6 +40,7 @@ from typing import Any, Hashable, NamedTuple
 
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve.crypto import NaClDecryptor, NaClPacker
+from services.gossip.protocol import ProtocolTag
 
 FAST_HEARTBEAT = 0.5
 """Seconds between heartbeats until the peer acknowledges one (weave FastHeartbeat)."""
@@ -99,6 +100,14 @@ class SendControl(NamedTuple):
     peer: int
     tag: int
     body: bytes
+
+    def mesh_message(self, overlay_index: int | None = 0) -> bytes:
+        """The mesh message body that carries it: tag 7 + overlay index (into the
+        common overlay list) + sub-tag + body; or, for a peer that did not send the
+        `Overlays` feature ("compat" sleeve, index None), the raw tag 1-3 + body."""
+        if overlay_index is None:
+            return bytes([self.tag]) + self.body
+        return bytes([ProtocolTag.OVERLAY_CONTROL, overlay_index, self.tag]) + self.body
 
 
 class Established(NamedTuple):
