@@ -73,7 +73,7 @@ def _nonce_prefix(sender_outbound: bool) -> bytes:
 class NaClPacker:
     """Batches frames into one encrypted sleeve packet (weave NaClEncryptor).
 
-    Same interface as frame.PlainPacker: `total_len()` is the UDP payload length the
+    A frame.Packer, like frame.PlainPacker: `total_len()` is the UDP payload length the
     packet would have if flushed now; `flush()` seals, returns it, and advances the
     counter. `outbound` is whether *we* dialled the mesh connection.
     """
