@@ -11,7 +11,7 @@ from typing import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
-from shared.http import HttpServer, Request, Response, Router
+from shared.http import Request, Response, Router
 
 
 def new_registry() -> CollectorRegistry:
@@ -37,7 +37,3 @@ def metrics_router(registry: CollectorRegistry, health: Callable[[], tuple[bool,
     router.add("GET", "/healthz", healthz)
     return router
 
-
-def metrics_server(registry: CollectorRegistry, health: Callable[[], tuple[bool, str]],
-                   port: int, host: str = "127.0.0.1") -> HttpServer:
-    return HttpServer(metrics_router(registry, health), host, port)

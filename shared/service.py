@@ -9,6 +9,7 @@ object with `start(ctx)`, `stop()` and `health()`; everything else is its own.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -23,7 +24,8 @@ from shared import subjects
 from shared.bus import Bus
 from shared.clock import Clock, RealClock
 from shared.config import LaunchConfig, ServiceConfig, for_service, state_dir_from_env
-from shared.metrics import metrics_server, new_registry
+from shared.http import HttpServer, Router
+from shared.metrics import metrics_router, new_registry
 from shared.schemas import HealthReply, HealthRequest
 from shared.tracing import setup_tracing
 
@@ -39,6 +41,8 @@ class ServiceContext:
     bus: Bus
     registry: CollectorRegistry
     clock: Clock
+    http: Router
+    """The service's loopback status server (/metrics, /healthz); apps may add routes."""
 
 
 class ServiceApp(Protocol):
@@ -78,11 +82,11 @@ class ServiceRunner:
         self.metrics_port = 0
 
     async def start(self) -> None:
-        server = metrics_server(self.registry, self.app.health, self.config.metrics_port)
-        self.metrics_port = await server.start()
-        self._http = server
+        router = metrics_router(self.registry, self.app.health)
+        self._http = HttpServer(router, "127.0.0.1", self.config.metrics_port)
+        self.metrics_port = await self._http.start()
         await self.bus.serve(subjects.health(self.name), HealthRequest, self._on_health)
-        ctx = ServiceContext(self.name, self.config, self.bus, self.registry, self.clock)
+        ctx = ServiceContext(self.name, self.config, self.bus, self.registry, self.clock, router)
         await self.app.start(ctx)
         log.info("%s started (pid %d, metrics on 127.0.0.1:%d)", self.name, os.getpid(), self.metrics_port)
 
@@ -124,8 +128,12 @@ async def _serve_forever(name: str, app: ServiceApp) -> None:
 
 
 def run_service(name: str, app_factory: Callable[[], ServiceApp]) -> None:
-    """Entry point body of `weave-<name>`: run until SIGTERM. Exits 1 on a start failure."""
+    """Entry point body of `weave-<name>`: run until SIGTERM. Exits 1 on a start failure.
+
+    SIGUSR1 dumps every thread's stack to the log (for a service that seems stuck).
+    """
     setup_logging(name)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         asyncio.run(_serve_forever(name, app_factory()))
     except Exception as exc:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from shared.config import LaunchConfig, state_dir_from_env
-from weavectl import launcher
+from weavectl import api, launcher
 from weavectl.launcher import LaunchError
 
 VERSION = "0.1.0"
@@ -42,6 +42,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--otlp-endpoint", default=None, help="OTLP/HTTP collector for traces")
     p.add_argument("--profile", choices=("production", "test"), default="production", help=argparse.SUPPRESS)
     p.add_argument("--launch-timeout", type=float, default=30.0, help="seconds to wait for a healthy stack")
+    p.add_argument("--resume", action="store_true", help="reconnect to the peers of the previous run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("service", help="gossip, ipam, dns, datapath, npc or nats")
     p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), help="new datapath mode")
     sub.add_parser("ps-services", help="list this host's processes with pid and health")
+    p = sub.add_parser("status", help="the router's status, or one view of it")
+    p.add_argument("view", nargs="?", choices=("peers", "connections", "targets"), help="one status view")
+    sub.add_parser("report", help="the full status as JSON (Weave Net's /report)")
+    p = sub.add_parser("connect", help="connect to more peers")
+    p.add_argument("peers", nargs="+", metavar="PEER", help="host[:port]")
+    p.add_argument("--replace", action="store_true", help="forget every other direct peer")
+    p = sub.add_parser("forget", help="stop connecting to peers")
+    p.add_argument("peers", nargs="+", metavar="PEER", help="host[:port]")
     sub.add_parser("version", help="print the version")
     from weavectl import testbed_cli, demo
 
@@ -78,7 +87,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
         bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile)
     started = time.monotonic()
-    reply = launcher.launch(cfg, timeout=args.launch_timeout)
+    reply = launcher.launch(cfg, timeout=args.launch_timeout, resume=args.resume)
     print(f"weave launched on {reply.host} in {time.monotonic() - started:.2f} s: "
           + ", ".join(p.name for p in reply.processes))
     return 0
@@ -113,13 +122,37 @@ def cmd_ps_services(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    sys.stdout.write(api.call("GET", f"/status/{args.view}" if args.view else "/status"))
+    return 0
+
+
+def cmd_report(_: argparse.Namespace) -> int:
+    sys.stdout.write(api.call("GET", "/report", accept="application/json"))
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    form = {"peer": args.peers}
+    if args.replace:
+        form["replace"] = ["true"]
+    sys.stdout.write(api.call("POST", "/connect", form))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    sys.stdout.write(api.call("POST", "/forget", {"peer": args.peers}))
+    return 0
+
+
 def cmd_version(_: argparse.Namespace) -> int:
     print(f"weave-py {VERSION} (wire protocol: Weave Net 2.8, mesh protocol version 2)")
     return 0
 
 
 COMMANDS = {"launch": cmd_launch, "stop": cmd_stop, "restart": cmd_restart, "ps-services": cmd_ps_services,
-            "version": cmd_version}
+            "version": cmd_version, "status": cmd_status, "report": cmd_report, "connect": cmd_connect,
+            "forget": cmd_forget}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from weavectl.supervisor import PID_FILE, PROCESSES_FILE
 
 R = TypeVar("R", bound=Message)
 PEER_NAME_PREFIX = b"9oBJ0Jmip-"  # weave:net/uuid.go
+PEERS_FILE = "gossip-peers.json"  # the gossip service's direct peers (services/gossip/service.py)
 
 
 class LaunchError(Exception):
@@ -78,7 +79,7 @@ def bus_request(state_dir: Path, subject: str, msg: Message, reply_type: type[R]
     return asyncio.run(_bus_request(LaunchConfig.load(state_dir), subject, msg, reply_type, timeout))
 
 
-def launch(cfg: LaunchConfig, timeout: float = 30.0) -> ServicesReply:
+def launch(cfg: LaunchConfig, timeout: float = 30.0, resume: bool = False) -> ServicesReply:
     if os.geteuid() != 0:
         raise LaunchError("weave launch needs root: it creates network devices and namespaces",
                           "run it with sudo")
@@ -89,6 +90,8 @@ def launch(cfg: LaunchConfig, timeout: float = 30.0) -> ServicesReply:
     if cfg.name is None:
         cfg = cfg.model_copy(update={"name": derive_peer_name()})
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    if not resume or cfg.peers:  # peers given on a fresh launch replace those of the last run
+        (cfg.state_dir / PEERS_FILE).unlink(missing_ok=True)
     _write_token(cfg.state_dir)
     cfg.save()
     cfg.log_dir.mkdir(parents=True, exist_ok=True)

@@ -145,12 +145,17 @@ class Testbed:
         return Host(i, ns, f"{UNDERLAY}.{i}", str(state), f"aa:00:00:00:00:{i:02x}")
 
     def launch_args(self, h: Host, *, datapath: str = "auto", profile: str = "production",
-                    launch_args: tuple[str, ...] = (), connect: bool = True) -> list[str]:
-        peers = [o.addr for o in self.hosts if o is not h] if connect else []
+                    launch_args: tuple[str, ...] = (), connect: bool = True, peers: list[str] | None = None,
+                    password: str | None = None) -> list[str]:
+        """`weave launch` arguments for host h. `peers`: targets (default every other host,
+        or none when `connect` is false); `password` overrides the testbed's."""
+        if peers is None:
+            peers = [o.addr for o in self.hosts if o is not h] if connect else []
         argv = ["launch", "--name", h.name, "--nickname", h.nickname, "--host", h.addr,
                 "--datapath", datapath, "--profile", profile, *launch_args, *peers]
-        if self.password:
-            argv += ["--password", self.password]
+        password = password if password is not None else self.password
+        if password:
+            argv += ["--password", password]
         return argv
 
     def launch_all(self, **kw) -> None:
@@ -217,11 +222,17 @@ class Testbed:
             run(["ip", "netns", "exec", self.wire, "iptables", "-D", "FORWARD", *rule], check=False)
 
     def service_pid(self, target: str, service: str) -> int:
-        data = json.loads((Path(self.host(target).state_dir) / "processes.json").read_text())
-        return int(data["processes"][service])
+        """Current pid of a host's service; 0 while it is not running (e.g. restarting)."""
+        try:
+            data = json.loads((Path(self.host(target).state_dir) / "processes.json").read_text())
+        except (OSError, ValueError):
+            return 0
+        return int(data["processes"].get(service, 0))
 
     def kill_service(self, target: str, service: str, sig: int = signal.SIGKILL) -> int:
         pid = self.service_pid(target, service)
+        if not pid:
+            raise TestbedError(f"{service} is not running on {target}")
         os.kill(pid, sig)
         return pid
 

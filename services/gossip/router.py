@@ -74,6 +74,7 @@ class Close:
 @dataclass(frozen=True)
 class Dial:
     address: str
+    accept_new_peer: bool = True
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,7 @@ class Router:
                                        c.state is ConnState.ESTABLISHED)
                      for c in self.conns.values()]
         for dial in self.maker.refresh(now, self.peers, summaries):
-            self._out.append(Dial(dial.address))
+            self._out.append(Dial(dial.address, dial.accept_new_peer))
 
     # -- output --------------------------------------------------------------------------
     def _queue_sends(self, sends: list[Send]) -> None:

@@ -1,16 +1,265 @@
-"""The `gossip` service process (asyncio shell). See ARCHITECTURE.md for what it owns.
+"""The `gossip` service: the host's router on the TCP mesh (asyncio shell).
 
-Until its own issue lands it runs as an idle service: it joins the host's bus, answers
-`weave.gossip.health` and serves /metrics, so the stack, the supervisor and the testbed
-are whole from the first commit.
+Wires the sans-I/O Router to: a TCP listener and dialer on the mesh port (one reader
+task per connection, writes bounded by MAX_SEND_BUFFER), one timer task that sleeps
+until the router's next deadline, the local HTTP API (127.0.0.1:6784, as Weave Net:
+/status, /report, /connect, /forget, /metrics) plus the read-only views on the status
+port (6782), the bus (topology events and snapshots, connect/forget), and Prometheus
+metrics with Weave Net's names. Direct peers are kept in the state dir so a restart of
+this process reconnects to the same peers.
 """
 from __future__ import annotations
 
-from shared.service import IdleApp, run_service
+import asyncio
+import json
+import logging
+import random
+import socket
+import struct
+from pathlib import Path
+
+from services.gossip import http_api
+from services.gossip.connection import ConnState
+from services.gossip.metrics import MeshCollector
+from services.gossip.peer_name import PeerName, PeerUID
+from services.gossip.router import Close, Dial, OverlayMessage, Router, RouterConfig, TopologyChanged, Write
+from shared import subjects
+from shared.config import LaunchConfig
+from shared.http import HttpServer
+from shared.schemas.base import Ok
+from shared.schemas.mesh import ConnectRequest, ForgetRequest, PeerInfo, PeersRequest, TopologyEvent
+from shared.service import ServiceContext, run_service
+
+log = logging.getLogger("weave.gossip")
+API_PORT = 6784
+DIAL_TIMEOUT_S = 10.0
+MAX_SEND_BUFFER = 16 * 1024 * 1024  # bytes queued on one connection before we drop it
+READ_CHUNK = 256 * 1024
+PEERS_FILE = "gossip-peers.json"
+
+
+def router_config(launch: LaunchConfig) -> RouterConfig:
+    uid = random.SystemRandom().getrandbits(64) or 1
+    return RouterConfig(
+        name=PeerName.parse(launch.name), nickname=launch.nickname, uid=PeerUID(uid), port=launch.port,
+        password=launch.password.encode() if launch.password is not None else None,
+        conn_limit=launch.conn_limit, discovery=not launch.no_discovery,
+        trusted_subnets=launch.trusted_subnets)
+
+
+class GossipApp:
+    def __init__(self) -> None:
+        self.router: Router | None = None
+        self.writers: dict[int, asyncio.StreamWriter] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._topology_dirty = False
+        self._removed: set[PeerName] = set()
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.launch = ctx.config.launch
+        self.loop = asyncio.get_running_loop()
+        self.router = Router(router_config(self.launch), random.Random(), self.loop.time())
+        ctx.registry.register(MeshCollector(self))
+        self.server = await asyncio.start_server(self._on_accept, self.launch.host, self.launch.port,
+                                                 reuse_address=True)
+        api = http_api.api_router(self, ctx.registry)
+        self.api = HttpServer(api, "127.0.0.1", API_PORT)
+        await self.api.start()
+        http_api.add_status_routes(ctx.http, self)
+        await ctx.bus.serve(subjects.request("gossip", "peers"), PeersRequest, self._on_peers)
+        await ctx.bus.serve(subjects.request("gossip", "connect"), ConnectRequest, self._on_connect)
+        await ctx.bus.serve(subjects.request("gossip", "forget"), ForgetRequest, self._on_forget)
+        self._spawn(self._timer_loop())
+        self.apply(self.router.connect(self._stored_peers(), self.now()))
+        log.info("listening on %s:%d as %s(%s)", self.launch.host, self.launch.port,
+                 self.router.config.name, self.router.config.nickname)
+
+    async def stop(self) -> None:
+        self.server.close()
+        for writer in list(self.writers.values()):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.api.stop()
+
+    def health(self) -> tuple[bool, str]:
+        if self.router is None:
+            return False, "starting"
+        n = sum(1 for c in self.router.conns.values() if c.state is ConnState.ESTABLISHED)
+        return True, f"{n} established connections"
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- direct peers, persisted -------------------------------------------------------------
+    @property
+    def _peers_file(self) -> Path:
+        return self.launch.state_dir / PEERS_FILE
+
+    def _stored_peers(self) -> list[str]:
+        try:
+            return list(json.loads(self._peers_file.read_text()))
+        except (OSError, ValueError):
+            return list(self.launch.peers)
+
+    def save_peers(self) -> None:
+        tmp = self._peers_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.router.maker.targets_status()))
+        tmp.replace(self._peers_file)
+
+    def connect(self, peers: list[str], replace: bool = False) -> None:
+        self.apply(self.router.connect(peers, self.now(), replace=replace))
+        self.save_peers()
+
+    def forget(self, peers: list[str]) -> None:
+        self.apply(self.router.forget(peers, self.now()))
+        self.save_peers()
+
+    # -- actions -------------------------------------------------------------------------
+    def apply(self, actions: list) -> None:
+        """Carry out the router's actions, then wake the timer: deadlines may have moved."""
+        self._execute(actions)
+        self._wake.set()
+
+    def _execute(self, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, Write):
+                self._write(action.key, action.data)
+            elif isinstance(action, Close):
+                writer = self.writers.pop(action.key, None)
+                if writer is not None:
+                    writer.close()
+            elif isinstance(action, Dial):
+                self._spawn(self._dial(action.address, action.accept_new_peer))
+            elif isinstance(action, TopologyChanged):
+                self._removed.update(action.removed)
+                self._mark_topology()
+            elif isinstance(action, OverlayMessage):
+                log.debug("overlay message tag %d from %s: no overlay here yet", action.tag, action.peer)
+
+    def _write(self, key: int, data: bytes) -> None:
+        writer = self.writers.get(key)
+        if writer is None or writer.is_closing():
+            return
+        if writer.transport.get_write_buffer_size() > MAX_SEND_BUFFER:
+            log.warning("connection %d: send queue over %d bytes; dropping it", key, MAX_SEND_BUFFER)
+            self.writers.pop(key, None)
+            writer.close()
+            self.apply(self.router.connection_lost(key, self.now(), "send queue full"))
+            return
+        writer.write(data)
+
+    # -- connections -----------------------------------------------------------------------
+    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _no_linger(writer)
+        host, port = writer.get_extra_info("peername")[:2]
+        key, actions = self.router.open_connection(False, f"{host}:{port}", self.now())
+        await self._run_connection(key, reader, writer, actions)
+
+    async def _dial(self, address: str, accept_new_peer: bool) -> None:
+        host, _, port = address.rpartition(":")
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), DIAL_TIMEOUT_S)
+        except (OSError, asyncio.TimeoutError, ValueError) as exc:
+            self.apply(self.router.dial_failed(address, self.now(), _dial_error(exc)))
+            return
+        _no_linger(writer)
+        key, actions = self.router.open_connection(True, address, self.now(), dial_address=address,
+                                                   accept_new_peer=accept_new_peer)
+        await self._run_connection(key, reader, writer, actions)
+
+    async def _run_connection(self, key: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                              actions: list) -> None:
+        self.writers[key] = writer
+        self.apply(actions)
+        reason = "EOF"
+        try:
+            while key in self.writers:
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    break
+                self.apply(self.router.receive(key, data, self.now()))
+        except (ConnectionError, OSError) as exc:
+            reason = str(exc) or type(exc).__name__
+        finally:
+            self.writers.pop(key, None)
+            writer.close()
+            self.apply(self.router.connection_lost(key, self.now(), reason))
+
+    async def _timer_loop(self) -> None:
+        """Sleep until the router's next deadline or a wake-up, then tick. (asyncio.timeout,
+        not wait_for: 3.11's wait_for can swallow a cancellation.)"""
+        while True:
+            deadline = self.router.next_deadline()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            self._execute(self.router.tick(self.now()))
+            if self._topology_dirty:
+                self._topology_dirty = False
+                await self._publish_topology()
+
+    # -- bus -------------------------------------------------------------------------------
+    def _mark_topology(self) -> None:
+        self._topology_dirty = True
+
+    def topology(self) -> TopologyEvent:
+        r = self.router
+        r.routes.ensure_recalculated()
+        addrs = {c.remote.name: c.remote_addr.rsplit(":", 1)[0] for c in r.conns.values() if c.remote}
+        peers = tuple(PeerInfo(name=str(p.name), nickname=p.nickname, uid=int(p.uid), short_id=p.short_id,
+                               reachable=p.name == r.config.name or r.routes.unicast(p.name) is not None,
+                               address=addrs.get(p.name, ""))
+                      for p in sorted(r.peers, key=lambda p: p.name))
+        return TopologyEvent(ourself=str(r.config.name), peers=peers,
+                             removed=tuple(str(n) for n in sorted(self._removed)))
+
+    async def _publish_topology(self) -> None:
+        event = self.topology()
+        self._removed.clear()
+        try:
+            await self.ctx.bus.publish(subjects.event("topology"), event)
+        except Exception as exc:  # the bus may be restarting; the next change republishes
+            log.warning("cannot publish topology: %s", exc)
+
+    async def _on_peers(self, _: PeersRequest) -> TopologyEvent:
+        return self.topology()
+
+    async def _on_connect(self, req: ConnectRequest) -> Ok:
+        self.connect(list(req.peers), req.replace)
+        return Ok()
+
+    async def _on_forget(self, req: ForgetRequest) -> Ok:
+        self.forget(list(req.peers))
+        return Ok()
+
+
+def _no_linger(writer: asyncio.StreamWriter) -> None:
+    """SO_LINGER 0 as mesh: a closed connection is reset, not left in TIME_WAIT."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _dial_error(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "dial timeout"
+    return str(exc) or type(exc).__name__
 
 
 def main() -> None:
-    run_service("gossip", IdleApp)
+    run_service("gossip", GossipApp)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""Prometheus metrics of the router, with Weave Net's names and labels, read from the
+core at scrape time (nothing to keep in sync)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from services.gossip.connection import ConnState
+
+if TYPE_CHECKING:
+    from services.gossip.service import GossipApp
+
+
+class MeshCollector:
+    def __init__(self, app: "GossipApp") -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        router = self.app.router
+        conns = GaugeMetricFamily("weave_connections", "Number of peer-to-peer connections.",
+                                  labels=["state", "type", "encryption"])
+        counts: dict[tuple[str, str, str], int] = {}
+        for enc in ("", "yes"):
+            counts[("established", "none", enc)] = 0
+        for c in (router.conns.values() if router else ()):
+            if c.remote is None:
+                continue
+            state = "established" if c.state is ConnState.ESTABLISHED else "pending"
+            key = (state, c.overlay, "yes" if c.protocol.encrypted else "")
+            counts[key] = counts.get(key, 0) + 1
+        for labels, n in sorted(counts.items()):
+            conns.add_metric(list(labels), n)
+        yield conns
+        term = CounterMetricFamily("weave_connection_terminations", "Number of peer-to-peer connections terminated.")
+        term.add_metric([], router.maker.termination_count if router else 0)
+        yield term

@@ -1,0 +1,116 @@
+"""The gossip service on real TCP between testbed hosts: mesh formation with a password,
+discovery, gossip relayed without discovery, a killed router re-forming the mesh, and
+a peer with the wrong password refused."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+
+def wait_until(cond, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def connections(tb, host) -> list[str]:
+    out = tb.weave(host, "status", "connections", check=False)
+    return out.stdout.splitlines() if out.returncode == 0 else []
+
+
+def established(tb, host) -> list[str]:
+    return [line for line in connections(tb, host) if " established " in line]
+
+
+def report(tb, host) -> dict:
+    return json.loads(tb.weave(host, "report").stdout)
+
+
+def test_full_mesh_with_password(testbed_factory):
+    tb = testbed_factory()
+    tb.up(3, password="s3cret")
+    for h in ("h1", "h2", "h3"):
+        lines = wait_until(lambda h=h: len(established(tb, h)) == 2 and established(tb, h), what=f"{h} mesh")
+        assert all("encrypted " in line and "unencrypted" not in line for line in lines), lines
+    rep = report(tb, "h1")["Router"]
+    assert rep["Encryption"] is True and rep["Name"] == "aa:00:00:00:00:01"
+    assert sorted(p["NickName"] for p in rep["Peers"]) == ["h1", "h2", "h3"]
+    assert {r["Dest"]: r["Via"] for r in rep["UnicastRoutes"]}["aa:00:00:00:00:03"] == "aa:00:00:00:00:03"
+    status = tb.weave("h2", "status").stdout
+    assert "Encryption: enabled" in status and "Peers: 3 (with 6 established connections)" in status
+    metrics = tb.exec("h1", ["python3", "-c", "import urllib.request;print(urllib.request.urlopen("
+                                               "'http://127.0.0.1:6782/metrics').read().decode())"]).stdout
+    assert 'weave_connections{encryption="yes",state="established",type="none"} 2.0' in metrics
+
+
+def test_chain_with_discovery_forms_direct_link(testbed_factory):
+    tb = testbed_factory()
+    tb.up(3, launch=False)
+    tb.launch(tb.host("h1"), peers=[])
+    tb.launch(tb.host("h2"), peers=["192.168.77.1"])
+    tb.launch(tb.host("h3"), peers=["192.168.77.2"])
+    wait_until(lambda: any("192.168.77.3" in line for line in established(tb, "h1")), what="h1-h3 direct")
+    assert tb.weave("h1", "status", "targets").stdout == "", "h1 was told of no peer: h3 came by discovery"
+
+
+def test_no_discovery_gossip_flows_through_the_middle(testbed_factory):
+    tb = testbed_factory()
+    tb.up(3, launch=False)
+    for h, peers in (("h1", []), ("h2", ["192.168.77.1", "192.168.77.3"]), ("h3", [])):
+        tb.launch(tb.host(h), peers=peers, launch_args=("--no-discovery",))
+    wait_until(lambda: len(report(tb, "h1")["Router"]["Peers"]) == 3, what="h1 learns of h3 through h2")
+    rep = report(tb, "h1")["Router"]
+    assert len(established(tb, "h1")) == 1
+    assert rep["PeerDiscovery"] is False
+    assert {r["Dest"]: r["Via"] for r in rep["UnicastRoutes"]}["aa:00:00:00:00:03"] == "aa:00:00:00:00:02"
+
+
+def test_killed_router_reforms_the_mesh(testbed_factory):
+    tb = testbed_factory()
+    tb.up(3)
+    for h in ("h1", "h2", "h3"):
+        wait_until(lambda h=h: len(established(tb, h)) == 2, what=f"{h} mesh")
+    uid_before = {p["Name"]: p["UID"] for p in report(tb, "h1")["Router"]["Peers"]}["aa:00:00:00:00:02"]
+    old = tb.kill_service("h2", "gossip")
+    wait_until(lambda: tb.service_pid("h2", "gossip") not in (0, old), what="gossip restarted")
+    for h in ("h1", "h2", "h3"):
+        wait_until(lambda h=h: len(established(tb, h)) == 2, what=f"{h} mesh again")
+    wait_until(lambda: {p["Name"]: p["UID"] for p in report(tb, "h1")["Router"]["Peers"]}
+               .get("aa:00:00:00:00:02") not in (None, uid_before), what="h1 sees h2's new incarnation")
+
+
+def test_wrong_password_is_refused(testbed_factory):
+    tb = testbed_factory()
+    tb.up(3, launch=False)
+    tb.launch(tb.host("h1"), peers=["192.168.77.2", "192.168.77.3"], password="right")
+    tb.launch(tb.host("h2"), peers=["192.168.77.1"], password="right")
+    tb.launch(tb.host("h3"), peers=["192.168.77.1"], password="wrong")
+    wait_until(lambda: len(established(tb, "h1")) == 1, what="h1-h2")
+    time.sleep(3)  # give h3 time to try (and fail) a few times
+    assert established(tb, "h3") == []
+    assert report(tb, "h1")["Router"]["TerminationCount"] >= 1
+    log = (tb.root / "h1" / "logs" / "gossip.log").read_text()
+    assert "decrypt" in log, "the refusal names the reason"
+
+
+def test_connect_and_forget(testbed_factory):
+    tb = testbed_factory()
+    tb.up(2, launch=False)
+    tb.launch(tb.host("h1"), peers=[])
+    tb.launch(tb.host("h2"), peers=[])
+    assert established(tb, "h1") == []
+    out = tb.weave("h1", "connect", "192.168.77.2")
+    assert out.returncode == 0
+    wait_until(lambda: len(established(tb, "h1")) == 1, what="connect")
+    assert tb.weave("h1", "status", "targets").stdout == "192.168.77.2\n"
+    bad = tb.weave("h1", "connect", "host:99999", check=False)
+    assert bad.returncode == 1 and "invalid peer address" in bad.stderr
+    tb.weave("h1", "forget", "192.168.77.2")
+    assert tb.weave("h1", "status", "targets").stdout == ""
