@@ -64,7 +64,10 @@ class Allocate:
         if addr is not None:
             self._allocated(alloc, addr)
             return True
-        alloc.ask_for_space(self.subnet.range())
+        # Weave asks for the whole subnet; a donor may then hand over only its network
+        # or broadcast address, which nobody can allocate, and two such peers pass it
+        # back and forth forever. We ask for what we can use.
+        alloc.ask_for_space(self.subnet.host_range())
         return False
 
     def _allocated(self, alloc: "Allocator", addr: int) -> None:
