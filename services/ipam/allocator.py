@@ -409,8 +409,9 @@ class Allocator:
         for name in [n for n in self.nicknames if n not in ring_peers and not self.is_known_peer(n)]:
             del self.nicknames[name]
 
-    def _annotate(self, names: Iterable[PeerName]) -> list[str]:
-        return [f"{n}({self.nicknames[n]})" if n in self.nicknames else str(n) for n in names]
+    def _annotate(self, names: Iterable[PeerName]) -> str:
+        """Like Go's %v of Weave's annotatePeernames: `[name(nick) name ...]`."""
+        return "[" + " ".join(f"{n}({self.nicknames[n]})" if n in self.nicknames else str(n) for n in names) + "]"
 
     def _report_free_space(self) -> None:
         free = {token: sum(self.space.num_free_in_range(r) for r in ranges)
