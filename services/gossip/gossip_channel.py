@@ -261,6 +261,10 @@ class GossipChannels:
             if data is not None:
                 self._relay(channel, self.ourself, data)
 
+    def gossip_down(self, peer: PeerName, channel: str, data: GossipData) -> None:
+        """Gossip `data` of `channel` to one neighbour only (a channel owner's catch-up)."""
+        self._sender(peer).send(channel, data)
+
     def send_all_gossip_down(self, peer: PeerName, now: float) -> None:
         """Every channel's full state to one neighbour (a new or restarted peer)."""
         for channel in self.channel_names():

@@ -27,6 +27,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
+from services.gossip.bridged_gossiper import BridgedGossiper, Deliver
 from services.gossip.connection import Connection, ConnState
 from services.gossip.connection_maker import ConnectionMaker, EndReason
 from services.gossip.gossip_channel import GOSSIP_INTERVAL, GossipChannels, Send
@@ -35,7 +36,8 @@ from services.gossip.peer_name import PeerName, PeerUID
 from services.gossip.peers import TOPOLOGY_CHANNEL, Peers, TopologyChange, TopologyGossiper
 from services.gossip.protocol import HandshakeComplete, MeshProtocol, ProtocolTag, make_features
 from services.gossip.routes import RECALCULATE_DELAY, Routes
-from shared.errors import RemoteProtocolError
+from services.gossip.surrogate_gossiper import SurrogateGossipData
+from shared.errors import LocalProtocolError, RemoteProtocolError
 
 log = logging.getLogger(__name__)
 TOPOLOGY_DEFER = 1.0  # seconds local topology changes are coalesced before broadcast
@@ -55,6 +57,8 @@ class RouterConfig:
     trusted_subnets: tuple[str, ...] = ()
     overlays: tuple[str, ...] = ()
     """Overlay names to advertise; empty: a NullOverlay that establishes at once."""
+    bus_channels: tuple[str, ...] = ()
+    """Channels whose owner is another local service (see bridged_gossiper)."""
     gossip_interval: float = GOSSIP_INTERVAL
 
 
@@ -91,7 +95,7 @@ class OverlayMessage:
     payload: bytes
 
 
-Action = Write | Close | Dial | TopologyChanged | OverlayMessage
+Action = Write | Close | Dial | TopologyChanged | OverlayMessage | Deliver
 
 
 @dataclass
@@ -106,6 +110,7 @@ class Router:
     def __init__(self, config: RouterConfig, rng: random.Random, now: float) -> None:
         self.config = config
         self.rng = rng
+        self._out: list[Action] = []
         self.ourself = LocalPeer(name=config.name, nickname=config.nickname, uid=config.uid,
                                  short_id=rng.randrange(1 << 12), has_short_id=True)
         self.peers = Peers(self.ourself, rng)
@@ -114,12 +119,13 @@ class Router:
         self.channels = GossipChannels(self.peers, self.routes, rng, config.gossip_interval)
         self.topology = TopologyGossiper(self.peers, self.routes, self._on_topology_change)
         self.channels.register(TOPOLOGY_CHANNEL, self.topology)
+        for channel in config.bus_channels:
+            self.channels.register(channel, BridgedGossiper(channel, self._emit, config.gossip_interval))
         self.maker = ConnectionMaker(config.name, rng, config.port, config.discovery, config.conn_limit)
         self.conns: dict[int, Connection] = {}
         self.by_peer: dict[PeerName, int] = {}
         self._next_key = 1
         self._timers = _Timers(gossip_at=now + config.gossip_interval)
-        self._out: list[Action] = []
         self._maker_stale = False
         self._trusted = [ipaddress.ip_network(s, strict=False) for s in config.trusted_subnets]
 
@@ -178,17 +184,21 @@ class Router:
             self._close(conn, reason, now, write_close=False)
         return self._drain(now)
 
-    def send_gossip(self, channel: str, payload: bytes, now: float, *, dst: PeerName | None = None,
-                    broadcast: bool = False) -> list[Action]:
-        """Gossip from a local channel owner (the bus bridge)."""
-        from services.gossip.surrogate_gossiper import SurrogateGossipData
-
-        if dst is not None:
+    def send_gossip(self, channel: str, kind: str, payload: bytes, now: float,
+                    dst: PeerName | None = None) -> list[Action]:
+        """Gossip from a local channel owner (MeshSend): `broadcast` to all, `unicast` to
+        `dst`, `gossip` to random neighbours or down the connection to neighbour `dst`."""
+        data = SurrogateGossipData((payload,))
+        if kind == "unicast":
+            if dst is None:
+                raise LocalProtocolError("unicast gossip needs a destination")
             self._queue_sends(self.channels.gossip_unicast(channel, dst, payload))
-        elif broadcast:
-            self.channels.gossip_broadcast(channel, SurrogateGossipData((payload,)))
+        elif kind == "broadcast":
+            self.channels.gossip_broadcast(channel, data)
+        elif dst is not None:
+            self.channels.gossip_down(dst, channel, data)
         else:
-            self.channels.gossip_neighbour_subset(channel, SurrogateGossipData((payload,)))
+            self.channels.gossip_neighbour_subset(channel, data)
         return self._drain(now)
 
     # -- timers --------------------------------------------------------------------------
@@ -354,6 +364,9 @@ class Router:
             self._out.append(Dial(dial.address, dial.accept_new_peer))
 
     # -- output --------------------------------------------------------------------------
+    def _emit(self, action: Action) -> None:
+        self._out.append(action)
+
     def _queue_sends(self, sends: list[Send]) -> None:
         for send in sends:
             key = self.by_peer.get(send.to)

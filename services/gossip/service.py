@@ -25,9 +25,13 @@ from services.gossip.peer_name import PeerName, PeerUID
 from services.gossip.router import Close, Dial, OverlayMessage, Router, RouterConfig, TopologyChanged, Write
 from shared import subjects
 from shared.config import LaunchConfig
+from shared.errors import WeaveError
 from shared.http import HttpServer
 from shared.schemas.base import Ok
-from shared.schemas.mesh import ConnectRequest, ForgetRequest, PeerInfo, PeersRequest, TopologyEvent
+from services.gossip.bridged_gossiper import Deliver
+from shared.bus import BusMsg
+from shared.schemas.mesh import (BUS_CHANNELS, ConnectRequest, ForgetRequest, MeshReceive, MeshSend, PeerInfo,
+                                 PeersRequest, TopologyEvent)
 from shared.service import ServiceContext, run_service
 
 log = logging.getLogger("weave.gossip")
@@ -36,6 +40,7 @@ DIAL_TIMEOUT_S = 10.0
 MAX_SEND_BUFFER = 16 * 1024 * 1024  # bytes queued on one connection before we drop it
 READ_CHUNK = 256 * 1024
 PEERS_FILE = "gossip-peers.json"
+DELIVERY_QUEUE = 10_000  # gossip messages waiting for their local owner
 
 
 def router_config(launch: LaunchConfig) -> RouterConfig:
@@ -44,7 +49,7 @@ def router_config(launch: LaunchConfig) -> RouterConfig:
         name=PeerName.parse(launch.name), nickname=launch.nickname, uid=PeerUID(uid), port=launch.port,
         password=launch.password.encode() if launch.password is not None else None,
         conn_limit=launch.conn_limit, discovery=not launch.no_discovery,
-        trusted_subnets=launch.trusted_subnets)
+        trusted_subnets=launch.trusted_subnets, bus_channels=BUS_CHANNELS)
 
 
 class GossipApp:
@@ -72,6 +77,10 @@ class GossipApp:
         await ctx.bus.serve(subjects.request("gossip", "peers"), PeersRequest, self._on_peers)
         await ctx.bus.serve(subjects.request("gossip", "connect"), ConnectRequest, self._on_connect)
         await ctx.bus.serve(subjects.request("gossip", "forget"), ForgetRequest, self._on_forget)
+        self._deliveries: asyncio.Queue[Deliver] = asyncio.Queue(maxsize=DELIVERY_QUEUE)
+        for channel in BUS_CHANNELS:
+            await ctx.bus.subscribe(subjects.mesh_out(channel), self._on_mesh_send)
+        self._spawn(self._delivery_loop())
         self._spawn(self._timer_loop())
         self.apply(self.router.connect(self._stored_peers(), self.now()))
         log.info("listening on %s:%d as %s(%s)", self.launch.host, self.launch.port,
@@ -142,6 +151,11 @@ class GossipApp:
             elif isinstance(action, TopologyChanged):
                 self._removed.update(action.removed)
                 self._mark_topology()
+            elif isinstance(action, Deliver):
+                try:
+                    self._deliveries.put_nowait(action)
+                except asyncio.QueueFull:  # the owner is far behind: it catches up by periodic gossip
+                    log.warning("dropping %s gossip for its owner: delivery queue full", action.channel)
             elif isinstance(action, OverlayMessage):
                 log.debug("overlay message tag %d from %s: no overlay here yet", action.tag, action.peer)
 
@@ -232,6 +246,26 @@ class GossipApp:
             await self.ctx.bus.publish(subjects.event("topology"), event)
         except Exception as exc:  # the bus may be restarting; the next change republishes
             log.warning("cannot publish topology: %s", exc)
+
+    async def _on_mesh_send(self, msg: BusMsg) -> None:
+        """A channel owner's gossip (weave.mesh.<channel>.out); bad messages are logged and dropped."""
+        channel = msg.subject.split(".")[2]
+        try:
+            send = MeshSend.model_validate_json(msg.data)
+            dst = PeerName.parse(send.dst) if send.dst else None
+            self.apply(self.router.send_gossip(channel, send.kind, send.payload, self.now(), dst=dst))
+        except (ValueError, WeaveError) as exc:
+            log.warning("dropping malformed gossip from the %s owner: %s", channel, exc)
+
+    async def _delivery_loop(self) -> None:
+        """Hand received gossip to owners in arrival order (publish; the owner may be down)."""
+        while True:
+            d = await self._deliveries.get()
+            msg = MeshReceive(kind=d.kind, src=str(d.src), payload=d.payload)
+            try:
+                await self.ctx.bus.publish(subjects.mesh_in(d.channel), msg)
+            except Exception as exc:
+                log.warning("cannot deliver %s gossip: %s", d.channel, exc)
 
     async def _on_peers(self, _: PeersRequest) -> TopologyEvent:
         return self.topology()

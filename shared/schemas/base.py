@@ -17,7 +17,8 @@ SCHEMA_VERSION = 1
 class Message(BaseModel):
     """Base class of every message on the bus."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # bytes fields travel as base64 in JSON (gossip payloads, keys)
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
 
     version: Literal[1] = Field(SCHEMA_VERSION, description="Schema version; bumped on incompatible change.")
 

@@ -2,9 +2,17 @@
 channels (`weave.events.topology`, `weave.gossip.*`, `weave.mesh.<channel>.*`)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from shared.schemas.base import Message
+
+IPAM_CHANNEL = "IPallocation"  # Weave Net's IPAM gossip channel
+DNS_CHANNEL = "nameserver"  # Weave Net's weaveDNS gossip channel
+POLICY_CHANNEL = "weave-py-policy"  # ours: network policies applied with `weave policy`
+BUS_CHANNELS = (IPAM_CHANNEL, DNS_CHANNEL, POLICY_CHANNEL)
+"""Channels the gossip service bridges to local owners; any other is relayed only."""
 
 
 class PeerInfo(Message):
@@ -41,3 +49,29 @@ class ForgetRequest(Message):
     """Forget direct peers (weave forget)."""
 
     peers: tuple[str, ...] = Field(description="host[:port] of each peer to forget.")
+
+
+class MeshSend(Message):
+    """A channel owner's gossip for the mesh (published on weave.mesh.<channel>.out).
+
+    kind: `broadcast` to every peer; `unicast` to peer `dst`; `gossip` to random
+    neighbours, or only down the connection to neighbour `dst` when it is set (a new
+    peer's catch-up, as mesh's sendAllGossipDown).
+    """
+
+    kind: Literal["broadcast", "unicast", "gossip"] = Field(description="How to send it.")
+    payload: bytes = Field(description="The channel's own encoding (gob for Weave's channels).")
+    dst: str | None = Field(None, description="Peer name: unicast target, or the neighbour for gossip.")
+
+
+class MeshReceive(Message):
+    """Gossip the mesh delivered for a channel (published on weave.mesh.<channel>.in).
+
+    The gossip service has already relayed it as mesh does for a channel it does not
+    interpret; the owner only merges it. `src` is the originator for broadcast and
+    unicast; for gossip mesh does not say who relayed it, so it is 00:00:00:00:00:00.
+    """
+
+    kind: Literal["broadcast", "unicast", "gossip"] = Field(description="How it arrived.")
+    src: str = Field(description="Peer name of the sender (see above).")
+    payload: bytes = Field(description="The channel's own encoding.")

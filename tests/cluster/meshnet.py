@@ -7,6 +7,7 @@ import random
 from collections import deque
 
 from services.gossip.peer_name import PeerName, PeerUID
+from services.gossip.bridged_gossiper import Deliver
 from services.gossip.router import Close, Dial, Router, RouterConfig, Write
 
 
@@ -18,14 +19,15 @@ class MeshNet:
         self.links: dict[tuple[str, int], tuple[str, int]] = {}
         self.queue: deque[tuple[str, int, bytes]] = deque()
         self.cut: set[frozenset[str]] = set()
+        self.delivered: dict[str, list[Deliver]] = {}
         self._port = 40000
 
     def add(self, index: int, *, password: bytes | None = None, discovery: bool = True,
-            conn_limit: int = 200) -> str:
+            conn_limit: int = 200, bus_channels: tuple[str, ...] = ()) -> str:
         ip = f"10.0.0.{index}"
         cfg = RouterConfig(name=PeerName(0xAA0000000000 + index), nickname=f"p{index}",
                            uid=PeerUID(self.rng.getrandbits(64) | 1), password=password, discovery=discovery,
-                           conn_limit=conn_limit)
+                           conn_limit=conn_limit, bus_channels=bus_channels)
         self.routers[ip] = Router(cfg, random.Random(self.rng.getrandbits(32)), self.now)
         return ip
 
@@ -44,16 +46,19 @@ class MeshNet:
                     self.links.pop(other, None)
                     self.apply(other[0], self.routers[other[0]].connection_lost(other[1], self.now, "EOF"))
             elif isinstance(a, Dial):
-                self._dial(ip, a.address)
+                self._dial(ip, a.address, a.accept_new_peer)
+            elif isinstance(a, Deliver):
+                self.delivered.setdefault(ip, []).append(a)
 
-    def _dial(self, ip: str, address: str) -> None:
+    def _dial(self, ip: str, address: str, accept_new_peer: bool = True) -> None:
         target_ip = address.split(":")[0]
         target = self.routers.get(target_ip)
         if target is None or frozenset((ip, target_ip)) in self.cut:
             self.apply(ip, self.routers[ip].dial_failed(address, self.now, "connection refused"))
             return
         self._port += 1
-        key_out, acts_out = self.routers[ip].open_connection(True, address, self.now, dial_address=address)
+        key_out, acts_out = self.routers[ip].open_connection(True, address, self.now, dial_address=address,
+                                                             accept_new_peer=accept_new_peer)
         key_in, acts_in = target.open_connection(False, f"{ip}:{self._port}", self.now)
         self.links[(ip, key_out)] = (target_ip, key_in)
         self.links[(target_ip, key_in)] = (ip, key_out)
