@@ -102,11 +102,13 @@ class MemoryNetwork:
             elif isinstance(action, SendUnicast):
                 self.queue.append(Delivery("unicast", src, action.dest, codec.encode_unicast(action.message)))
 
-    def step(self) -> bool:
-        """Deliver (or lose) one message; False if there was none."""
+    def step(self, index: int | None = None) -> bool:
+        """Deliver (or lose) one message, the one at `index` if given; False if none."""
         if not self.queue:
             return False
-        d = self.queue.pop(self.rng.randrange(len(self.queue)) if self.shuffle else 0)
+        if index is None:
+            index = self.rng.randrange(len(self.queue)) if self.shuffle else 0
+        d = self.queue.pop(index)
         if not self.reachable(d.src, d.dest) or self.rng.random() < self.loss:
             return True
         alloc = self.allocators[d.dest]
@@ -154,3 +156,31 @@ class MemoryNetwork:
             self.advance(tick)
             self.pump()
         return not self.unanswered()
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def allocated(self) -> list[tuple[PeerName, int]]:
+        """(peer, address) for every address any peer has handed out."""
+        return [(name, c.addr) for name, a in self.allocators.items() for c in a.owned.all_cidrs()
+                if a.ring.contains(c.addr)]
+
+    def assert_safe(self) -> None:
+        """No address handed out twice; what each peer's own ring says it owns is
+        disjoint from what every other peer's says; each address is in its holder's
+        own ranges. Holds at every moment, partitions and lost messages included."""
+        addrs = [addr for _, addr in self.allocated()]
+        assert len(addrs) == len(set(addrs)), "an address was handed out twice"
+        claimed = sorted((r.start, r.end, name) for name, a in self.allocators.items()
+                         for r in a.ring.owned_ranges())
+        for (s1, e1, n1), (s2, e2, n2) in zip(claimed, claimed[1:]):
+            assert e1 <= s2, f"{n1} and {n2} both own addresses from {s2}"
+        for name, addr in self.allocated():
+            assert self.allocators[name].ring.owner(addr) == name
+
+    def assert_converged(self) -> None:
+        """Every peer holds the same ring, and it covers the universe."""
+        entries = {str(a.ring.to_dict()["entries"]) for a in self.allocators.values()}
+        assert len(entries) == 1, entries
+        ring = next(iter(self.allocators.values())).ring
+        assert ring.entries and ring.entries[0].token == ring.start
+        assert sum(r.size for _, r, _ in ring.all_range_info()) == ring.end - ring.start

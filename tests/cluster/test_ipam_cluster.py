@@ -24,31 +24,15 @@ def make_net(n=5, universe=SMALL, seed=0, loss=0.0, shuffle=False, **config):
 
 
 def allocated(net):
-    """(peer, address) for every address any peer has handed out."""
-    return [(name, c.addr) for name, a in net.allocators.items() for c in a.owned.all_cidrs()]
+    return net.allocated()
 
 
 def assert_safe(net):
-    """Nobody hands out an address twice, every peer's own view of what it owns is
-    disjoint from every other peer's, and each address sits in its holder's space."""
-    addrs = [addr for _, addr in allocated(net)]
-    assert len(addrs) == len(set(addrs))
-    seen = {}
-    for name, a in net.allocators.items():
-        for r in a.ring.owned_ranges():
-            for other, (start, end) in seen.items():
-                assert r.end <= start or end <= r.start, f"{name} and {other} both own {r}"
-        for r in a.ring.owned_ranges():
-            seen[(name, r.start)] = (r.start, r.end)
-    for name, addr in allocated(net):
-        assert net.allocators[name].ring.owner(addr) == name
+    net.assert_safe()
 
 
 def assert_converged(net):
-    rings = {n: a.ring.to_dict()["entries"] for n, a in net.allocators.items()}
-    assert len({str(r) for r in rings.values()}) == 1, rings
-    a = next(iter(net.allocators.values()))
-    assert a.ring.entries[0].token == a.ring.start  # the entries cover the whole universe
+    net.assert_converged()
 
 
 def test_five_peers_reach_consensus_and_1000_allocations_are_unique():
