@@ -60,6 +60,11 @@ RouteHandler = Callable[[Request], Awaitable[Response]]
 class Router:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], RouteHandler]] = []
+        self._prefixes: list[tuple[str, RouteHandler]] = []
+
+    def add_prefix(self, prefix: str, handler: RouteHandler) -> None:
+        """Every method on `prefix` and below it, when no exact route matched."""
+        self._prefixes.append((prefix.rstrip("/"), handler))
 
     def add(self, method: str, pattern: str, handler: RouteHandler) -> None:
         regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
@@ -77,6 +82,9 @@ class Router:
                 return await handler(req)
         if allowed:
             return Response(405, f"method {req.method} not allowed on {req.path}\n")
+        for prefix, handler in self._prefixes:
+            if req.path == prefix or req.path.startswith(prefix + "/"):
+                return await handler(req)
         return Response(404, f"404 page not found: {req.path}\n")
 
 

@@ -65,10 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="stop connecting to peers")
     p.add_argument("peers", nargs="+", metavar="PEER", help="host[:port]")
     sub.add_parser("version", help="print the version")
-    from weavectl import testbed_cli, demo
+    from weavectl import commands, demo, testbed_cli
 
     testbed_cli.add_parser(sub)
     demo.add_parser(sub)
+    commands.add_all(sub)
     return parser
 
 

@@ -9,27 +9,52 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from services.gossip import status
 from shared.http import Request, Response, Router
+from shared.http_bus import forward
 
 if TYPE_CHECKING:
     from services.gossip.service import GossipApp
 
 VIEWS = {"peers": status.peers_text, "connections": status.connections_text, "targets": status.targets_text}
+# Paths of Weave's API that other services own; requests are forwarded over the bus.
+OWNED_PREFIXES = {
+    "/ip": "ipam", "/ipinfo": "ipam", "/ring": "ipam", "/peer": "ipam",
+    "/name": "dns", "/domain": "dns", "/dns-address": "dns", "/dns-address-port": "dns",
+    "/expose": "datapath", "/hide": "datapath",
+}
+SECTION_SERVICES = ("ipam", "dns", "datapath", "npc")  # their GET /status and /report parts
+VIEW_OWNERS = {"ipam": "ipam", "dns": "dns", "npc": "npc"}
 
 
 def add_status_routes(http: Router, app: "GossipApp") -> None:
     """GET /status, /status/{peers,connections,targets}, /report."""
 
     async def get_status(_: Request) -> Response:
-        return Response(200, status.status_text(app.router))
+        sections = [status.status_text(app.router)]
+        for svc in SECTION_SERVICES:
+            resp = await forward(app.ctx.bus, svc, Request("GET", "/status", {}, {}, b""), timeout=2.0)
+            if resp.status == 200 and resp.body:
+                sections.append(resp.body.decode() if isinstance(resp.body, bytes) else resp.body)
+        return Response(200, "\n".join(sections))
 
     async def get_view(req: Request) -> Response:
-        view = VIEWS.get(req.params["view"])
+        name = req.params["view"]
+        if name in VIEW_OWNERS:
+            return await forward(app.ctx.bus, VIEW_OWNERS[name], Request("GET", f"/status/{name}", {}, {}, b""))
+        view = VIEWS.get(name)
         if view is None:
-            return Response(404, f"unknown status view {req.params['view']!r}; one of: {', '.join(VIEWS)}\n")
+            known = ", ".join([*VIEWS, *VIEW_OWNERS])
+            return Response(404, f"unknown status view {name!r}; one of: {known}\n")
         return Response(200, view(app.router))
 
     async def get_report(_: Request) -> Response:
         body = {"Ready": True, "Version": status.VERSION, "Router": status.report(app.router)}
+        for svc in SECTION_SERVICES:
+            resp = await forward(app.ctx.bus, svc, Request("GET", "/report", {}, {}, b""), timeout=2.0)
+            if resp.status == 200:
+                try:
+                    body.update(json.loads(resp.body))
+                except ValueError:
+                    pass
         return Response(200, json.dumps(body, indent=1) + "\n", "application/json")
 
     http.add("GET", "/status", get_status)
@@ -62,7 +87,16 @@ def api_router(app: "GossipApp", registry: CollectorRegistry) -> Router:
     http.add("POST", "/connect", post_connect)
     http.add("POST", "/forget", post_forget)
     http.add("GET", "/metrics", get_metrics)
+    for prefix, svc in OWNED_PREFIXES.items():
+        http.add_prefix(prefix, _forwarder(app, svc))
     return http
+
+
+def _forwarder(app: "GossipApp", service: str):
+    async def handler(req: Request) -> Response:
+        return await forward(app.ctx.bus, service, req)
+
+    return handler
 
 
 def _valid_peer(peer: str) -> bool:
