@@ -33,6 +33,9 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ipalloc-range", default="10.32.0.0/12", help="IP range for automatic allocation")
     p.add_argument("--ipalloc-init", default=None, help="consensus[=N] | seed=<names> | observer")
     p.add_argument("--no-dns", action="store_true", help="do not run weaveDNS")
+    p.add_argument("--dns-listen-address", default="0.0.0.0:53", help="weaveDNS address, ip:port")
+    p.add_argument("--dns-domain", default="weave.local.", help="weaveDNS domain")
+    p.add_argument("--dns-ttl", type=int, default=1, help="TTL of weaveDNS answers, seconds")
     p.add_argument("--conn-limit", type=int, default=200, help="max mesh connections (0 = unlimited)")
     p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learnt from gossip")
     p.add_argument("--trusted-subnets", default="", help="comma-separated CIDRs of trusted peers")
@@ -84,6 +87,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
         state_dir=_state_dir(args), name=args.name, nickname=args.nickname or socket.gethostname(),
         host=args.host, port=args.port, password=args.password or None, peers=tuple(args.peers),
         ipalloc_range=args.ipalloc_range, ipalloc_init=args.ipalloc_init, no_dns=args.no_dns,
+        dns_listen_address=args.dns_listen_address, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
         conn_limit=args.conn_limit, no_discovery=args.no_discovery,
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
         bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile)
