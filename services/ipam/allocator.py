@@ -12,10 +12,8 @@ After every input the allocator reports its free space into the ring (bumping th
 entries' versions, as Weave's actor loop does) and checks that ring and space agree.
 An input that raises (a refused ring: RingError) has changed nothing.
 
-Gossip, as in Weave: a ring-less broadcast from a named sender is answered with a
-unicast RingUpdate if we have a ring; an elector without a ring that receives such a
-broadcast without Paxos state (an observer asking) starts an election. Periodic
-gossip (`on_gossip`) is merged but never answered.
+What received gossip does is in gossip.py; pending operations are in allocate.py and
+claim.py, and use the "operation support" methods below.
 """
 from __future__ import annotations
 
@@ -24,19 +22,19 @@ import random
 from typing import Hashable, Iterable, Mapping
 
 from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
-from services.ipam import codec
+from services.ipam import codec, gossip
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.address import CIDR, AddressError, Range, format_ip, parse_cidr, parse_subnet
 from services.ipam.allocate import Allocate, Prime
 from services.ipam.claim import Claim
 from services.ipam.config import AllocatorConfig
-from services.ipam.errors import DifferentRangeError, DifferentSeedsError, RequestError
+from services.ipam.errors import RequestError
 from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied, Unicast
 from services.ipam.owned import Owned
 from services.ipam.paxos import Node, Observer, Participant
 from services.ipam.persistence import load_snapshot, make_snapshot
 from services.ipam.ring import Ring
-from services.ipam.space import Space
+from services.ipam.space import Space, coalesce
 from services.ipam.transfer import lookup_peername, pick_heir
 from shared.errors import LocalProtocolError
 
@@ -220,7 +218,7 @@ class Allocator:
         both mesh and ring are forgotten, as Weave's PeerGone does."""
         self.known_peers = {PeerName(p) for p in known}
         self.nicknames.update(nicknames or {})
-        self._prune_nicknames()
+        self.prune_nicknames()
 
     def set_quorum(self, quorum: int) -> None:
         """Used at the next election (Weave asks for the quorum when it starts one)."""
@@ -247,67 +245,19 @@ class Allocator:
     @_input
     def on_gossip(self, state: GossipState | bytes) -> None:
         """Periodic gossip from a neighbour: merged, never answered nor relayed."""
-        self.update(UNKNOWN_PEER_NAME, _state(state))
+        gossip.update(self, UNKNOWN_PEER_NAME, _state(state))
 
     @_input
     def on_gossip_broadcast(self, sender: PeerName, state: GossipState | bytes) -> None:
         """A broadcast originated by sender. The shell relays `gossip(now)`."""
-        self.update(PeerName(sender), _state(state))
+        gossip.update(self, PeerName(sender), _state(state))
 
     @_input
     def on_gossip_unicast(self, sender: PeerName, message: Unicast | bytes) -> None:
+        """SpaceRequest, RingUpdate or SpaceRequestDenied from sender."""
         if isinstance(message, bytes):
             message = codec.decode_unicast(message)
-        sender = PeerName(sender)
-        if isinstance(message, SpaceRequest):
-            if not self.ring.empty():  # no ring: ignore; they will ask again
-                self._donate_space(message.range, sender)
-        elif isinstance(message, SpaceRequestDenied):
-            for claim in [c for c in self.pending_claims if message.range.contains(c.cidr.addr)]:
-                self.pending_claims.remove(claim)
-                claim.denied_by(self, sender)
-        elif isinstance(message, RingUpdate):
-            self.update(sender, message.state)
-        else:
-            raise LocalProtocolError(f"not an IPAM unicast: {message!r}")
-
-    def update(self, sender: PeerName, state: GossipState) -> None:
-        """Merge received state. A refused ring raises RingError before any change."""
-        if state.ring is not None:
-            updated = self._merge_ring(state.ring)
-        self.nicknames.update(state.nicknames)
-        if state.ring is not None:
-            if updated:
-                self._prune_nicknames()
-                self.ring_updated()
-        elif not self.ring.empty():
-            if sender != UNKNOWN_PEER_NAME:
-                self._send_ring_update(sender)
-        elif state.paxos is not None:
-            self._paxos_update(state)
-        elif self.paxos is not None and self.paxos.is_elector() and sender != UNKNOWN_PEER_NAME:
-            self.establish_ring()  # an observer asks for a ring
-
-    def _merge_ring(self, ring: Ring) -> bool:
-        try:
-            return self.ring.merge(ring, self.space.has_allocations)
-        except DifferentSeedsError as e:
-            raise DifferentSeedsError(
-                f"IP allocation was seeded by different peers (received: {self._annotate(ring.seeds)}, "
-                f"ours: {self._annotate(self.ring.seeds)})", **e.attrs) from e
-        except DifferentRangeError as e:
-            raise DifferentRangeError(
-                f"Incompatible IP allocation ranges (received: {ring.range.as_cidr_string()}, "
-                f"ours: {self.ring.range.as_cidr_string()})", **e.attrs) from e
-
-    def _paxos_update(self, state: GossipState) -> None:
-        if self.paxos is None or not self.paxos.update(state.paxos):
-            return
-        if self.paxos.think():
-            self._broadcast = True
-        consensus = self.paxos.consensus()
-        if consensus is not None:
-            self.create_ring(consensus.value)
+        gossip.on_unicast(self, PeerName(sender), message)
 
     # -- operation support (allocate.py, claim.py) ---------------------------------------
 
@@ -354,6 +304,19 @@ class Allocator:
         self._out.append(SendUnicast(dest, SpaceRequest(r)))
         return True
 
+    def send_ring_update(self, dest: PeerName) -> None:
+        # Encoded now, as Weave does: before this input's free-space report.
+        self._out.append(SendUnicast(dest, RingUpdate(self.gossip_state())))
+
+    def send_space_request_denied(self, dest: PeerName, r: Range) -> None:
+        self._out.append(SendUnicast(dest, SpaceRequestDenied(r)))
+
+    def must_broadcast(self) -> None:
+        self._broadcast = True
+
+    def must_persist(self) -> None:
+        self._persist = True
+
     def ask_for_space(self, r: Range) -> None:
         for donor in self.ring.choose_peers_to_ask_for_space(r.start, r.end, self.rng):
             if self.send_space_request(donor, r):
@@ -391,46 +354,24 @@ class Allocator:
                 self.space.release(addr)
         self._persist = True
 
-    def _donate_space(self, r: Range, to: PeerName) -> None:
-        chunk = self.space.donate(r)
-        if chunk is None:
-            self._out.append(SendUnicast(to, SpaceRequestDenied(r)))
-        else:
-            self.ring.grant_range_to_host(chunk.start, chunk.end, to)
-            self._persist = self._broadcast = True
-        self._send_ring_update(to)  # always: it tells them where else to find space
-
-    def _send_ring_update(self, dest: PeerName) -> None:
-        # Encoded now, as Weave does: before this input's free-space report.
-        self._out.append(SendUnicast(dest, RingUpdate(self.gossip_state())))
-
-    def _prune_nicknames(self) -> None:
+    def prune_nicknames(self) -> None:
         ring_peers = self.ring.peer_names()
         for name in [n for n in self.nicknames if n not in ring_peers and not self.is_known_peer(n)]:
             del self.nicknames[name]
-
-    def _annotate(self, names: Iterable[PeerName]) -> str:
-        """Like Go's %v of Weave's annotatePeernames: `[name(nick) name ...]`."""
-        return "[" + " ".join(f"{n}({self.nicknames[n]})" if n in self.nicknames else str(n) for n in names) + "]"
-
-    def _report_free_space(self) -> None:
-        free = {token: sum(self.space.num_free_in_range(r) for r in ranges)
-                for token, ranges in self.ring.entry_ranges(self.our_name).items()}
-        if free:
-            self.ring.report_free(free)
 
     def assert_invariants(self) -> None:
         """The ring's view of what we own and our space hold the same addresses."""
         self.ring.assert_invariants()
         self.space.assert_invariants()
-        check = Space()
-        check.add_ranges(self.ring.owned_ranges())
-        if check.owned_ranges() != self.space.owned_ranges():
-            raise LocalProtocolError(f"ring and space disagree: {check.owned_ranges()} vs {self.space.owned_ranges()}")
+        if self.space.owned_ranges() != coalesce(self.ring.owned_ranges()):
+            raise LocalProtocolError(f"ring and space disagree: {self.ring.owned_ranges()} vs {self.space!r}")
 
     def _drain(self) -> list[Action]:
         if not self.shutting_down:
-            self._report_free_space()
+            free = {token: sum(self.space.num_free_in_range(r) for r in ranges)
+                    for token, ranges in self.ring.entry_ranges(self.our_name).items()}
+            if free:
+                self.ring.report_free(free)
             self.assert_invariants()
         actions = list(self._out)
         if self._broadcast:  # IPAM gossip data is always the latest state: send one

@@ -104,3 +104,10 @@ class Claim:
 
     def cancel(self, alloc: "Allocator") -> None:
         self.send_result(alloc, cancelled("Claim", self.ident))
+
+
+def deny_claims(alloc: "Allocator", owner: PeerName, r: Range) -> None:
+    """The owner of r refused to give it up: pending claims in r fail."""
+    for claim in [c for c in alloc.pending_claims if r.contains(c.cidr.addr)]:
+        alloc.pending_claims.remove(claim)
+        claim.denied_by(alloc, owner)

@@ -43,6 +43,14 @@ def _chunks(bounds: list[int]) -> Iterator[Range]:
         yield Range(bounds[i], bounds[i + 1])
 
 
+def coalesce(ranges: list[Range]) -> list[Range]:
+    """The same addresses as sorted, merged ranges."""
+    bounds: list[int] = []
+    for r in ranges:
+        bounds = _add(bounds, r.start, r.end)
+    return list(_chunks(bounds))
+
+
 class Space:
     def __init__(self) -> None:
         self.ours: list[int] = []

@@ -2,7 +2,7 @@
 (weave:ipam/allocator.go `pickPeerForTransfer`, `lookupPeername`)."""
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam.ring import Ring
@@ -37,3 +37,9 @@ def lookup_peername(nicknames: Mapping[PeerName, str], text: str) -> PeerName | 
         return PeerName.parse(text)
     except ValueError:
         return None
+
+
+def annotate(nicknames: Mapping[PeerName, str], names: Iterable[PeerName]) -> str:
+    """Names for a log or error, as Go's %v prints Weave's annotatePeernames:
+    `[aa:00:00:00:00:01(h1) aa:00:00:00:00:02]`."""
+    return "[" + " ".join(f"{n}({nicknames[n]})" if n in nicknames else str(n) for n in names) + "]"
