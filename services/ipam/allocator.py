@@ -24,7 +24,7 @@ from typing import Hashable, Iterable, Mapping
 from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam import codec, gossip
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
-from services.ipam.address import CIDR, AddressError, Range, format_ip, parse_cidr, parse_subnet
+from services.ipam.address import CIDR, AddressError, Range, format_ip, parse_cidr, parse_ip, parse_subnet
 from services.ipam.allocate import Allocate, Prime
 from services.ipam.claim import Claim
 from services.ipam.config import AllocatorConfig
@@ -145,13 +145,20 @@ class Allocator:
         self._do(Prime(request_id), self.pending_primes)
 
     def lookup(self, ident: str, subnet: str | CIDR | None = None) -> list[CIDR]:
-        """Addresses ident holds in subnet (anywhere if None). A query: no actions."""
-        r = Range(0, 1 << 32) if subnet is None else _cidr(parse_subnet, subnet).range()
+        """Addresses ident holds in subnet (anywhere if None). A query: no actions.
+        Raises RequestError for a malformed subnet."""
+        try:
+            r = Range(0, 1 << 32) if subnet is None else _cidr(parse_subnet, subnet).range()
+        except AddressError as e:
+            raise RequestError(str(e), code="bad_request", text=e.text) from e
         return self.owned.in_range(ident, r)
 
     @_input
-    def release(self, request_id: Hashable, ident: str, addr: int) -> None:
-        """Free one address held by ident."""
+    def release(self, request_id: Hashable, ident: str, addr: int | str) -> None:
+        """Free one address (`a.b.c.d` or its number) held by ident."""
+        addr = self._parse(request_id, parse_ip, addr) if isinstance(addr, str) else addr
+        if addr is None:
+            return
         if not self.owned.remove(ident, addr):
             self.reply(request_id, error=RequestError(f"Free: address {format_ip(addr)} not found for {ident}",
                                                       code="not_found"))
@@ -330,8 +337,9 @@ class Allocator:
     # -- internals ------------------------------------------------------------------------
 
     def _parse(self, request_id: Hashable, parse, value):
+        """parse(value), or None after replying bad_request."""
         try:
-            return _cidr(parse, value)
+            return parse(value) if isinstance(value, str) else _cidr(parse, value)
         except AddressError as e:
             self.reply(request_id, error=RequestError(str(e), code="bad_request", text=e.text))
             return None

@@ -9,7 +9,7 @@ from services.ipam.address import CIDR, Range, parse_cidr, parse_ip, parse_subne
 from services.ipam.allocator import Allocator
 from services.ipam.config import AllocatorConfig, parse_init_mode
 from services.ipam.entry import Entry
-from services.ipam.errors import DifferentRangeError, DifferentSeedsError, RingError
+from services.ipam.errors import DifferentRangeError, DifferentSeedsError, RequestError, RingError
 from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied
 from services.ipam.ring import Ring
 from shared.errors import RemoteProtocolError
@@ -38,6 +38,8 @@ def test_seeded_allocator_allocates_lowest_host_address():
     assert str(reply(a.allocate(3, "c1", now=1)).result) == "10.32.0.1/24"  # same container: same address
     assert a.lookup("c1") == [parse_cidr("10.32.0.1/24")] and a.lookup("c2", "10.32.0.0/24") == [parse_cidr("10.32.0.129/25")]
     assert a.lookup("c1", "10.32.0.128/25") == []
+    with pytest.raises(RequestError):
+        a.lookup("c1", "10.32.0.1/25")
 
 
 def test_allocation_persists_and_reports_free_space():
@@ -55,6 +57,8 @@ def test_allocation_persists_and_reports_free_space():
     ("allocate", ("c", "192.168.0.0/24"), "out_of_range", "range 192.168.0.0/24 out of bounds: 10.32.0.0/24"),
     ("claim", ("c", "10.32.0.5"), "bad_request", "invalid CIDR"),
     ("release", ("nobody", parse_ip("10.32.0.5")), "not_found", "Free: address 10.32.0.5 not found for nobody"),
+    ("release", ("c0", "10.32.0.300"), "bad_request", "invalid IP address"),
+    ("release", ("c0", "10.32.0.2"), "not_found", "Free: address 10.32.0.2 not found for c0"),
     ("delete", ("nobody",), "not_found", "Delete: no addresses for nobody"),
     ("rmpeer", ("nonsense",), "unknown_peer", "unknown peer 'nonsense'"),
     ("rmpeer", ("h1",), "bad_request", "ourself"),
@@ -72,7 +76,7 @@ def test_release_and_delete():
     a = alloc()
     a.allocate(1, "c1", now=1)
     a.allocate(2, "c1", "10.32.0.128/25", now=1)
-    assert reply(a.release(3, "c1", parse_ip("10.32.0.1"), now=2)).ok
+    assert reply(a.release(3, "c1", "10.32.0.1", now=2)).ok
     assert a.lookup("c1") == [parse_cidr("10.32.0.129/25")]
     assert reply(a.delete(4, "c1", now=2)).ok
     assert a.lookup("c1") == [] and a.space.num_owned() == 0

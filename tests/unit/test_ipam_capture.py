@@ -96,3 +96,11 @@ def test_merging_every_captured_ring_gives_the_report_entries():
     got = [{"Token": format_ip(r.start), "Size": r.size, "Peer": str(p), "Version": v}
            for p, r, v in ring.all_range_info()]
     assert got == [{k: e[k] for k in ("Token", "Size", "Peer", "Version")} for e in entries]
+
+
+def test_fresh_h1_gossips_what_go_gossiped_on_connecting():
+    first = next(m for m in ipam_messages() if m["src_peer"] == str(H1))
+    t0 = capture("mesh-ipam")["capture_start_epoch"]
+    h1 = Allocator(AllocatorConfig(H1, H1_UID, parse_subnet("10.32.0.0/12"), "h1", quorum=2))
+    h1.start(now=t0)
+    assert codec.decode_gossip(h1.gossip(t0 + first["t"])) == codec.decode_gossip(payload_of(first))
