@@ -45,6 +45,9 @@ class Connection:
     error: str = ""
     overlay: str = "none"
     attrs: dict = field(default_factory=dict)
+    local_addr: str = ""
+    overlay_conn: object | None = None
+    """The OverlayConn announced to the overlay, once added (router.OverlayConn)."""
 
     @property
     def conn_uid(self) -> int:

@@ -87,6 +87,32 @@ class TopologyChanged:
 
 
 @dataclass(frozen=True)
+class OverlayConn:
+    """A connection for the overlay (datapath) to run a forwarder on; see schemas.mesh."""
+
+    peer: PeerName
+    nickname: str
+    conn_uid: int
+    outbound: bool
+    remote_addr: str
+    local_addr: str
+    session_key: bytes | None
+    overlays: tuple[str, ...]
+    compat: bool
+    remote_short_id: int | None
+
+
+@dataclass(frozen=True)
+class OverlayUp:
+    conn: OverlayConn
+
+
+@dataclass(frozen=True)
+class OverlayDown:
+    conn: OverlayConn
+
+
+@dataclass(frozen=True)
 class OverlayMessage:
     """An overlay control message (tags 1-3, 7) from a peer, for the datapath."""
 
@@ -95,7 +121,7 @@ class OverlayMessage:
     payload: bytes
 
 
-Action = Write | Close | Dial | TopologyChanged | OverlayMessage | Deliver
+Action = Write | Close | Dial | TopologyChanged | OverlayMessage | Deliver | OverlayUp | OverlayDown
 
 
 @dataclass
@@ -141,7 +167,7 @@ class Router:
         return self._drain(now)
 
     def open_connection(self, outbound: bool, remote_addr: str, now: float, *, dial_address: str | None = None,
-                        accept_new_peer: bool = True) -> tuple[int, list[Action]]:
+                        accept_new_peer: bool = True, local_addr: str = "") -> tuple[int, list[Action]]:
         """A TCP connection exists (we dialled, or accepted). Returns its key and what to write."""
         key, self._next_key = self._next_key, self._next_key + 1
         features = make_features(self.config.name, self.config.nickname, int(self.config.uid),
@@ -150,7 +176,7 @@ class Router:
                                  overlays=list(self.config.overlays) or None)
         proto = MeshProtocol(outbound, self.config.password, features)
         conn = Connection(key, outbound, remote_addr, dial_address, accept_new_peer, proto, now,
-                          read_deadline=now + proto.read_timeout)
+                          read_deadline=now + proto.read_timeout, local_addr=local_addr)
         self.conns[key] = conn
         return key, [Write(key, proto.initiate())]
 
@@ -281,16 +307,63 @@ class Router:
         self._schedule_broadcast(now, {self.config.name, name})
         if not self.config.overlays:  # NullOverlay: established at once (mesh NullOverlay)
             self._mark_established(name, now, "none", {})
+        else:
+            self._prepare_overlay(conn, now)
 
-    def overlay_established(self, peer: PeerName, now: float, overlay: str = "none",
-                            attrs: dict | None = None) -> list[Action]:
-        """The overlay confirmed the connection to `peer`: mark it established."""
-        self._mark_established(peer, now, overlay, attrs or {})
+    def _prepare_overlay(self, conn: Connection, now: float) -> None:
+        """Announce the connection to the overlay (Weave's PrepareConnection + Confirm)."""
+        theirs = conn.hello.features.get("Overlays")
+        compat = theirs is None
+        offered = ("sleeve",) if compat else tuple(theirs.split())
+        common = tuple(o for o in self.config.overlays if o in offered)
+        if not common:
+            self._close(conn, f"no overlay in common (ours: {' '.join(self.config.overlays)}; "
+                              f"theirs: {theirs})", now)
+            return
+        untrusted = not self._trusts(conn.remote_addr) or not conn.hello.trusted_by_remote
+        key = conn.hello.session_key if untrusted else None
+        conn.overlay_conn = OverlayConn(
+            conn.remote.name, conn.remote.nickname, conn.conn_uid, conn.outbound, conn.remote_addr,
+            conn.local_addr, key, common, compat,
+            int(conn.hello.remote_short_id) if conn.hello.remote_short_id is not None else None)
+        self._out.append(OverlayUp(conn.overlay_conn))
+
+    def overlay_connections(self) -> list[OverlayConn]:
+        return [c.overlay_conn for c in self.conns.values() if c.overlay_conn is not None]
+
+    def send_overlay(self, peer: PeerName, conn_uid: int, tag: int, payload: bytes, now: float) -> list[Action]:
+        """Write an overlay control message on the connection to `peer`, if it is still that one."""
+        conn = self._conn_for(peer, conn_uid)
+        if conn is not None:
+            self._out.append(Write(conn.key, conn.protocol.send_message(tag, payload)))
         return self._drain(now)
 
-    def _mark_established(self, peer: PeerName, now: float, overlay: str, attrs: dict) -> None:
+    def overlay_failed(self, peer: PeerName, conn_uid: int, reason: str, now: float) -> list[Action]:
+        conn = self._conn_for(peer, conn_uid)
+        if conn is not None:
+            self._close(conn, f"overlay failed: {reason}", now)
+        return self._drain(now)
+
+    def _conn_for(self, peer: PeerName, conn_uid: int | None) -> Connection | None:
         key = self.by_peer.get(peer)
         conn = self.conns.get(key) if key is not None else None
+        if conn is None or (conn_uid is not None and conn.conn_uid != conn_uid):
+            return None
+        return conn
+
+    def overlay_established(self, peer: PeerName, now: float, overlay: str = "none",
+                            attrs: dict | None = None, conn_uid: int | None = None) -> list[Action]:
+        """The overlay confirmed the connection to `peer`: mark it established. Later
+        calls (e.g. a new MTU, or another overlay taking over) update what status shows."""
+        conn = self._conn_for(peer, conn_uid)
+        if conn is not None and conn.state is ConnState.ESTABLISHED:
+            conn.overlay, conn.attrs = overlay, dict(attrs or {})
+        self._mark_established(peer, now, overlay, attrs or {}, conn_uid)
+        return self._drain(now)
+
+    def _mark_established(self, peer: PeerName, now: float, overlay: str, attrs: dict,
+                          conn_uid: int | None = None) -> None:
+        conn = self._conn_for(peer, conn_uid)
         if conn is None or conn.state is not ConnState.PENDING:
             return
         conn.state, conn.overlay, conn.attrs = ConnState.ESTABLISHED, overlay, dict(attrs)
@@ -313,6 +386,8 @@ class Router:
         self.maker.connection_ended(address, conn.outbound, now, reason, kind)
         if conn.remote is not None:
             self.peers.dereference(conn.remote.name)
+        if conn.overlay_conn is not None:
+            self._out.append(OverlayDown(conn.overlay_conn))
         if conn.added and self.by_peer.get(conn.remote.name) == conn.key:
             del self.by_peer[conn.remote.name]
             self.ourself.delete_connection(conn.remote.name)

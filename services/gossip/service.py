@@ -22,7 +22,8 @@ from services.gossip import http_api
 from services.gossip.connection import ConnState
 from services.gossip.metrics import MeshCollector
 from services.gossip.peer_name import PeerName, PeerUID
-from services.gossip.router import Close, Dial, OverlayMessage, Router, RouterConfig, TopologyChanged, Write
+from services.gossip.router import (Close, Dial, OverlayConn, OverlayDown, OverlayMessage, OverlayUp, Router,
+                                    RouterConfig, TopologyChanged, Write)
 from shared import subjects
 from shared.config import LaunchConfig
 from shared.errors import WeaveError
@@ -30,8 +31,11 @@ from shared.http import HttpServer
 from shared.schemas.base import Ok
 from services.gossip.bridged_gossiper import Deliver
 from shared.bus import BusMsg
-from shared.schemas.mesh import (BUS_CHANNELS, ConnectRequest, ForgetRequest, MeshReceive, MeshSend, PeerInfo,
-                                 PeersRequest, TopologyEvent)
+from shared.schemas.base import Message
+from shared.schemas.mesh import (BUS_CHANNELS, ConnectRequest, ForgetRequest, MeshReceive, MeshSend,
+                                 OverlayConnection, OverlayConnectionEvent, OverlayConnectionsReply,
+                                 OverlayConnectionsRequest, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
+                                 OverlaySend, PeerInfo, PeersRequest, TopologyEvent)
 from shared.service import ServiceContext, run_service
 
 log = logging.getLogger("weave.gossip")
@@ -40,7 +44,10 @@ DIAL_TIMEOUT_S = 10.0
 MAX_SEND_BUFFER = 16 * 1024 * 1024  # bytes queued on one connection before we drop it
 READ_CHUNK = 256 * 1024
 PEERS_FILE = "gossip-peers.json"
-DELIVERY_QUEUE = 10_000  # gossip messages waiting for their local owner
+OUTBOX_LIMIT = 10_000  # bus messages (gossip for owners, overlay events) waiting to be published
+OVERLAYS: tuple[str, ...] = ()
+"""Overlays we advertise and wait for. Empty: connections are established at once (mesh's
+NullOverlay). The datapath's sleeve sets this to ("sleeve",) once it runs the overlay."""
 
 
 def router_config(launch: LaunchConfig) -> RouterConfig:
@@ -49,7 +56,7 @@ def router_config(launch: LaunchConfig) -> RouterConfig:
         name=PeerName.parse(launch.name), nickname=launch.nickname, uid=PeerUID(uid), port=launch.port,
         password=launch.password.encode() if launch.password is not None else None,
         conn_limit=launch.conn_limit, discovery=not launch.no_discovery,
-        trusted_subnets=launch.trusted_subnets, bus_channels=BUS_CHANNELS)
+        trusted_subnets=launch.trusted_subnets, bus_channels=BUS_CHANNELS, overlays=OVERLAYS)
 
 
 class GossipApp:
@@ -77,10 +84,16 @@ class GossipApp:
         await ctx.bus.serve(subjects.request("gossip", "peers"), PeersRequest, self._on_peers)
         await ctx.bus.serve(subjects.request("gossip", "connect"), ConnectRequest, self._on_connect)
         await ctx.bus.serve(subjects.request("gossip", "forget"), ForgetRequest, self._on_forget)
-        self._deliveries: asyncio.Queue[Deliver] = asyncio.Queue(maxsize=DELIVERY_QUEUE)
+        await ctx.bus.serve(subjects.request("gossip", "overlay_send"), OverlaySend, self._on_overlay_send)
+        await ctx.bus.serve(subjects.request("gossip", "overlay_established"), OverlayEstablished,
+                            self._on_overlay_established)
+        await ctx.bus.serve(subjects.request("gossip", "overlay_failed"), OverlayFailed, self._on_overlay_failed)
+        await ctx.bus.serve(subjects.request("gossip", "connections"), OverlayConnectionsRequest,
+                            self._on_connections)
+        self._outbox: asyncio.Queue[tuple[str, Message]] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         for channel in BUS_CHANNELS:
             await ctx.bus.subscribe(subjects.mesh_out(channel), self._on_mesh_send)
-        self._spawn(self._delivery_loop())
+        self._spawn(self._outbox_loop())
         self._spawn(self._timer_loop())
         self.apply(self.router.connect(self._stored_peers(), self.now()))
         log.info("listening on %s:%d as %s(%s)", self.launch.host, self.launch.port,
@@ -152,12 +165,17 @@ class GossipApp:
                 self._removed.update(action.removed)
                 self._mark_topology()
             elif isinstance(action, Deliver):
-                try:
-                    self._deliveries.put_nowait(action)
-                except asyncio.QueueFull:  # the owner is far behind: it catches up by periodic gossip
-                    log.warning("dropping %s gossip for its owner: delivery queue full", action.channel)
+                self._publish(subjects.mesh_in(action.channel),
+                              MeshReceive(kind=action.kind, src=str(action.src), payload=action.payload))
+            elif isinstance(action, (OverlayUp, OverlayDown)):
+                kind = "added" if isinstance(action, OverlayUp) else "removed"
+                self._publish(subjects.event("overlay_connection"),
+                              OverlayConnectionEvent(kind=kind, connection=_overlay_schema(action.conn)))
             elif isinstance(action, OverlayMessage):
-                log.debug("overlay message tag %d from %s: no overlay here yet", action.tag, action.peer)
+                conn_uid = self.router.conns[self.router.by_peer[action.peer]].conn_uid \
+                    if action.peer in self.router.by_peer else 0
+                self._publish(subjects.event("overlay_message"), OverlayMessageEvent(
+                    peer=str(action.peer), conn_uid=conn_uid, tag=action.tag, payload=action.payload))
 
     def _write(self, key: int, data: bytes) -> None:
         writer = self.writers.get(key)
@@ -175,7 +193,7 @@ class GossipApp:
     async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _no_linger(writer)
         host, port = writer.get_extra_info("peername")[:2]
-        key, actions = self.router.open_connection(False, f"{host}:{port}", self.now())
+        key, actions = self.router.open_connection(False, f"{host}:{port}", self.now(), local_addr=_sockname(writer))
         await self._run_connection(key, reader, writer, actions)
 
     async def _dial(self, address: str, accept_new_peer: bool) -> None:
@@ -187,7 +205,7 @@ class GossipApp:
             return
         _no_linger(writer)
         key, actions = self.router.open_connection(True, address, self.now(), dial_address=address,
-                                                   accept_new_peer=accept_new_peer)
+                                                   accept_new_peer=accept_new_peer, local_addr=_sockname(writer))
         await self._run_connection(key, reader, writer, actions)
 
     async def _run_connection(self, key: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -236,8 +254,11 @@ class GossipApp:
                                reachable=p.name == r.config.name or r.routes.unicast(p.name) is not None,
                                address=addrs.get(p.name, ""))
                       for p in sorted(r.peers, key=lambda p: p.name))
+        unicast = {str(d): str(v) for d, v in r.routes.unicast_table(symmetric=True).items() if d != r.config.name}
+        broadcast = {str(p.name): tuple(str(h) for h in r.routes.broadcast(p.name)) for p in r.peers}
         return TopologyEvent(ourself=str(r.config.name), peers=peers,
-                             removed=tuple(str(n) for n in sorted(self._removed)))
+                             removed=tuple(str(n) for n in sorted(self._removed)),
+                             unicast=unicast, broadcast=broadcast)
 
     async def _publish_topology(self) -> None:
         event = self.topology()
@@ -257,15 +278,38 @@ class GossipApp:
         except (ValueError, WeaveError) as exc:
             log.warning("dropping malformed gossip from the %s owner: %s", channel, exc)
 
-    async def _delivery_loop(self) -> None:
-        """Hand received gossip to owners in arrival order (publish; the owner may be down)."""
+    def _publish(self, subject: str, msg: Message) -> None:
+        try:
+            self._outbox.put_nowait((subject, msg))
+        except asyncio.QueueFull:  # owners catch up by periodic gossip; the datapath by resync
+            log.warning("dropping a message for %s: outbox full", subject)
+
+    async def _outbox_loop(self) -> None:
+        """Publish in order what the router produced for local services (they may be down)."""
         while True:
-            d = await self._deliveries.get()
-            msg = MeshReceive(kind=d.kind, src=str(d.src), payload=d.payload)
+            subject, msg = await self._outbox.get()
             try:
-                await self.ctx.bus.publish(subjects.mesh_in(d.channel), msg)
+                await self.ctx.bus.publish(subject, msg)
             except Exception as exc:
-                log.warning("cannot deliver %s gossip: %s", d.channel, exc)
+                log.warning("cannot publish on %s: %s", subject, exc)
+
+    async def _on_overlay_send(self, req: OverlaySend) -> Ok:
+        self.apply(self.router.send_overlay(PeerName.parse(req.peer), req.conn_uid, req.tag, req.payload,
+                                            self.now()))
+        return Ok()
+
+    async def _on_overlay_established(self, req: OverlayEstablished) -> Ok:
+        attrs = {"mtu": req.mtu, "encrypted": req.encrypted} if req.mtu else {"encrypted": req.encrypted}
+        self.apply(self.router.overlay_established(PeerName.parse(req.peer), self.now(), req.overlay, attrs,
+                                                   conn_uid=req.conn_uid))
+        return Ok()
+
+    async def _on_overlay_failed(self, req: OverlayFailed) -> Ok:
+        self.apply(self.router.overlay_failed(PeerName.parse(req.peer), req.conn_uid, req.reason, self.now()))
+        return Ok()
+
+    async def _on_connections(self, _: OverlayConnectionsRequest) -> OverlayConnectionsReply:
+        return OverlayConnectionsReply(connections=tuple(_overlay_schema(c) for c in self.router.overlay_connections()))
 
     async def _on_peers(self, _: PeersRequest) -> TopologyEvent:
         return self.topology()
@@ -277,6 +321,17 @@ class GossipApp:
     async def _on_forget(self, req: ForgetRequest) -> Ok:
         self.forget(list(req.peers))
         return Ok()
+
+
+def _overlay_schema(c: OverlayConn) -> OverlayConnection:
+    return OverlayConnection(peer=str(c.peer), nickname=c.nickname, conn_uid=c.conn_uid, outbound=c.outbound,
+                             remote_addr=c.remote_addr, local_addr=c.local_addr, session_key=c.session_key,
+                             overlays=c.overlays, compat=c.compat, remote_short_id=c.remote_short_id)
+
+
+def _sockname(writer: asyncio.StreamWriter) -> str:
+    name = writer.get_extra_info("sockname")
+    return f"{name[0]}:{name[1]}" if name else ""
 
 
 def _no_linger(writer: asyncio.StreamWriter) -> None:

@@ -32,6 +32,10 @@ class TopologyEvent(Message):
     ourself: str = Field(description="Our own peer name.")
     peers: tuple[PeerInfo, ...] = Field(description="Every known peer, ourselves included.")
     removed: tuple[str, ...] = Field((), description="Peers forgotten since the last event (garbage collected).")
+    unicast: dict[str, str] = Field(default_factory=dict,
+                                    description="Data-plane next hop per destination (established, symmetric links).")
+    broadcast: dict[str, tuple[str, ...]] = Field(default_factory=dict,
+                                                  description="Data-plane broadcast next hops per source peer.")
 
 
 class PeersRequest(Message):
@@ -75,3 +79,76 @@ class MeshReceive(Message):
     kind: Literal["broadcast", "unicast", "gossip"] = Field(description="How it arrived.")
     src: str = Field(description="Peer name of the sender (see above).")
     payload: bytes = Field(description="The channel's own encoding.")
+
+
+# -- the overlay: gossip <-> datapath ---------------------------------------------------
+# Weave's overlays (sleeve, fastdp) live in the router process and hang off each mesh
+# connection. Here they live in the datapath process: the gossip service announces each
+# connection (with the session key when the overlay must encrypt), carries the overlay's
+# control messages over the TCP connection, and marks the connection established when
+# the datapath says its heartbeats work, as Weave does.
+
+class OverlayConnection(Message):
+    """A mesh connection the datapath should run an overlay forwarder on."""
+
+    peer: str = Field(description="Remote peer name.")
+    nickname: str = Field(description="Remote peer nickname.")
+    conn_uid: int = Field(description="Connection UID (ConnID xor ConnID): heartbeats carry it.")
+    outbound: bool = Field(description="We dialled (sets the nonce polarity bit).")
+    remote_addr: str = Field(description="ip:port of the TCP connection's far end.")
+    local_addr: str = Field(description="ip:port of our end of the TCP connection.")
+    session_key: bytes | None = Field(None, description="32-byte NaCl key if the overlay must encrypt, else None.")
+    overlays: tuple[str, ...] = Field(description="Overlays both ends support, in our order of preference.")
+    compat: bool = Field(description="The peer sent no Overlays feature: sleeve with raw tags 1-3.")
+    remote_short_id: int | None = Field(None, description="Peer's 12-bit short id, None if it has none.")
+
+
+class OverlayConnectionEvent(Message):
+    """weave.events.overlay_connection: a connection was added or removed."""
+
+    kind: Literal["added", "removed"] = Field(description="What happened to it.")
+    connection: OverlayConnection = Field(description="The connection.")
+
+
+class OverlayMessageEvent(Message):
+    """weave.events.overlay_message: an overlay control message (tags 1-3, 7) from a peer."""
+
+    peer: str = Field(description="Sending peer.")
+    conn_uid: int = Field(description="Connection it came on.")
+    tag: int = Field(description="Mesh protocol tag (1, 2, 3, or 7).")
+    payload: bytes = Field(description="Message body after the tag byte.")
+
+
+class OverlaySend(Message):
+    """weave.gossip.overlay_send: write an overlay control message to a peer."""
+
+    peer: str = Field(description="Destination peer.")
+    conn_uid: int = Field(description="Only on this connection (dropped if it is gone).")
+    tag: int = Field(description="Mesh protocol tag (1, 2, 3, or 7).")
+    payload: bytes = Field(description="Body after the tag byte.")
+
+
+class OverlayEstablished(Message):
+    """weave.gossip.overlay_established: the overlay's heartbeats work on this connection."""
+
+    peer: str = Field(description="Remote peer.")
+    conn_uid: int = Field(description="Connection.")
+    overlay: str = Field(description="Overlay now carrying traffic, e.g. sleeve.")
+    mtu: int = Field(0, description="Overlay MTU found (0 = not known yet).")
+    encrypted: bool = Field(description="Whether the overlay encrypts.")
+
+
+class OverlayFailed(Message):
+    """weave.gossip.overlay_failed: no overlay works; the mesh connection is dropped."""
+
+    peer: str = Field(description="Remote peer.")
+    conn_uid: int = Field(description="Connection.")
+    reason: str = Field(description="Why, for the log.")
+
+
+class OverlayConnectionsRequest(Message):
+    """weave.gossip.connections: every current connection (a restarted datapath catches up)."""
+
+
+class OverlayConnectionsReply(Message):
+    connections: tuple[OverlayConnection, ...] = Field(description="Current connections.")

@@ -8,7 +8,7 @@ from collections import deque
 
 from services.gossip.peer_name import PeerName, PeerUID
 from services.gossip.bridged_gossiper import Deliver
-from services.gossip.router import Close, Dial, Router, RouterConfig, Write
+from services.gossip.router import Close, Dial, OverlayDown, OverlayMessage, OverlayUp, Router, RouterConfig, Write
 
 
 class MeshNet:
@@ -20,14 +20,17 @@ class MeshNet:
         self.queue: deque[tuple[str, int, bytes]] = deque()
         self.cut: set[frozenset[str]] = set()
         self.delivered: dict[str, list[Deliver]] = {}
+        self.overlay_events: dict[str, list] = {}
         self._port = 40000
 
     def add(self, index: int, *, password: bytes | None = None, discovery: bool = True,
-            conn_limit: int = 200, bus_channels: tuple[str, ...] = ()) -> str:
+            conn_limit: int = 200, bus_channels: tuple[str, ...] = (), overlays: tuple[str, ...] = (),
+            trusted_subnets: tuple[str, ...] = ()) -> str:
         ip = f"10.0.0.{index}"
         cfg = RouterConfig(name=PeerName(0xAA0000000000 + index), nickname=f"p{index}",
                            uid=PeerUID(self.rng.getrandbits(64) | 1), password=password, discovery=discovery,
-                           conn_limit=conn_limit, bus_channels=bus_channels)
+                           conn_limit=conn_limit, bus_channels=bus_channels, overlays=overlays,
+                           trusted_subnets=trusted_subnets)
         self.routers[ip] = Router(cfg, random.Random(self.rng.getrandbits(32)), self.now)
         return ip
 
@@ -49,6 +52,8 @@ class MeshNet:
                 self._dial(ip, a.address, a.accept_new_peer)
             elif isinstance(a, Deliver):
                 self.delivered.setdefault(ip, []).append(a)
+            elif isinstance(a, (OverlayUp, OverlayDown, OverlayMessage)):
+                self.overlay_events.setdefault(ip, []).append(a)
 
     def _dial(self, ip: str, address: str, accept_new_peer: bool = True) -> None:
         target_ip = address.split(":")[0]
