@@ -102,3 +102,29 @@ def test_conn_limit():
     net.connect(ips[0], ips[1:])
     net.run(20)
     assert len(net.routers[ips[0]].ourself.connections) == 1
+
+
+def test_twenty_peers_random_links_converge_and_agree():
+    """20+ full router cores (real handshakes, encryption) over random links, no discovery:
+    every peer learns the whole topology and all compute the same routes."""
+    import random
+
+    from services.gossip.routes import peer_routes
+
+    net = MeshNet(seed=7)
+    ips = [net.add(i, password=b"pw", discovery=False) for i in range(1, 23)]
+    rng = random.Random(3)
+    for i, ip in enumerate(ips[1:], start=1):  # a random spanning tree plus extra links
+        net.connect(ip, [ips[rng.randrange(i)]])
+    for _ in range(15):
+        a, b = rng.sample(ips, 2)
+        net.connect(a, [b])
+    net.run(120)
+    truth = {r.config.name: r.ourself for r in net.routers.values()}
+    for ip, r in net.routers.items():
+        assert r.peers.names() == set(truth), f"{ip} misses peers"
+        for name, peer in truth.items():
+            assert r.peers.fetch(name).version == peer.version, f"{ip} has a stale record of {name}"
+        _, expected = peer_routes(truth, r.config.name, symmetric=True)
+        r.routes.ensure_recalculated()
+        assert {d: v for d, v in r.routes.unicast_table().items()} == expected
