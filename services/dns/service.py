@@ -1,16 +1,353 @@
-"""The `dns` service process (asyncio shell). See ARCHITECTURE.md for what it owns.
+"""The `dns` service (asyncio shell): weaveDNS with entries gossiped on the mesh.
 
-Until its own issue lands it runs as an idle service: it joins the host's bus, answers
-`weave.dns.health` and serves /metrics, so the stack, the supervisor and the testbed
-are whole from the first commit.
+Wires the sans-I/O `Nameserver` store and `QueryHandler` to:
+- the mesh, through `MeshChannel` on Weave's `nameserver` channel: every add and
+  tombstone is broadcast (tag 6, as Weave); the full state goes to random neighbours
+  every `gossip_interval_s` and down the connection to every neighbour that appears
+  (a new peer, or a restarted one with a new UID); received gossip is merged, and our
+  own entries that it contradicts are re-asserted and broadcast. Topology events keep
+  the set of known peers (entries of unknown or departed peers are dropped);
+- the DNS listeners (`server.py`), answering from this process's store;
+- the bus (`weave.dns.add|remove|lookup|list`), Weave's HTTP routes (`http.py`) and
+  container events from the datapath (attached with a name -> add; detached ->
+  tombstone the container's entries, as Weave does on a Docker `die`);
+- the snapshot in the state dir (`snapshot.py`), so our entries survive a restart of
+  this process: see that module for what is restored when;
+- one timer: periodic gossip, tombstone purge (30 min after deletion) and snapshot
+  writes, whichever is due first.
 """
 from __future__ import annotations
 
-from shared.service import IdleApp, run_service
+import asyncio
+import logging
+import os
+import random
+from ipaddress import IPv4Interface
+from pathlib import Path
+
+from prometheus_client.core import GaugeMetricFamily
+
+from services.dns import codec, snapshot
+from services.dns.config import DnsSettings
+from services.dns.entry import Entry, GossipData
+from services.dns.http import api_router
+from services.dns.names import BadAddress, BadName, check_fqdn, parse_ipv4
+from services.dns.nameserver import Nameserver, fqdn
+from services.dns.query import QueryHandler
+from services.dns.server import DnsServer, Forwarder, ResolvConf
+from services.dns.status import local_entry_count
+from services.gossip.peer_name import PeerName
+from shared import subjects
+from shared.bus import BusError, BusMsg
+from shared.errors import RemoteProtocolError, WeaveError
+from shared.http_bus import serve_http
+from shared.mesh_channel import MeshChannel
+from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
+from shared.schemas.dns import (AddRequest, ChangeReply, DnsEntry, ListReply, ListRequest, LookupReply,
+                                LookupRequest, RemoveRequest)
+from shared.schemas.mesh import DNS_CHANNEL, MeshReceive, TopologyEvent
+from shared.service import ServiceContext, run_service
+
+log = logging.getLogger("weave.dns")
+PURGE_RECHECK_S = 60.0  # the purge deadline is recomputed at least this often
+
+
+def incarnation_of(pid: int, proc: Path = Path("/proc")) -> str:
+    """Identity of one run of process `pid` (the host's supervisor, our parent): its pid
+    and kernel start time, so a new run, even with a recycled pid, differs."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+        start = stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{pid}:{start}"
+
+
+class DnsApp:
+    def __init__(self, settings: DnsSettings | None = None, incarnation: str | None = None,
+                 rng: random.Random | None = None) -> None:
+        self._settings = settings
+        self.incarnation = incarnation if incarnation is not None else incarnation_of(os.getppid())
+        self.rng = rng or random.Random()
+        self._tasks: set[asyncio.Task] = set()
+        self._wake = asyncio.Event()
+        self._dirty = False
+        self._neighbours: set[tuple[str, int]] = set()
+        self.server: DnsServer | None = None
+
+    # -- life cycle --------------------------------------------------------------------
+    async def start(self, ctx: ServiceContext) -> None:
+        self.ctx, self.clock, launch = ctx, ctx.clock, ctx.config.launch
+        self.settings = self._settings or DnsSettings.from_launch(launch)
+        self.our_name = PeerName.parse(launch.name)
+        self.ns = Nameserver(self.our_name, self.settings.domain)
+        self.snapshot_path = launch.state_dir / snapshot.FILE_NAME
+        await self._restore()
+        exclude = self.settings.listen_host if self.settings.listen_host != "0.0.0.0" else None
+        self.resolv = ResolvConf(self.settings.resolv_conf, exclude, self.clock.monotonic,
+                                 self.settings.upstream_port)
+        await self.resolv.addresses()  # read resolv.conf once now, so /status shows it
+        forwarder = Forwarder(self.resolv.addresses, timeout_s=self.settings.upstream_timeout_s,
+                              udp_size=self.settings.upstream_udp_size, max_inflight=self.settings.max_forwards)
+        self.server = DnsServer(QueryHandler(self.ns, ttl=self.settings.ttl_s, rng=self.rng), forwarder,
+                                self.settings)
+        await self.server.start()
+        ctx.registry.register(_EntriesCollector(self))
+        self.mesh = MeshChannel(ctx.bus, DNS_CHANNEL)
+        await self._serve_bus()
+        await self.mesh.start(self._on_gossip, self._on_topology)
+        self._next_gossip = self.clock.monotonic() + self.settings.gossip_interval_s
+        self._spawn(self._timer_loop())
+        self._spawn(self._register_attached())
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.stop()
+            await asyncio.to_thread(self._write_snapshot, self._snapshot())
+
+    def health(self) -> tuple[bool, str]:
+        if self.server is None:
+            return False, "starting"
+        return True, f"{len(self.ns)} entries; DNS on {self.settings.listen_host}:{self.server.port}"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve_bus(self) -> None:
+        bus = self.ctx.bus
+        await bus.serve(subjects.request("dns", "add"), AddRequest, self._on_add)
+        await bus.serve(subjects.request("dns", "remove"), RemoveRequest, self._on_remove)
+        await bus.serve(subjects.request("dns", "lookup"), LookupRequest, self._on_lookup)
+        await bus.serve(subjects.request("dns", "list"), ListRequest, self._on_list)
+        await serve_http(bus, "dns", api_router(self))
+        await bus.subscribe(subjects.event("containers"), self._on_container_event)
+
+    # -- local changes (we are the origin) ----------------------------------------------
+    def add(self, container_id: str, addr: int, name: str) -> tuple[Entry, ...]:
+        """Register (or revive) our entry and broadcast it; () if the name lies outside
+        our domain (ignored, as Weave)."""
+        data = self.ns.add_fqdn(name, container_id, addr, self.clock.now())
+        if data is None:
+            log.info("ignoring %s -> %s (%s): not in domain %s", name, _ip(addr), container_id, self.ns.domain)
+            return ()
+        log.info("adding %s -> %s (%s)", name, _ip(addr), container_id)
+        self._changed(data)
+        return data.entries
+
+    def remove(self, *, hostname: str | None = None, container_id: str | None = None,
+               addr: int | None = None) -> tuple[Entry, ...]:
+        """Tombstone our live entries matching every given field; broadcast them."""
+        data = self.ns.delete(self.clock.now(), hostname=hostname, container_id=container_id, addr=addr)
+        if data is None:
+            return ()
+        for e in data.entries:
+            log.info("tombstoning %s -> %s (%s)", e.hostname, e.address, e.container_id)
+        self._changed(data)
+        return data.entries
+
+    def _changed(self, data: GossipData) -> None:
+        self._spawn(self._send("broadcast", data))
+        self._mark_dirty()
+
+    async def _send(self, kind: str, data: GossipData, neighbour: str | None = None) -> None:
+        """Publish gossip for the mesh; a bus that is down loses it (periodic gossip repairs)."""
+        try:
+            if kind == "broadcast":
+                await self.mesh.broadcast(codec.encode(data))
+            else:
+                await self.mesh.gossip(codec.encode(data), neighbour=neighbour)
+        except Exception as exc:  # nats raises several kinds while reconnecting
+            log.warning("cannot send nameserver %s: %s", kind, exc)
+
+    async def container_alive(self, container_id: str) -> bool:
+        """Whether the datapath has the container attached; True when it cannot say."""
+        try:
+            reply = await self.ctx.bus.request(subjects.request("datapath", "containers"), ContainersRequest(),
+                                               ContainersReply, timeout=2.0)
+        except BusError:
+            return True
+        return any(c.container_id == container_id for c in reply.containers)
+
+    # -- gossip and topology -------------------------------------------------------------
+    async def _on_gossip(self, msg: MeshReceive) -> None:
+        if msg.kind == "unicast":
+            return  # Weave's OnGossipUnicast ignores them
+        try:
+            outcome = self.ns.on_gossip(codec.decode(msg.payload), self.clock.now())
+        except RemoteProtocolError as exc:
+            log.warning("dropping nameserver %s from %s: %s", msg.kind, msg.src, exc)
+            return
+        if outcome.broadcast is not None:
+            log.info("re-asserting %d entries of ours that gossip contradicted", len(outcome.broadcast.entries))
+            await self._send("broadcast", outcome.broadcast)
+        if outcome.new is not None or outcome.broadcast is not None:
+            self._mark_dirty()
+
+    async def _on_topology(self, event: TopologyEvent) -> None:
+        dropped = self.ns.set_known_peers(PeerName.parse(p.name) for p in event.peers)
+        for name in event.removed:
+            dropped += self.ns.peer_gone(PeerName.parse(name))
+        if dropped:
+            log.info("dropped %d entries of peers that left", dropped)
+            self._mark_dirty()
+        neighbours = {(p.name, p.uid) for p in event.peers
+                      if p.reachable and p.address and p.name != event.ourself}
+        for name, _ in sorted(neighbours - self._neighbours):
+            await self._send("gossip", self.ns.gossip(self.clock.now()), neighbour=name)
+        self._neighbours = neighbours
+
+    # -- timer ---------------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        """Periodic gossip, tombstone purge and snapshot writes, whichever comes first."""
+        next_write = 0.0
+        while True:
+            now = self.clock.monotonic()
+            deadline = min(self._next_gossip, now + self._purge_delay(),
+                           max(next_write, now) if self._dirty else float("inf"))
+            try:
+                async with asyncio.timeout(max(0.0, deadline - now)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            now = self.clock.monotonic()
+            if now >= self._next_gossip:
+                self._next_gossip = now + self.settings.gossip_interval_s
+                await self._send("gossip", self.ns.gossip(self.clock.now()))
+            if self.ns.delete_tombstones(self.clock.now()):
+                self._dirty = True
+            if self._dirty and now >= next_write:
+                self._dirty = False
+                next_write = now + self.settings.snapshot_delay_s
+                await asyncio.to_thread(self._write_snapshot, self._snapshot())
+
+    def _purge_delay(self) -> float:
+        due = self.ns.next_deadline()
+        return PURGE_RECHECK_S if due is None else min(PURGE_RECHECK_S, max(0.0, due - self.clock.now()))
+
+    def _mark_dirty(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    # -- snapshot ------------------------------------------------------------------------
+    def _snapshot(self) -> snapshot.Snapshot:
+        return snapshot.Snapshot(self.incarnation, self.clock.now(), self.ns.entries())
+
+    def _write_snapshot(self, snap: snapshot.Snapshot) -> None:
+        tmp = self.snapshot_path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(snapshot.dumps(snap))
+            tmp.replace(self.snapshot_path)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.snapshot_path, exc)
+
+    async def _restore(self) -> None:
+        try:
+            data = await asyncio.to_thread(self.snapshot_path.read_bytes)
+            snap = snapshot.loads(data)
+        except FileNotFoundError:
+            return
+        except (OSError, WeaveError) as exc:
+            log.warning("ignoring %s: %s", self.snapshot_path, exc)
+            return
+        entries = snapshot.restorable(snap, our_name=self.our_name, incarnation=self.incarnation,
+                                      now=self.clock.now())
+        self.ns.merge(entries)
+        log.info("restored %d of %d entries from %s", len(entries), len(snap.entries), self.snapshot_path)
+
+    async def _register_attached(self) -> None:
+        """Names of containers attached now (Weave's populateDNS at weaver start); the
+        datapath may not be up: then its events will tell us later."""
+        try:
+            reply = await self.ctx.bus.request(subjects.request("datapath", "containers"), ContainersRequest(),
+                                               ContainersReply, timeout=5.0)
+        except BusError as exc:
+            log.info("no attached containers from the datapath (%s)", exc.code)
+            return
+        for event in reply.containers:
+            await self._apply_container_event(event)
+
+    # -- bus handlers --------------------------------------------------------------------
+    async def _on_container_event(self, msg: BusMsg) -> None:
+        try:
+            event = ContainerEvent.model_validate_json(msg.data)
+        except ValueError as exc:
+            log.warning("malformed container event: %s", exc)
+            return
+        await self._apply_container_event(event)
+
+    async def _apply_container_event(self, event: ContainerEvent) -> None:
+        if event.kind == "detached":
+            self.remove(container_id=event.container_id)
+            return
+        if not event.fqdn:
+            return
+        try:
+            name = check_fqdn(event.fqdn)
+        except BadName as exc:
+            log.warning("container %s: not registering its name: %s", event.container_id, exc)
+            return
+        for cidr in event.cidrs:
+            self.add(event.container_id, int(IPv4Interface(cidr).ip), name)
+
+    async def _on_add(self, req: AddRequest) -> ChangeReply:
+        try:
+            addr, name = parse_ipv4(req.ip), check_fqdn(req.fqdn)
+        except (BadAddress, BadName) as exc:
+            raise WeaveError(str(exc), code="bad_request") from None
+        return ChangeReply(entries=_wire(self.add(req.container_id, addr, name)))
+
+    async def _on_remove(self, req: RemoveRequest) -> ChangeReply:
+        try:
+            addr = parse_ipv4(req.ip) if req.ip is not None else None
+        except BadAddress as exc:
+            raise WeaveError(str(exc), code="bad_request") from None
+        done = self.remove(hostname=fqdn(req.fqdn) if req.fqdn else None, container_id=req.container_id,
+                           addr=addr)
+        return ChangeReply(entries=_wire(done))
+
+    async def _on_lookup(self, req: LookupRequest) -> LookupReply:
+        name = fqdn(req.name)
+        if name.count(".") == 1 and name != ".":
+            name += self.ns.domain
+        return LookupReply(name=name, addresses=tuple(_ip(a) for a in self.ns.lookup(name)))
+
+    async def _on_list(self, req: ListRequest) -> ListReply:
+        entries = [e for e in self.ns.entries() if req.tombstones or e.live]
+        return ListReply(domain=self.ns.domain, entries=_wire(entries))
+
+    def upstream_servers(self) -> tuple[str, ...]:
+        return self.resolv.servers
+
+
+class _EntriesCollector:
+    """weave_dns_entries, as Weave: live entries this peer registered."""
+
+    def __init__(self, app: DnsApp) -> None:
+        self.app = app
+
+    def collect(self):
+        gauge = GaugeMetricFamily("weave_dns_entries", "Number of DNS entries.")
+        gauge.add_metric([], local_entry_count(self.app.ns.entries(), self.app.our_name))
+        yield gauge
+
+
+def _ip(addr: int) -> str:
+    return ".".join(str((addr >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
+def _wire(entries) -> tuple[DnsEntry, ...]:
+    return tuple(DnsEntry(hostname=e.hostname, origin=str(e.origin), container_id=e.container_id,
+                          address=e.address, version=e.version, tombstone=e.tombstone) for e in entries)
 
 
 def main() -> None:
-    run_service("dns", IdleApp)
+    run_service("dns", DnsApp)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,90 @@
+"""Weave Net's weaveDNS HTTP routes (weave:nameserver/http.go), served over the bus and
+reached through the gossip service's 127.0.0.1:6784, plus the dns parts of
+`weave status` (GET /status, /status/dns) and /report.
+
+Differences from Weave, on purpose: PUT refuses a missing or malformed name (Weave
+registers any string, or silently ignores an empty one) and answers 400 with the
+reason; GET /name answers JSON whatever the Accept header says.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from services.dns import status
+from services.dns.names import BadAddress, BadName, check_fqdn, parse_ipv4
+from services.dns.nameserver import fqdn
+from shared.http import Request, Response, Router
+
+if TYPE_CHECKING:
+    from services.dns.service import DnsApp
+
+NO_CONTENT = Response(204, b"")
+
+
+def api_router(app: "DnsApp") -> Router:
+    http = Router()
+
+    async def put_name(req: Request) -> Response:
+        form = req.form()
+        try:
+            addr = parse_ipv4(req.params["ip"])
+            name = check_fqdn(form.get("fqdn", [""])[0])
+        except (BadAddress, BadName) as exc:
+            return Response(400, f"{exc}\n")
+        container = req.params["container"]
+        app.add(container, addr, name)
+        if form.get("check-alive", [""])[0] == "true" and not await app.container_alive(container):
+            app.remove(hostname=name, container_id=container, addr=addr)
+        return NO_CONTENT
+
+    async def delete_name(req: Request) -> Response:
+        given = req.form().get("fqdn", [""])[0]
+        container = req.params.get("container", "*")
+        addr = None
+        if "ip" in req.params:
+            try:
+                addr = parse_ipv4(req.params["ip"])
+            except BadAddress as exc:
+                return Response(400, f"{exc}\n")
+        app.remove(hostname=fqdn(given) if given else None,
+                   container_id=None if container == "*" else container, addr=addr)
+        return NO_CONTENT
+
+    async def get_names(_: Request) -> Response:
+        rows = [e.to_api_json() for e in app.ns.entries()]
+        body = json.dumps(rows or None) + "\n"  # Go encodes an empty store as null
+        return Response(200, body, "application/json")
+
+    async def get_domain(_: Request) -> Response:
+        return Response(200, app.ns.domain)
+
+    async def get_dns_address(_: Request) -> Response:
+        return Response(200, app.settings.listen_host)
+
+    async def get_dns_address_port(_: Request) -> Response:
+        return Response(200, app.settings.address)
+
+    async def get_status(_: Request) -> Response:
+        return Response(200, status.status_text(app.ns.domain, app.upstream_servers(), app.settings.ttl_s,
+                                                app.ns.entries()))
+
+    async def get_status_dns(_: Request) -> Response:
+        return Response(200, status.entries_text(app.ns.domain, app.ns.entries()))
+
+    async def get_report(_: Request) -> Response:
+        report = app.ns.report(upstream=app.upstream_servers() or None, address=app.settings.address,
+                               ttl=app.settings.ttl_s)
+        return Response(200, json.dumps({"DNS": report}), "application/json")
+
+    http.add("PUT", "/name/{container}/{ip}", put_name)
+    for pattern in ("/name/{container}/{ip}", "/name/{container}", "/name"):
+        http.add("DELETE", pattern, delete_name)
+    http.add("GET", "/name", get_names)
+    http.add("GET", "/domain", get_domain)
+    http.add("GET", "/dns-address", get_dns_address)
+    http.add("GET", "/dns-address-port", get_dns_address_port)
+    http.add("GET", "/status", get_status)
+    http.add("GET", "/status/dns", get_status_dns)
+    http.add("GET", "/report", get_report)
+    return http
