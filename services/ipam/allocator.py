@@ -103,7 +103,8 @@ class Allocator:
         return make_snapshot(self.our_name, self.universe, self.ring, self.owned)
 
     def next_deadline(self) -> float | None:
-        return self.next_tick
+        """When `tick` is next due; None once we have left (shutdown): nothing is due."""
+        return None if self.shutting_down else self.next_tick
 
     @_input
     def tick(self) -> None:

@@ -1,16 +1,311 @@
-"""The `ipam` service process (asyncio shell). See ARCHITECTURE.md for what it owns.
+"""The `ipam` service: Weave's IP address manager, an asyncio shell over the sans-I/O
+`Allocator` (allocator.py).
 
-Until its own issue lands it runs as an idle service: it joins the host's bus, answers
-`weave.ipam.health` and serves /metrics, so the stack, the supervisor and the testbed
-are whole from the first commit.
+Inputs, each handed to the core with `now`, whose actions are then carried out:
+- gossip on channel IPallocation through MeshChannel (the gossip service has relayed
+  it already): on_gossip / on_gossip_broadcast / on_gossip_unicast. A refused ring
+  (different seeds or range, a conflict) changes nothing; it is logged and shown in
+  the bus status (`refused`);
+- topology events: reachable peers and nicknames to `set_peers`; a new neighbour gets
+  our full state at once (mesh's catch-up of a new connection);
+- requests from the bus and Weave's HTTP routes (bus_api.py, http.py); ones that must
+  wait (no ring yet, space asked of a peer) stay pending in the core until answered or
+  until the caller's `wait_s` runs out, when they are cancelled;
+- container events from the datapath: `attached` re-claims the container's addresses
+  (Weave's attach and reclaim at start), `detached` frees them after the core's
+  container-died timeout unless the container asks again;
+- one timer at the core's next deadline, and full-state gossip every gossip interval.
+Actions: Broadcast and SendUnicast leave in order through a bounded outbox; Persist
+saves a snapshot to sqlite (store.py); a Reply resolves its waiting request only once
+every change made so far is saved, so an answered allocation survives `kill -9`.
 """
 from __future__ import annotations
 
-from shared.service import IdleApp, run_service
+import asyncio
+import itertools
+import logging
+import sqlite3
+from typing import Any
+
+from services.gossip.peer_name import PeerName
+from services.ipam import bus_api, codec, settings, status
+from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
+from services.ipam.allocator import Allocator
+from services.ipam.metrics import IpamCollector
+from services.ipam.serving import ConcurrentServer
+from services.ipam.store import Store
+from shared import subjects
+from shared.bus import BusError, BusMsg
+from shared.errors import WeaveError
+from shared.mesh_channel import MeshChannel
+from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
+from shared.schemas.mesh import IPAM_CHANNEL, MeshReceive, TopologyEvent
+from shared.service import ServiceContext, run_service
+
+log = logging.getLogger("weave.ipam")
+OUTBOX_LIMIT = 10_000  # gossip messages waiting for the bus; past it they are dropped (periodic gossip repairs)
+REFUSED_LOG_INTERVAL_S = 60.0  # the same refused ring arrives with every gossip; log it this often
+RECLAIM_WAIT_S = 3600.0  # background re-claims of attached containers wait this long for a ring
+EXPOSE_IDENT = "weave:expose"
+
+
+class IpamApp:
+    def __init__(self) -> None:
+        self.alloc: Allocator | None = None
+        self.refused = ""
+        self.left = self.stopping = False
+        self._refused_logged = (0.0, "")
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task] = set()
+        self._neighbours: set[str] = set()
+        self._dirty = self._saved = 0  # persist generations asked for / written
+        self._armed: float | None = None  # the deadline the timer sleeps until
+        self._save_error = ""
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        launch = ctx.config.launch
+        self.settings = settings.from_launch(launch)
+        self._clock0 = (ctx.clock.now(), ctx.clock.monotonic())
+        self._wake = asyncio.Event()
+        self._save_lock = asyncio.Lock()
+        self._outbox: asyncio.Queue[tuple[str, bytes, str | None]] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.store = await asyncio.to_thread(Store, launch.state_dir / settings.DB_FILE)
+        self.alloc = await self._restore(Allocator(self.settings.allocator))
+        self.apply(self.alloc.start(now=self.now()))
+        ctx.registry.register(IpamCollector(lambda: self.alloc))
+        self.server = ConcurrentServer(ctx.bus, self.settings.max_waiting_requests)
+        await bus_api.register(self, ctx.bus, self.server)
+        self.mesh = MeshChannel(ctx.bus, IPAM_CHANNEL)
+        for loop in (self._sender(), self._timer_loop(), self._gossip_loop()):
+            self._spawn(loop)
+        await self.mesh.start(self._on_receive, self._on_topology)
+        await ctx.bus.subscribe(subjects.event("containers"), self._on_container)
+        self._spawn(self._reclaim_attached())
+        log.info("%s(%s): range %s, %s, status %s", self.alloc.our_name, launch.nickname,
+                 self.alloc.universe, self.settings.mode, status.status(self.alloc))
+
+    async def _restore(self, alloc: Allocator) -> Allocator:
+        snapshot = await asyncio.to_thread(self.store.load)
+        if alloc.restore(snapshot):
+            log.info("restored the ring (%d entries) and %d owned addresses", len(alloc.ring.entries),
+                     len(alloc.owned.all_cidrs()))
+        elif snapshot is not None:
+            log.warning("discarding persisted IPAM data written for peer %s, range %s (we are %s, %s)",
+                        snapshot.get("peer_name"), snapshot.get("range"), alloc.our_name, alloc.universe)
+            await asyncio.to_thread(self.store.clear)
+        return alloc
+
+    async def stop(self) -> None:
+        """Answer every waiting request ("cancelled"), save, then end the tasks."""
+        self.stopping = True
+        for rid in list(self._waiting):
+            self.apply(self.alloc.cancel(rid, now=self.now()))
+        await self.server.drain(self.settings.stop_grace_s)
+        await self._save(self._dirty)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.store.close)
+
+    def health(self) -> tuple[bool, str]:
+        if self.alloc is None:
+            return False, "starting"
+        if self._save_error:
+            return False, f"cannot save IPAM state: {self._save_error}"
+        return True, status.status(self.alloc)
+
+    def now(self) -> float:
+        """Unix seconds that never go back: the wall clock at start plus monotonic time since.
+        (The core's `now` also travels in gossip as Weave's Unix `Now`.)"""
+        wall0, mono0 = self._clock0
+        return wall0 + (self.ctx.clock.monotonic() - mono0)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- requests ------------------------------------------------------------------------
+    async def call(self, method: str, *args: Any, wait_s: float, what: str, **kwargs: Any) -> Any:
+        """Run the allocator request `method` (allocate, claim, prime, release, delete,
+        rmpeer) and wait up to `wait_s` for its reply. Returns the result; raises the
+        core's RequestError, or WeaveError("unavailable") when the wait ran out (the
+        pending operation is then cancelled: nothing stays behind)."""
+        if self.stopping or self.left:
+            why = "the ipam service is stopping" if self.stopping else \
+                "this peer has left IP allocation (DELETE /peer); relaunch it to allocate again"
+            raise WeaveError(why, code="unavailable")
+        rid = next(self._ids)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[rid] = future
+        try:
+            self.apply(getattr(self.alloc, method)(rid, *args, now=self.now(), **kwargs))
+            async with asyncio.timeout(wait_s):
+                reply = await future
+        except TimeoutError:
+            self.apply(self.alloc.cancel(rid, now=self.now()))
+            raise WeaveError(f"{what}: no answer within {wait_s:g} s; IPAM status: {status.status(self.alloc)}",
+                             code="unavailable") from None
+        finally:
+            self._waiting.pop(rid, None)
+        if reply.error is not None:
+            raise reply.error
+        return reply.result
+
+    def leave(self) -> None:
+        """DELETE /peer: hand every range to an heir and serve no more requests."""
+        self.left = True
+        self.apply(self.alloc.shutdown(now=self.now()))
+
+    # -- actions -------------------------------------------------------------------------
+    def apply(self, actions: list[Action]) -> None:
+        replies = []
+        for action in actions:
+            if isinstance(action, Reply):
+                replies.append(action)
+            elif isinstance(action, Broadcast):
+                self._send("broadcast", codec.encode_gossip(action.state))
+            elif isinstance(action, SendUnicast):
+                self._send("unicast", codec.encode_unicast(action.message), str(action.dest))
+            elif isinstance(action, Persist):
+                self._dirty += 1
+                self._spawn(self._save(self._dirty))
+        if replies and self._saved < self._dirty:
+            self._spawn(self._resolve_after_save(replies, self._dirty))
+        else:
+            self._resolve(replies)
+        if self.alloc.next_deadline() != self._armed:
+            self._wake.set()
+
+    def _resolve(self, replies: list[Reply]) -> None:
+        for reply in replies:
+            future = self._waiting.get(reply.request_id)
+            if future is not None and not future.done():
+                future.set_result(reply)
+
+    async def _resolve_after_save(self, replies: list[Reply], generation: int) -> None:
+        await self._save(generation)
+        self._resolve(replies)
+
+    async def _save(self, generation: int) -> None:
+        """Write the current snapshot unless one at least as new as `generation` is
+        written; concurrent callers queue on the lock, and the next write covers them all."""
+        async with self._save_lock:
+            if self._saved >= generation:
+                return
+            target, snapshot = self._dirty, self.alloc.snapshot()
+            try:
+                await asyncio.to_thread(self.store.save, snapshot)
+                self._save_error = ""
+            except (sqlite3.Error, OSError) as exc:
+                log.error("cannot save IPAM state to %s: %s", self.store.path, exc)
+                self._save_error = str(exc)
+            self._saved = target
+
+    def _send(self, kind: str, payload: bytes, dst: str | None = None) -> None:
+        try:
+            self._outbox.put_nowait((kind, payload, dst))
+        except asyncio.QueueFull:
+            log.warning("dropping IPAM %s for %s: outbox full", kind, dst or "the mesh")
+
+    async def _sender(self) -> None:
+        while True:
+            kind, payload, dst = await self._outbox.get()
+            try:
+                await self.mesh.send(kind, payload, dst)
+            except Exception as exc:  # the bus is restarting; periodic gossip repairs
+                log.warning("cannot send IPAM %s: %s", kind, exc)
+
+    # -- timers --------------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        """Sleep until the core's deadline (woken early if an input moved it), then tick."""
+        while True:
+            self._armed = deadline = self.alloc.next_deadline()
+            delay = None if deadline is None else max(0.0, deadline - self.now())
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            self.apply(self.alloc.tick(now=self.now()))
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.gossip_interval_s)
+            self._send("gossip", self.alloc.gossip(self.now()))
+
+    # -- mesh ----------------------------------------------------------------------------
+    async def _on_receive(self, msg: MeshReceive) -> None:
+        try:
+            if msg.kind == "gossip":
+                actions = self.alloc.on_gossip(msg.payload, now=self.now())
+            elif msg.kind == "broadcast":
+                actions = self.alloc.on_gossip_broadcast(PeerName.parse(msg.src), msg.payload, now=self.now())
+            else:
+                actions = self.alloc.on_gossip_unicast(PeerName.parse(msg.src), msg.payload, now=self.now())
+        except (WeaveError, ValueError) as exc:  # RingError, RemoteProtocolError, a bad peer name
+            self._refuse(msg, str(exc))
+            return
+        self.apply(actions)
+
+    def _refuse(self, msg: MeshReceive, reason: str) -> None:
+        self.refused = f"{msg.kind} from {msg.src}: {reason}"
+        last_at, last = self._refused_logged
+        if reason != last or self.now() - last_at > REFUSED_LOG_INTERVAL_S:
+            log.error("refused IPAM %s: %s", self.refused, "nothing changed")
+            self._refused_logged = (self.now(), reason)
+
+    async def _on_topology(self, event: TopologyEvent) -> None:
+        me = str(self.alloc.our_name)
+        known = [PeerName.parse(p.name) for p in event.peers if p.reachable and p.name != me]
+        nicknames = {PeerName.parse(p.name): p.nickname for p in event.peers}
+        self.apply(self.alloc.set_peers(known, nicknames, now=self.now()))
+        neighbours = {dest for dest, via in event.unicast.items() if dest == via}
+        fresh, self._neighbours = neighbours - self._neighbours, neighbours
+        if fresh:
+            payload = self.alloc.gossip(self.now())
+            for name in sorted(fresh):
+                self._send("gossip", payload, name)
+
+    # -- containers (from the datapath) -----------------------------------------------------
+    async def _on_container(self, msg: BusMsg) -> None:
+        event = ContainerEvent.model_validate_json(msg.data)
+        if event.kind == "detached":
+            self.apply(self.alloc.container_died(event.container_id, now=self.now()))
+        else:
+            self._reclaim(event)
+
+    def _reclaim(self, event: ContainerEvent) -> None:
+        for cidr in event.cidrs:
+            self._spawn(self._claim_quietly(event.container_id, cidr, event.container_id != EXPOSE_IDENT))
+
+    async def _claim_quietly(self, ident: str, cidr: str, is_container: bool) -> None:
+        try:
+            await self.call("claim", ident, cidr, is_container, no_error_on_unknown=True, wait_s=RECLAIM_WAIT_S,
+                            what=f"re-claim of {cidr} for {ident}")
+        except WeaveError as exc:
+            log.warning("cannot re-claim %s for attached container %s: %s", cidr, ident, exc.message)
+
+    async def _reclaim_attached(self) -> None:
+        """At start, claim the addresses of containers the datapath has attached (Weave's
+        reclaim at start): our database may be older than they are, or gone."""
+        try:
+            reply = await self.ctx.bus.request(subjects.request("datapath", "containers"), ContainersRequest(),
+                                               ContainersReply, timeout=2.0)
+        except BusError as exc:
+            log.info("no attached containers to re-claim (datapath: %s)", exc.description)
+            return
+        for event in reply.containers:
+            self._reclaim(event)
 
 
 def main() -> None:
-    run_service("ipam", IdleApp)
+    run_service("ipam", IpamApp)
 
 
 if __name__ == "__main__":

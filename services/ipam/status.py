@@ -70,3 +70,46 @@ def status_line(ipam: dict) -> str:
 
 def status(alloc: "Allocator") -> str:
     return status_line(report(alloc))
+
+
+def _field(label: str, value: object) -> str:
+    return f"{label:>15}: {value}\n"
+
+
+def status_text(alloc: "Allocator") -> str:
+    """The ipam section of `weave status` (the weaver's status template)."""
+    rep = report(alloc)
+    return (_field("Service", "ipam") + _field("Status", status_line(rep)) + _field("Range", rep["Range"])
+            + _field("DefaultSubnet", rep["DefaultSubnet"]))
+
+
+def summarise(ipam: dict) -> dict[str, dict]:
+    """Per ring peer: addresses owned, nickname, reachable (the weaver's summariseIpamStats)."""
+    peers: dict[str, dict] = {}
+    for e in ipam["Entries"] or ():
+        s = peers.setdefault(e["Peer"], {"ips": 0, "nickname": e["Nickname"], "reachable": e["IsKnownPeer"]})
+        s["ips"] += e["Size"]
+    return peers
+
+
+def ranges_text(alloc: "Allocator") -> str:
+    """`weave status ipam`: one line per ring peer, ours first with our active count,
+    then the others (Go iterates a map; we sort by name), unreachable ones marked."""
+    rep = report(alloc)
+    peers = summarise(rep)
+    us = str(alloc.our_name)
+
+    def line(name: str, s: dict, info: str) -> str:
+        share = s["ips"] * 100.0 / rep["RangeNumIPs"]
+        return f"{name + '(' + s['nickname'] + ')':<37} {s['ips']:8d} IPs ({share:04.1f}% of total) {info}\n"
+
+    out = [line(us, peers[us], f"({rep['ActiveIPs']} active)")] if us in peers else []
+    out += [line(name, s, "" if s["reachable"] else "- unreachable!")
+            for name, s in sorted(peers.items()) if name != us]
+    return "".join(out)
+
+
+def unreachable(ipam: dict) -> tuple[int, float]:
+    """(peers, percentage of the range) owned by unreachable peers, as Weave's metrics count."""
+    lost = [s["ips"] for s in summarise(ipam).values() if not s["reachable"]]
+    return len(lost), sum(lost) * 100.0 / ipam["RangeNumIPs"]

@@ -1,0 +1,113 @@
+"""The ipam service's bus endpoints (shared/schemas/ipam.py) and Weave's HTTP routes
+over the bus (`weave.ipam.http`, forwarded by the gossip service from 127.0.0.1:6784).
+
+Requests that may wait (allocate, claim, prime, and HTTP, which carries all three) are
+served concurrently (serving.py); the quick ones through `Bus.serve`. The core's
+RequestError codes become the bus codes the schema documents.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from services.ipam import http, status
+from services.ipam.errors import RequestError
+from services.ipam.serving import ConcurrentServer
+from shared import subjects
+from shared.bus import Bus
+from shared.errors import WeaveError
+from shared.http import Request
+from shared.schemas.base import Ok
+from shared.schemas.http import HttpReply, HttpRequest
+from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, LookupReply, LookupRequest,
+                                 PrimeRequest, ReleaseRequest, RingEntry, RmpeerReply, RmpeerRequest, StatusReply,
+                                 StatusRequest)
+
+if TYPE_CHECKING:
+    from services.ipam.service import IpamApp
+
+BUS_CODES = {"bad_request": "bad_request", "out_of_range": "bad_request", "not_found": "not_found",
+             "unknown_peer": "not_found", "in_use": "conflict", "owned_by_other_peer": "conflict",
+             "cancelled": "unavailable"}
+
+
+def bus_error(exc: RequestError) -> WeaveError:
+    return WeaveError(exc.message, code=BUS_CODES.get(exc.code, "bad_request"))
+
+
+async def register(app: "IpamApp", bus: Bus, server: ConcurrentServer) -> None:
+    api = BusApi(app)
+    router = http.build_router(app)
+
+    async def on_http(req: HttpRequest) -> HttpReply:
+        resp = await router.dispatch(Request(req.method, req.path, req.query, dict(req.headers), req.body))
+        body = resp.body.encode() if isinstance(resp.body, str) else resp.body
+        return HttpReply(status=resp.status, content_type=resp.content_type, body=body)
+
+    await server.serve(subjects.request("ipam", "http"), HttpRequest, on_http)
+    await server.serve(subjects.request("ipam", "allocate"), AllocateRequest, api.allocate)
+    await server.serve(subjects.request("ipam", "claim"), ClaimRequest, api.claim)
+    await server.serve(subjects.request("ipam", "prime"), PrimeRequest, api.prime)
+    await bus.serve(subjects.request("ipam", "release"), ReleaseRequest, api.release)
+    await bus.serve(subjects.request("ipam", "lookup"), LookupRequest, api.lookup)
+    await bus.serve(subjects.request("ipam", "rmpeer"), RmpeerRequest, api.rmpeer)
+    await bus.serve(subjects.request("ipam", "status"), StatusRequest, api.status)
+
+
+class BusApi:
+    def __init__(self, app: "IpamApp") -> None:
+        self.app = app
+
+    async def _call(self, method: str, *args, **kwargs):
+        try:
+            return await self.app.call(method, *args, **kwargs)
+        except RequestError as exc:
+            raise bus_error(exc) from None
+
+    async def allocate(self, req: AllocateRequest) -> AllocateReply:
+        cidr = await self._call("allocate", req.ident, req.subnet, req.is_container, wait_s=req.wait_s,
+                                what=f"allocate for {req.ident}")
+        return AllocateReply(cidr=str(cidr))
+
+    async def claim(self, req: ClaimRequest) -> Ok:
+        await self._call("claim", req.ident, req.cidr, req.is_container, no_error_on_unknown=req.no_error_on_unknown,
+                         wait_s=req.wait_s, what=f"claim of {req.cidr} for {req.ident}")
+        return Ok()
+
+    async def prime(self, req: PrimeRequest) -> Ok:
+        await self._call("prime", wait_s=req.wait_s, what="prime")
+        return Ok()
+
+    async def release(self, req: ReleaseRequest) -> Ok:
+        if req.addr is None:
+            await self._call("delete", req.ident, wait_s=5.0, what=f"delete of {req.ident}")
+        else:
+            await self._call("release", req.ident, req.addr, wait_s=5.0, what=f"release of {req.addr}")
+        return Ok()
+
+    async def lookup(self, req: LookupRequest) -> LookupReply:
+        try:
+            cidrs = self.app.alloc.lookup(req.ident, req.subnet)
+        except RequestError as exc:
+            raise bus_error(exc) from None
+        return LookupReply(cidrs=tuple(str(c) for c in cidrs))
+
+    async def rmpeer(self, req: RmpeerRequest) -> RmpeerReply:
+        gained = await self._call("rmpeer", req.peer, wait_s=5.0, what=f"rmpeer {req.peer}")
+        return RmpeerReply(peer=req.peer, taken_over=gained)
+
+    async def status(self, _: StatusRequest) -> StatusReply:
+        return status_reply(self.app)
+
+
+def status_reply(app: "IpamApp") -> StatusReply:
+    alloc = app.alloc
+    rep = status.report(alloc)
+    entries = tuple(RingEntry(token=e["Token"], size=e["Size"], peer=e["Peer"], nickname=e["Nickname"],
+                              reachable=e["IsKnownPeer"], version=e["Version"]) for e in rep["Entries"] or ())
+    return StatusReply(
+        status=status.status_line(rep), range=rep["Range"], range_num_ips=rep["RangeNumIPs"],
+        default_subnet=rep["DefaultSubnet"], active_ips=rep["ActiveIPs"], entries=entries,
+        pending_allocates=len(rep["PendingAllocates"] or ()), pending_claims=len(rep["PendingClaims"] or ()),
+        mode=app.settings.mode, quorum=0 if app.settings.mode != "consensus" else alloc.quorum,
+        left=app.left, refused=app.refused)
+
