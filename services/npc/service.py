@@ -1,16 +1,409 @@
-"""The `npc` service process (asyncio shell). See ARCHITECTURE.md for what it owns.
+"""The `npc` service: Kubernetes NetworkPolicy enforced with iptables and ipsets (asyncio shell).
 
-Until its own issue lands it runs as an idle service: it joins the host's bus, answers
-`weave.npc.health` and serves /metrics, so the stack, the supervisor and the testbed
-are whole from the first commit.
+Inputs, each turned into store entries or objects and handed to the compiler:
+- `weave policy apply|delete` (weave.npc.*): NetworkPolicy and Namespace objects,
+  admitted all or nothing (admission.py), written to the gossiped store (sources.py);
+- gossip on `weave-py-policy`: other hosts' policies and their pods (broadcast on
+  change, full store every gossip interval, unicast to a peer that appears and in
+  answer to a restarted peer's pull);
+- `weave.events.containers`: this host's containers, which become pods everywhere;
+- optionally the Kubernetes API (kube.py).
+Output: the Enforcer keeps netfilter at the compiler's desired state (apply.py), and
+the NFLOG reader logs and counts what it drops (nflog.py). The store is kept in the
+state dir, so a restarted npc enforces what it enforced before it hears from anyone.
+The FORWARD/INPUT hooks are installed here (weaver's job in Weave Net); rules stay in
+place when the service stops, so a host without its npc fails closed, as with Weave.
 """
 from __future__ import annotations
 
-from shared.service import IdleApp, run_service
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+
+from prometheus_client import Counter
+from prometheus_client.core import Metric
+from pydantic import ValidationError
+
+from shared import subjects
+from shared.bus import BusError, BusMsg
+from shared.errors import RemoteProtocolError, WeaveError
+from shared.http import Request, Response, Router
+from shared.http_bus import serve_http
+from shared.mesh_channel import MeshChannel
+from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
+from shared.schemas.mesh import POLICY_CHANNEL, MeshReceive, TopologyEvent
+from shared.schemas.npc import (ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, ListReply, ListRequest,
+                                ObjectRef, PolicyInfo, StatusReply, StatusRequest)
+from shared.service import ServiceContext, run_service
+
+from . import status
+from .admission import AdmissionRefused, admit
+from .apply import Enforcer, Netfilter, state_counts
+from .config import STORE_FILE, NpcServiceConfig
+from .model import Namespace, NetworkPolicy
+from .nflog import Blocked, NflogSocket, blocked_connection
+from .policy import NetworkPolicyController, NPCConfig
+from .sources import (POD, POLICY, PULL, Entry, PolicySources, decode, encode_chunks, namespace_key, policy_key,
+                      split_key)
+from .world import World, objects_of
+
+log = logging.getLogger("weave.npc")
+ENFORCE_WAIT_S = 5.0  # how long apply/delete wait for this host's kernel before replying
+BRIDGE_NF_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+
+
+class NpcApp:
+    def __init__(self, config: NpcServiceConfig | None = None) -> None:
+        self._config = config
+        self._tasks: set[asyncio.Task] = set()
+        self._nflog: NflogSocket | None = None
+        self._dirty = asyncio.Event()
+        self._seen_peers: set[str] = set()
+        self.blocked_total = 0
+        self.enforcer: Enforcer | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self, ctx: ServiceContext) -> None:
+        self.ctx, launch = ctx, ctx.config.launch
+        self.config = self._config or NpcServiceConfig.for_profile(launch.profile)
+        self.store_path = Path(launch.state_dir) / STORE_FILE
+        self.controller = NetworkPolicyController(NPCConfig(allow_mcast=self.config.allow_mcast))
+        self.world = World(self.controller)
+        self.sources = PolicySources((launch.name or "00:00:00:00:00:00").lower())
+        self._ingest(self._load_store())
+        await asyncio.to_thread(_ensure_bridge_nf)
+        netfilter = await asyncio.to_thread(Netfilter, self.config.backend)
+        self.enforcer = Enforcer(netfilter, self.controller.desired_state, self.config.enforcer)
+        self._register_metrics(ctx)
+        bus = ctx.bus
+        await bus.serve(subjects.request("npc", "apply"), ApplyRequest, self._on_apply)
+        await bus.serve(subjects.request("npc", "delete"), DeleteRequest, self._on_delete)
+        await bus.serve(subjects.request("npc", "list"), ListRequest, self._on_list)
+        await bus.serve(subjects.request("npc", "status"), StatusRequest, self._on_status)
+        await bus.subscribe(subjects.event("containers"), self._on_container)
+        await serve_http(bus, "npc", self._router())
+        self._spawn(self.enforcer.run())
+        self._spawn(self._persist_loop())
+        self._spawn(self._nflog_loop())
+        self.mesh = MeshChannel(bus, POLICY_CHANNEL)
+        await self.mesh.start(self._on_gossip, self._on_topology)
+        self._spawn(self._gossip_loop())
+        self._spawn(self._container_snapshot())
+        if self.config.kube_api:
+            from .kube import KubeSource
+            self.kube = KubeSource(self.config, self._on_kube)
+            self._spawn(self.kube.run())
+        log.info("npc started as %s: iptables-%s, %d stored objects, %d pods", self.sources.ourself,
+                 netfilter.backend.value, len(self.sources.state.entries), len(self.world.pods()))
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._nflog is not None:
+            self._nflog.close()
+        await asyncio.to_thread(self._write_store)
+
+    def health(self) -> tuple[bool, str]:
+        e = self.enforcer
+        if e is None or (e.applied == 0 and e.errors == 0):
+            return False, "starting"
+        if not e.synced:
+            return False, f"netfilter not in sync ({e.errors} errors)"
+        return True, f"{len(self.world.policies())} policies, {len(self.world.pods())} pods enforced"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the store: entries -> compiler -------------------------------------------------------
+    def _ingest(self, entries: list[Entry]) -> None:
+        """Hand changed store entries to the compiler; log what it refuses."""
+        for entry in entries:
+            try:
+                objects = objects_of(entry)
+            except RemoteProtocolError as exc:
+                log.warning("ignoring %s (version %d from %s): %s", entry.key, entry.version, entry.origin,
+                            exc.message)
+                objects = []
+            for rejection in self.world.put(entry.key, objects):
+                log.warning("network policy %s/%s rejected: %s", rejection.attrs.get("namespace"),
+                            rejection.attrs.get("name"), rejection.message)
+        if entries:
+            self._dirty.set()
+            if self.enforcer is not None:
+                self.enforcer.kick()
+
+    async def _commit(self, entries: list[Entry]) -> None:
+        """Local writes: enforce here, tell every host."""
+        self._ingest(entries)
+        await self._send("broadcast", entries)
+
+    async def _send(self, kind: str, entries: list[Entry], dst: str | None = None) -> None:
+        try:
+            for payload in encode_chunks(entries):
+                await self.mesh.send(kind, payload, dst)
+        except Exception as exc:  # the bus may be restarting: periodic gossip repairs it
+            log.warning("cannot send policy gossip: %s", exc)
+
+    async def _wait_enforced(self) -> bool:
+        try:
+            async with asyncio.timeout(ENFORCE_WAIT_S):
+                await self.enforcer.wait_applied()
+            return True
+        except TimeoutError:
+            return False
+
+    # -- bus API ------------------------------------------------------------------------------
+    async def _on_apply(self, req: ApplyRequest) -> ApplyReply:
+        try:
+            items = admit(req.manifest, self.world.policies())
+        except AdmissionRefused as exc:
+            log.warning("weave policy apply refused: %s", exc.message)
+            raise
+        changed, unchanged, entries = [], [], []
+        for item in items:
+            entry = self.sources.put(item.key, item.value)
+            (changed if entry else unchanged).append(item.ref)
+            if entry:
+                entries.append(entry)
+                log.info("stored %s %s (version %d)", item.ref.kind, item.key, entry.version)
+        await self._commit(entries)
+        return ApplyReply(changed=tuple(changed), unchanged=tuple(unchanged), enforced=await self._wait_enforced())
+
+    async def _on_delete(self, req: DeleteRequest) -> DeleteReply:
+        key = policy_key(req.namespace, req.name) if req.kind == POLICY else namespace_key(req.name)
+        entry = self.sources.delete(key)
+        if entry is None:
+            raise WeaveError(f"no {req.kind} {key.split('/', 1)[1]} in the policy store", code="not_found")
+        log.info("deleted %s (version %d)", key, entry.version)
+        await self._commit([entry])
+        ref = ObjectRef(kind=req.kind, namespace=req.namespace if req.kind == POLICY else "", name=req.name)
+        return DeleteReply(deleted=ref, enforced=await self._wait_enforced())
+
+    async def _on_list(self, _: ListRequest) -> ListReply:
+        return self.list_objects()
+
+    async def _on_status(self, _: StatusRequest) -> StatusReply:
+        return self.status()
+
+    def list_objects(self) -> ListReply:
+        rejected = self.controller.rejected
+        infos = []
+        for entry in self.sources.state.live():
+            kind, middle, name = split_key(entry.key)
+            if kind == POD:
+                continue
+            reason = rejected[entry.key].message if entry.key in rejected else ""
+            if kind == POLICY and not self.world.get(entry.key):
+                reason = "unreadable object"
+            infos.append(PolicyInfo(ref=ObjectRef(kind=kind, namespace=middle, name=name), source="weave",
+                                    origin=entry.origin, version=entry.version, enforced=not reason, reason=reason))
+        infos += self._kube_infos(rejected)
+        infos.sort(key=lambda i: (i.ref.kind, i.ref.namespace, i.ref.name, i.source))
+        return ListReply(objects=tuple(infos))
+
+    def _kube_infos(self, rejected) -> list[PolicyInfo]:
+        infos = []
+        for key, objs in self.world.items():
+            if not key.startswith("kube/"):
+                continue
+            for obj in objs:
+                if isinstance(obj, NetworkPolicy):
+                    reason = rejected[obj.uid].message if obj.uid in rejected else ""
+                    ref = ObjectRef(kind="NetworkPolicy", namespace=obj.namespace, name=obj.name)
+                elif isinstance(obj, Namespace):
+                    reason, ref = "", ObjectRef(kind="Namespace", name=obj.name)
+                else:
+                    continue
+                infos.append(PolicyInfo(ref=ref, source="kubernetes", enforced=not reason, reason=reason))
+        return infos
+
+    def status(self) -> StatusReply:
+        e = self.enforcer
+        counts = state_counts(e.last_state if e else None)
+        pods = self.world.pods()
+        local = sum(1 for key, _ in pods if key.startswith(f"{POD}/{self.sources.ourself}/"))
+        return StatusReply(
+            policies=len(self.world.policies()), rejected=len(self.controller.rejected),
+            namespaces=len(self.world.namespaces), pods=len(pods), local_pods=local, **counts,
+            backend=e.netfilter.backend.value if e else "", synced=bool(e and e.synced),
+            last_sync_unix=e.last_sync_unix if e else 0.0, enforcement_errors=e.errors if e else 0,
+            blocked_connections=self.blocked_total)
+
+    # -- HTTP (GET /status, /status/npc, /report; forwarded by the gossip service) ----------------
+    def _router(self) -> Router:
+        router = Router()
+
+        async def section(_: Request) -> Response:
+            return Response(200, status.status_section(self.status()))
+
+        async def view(_: Request) -> Response:
+            pods = sorted((p.namespace, p.metadata.name, p.ip, key.split("/")[1] if key.startswith(POD) else "k8s")
+                          for key, p in self.world.pods())
+            return Response(200, status.status_view(self.status(), self.list_objects(), pods))
+
+        async def report(_: Request) -> Response:
+            body = status.report(self.status(), self.list_objects())
+            return Response(200, json.dumps(body, indent=1) + "\n", "application/json")
+
+        router.add("GET", "/status", section)
+        router.add("GET", "/status/npc", view)
+        router.add("GET", "/report", report)
+        return router
+
+    # -- containers of this host ------------------------------------------------------------
+    async def _on_container(self, msg: BusMsg) -> None:
+        try:
+            event = ContainerEvent.model_validate_json(msg.data)
+        except ValidationError as exc:
+            log.warning("dropping a malformed container event: %s", exc)
+            return
+        await self._commit(self.sources.container_event(event))
+
+    async def _container_snapshot(self) -> None:
+        """The datapath's list, once at start: containers detached while we were down go.
+        (A datapath that does not answer leaves the stored pods as they were.)"""
+        try:
+            reply = await self.ctx.bus.request(subjects.request("datapath", "containers"), ContainersRequest(),
+                                               ContainersReply, timeout=5.0)
+        except BusError as exc:
+            log.info("no container snapshot from the datapath (%s); keeping %d stored pods", exc.code,
+                     len(self.sources.own_pods))
+            return
+        await self._commit(self.sources.container_snapshot(reply.containers))
+
+    # -- gossip ------------------------------------------------------------------------------
+    async def _on_gossip(self, msg: MeshReceive) -> None:
+        if msg.payload == PULL:
+            if msg.kind == "unicast":
+                await self._send("unicast", list(self.sources.state.entries.values()), msg.src)
+            return
+        try:
+            entries = decode(msg.payload)
+        except RemoteProtocolError as exc:
+            log.warning("dropping policy gossip from %s: %s", msg.src, exc.message)
+            return
+        changed, corrections = self.sources.receive(entries)
+        self._ingest(changed)
+        if corrections:
+            await self._send("broadcast", corrections)
+
+    async def _on_topology(self, event: TopologyEvent) -> None:
+        reachable = {p.name.lower() for p in event.peers if p.reachable} - {self.sources.ourself}
+        new = reachable - self._seen_peers
+        self._seen_peers |= reachable
+        if new:
+            full = list(self.sources.state.entries.values())
+            for peer in sorted(new):  # catch-up both ways: our store to it, and its store to us
+                await self._send("unicast", full, peer)
+                await self.mesh.unicast(peer, PULL)
+        removed = [name.lower() for name in event.removed]
+        if removed:
+            self._seen_peers -= set(removed)
+            await self._commit(self.sources.peers_removed(removed))
+
+    async def _gossip_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.gossip_interval_s)
+            if self.sources.state.entries:
+                await self._send("gossip", list(self.sources.state.entries.values()))
+
+    # -- Kubernetes ----------------------------------------------------------------------------
+    async def _on_kube(self, key: str, objects: list) -> None:
+        for rejection in self.world.put(key, objects):
+            log.warning("network policy %s/%s rejected: %s", rejection.attrs.get("namespace"),
+                        rejection.attrs.get("name"), rejection.message)
+        self.enforcer.kick()
+
+    # -- blocked connections ----------------------------------------------------------------
+    def _register_metrics(self, ctx: ServiceContext) -> None:
+        self.blocked_metric = Counter("weavenpc_blocked_connections", "Connection attempts blocked by policy "
+                                      "controller.", ["protocol", "dport"], registry=ctx.registry)
+        ctx.registry.register(_EnforcementErrors(self))
+
+    async def _nflog_loop(self) -> None:
+        try:
+            self._nflog = await asyncio.to_thread(NflogSocket, self.config.nflog_group)
+        except OSError as exc:
+            log.warning("cannot read NFLOG group %d (%s): blocked connections will not be logged",
+                        self.config.nflog_group, exc)
+            return
+        while True:
+            for packet in await self._nflog.receive():
+                blocked = blocked_connection(packet.payload)
+                if blocked is not None:
+                    self._on_blocked(blocked)
+
+    def _on_blocked(self, b: Blocked) -> None:
+        self.blocked_total += 1
+        self.blocked_metric.labels(b.protocol, str(b.dport)).inc()
+        log.warning("%s", b.log_line(self.world.describe(b.src), self.world.describe(b.dst)))
+
+    # -- persistence ----------------------------------------------------------------------------
+    def _load_store(self) -> list[Entry]:
+        try:
+            data = json.loads(self.store_path.read_text())
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError) as exc:
+            log.warning("cannot read %s (%s): starting with an empty policy store", self.store_path, exc)
+            return []
+        try:
+            return self.sources.restore(data)
+        except (RemoteProtocolError, ValueError, AttributeError) as exc:
+            log.warning("ignoring %s: %s", self.store_path, exc)
+            return []
+
+    def _write_store(self) -> None:
+        tmp = self.store_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.sources.snapshot(), f)
+        os.replace(tmp, self.store_path)
+
+    async def _persist_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.config.persist_delay_s)
+            self._dirty.clear()
+            try:
+                await asyncio.to_thread(self._write_store)
+            except OSError as exc:
+                log.warning("cannot save the policy store: %s", exc)
+
+
+class _EnforcementErrors:
+    """weavenpc_policy_enforcement_errors under Weave's exact name (a Counter here
+    would be exposed as ..._total)."""
+
+    def __init__(self, app: NpcApp) -> None:
+        self.app = app
+
+    def collect(self):
+        metric = Metric("weavenpc_policy_enforcement_errors", "Errors occured in enforcing the network policies.",
+                        "unknown")
+        metric.add_sample("weavenpc_policy_enforcement_errors", {},
+                          float(self.app.enforcer.errors if self.app.enforcer else 0))
+        yield metric
+
+
+def _ensure_bridge_nf() -> None:
+    """Bridged frames must traverse iptables (weaver sets this when NPC is expected)."""
+    try:
+        with open(BRIDGE_NF_SYSCTL) as f:
+            if f.read().strip() == "1":
+                return
+        with open(BRIDGE_NF_SYSCTL, "w") as f:
+            f.write("1\n")
+    except OSError as exc:
+        log.warning("cannot enable %s (%s): policies will not see bridged traffic", BRIDGE_NF_SYSCTL, exc)
 
 
 def main() -> None:
-    run_service("npc", IdleApp)
+    run_service("npc", NpcApp)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,225 @@
+"""Putting the desired NPCState into the kernel: iptables-save/-restore and ipset save/restore.
+
+`Netfilter` is the blocking half (call it through asyncio.to_thread): read the filter
+table and the sets, plan (plan.py), and feed the three scripts on stdin, in order:
+`ipset restore -exist`, `iptables-restore --noflush -w`, `ipset restore -exist`. The
+planner orders them so that every intermediate state is at least as tight as the old
+or the new policies (iptables-restore commits atomically; an ipset script that stops
+half way has only tightened, or only loosened towards the new state). After any
+failure the state is read again before planning: never patch from a guess.
+
+`Enforcer` is the asyncio half: one task that syncs when the desired state changes,
+again every `resync_interval_s` (which repairs chains or sets flushed by hand), and
+after a failure with a doubling backoff, counting each failure.
+
+Backend: weave-npc's rules must live where the host's other rules are read, so the
+backend is the one already holding WEAVE-NPC chains, else the one with more rules
+(kube's iptables-wrapper heuristic), else nft (Debian's default `iptables`).
+"""
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from shared.errors import WeaveError
+
+from .ipset import IPSet, parse_ipset_save
+from .iptables import Rule, parse_iptables_save
+from .plan import Plan, plan_update
+from .state import NPCState
+
+log = logging.getLogger("weave.npc.apply")
+COMMAND_TIMEOUT_S = 60.0
+
+
+class Backend(str, enum.Enum):
+    NFT = "nft"
+    LEGACY = "legacy"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Runner = Callable[[Sequence[str], str | None], RunResult]
+"""Runs argv with `stdin` text; the real one is `run_command`, tests pass a twin."""
+
+
+def run_command(argv: Sequence[str], stdin: str | None = None) -> RunResult:
+    try:
+        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return RunResult(127, "", f"{argv[0]}: {exc}")
+    return RunResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+class ApplyError(WeaveError):
+    """One step failed; `step` names it, `stderr` is the tool's complaint."""
+
+    code = "enforcement_failed"
+
+    def __init__(self, step: str, stderr: str) -> None:
+        super().__init__(f"{step} failed: {stderr.strip()[:500]}", step=step, stderr=stderr)
+        self.step, self.stderr = step, stderr
+
+
+def detect_backend(run: Runner = run_command) -> Backend:
+    counts = {}
+    for backend in (Backend.LEGACY, Backend.NFT):
+        out = run([f"iptables-{backend.value}-save"], None)
+        if out.returncode != 0:
+            counts[backend] = -1
+            continue
+        if ":WEAVE-NPC " in out.stdout:
+            return backend
+        counts[backend] = sum(1 for line in out.stdout.splitlines() if line.startswith("-A "))
+    return Backend.LEGACY if counts[Backend.LEGACY] > counts[Backend.NFT] else Backend.NFT
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    plan: Plan
+    read_s: float
+    apply_s: float
+
+    @property
+    def changed(self) -> bool:
+        return not self.plan.empty
+
+
+class Netfilter:
+    """weave-npc's chains and sets in the calling process's network namespace. Blocks."""
+
+    def __init__(self, backend: Backend | None = None, run: Runner = run_command) -> None:
+        self.run = run
+        self.backend = backend or detect_backend(run)
+
+    def read(self) -> tuple[dict[str, list[Rule]], dict[str, IPSet]]:
+        chains = parse_iptables_save(self._ok("iptables-save", [self._tool("save"), "-t", "filter"]))
+        sets = parse_ipset_save(self._ok("ipset save", ["ipset", "save"]))
+        return chains, sets
+
+    def apply(self, plan: Plan) -> None:
+        """Raises ApplyError naming the step that failed; earlier steps stay applied."""
+        if plan.ipset_before:
+            self._ok("ipset restore (before)", ["ipset", "restore", "-exist"], plan.ipset_before)
+        if plan.iptables:
+            self._ok("iptables-restore", [self._tool("restore"), "--noflush", "-w", "5"], plan.iptables)
+        if plan.ipset_after:
+            self._ok("ipset restore (after)", ["ipset", "restore", "-exist"], plan.ipset_after)
+
+    def sync(self, desired: NPCState) -> SyncResult:
+        started = time.perf_counter()
+        chains, sets = self.read()
+        plan = plan_update(desired, chains, sets)
+        planned = time.perf_counter()
+        self.apply(plan)
+        return SyncResult(plan, planned - started, time.perf_counter() - planned)
+
+    def _tool(self, verb: str) -> str:
+        return f"iptables-{self.backend.value}-{verb}"
+
+    def _ok(self, step: str, argv: list[str], stdin: str | None = None) -> str:
+        result = self.run(argv, stdin)
+        if result.returncode != 0:
+            raise ApplyError(step, result.stderr or f"exit status {result.returncode}")
+        return result.stdout
+
+
+@dataclass(frozen=True)
+class EnforcerConfig:
+    resync_interval_s: float = 30.0  # re-read the kernel this often even if nothing changed
+    retry_initial_s: float = 0.2     # first wait after a failure; doubles each time
+    retry_max_s: float = 10.0        # longest wait between attempts while failing
+
+
+class Enforcer:
+    """Keeps the kernel at `desired()`; `kick()` after anything that changes it.
+
+    `desired` runs on the event loop (the compiler is not thread-safe); reading and
+    writing the kernel run in a thread. `generation` counts kicks, `applied` is the
+    generation of the last state that reached the kernel.
+    """
+
+    def __init__(self, netfilter: Netfilter, desired: Callable[[], NPCState], config: EnforcerConfig,
+                 on_error: Callable[[ApplyError], None] = lambda exc: None) -> None:
+        self.netfilter, self.desired, self.config, self.on_error = netfilter, desired, config, on_error
+        self.generation = 1
+        self.applied = 0
+        self.synced = False
+        self.errors = 0
+        self.last_sync_unix = 0.0
+        self.last_state: NPCState | None = None
+        self._wake = asyncio.Event()
+        self._done = asyncio.Condition()
+
+    def kick(self) -> None:
+        self.generation += 1
+        self._wake.set()
+
+    async def wait_applied(self, generation: int | None = None) -> None:
+        """Until the kernel holds the state of `generation` (default: the current one)."""
+        target = self.generation if generation is None else generation
+        async with self._done:
+            await self._done.wait_for(lambda: self.applied >= target)
+
+    async def run(self) -> None:
+        backoff = self.config.retry_initial_s
+        while True:
+            generation = self.generation
+            self._wake.clear()
+            ok = await self._attempt(generation)
+            if ok:
+                backoff = self.config.retry_initial_s
+                delay = self.config.resync_interval_s
+            else:
+                delay, backoff = backoff, min(backoff * 2, self.config.retry_max_s)
+            if ok and self.generation != generation:
+                continue  # kicked while we were busy
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _attempt(self, generation: int) -> bool:
+        try:
+            desired = self.desired()
+            result = await asyncio.to_thread(self.netfilter.sync, desired)
+        except WeaveError as exc:  # a tool failed, or its output was not what we can read
+            return self._failed(exc if isinstance(exc, ApplyError) else ApplyError("reading netfilter", exc.message))
+        except Exception as exc:  # a bug: keep the task alive, keep retrying, say so
+            log.exception("enforcing network policies crashed")
+            return self._failed(ApplyError("compiling", f"{type(exc).__name__}: {exc}"))
+        if result.changed:
+            log.info("netfilter updated in %.3f s (read+plan %.3f s)", result.apply_s, result.read_s)
+        self.synced, self.last_sync_unix, self.last_state = True, time.time(), desired
+        async with self._done:
+            self.applied = max(self.applied, generation)
+            self._done.notify_all()
+        return True
+
+
+    def _failed(self, exc: ApplyError) -> bool:
+        self.errors += 1
+        self.synced = False
+        log.error("enforcing network policies failed (will retry): %s", exc.message)
+        self.on_error(exc)
+        return False
+
+
+def state_counts(state: NPCState | None) -> Mapping[str, int]:
+    """Rule, chain, set and member counts of a desired state, for status."""
+    if state is None:
+        return {"rules": 0, "chains": 0, "ipsets": 0, "ipset_members": 0}
+    return {"rules": sum(len(r) for r in state.chains.values()) + sum(len(r) for r in state.hooks.values()),
+            "chains": len(state.chains), "ipsets": len(state.ipsets),
+            "ipset_members": sum(len(s.members) for s in state.ipsets.values())}
