@@ -44,6 +44,8 @@ class Host:
     name: str
     launched: bool = False
     containers: list[str] = field(default_factory=list)
+    addresses: dict[str, list[str]] = field(default_factory=dict)
+    """Container namespace -> its weave addresses (ip/len)."""
 
     @property
     def nickname(self) -> str:
@@ -169,13 +171,31 @@ class Testbed:
         h.launched = True
         self._save()
 
-    def add_container(self, h: Host, k: int) -> str:
+    def add_container(self, h: Host, k: int, addrs: tuple[str, ...] | None = None) -> str:
+        """Container k of host h: a namespace, attached with `weave attach` when h runs
+        weave (`addrs`: ADDR arguments; None: IPAM's default, or 10.32.<h>.<k>/12 when
+        no IPAM answers). Its addresses are recorded in the testbed state."""
         ns = f"{h.ns}c{k}"
         run(["ip", "netns", "add", ns])
         run(["ip", "-n", ns, "link", "set", "lo", "up"])
         h.containers.append(ns)
         self._save()
+        if h.launched:
+            self.attach(h, ns, addrs)
         return ns
+
+    def attach(self, h: Host, ns: str, addrs: tuple[str, ...] | None = None) -> list[str]:
+        args = list(addrs) if addrs is not None else []
+        proc = self.weave(h, "attach", *args, ns, check=False, timeout=60)
+        if proc.returncode != 0 and addrs is None and "IPAM is not running" in proc.stderr:
+            k = int(ns.rsplit("c", 1)[1])
+            proc = self.weave(h, "attach", f"10.32.{h.index}.{k}/12", ns, check=False)
+        if proc.returncode != 0:
+            raise TestbedError(f"weave attach {ns} on {h.nickname} failed: {proc.stderr.strip()}")
+        line = self.weave(h, "ps", ns).stdout.split()
+        h.addresses[ns] = line[2:]
+        self._save()
+        return h.addresses[ns]
 
     # -- use ---------------------------------------------------------------------
     def exec(self, target: str, argv: list[str], *, check: bool = False, timeout: float = 60,
@@ -196,7 +216,8 @@ class Testbed:
         return {"prefix": self.prefix, "root": str(self.root), "namespaces": self.namespaces(),
                 "hosts": [{"host": h.nickname, "namespace": h.ns, "underlay": h.addr, "peer_name": h.name,
                            "state_dir": h.state_dir, "launched": h.launched,
-                           "containers": [{"name": c.split("-", 1)[1], "namespace": c} for c in h.containers]}
+                           "containers": [{"name": c.split("-", 1)[1], "namespace": c,
+                                           "addresses": h.addresses.get(c, [])} for c in h.containers]}
                           for h in self.hosts]}
 
     # -- faults ------------------------------------------------------------------

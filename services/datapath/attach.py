@@ -13,6 +13,10 @@ Contracts:
   name is 15 characters, unique among live namespaces, and the same whether the
   container was named by namespace name, path or pid. (Weave uses the pid, cut to 7
   characters, which is neither unique nor stable across names.)
+- Unlike Weave, the container's ethwe keeps the kernel's offloads (tx checksum, TSO):
+  the datapath captures with virtio-net headers and moves GSO superframes whole
+  between weave-py peers (sleeve/offload.py). Its gso_max_size is GSO_MAX_SIZE, so a
+  superframe fits one sleeve datagram.
 - `attach` is all or nothing per call: on any error it deletes the veth it created, or
   removes the addresses it added to an existing one, then re-raises.
 - An IP held by another attached container, or exposed on the bridge, is a Conflict.
@@ -37,8 +41,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 from services.datapath.bridge import BRIDGE, CONTAINER_VETH_PREFIX, Host, bridge_link
 from services.datapath.netns import (NETNS_RUN_DIR, BadRequest, Conflict, DatapathError, Namespace,
                                      NotFound, open_namespace, using_namespace)
+from services.datapath.sleeve.offload import GSO_MAX_SIZE
 from services.datapath.veth import (announce, check_ifname, check_mac, configure_arp_cache, create_veth,
-                                    delete_link, find_link, set_tx_checksum_off)
+                                    delete_link, find_link)
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +221,8 @@ def _create_veth(hipr: IPRoute, cns: Namespace, cipr: IPRoute, ifname: str, br: 
     create_veth(hipr, host_name, ifname, mtu=mtu, master=br["index"], peer_ns=cns, peer_mac=mac)
     try:
         configure_arp_cache(cns, ifname)
-        reason = set_tx_checksum_off(cns, ifname)
-        if reason:
-            log.warning("container %s: %s", cns.ident, reason)
+        link = find_link(cipr, ifname)
+        cipr.link("set", index=link["index"], gso_max_size=GSO_MAX_SIZE)
         return find_link(cipr, ifname)
     except BaseException:
         delete_link(hipr, host_name)

@@ -1,16 +1,150 @@
-"""The `datapath` service process (asyncio shell). See ARCHITECTURE.md for what it owns.
+"""The `datapath` service process (asyncio shell): the host's `weave` bridge, its
+containers, and the sleeve overlay to the other hosts.
 
-Until its own issue lands it runs as an idle service: it joins the host's bus, answers
-`weave.datapath.health` and serves /metrics, so the stack, the supervisor and the testbed
-are whole from the first commit.
+At start, in order: the bridge (Weave's pcap layout, MAC = peer name; bridge.py); the
+recorded attachments re-applied (only what is missing is made: a restart keeps
+container interfaces and addresses; records.py); the bus API; the sleeve (UDP on the
+launch host address, capture/inject on vethwe-pcap, a forwarder per mesh connection;
+overlay_shell.py).
+
+Bus API (schemas in shared/schemas/datapath.py): weave.datapath.attach, detach, ps,
+expose, hide, containers; Weave's HTTP routes POST /expose/{ip}/{len} and
+/hide/{ip}/{len} (forwarded by the gossip service from 127.0.0.1:6784).
+
+Stop (`weave stop`, or the supervisor restarting us): the sleeve closes its sockets.
+Containers keep their interfaces and addresses, as with Weave's `weave stop`; a
+`weave launch` brings them back into the overlay. Only when nothing is attached or
+exposed is the bridge removed too, so a host that never had containers is left as it
+was before launch. (Weave removes the bridge and veths with `weave reset`; here that
+is `destroy_bridge`, not yet a CLI command.)
 """
 from __future__ import annotations
 
-from shared.service import IdleApp, run_service
+import asyncio
+import json
+import logging
+
+from services.datapath.bridge import PCAP_PORT, ensure_bridge
+from services.datapath.containers import Containers
+from services.datapath.ipam_client import Ipam
+from services.datapath.metrics import DatapathCollector
+from services.datapath.overlay_shell import OverlayShell
+from services.datapath.records import Records
+from services.datapath.topology import peer_int
+from shared import subjects
+from shared.errors import WeaveError
+from shared.http import Request, Response, Router
+from shared.http_bus import serve_http
+from shared.schemas.datapath import (AttachRequest, ContainerEvent, ContainersReply, ContainersRequest, DetachRequest,
+                                     ExposeRequest, HideRequest, PsRequest)
+from shared.service import ServiceContext, run_service
+
+log = logging.getLogger("weave.datapath")
+RECONCILE_S = 5.0
+"""How often containers whose namespace vanished are looked for (and reported detached)."""
+
+
+class DatapathApp:
+    def __init__(self) -> None:
+        self.sleeve: OverlayShell | None = None
+        self.records: Records | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def start(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        launch = ctx.config.launch
+        self.bridge = await asyncio.to_thread(ensure_bridge, None, peer_name=launch.name)
+        self.records = Records(launch.state_dir)
+        self.records.load()
+        self.containers = Containers(self.records, Ipam(ctx.bus), self._publish)
+        await self.containers.restore()
+        bus = ctx.bus
+        await bus.serve(subjects.request("datapath", "attach"), AttachRequest, self.containers.attach)
+        await bus.serve(subjects.request("datapath", "detach"), DetachRequest, self.containers.detach)
+        await bus.serve(subjects.request("datapath", "ps"), PsRequest, self.containers.ps)
+        await bus.serve(subjects.request("datapath", "expose"), ExposeRequest, self.containers.expose)
+        await bus.serve(subjects.request("datapath", "hide"), HideRequest, self.containers.hide)
+        await bus.serve(subjects.request("datapath", "containers"), ContainersRequest, self._on_containers)
+        await serve_http(bus, "datapath", self._http_routes())
+        self.sleeve = OverlayShell(bus, peer_int(launch.name), launch.host, launch.port, PCAP_PORT)
+        await self.sleeve.start()
+        ctx.registry.register(DatapathCollector(self))
+        self._spawn(self._reconcile_loop())
+        log.info("bridge %s (mtu %d) up; %d containers attached", self.bridge.name, self.bridge.mtu,
+                 len(self.records.containers))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.sleeve is not None:
+            await self.sleeve.stop()
+        if await self.containers.teardown_if_unused():
+            log.info("nothing attached: bridge removed")
+
+    def health(self) -> tuple[bool, str]:
+        if self.sleeve is None:
+            return False, "starting"
+        n = sum(1 for fwd, _ in self.sleeve.conns.values() if fwd.state.value == "established")
+        return True, f"{len(self.records.containers)} containers, {n} sleeve connections established"
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, event: ContainerEvent) -> None:
+        try:
+            await self.ctx.bus.publish(subjects.event("containers"), event)
+        except Exception as exc:  # the bus may be restarting: dns/npc resync from `containers`
+            log.warning("cannot publish %s of %s: %s", event.kind, event.container_id, exc)
+
+    async def _on_containers(self, _: ContainersRequest) -> ContainersReply:
+        return ContainersReply(containers=tuple(self.containers.events()))
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_S)
+            try:
+                await self.containers.reconcile()
+            except WeaveError as exc:
+                log.warning("reconcile: %s", exc)
+
+    # -- Weave's HTTP routes -----------------------------------------------------------------
+    def _http_routes(self) -> Router:
+        http = Router()
+
+        async def expose(req: Request) -> Response:
+            return await self._http_call(self.containers.expose(
+                ExposeRequest(addrs=(f"{req.params['ip']}/{req.params['len']}",))))
+
+        async def hide(req: Request) -> Response:
+            return await self._http_call(self.containers.hide(
+                HideRequest(addrs=(f"{req.params['ip']}/{req.params['len']}",))))
+
+        async def status(_: Request) -> Response:
+            return Response(200, "")
+
+        async def report(_: Request) -> Response:
+            return Response(200, json.dumps({}), "application/json")
+
+        http.add("POST", "/expose/{ip}/{len}", expose)
+        http.add("POST", "/hide/{ip}/{len}", hide)
+        http.add("GET", "/status", status)
+        http.add("GET", "/report", report)
+        return http
+
+    async def _http_call(self, coro) -> Response:
+        codes = {"bad_request": 400, "not_found": 404, "conflict": 409, "unavailable": 503}
+        try:
+            await coro
+        except WeaveError as exc:
+            return Response(codes.get(exc.code, 500), exc.message + "\n")
+        return Response(204, "")
+
 
 
 def main() -> None:
-    run_service("datapath", IdleApp)
+    run_service("datapath", DatapathApp)
 
 
 if __name__ == "__main__":

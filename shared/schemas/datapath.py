@@ -33,3 +33,74 @@ class ContainersReply(Message):
     """Every attached container, as `attached` events."""
 
     containers: tuple[ContainerEvent, ...] = Field(description="One event per attached container.")
+
+
+# -- weave attach / detach / ps / expose / hide (weave.datapath.<verb>) -------------------
+# CONTAINER is how `weave attach` names a container here: an `ip netns` name, a path to a
+# namespace file (/var/run/netns/x, /proc/<pid>/ns/net) or a pid. ADDR is Weave's syntax:
+# `ip/len` (that address; claimed from IPAM when it runs), `net:<cidr>` (allocate one in
+# that subnet) or `net:default` (allocate one in IPAM's default subnet); no ADDR means
+# net:default. Errors: bad_request (malformed), not_found (no such namespace, not
+# attached, weave not launched), conflict (address in use, interface not ours, another
+# --name), unavailable (IPAM needed and not answering).
+
+class Attachment(Message):
+    """One line of `weave ps`: a container's weave interface, or the bridge (weave:expose)."""
+
+    container_id: str = Field(description="The container as attached (namespace name, pid or path), or weave:expose.")
+    mac: str = Field(description="MAC of its ethwe (the bridge's for weave:expose).")
+    cidrs: tuple[str, ...] = Field(description="Its addresses, ip/len, in the kernel's order.")
+    fqdn: str = Field("", description="Name registered in weaveDNS, '' if none.")
+    ifname: str = Field("", description="Interface inside the container (ethwe), or the bridge.")
+    host_ifname: str = Field("", description="vethwepl<id> on the bridge, or the bridge.")
+    added: tuple[str, ...] = Field((), description="In a reply to attach/expose: the addresses this request gave.")
+
+
+class AttachRequest(Message):
+    """weave.datapath.attach: connect a container to the weave network (or add addresses);
+    replied with its Attachment."""
+
+    container: str = Field(description="CONTAINER (see above).")
+    addrs: tuple[str, ...] = Field((), description="ADDRs (see above); empty = net:default.")
+    fqdn: str = Field("", description="--name: register this name in weaveDNS.")
+    labels: dict[str, str] = Field(default_factory=dict, description="--label k=v pairs (npc podSelector).")
+    namespace: str = Field("default", description="--namespace: its policy namespace.")
+    multicast_route: bool = Field(True, description="Add the 224.0.0.0/4 route via ethwe (--no-multicast-route: False).")
+
+
+class DetachRequest(Message):
+    """weave.datapath.detach: remove addresses, or the whole weave interface."""
+
+    container: str = Field(description="CONTAINER (see above).")
+    addrs: tuple[str, ...] = Field((), description="ip/len or net:<cidr> to remove; empty = everything.")
+
+
+class DetachReply(Message):
+    container_id: str = Field(description="The container as it was attached.")
+    removed: tuple[str, ...] = Field(description="Addresses removed, ip/len.")
+    remaining: tuple[str, ...] = Field(description="Addresses left; empty when the interface is gone.")
+
+
+class PsRequest(Message):
+    """weave.datapath.ps: the attached containers (weave ps)."""
+
+    containers: tuple[str, ...] = Field((), description="Only these CONTAINERs (or weave:expose); empty = all.")
+
+
+class PsReply(Message):
+    attachments: tuple[Attachment, ...] = Field(description="weave:expose first when the bridge has addresses.")
+
+
+class ExposeRequest(Message):
+    """weave.datapath.expose: give the host addresses on the weave bridge (weave expose),
+    replied with the bridge's Attachment (container_id weave:expose)."""
+
+    addrs: tuple[str, ...] = Field((), description="ADDRs (see above); empty = net:default.")
+    fqdn: str = Field("", description="-h: register this name for the host's address in weaveDNS.")
+
+
+class HideRequest(Message):
+    """weave.datapath.hide: remove addresses from the bridge (weave hide); replied with a
+    DetachReply for weave:expose."""
+
+    addrs: tuple[str, ...] = Field((), description="ip/len or net:<cidr> to remove; empty = every exposed address.")

@@ -185,7 +185,9 @@ def test_two_containers_ping_across_the_bridge(scratch, host):
     assert "10.32.0.0/12 dev ethwe proto kernel scope link src 10.32.0.1 " in routes(c1)
     assert any(r.startswith("224.0.0.0/4 dev ethwe") for r in routes(c1))
     assert sysctl(c1, "net.ipv4.neigh.ethwe.ucast_solicit") == "1"
-    assert "tx-checksumming: off" in sh("ip", "netns", "exec", c1, "ethtool", "-k", "ethwe").stdout
+    features = sh("ip", "netns", "exec", c1, "ethtool", "-k", "ethwe").stdout
+    assert "tx-checksumming: on" in features and "tcp-segmentation-offload: on" in features  # offloads kept
+    assert sh("ip", "-n", c1, "-d", "-j", "link", "show", "ethwe").stdout.count('"gso_max_size":60000') == 1
 
     assert list_attached(host) == [a1, a2]
 

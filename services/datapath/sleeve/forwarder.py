@@ -25,6 +25,12 @@ CONFIRMED and ESTABLISHED are the "live" states.
 | live       | control PMTUVerified(candidate)| highest good = candidate; next step of the binary search | same |
 | live       | MTU test timeout               | resend (timeout 10 ms doubling, 8 tries), then lowest bad = candidate; next step | same |
 | any        | stop                           | nothing more is sent                            | STOPPED     |
+| live       | control OFFLOAD(flags)         | peer_offload = flags & TAKES; unless REPLY: answer with ours; if RESUMED (the peer's datapath restarted under a live connection): forget our ack, so its next heartbeat is acknowledged again, and heartbeat now | same |
+
+Offload (weave-py only, see offload.py): a forwarder made with `offload=True` sends
+control OFFLOAD(TAKES) on confirm. Weave Net 2.8 ignores the unknown sub-tag (one log
+line) and never answers, so `peer_offload` stays False and only plain frames are
+sent to it. Compat (raw tag) connections are never offered it.
 Any other (state, event) pair is ignored: control messages before confirm, anything
 after FAILED/STOPPED. When the search ends (highest good + 1 >= lowest bad) the MTU is
 the highest good candidate: emit MTUVerified. Data frames need a known UDP address.
@@ -58,6 +64,15 @@ CONNECTION_ESTABLISHED = 1
 FRAGMENTATION_RECEIVED = 2
 PMTU_VERIFIED = 3
 """Control message tags, carried over the mesh TCP connection."""
+OFFLOAD = 0x80
+"""weave-py's own sub-tag: one flags byte, OFFLOAD_TAKES | OFFLOAD_REPLY."""
+OFFLOAD_TAKES = 0x01
+"""The sender injects marked (offloaded) frames."""
+OFFLOAD_REPLY = 0x02
+"""An answer: do not answer it."""
+OFFLOAD_RESUMED = 0x04
+"""The sender's forwarder is new on a connection that was established before (its
+datapath restarted): it needs ConnectionEstablished again."""
 
 
 class State(Enum):
@@ -81,6 +96,7 @@ class Event(Enum):
     FRAG_TEST_DUE = "frag test due"
     MTU_TEST_TIMEOUT = "mtu test timeout"
     MSG_TOO_BIG = "msg too big"
+    OFFLOAD = "control Offload"
     STOP = "stop"
 
 
@@ -141,6 +157,7 @@ _LIVE_HANDLERS = {
     Event.MTU_TEST_TIMEOUT: "_on_mtu_test_timeout",
     Event.MSG_TOO_BIG: "_on_msg_too_big",
     Event.CONNECTION_ESTABLISHED: "_on_heartbeat_ack",
+    Event.OFFLOAD: "_on_offload",
     Event.STOP: "_on_stop",
 }
 TABLE: dict[tuple[State, Event], str] = {
@@ -155,6 +172,7 @@ _CONTROL_EVENTS = {
     CONNECTION_ESTABLISHED: Event.CONNECTION_ESTABLISHED,
     FRAGMENTATION_RECEIVED: Event.FRAGMENTATION_RECEIVED,
     PMTU_VERIFIED: Event.PMTU_VERIFIED,
+    OFFLOAD: Event.OFFLOAD,
 }
 _TIMERS = (
     ("heartbeat_timeout_at", Event.HEARTBEAT_TIMEOUT),
@@ -174,9 +192,17 @@ class Forwarder:
 
     def __init__(
         self, local: int, remote: int, conn_uid: int, outbound: bool,
-        remote_addr: Hashable | None = None, session_key: bytes | None = None,
+        remote_addr: Hashable | None = None, session_key: bytes | None = None, offload: bool = False,
+        resumed: bool = False,
     ) -> None:
         self.local, self.remote, self.conn_uid = local, remote, conn_uid
+        self.offload = offload
+        """We take marked frames (and so offer it to the peer)."""
+        self.resumed = resumed
+        """Made for a connection that existed before this datapath started."""
+        self.peer_offload = False
+        """The peer said it takes marked frames."""
+        self.encrypted = session_key is not None
         self.remote_addr = remote_addr
         self.state = State.NEW
         self.mtu = fr.DEFAULT_MTU
@@ -323,9 +349,29 @@ class Forwarder:
     def _on_confirm(self, now: float, out: list) -> None:
         self.state = State.CONFIRMED
         self.heartbeat_interval = FAST_HEARTBEAT
+        if self.offload:
+            flags = OFFLOAD_TAKES | (OFFLOAD_RESUMED if self.resumed else 0)
+            out.append(SendControl(self.remote, OFFLOAD, bytes([flags])))
         if self.remote_addr is not None:
             self._send_heartbeat(now, out)
         self.heartbeat_timeout_at = now + HEARTBEAT_TIMEOUT
+
+    def takes_offload(self, dst_peer: int) -> bool:
+        """Whether a marked frame for `dst_peer` may go through this forwarder: the
+        peer takes them, it is the destination (no relay), and it receives our kernel's
+        fragments (the marked frame rides the non-DF channel)."""
+        return self.peer_offload and self.stack_frag and dst_peer == self.remote
+
+    def _on_offload(self, now: float, out: list, body: bytes) -> None:
+        flags = body[0] if body else 0
+        self.peer_offload = bool(flags & OFFLOAD_TAKES)
+        if flags & OFFLOAD_REPLY or not self.offload:
+            return
+        out.append(SendControl(self.remote, OFFLOAD, bytes([OFFLOAD_TAKES | OFFLOAD_REPLY])))
+        if flags & OFFLOAD_RESUMED:
+            self.acked_heartbeat = False
+            if self.remote_addr is not None:
+                self._send_heartbeat(now, out)
 
     def _send_heartbeat(self, now: float, out: list) -> None:
         self.heartbeat_at = now + self.heartbeat_interval

@@ -11,7 +11,13 @@ datagram or frame is counted in `drops` by reason):
    peer not in the topology -> "unknown_peer"; special frames go to the forwarder if
    the peer sent them to us ("stray_special" otherwise); other frames go to the router.
 
-Outputs are actions, in order: `Inject(frame)` for the local bridge plus the
+Offloaded frames (offload.py): `capture` takes the virtio-net header the kernel gave
+with the frame; per hop it goes out marked (a peer that takes it) or resolved into
+plain frames. A marked frame received from such a peer is unmarked and injected with
+its header (`Inject.vnet`); a frame that cannot be resolved is dropped
+("offload_unsupported").
+
+Outputs are actions, in order: `Inject(frame, vnet)` for the local bridge plus the
 forwarder actions (SendPacket, SendControl, Established, Failed, MTUVerified).
 Frames for other peers are batched per forwarder (copied in, so input buffers may
 be reused at once): call `flush()` after each burst of `receive`/`capture` calls to
@@ -24,16 +30,30 @@ from collections import Counter
 from typing import Container, Hashable, NamedTuple
 
 from services.datapath.sleeve import frame as fr
+from services.datapath.sleeve import offload
 from services.datapath.sleeve.forwarder import Forwarder, SendPacket
 from services.datapath.sleeve.mac_cache import MacCache
+from services.datapath.sleeve.ethernet_decoder import icmp_frag_needed, is_df as eth_df
 from services.datapath.sleeve.router import Decision, Router, Routes, fit_frame
 from shared.errors import RemoteProtocolError
 
 
 class Inject(NamedTuple):
-    """Write `frame` to the local bridge."""
+    """Write `frame` to the local bridge, with virtio-net header `vnet` (None: none)."""
 
     frame: bytes | memoryview
+    vnet: bytes | None = None
+
+
+class Stats:
+    """Frames and bytes through the overlay (read by the shell's metrics at scrape time)."""
+
+    __slots__ = ("captured", "captured_bytes", "injected", "injected_bytes", "forwarded", "forwarded_bytes",
+                 "relayed", "received_packets", "received_bytes")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
 
 
 class SleeveOverlay:
@@ -49,13 +69,15 @@ class SleeveOverlay:
         self.forwarders: dict[int, Forwarder] = {}
         """Confirmed forwarders by remote peer: only these receive and send."""
         self.drops: Counter[str] = Counter()
+        self.stats = Stats()
 
     def make_forwarder(
         self, remote: int, conn_uid: int, outbound: bool,
         remote_addr: Hashable | None = None, session_key: bytes | None = None,
+        offload: bool = False, resumed: bool = False,
     ) -> Forwarder:
         """A forwarder for a new mesh connection; it takes part only once confirmed."""
-        return Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key)
+        return Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key, offload, resumed)
 
     def confirm(self, fwd: Forwarder, now: float) -> list:
         """The mesh confirmed the connection: `fwd` becomes the forwarder to its peer."""
@@ -71,6 +93,9 @@ class SleeveOverlay:
     def receive(self, packet: bytes, sender: Hashable, now: float) -> list:
         """Handle one UDP payload from address `sender`."""
         out: list = []
+        stats = self.stats
+        stats.received_packets += 1
+        stats.received_bytes += len(packet)
         frames, fwd = self._open(packet)
         for src, dst, frame in frames:
             if len(frame) < fr.ETHERNET_OVERHEAD:
@@ -79,14 +104,27 @@ class SleeveOverlay:
                 self.drops["unknown_peer"] += 1
             elif fr.is_special(frame):
                 self._special(fwd, src, dst, frame, sender, now, out)
+            elif dst == self.ourself and fwd.offload and src == fwd.remote and offload.is_marked(frame):
+                vnet, plain = offload.unmark(frame)
+                self._relay(self.router.forwarded(src, dst, plain, now), plain, now, out, vnet)
             else:
-                self._deliver(self.router.forwarded(src, dst, frame, now), frame, now, out)
+                self._relay(self.router.forwarded(src, dst, frame, now), frame, now, out)
         return out
 
-    def capture(self, frame: bytes | memoryview, now: float) -> list:
-        """Handle one frame captured on the local bridge."""
+    def _relay(self, decision: Decision, frame, now: float, out: list, vnet=None) -> None:
+        self.stats.relayed += len(decision.hops)
+        self._deliver(decision, frame, now, out, vnet)
+
+    def capture(self, frame: bytes | memoryview, now: float, vnet: bytes | memoryview | None = None) -> list:
+        """Handle one frame captured on the local bridge, with the kernel's virtio-net
+        header if the capture has one."""
         out: list = []
-        self._deliver(self.router.captured(frame, now), frame, now, out)
+        stats = self.stats
+        stats.captured += 1
+        stats.captured_bytes += len(frame)
+        if vnet is not None and offload.is_plain(vnet):
+            vnet = None
+        self._deliver(self.router.captured(frame, now), frame, now, out, vnet)
         return out
 
     def flush(self) -> list[SendPacket]:
@@ -138,13 +176,15 @@ class SleeveOverlay:
         else:
             self.drops["stray_special"] += 1
 
-    def _deliver(self, decision: Decision, frame, now: float, out: list) -> None:
+    def _deliver(self, decision: Decision, frame, now: float, out: list, vnet=None) -> None:
         if decision.inject:
-            out.append(Inject(frame))
+            out.append(Inject(frame, vnet))
+            self.stats.injected += 1
+            self.stats.injected_bytes += len(frame)
         for hop in decision.hops:
-            self._send(hop, frame, decision.broadcast, now, out)
+            self._send(hop, frame, decision.broadcast, now, out, vnet)
 
-    def _send(self, hop, frame, broadcast: bool, now: float, out: list) -> None:
+    def _send(self, hop, frame, broadcast: bool, now: float, out: list, vnet=None) -> None:
         fwd = self.forwarders.get(hop.next_hop)
         if fwd is None:
             self.drops["no_connection"] += 1
@@ -152,6 +192,42 @@ class SleeveOverlay:
         if fwd.remote_addr is None:
             self.drops["awaiting_contact"] += 1
             return
+        if vnet is not None:
+            self._send_offloaded(fwd, hop, frame, vnet, broadcast, now, out)
+            return
+        self._send_plain(fwd, hop, frame, broadcast, now, out)
+
+    def _send_offloaded(self, fwd: Forwarder, hop, frame, vnet, broadcast: bool, now: float, out: list) -> None:
+        """One marked frame to a peer that takes it, else the resolved plain frames."""
+        try:
+            if fwd.takes_offload(hop.dst_peer):
+                if eth_df(frame) and offload.segment_ip_len(frame, vnet) > fwd.mtu:
+                    self._too_big(hop, frame, fwd.mtu, broadcast, now, out)
+                    return
+                self._forward(fwd, hop, offload.mark(frame, vnet), False, out)
+                return
+            plain = offload.resolve(frame, vnet)
+        except offload.OffloadError:
+            self.drops["offload_unsupported"] += 1
+            return
+        for piece in plain:
+            self._send_plain(fwd, hop, piece, broadcast, now, out)
+
+    def _too_big(self, hop, frame, mtu: int, broadcast: bool, now: float, out: list) -> None:
+        if broadcast:
+            self.drops["df_too_big_broadcast"] += 1
+            return
+        icmp = icmp_frag_needed(frame, mtu)
+        self._deliver(self.router.forwarded(hop.dst_peer, hop.src_peer, icmp, now), icmp, now, out)
+
+    def _forward(self, fwd: Forwarder, hop, frame, df: bool, out: list) -> None:
+        self.stats.forwarded += 1
+        self.stats.forwarded_bytes += len(frame)
+        done = fwd.forward(hop.src_peer, hop.dst_peer, frame, df)
+        if done is not None:
+            out.append(done)
+
+    def _send_plain(self, fwd: Forwarder, hop, frame, broadcast: bool, now: float, out: list) -> None:
         fit = fit_frame(frame, fwd.mtu, fwd.stack_frag, broadcast)
         if fit.icmp is not None:
             # The frag-needed frame goes back as if dst had sent it to src; it has no
@@ -162,6 +238,4 @@ class SleeveOverlay:
             self.drops[fit.drop] += 1
             return
         for piece in fit.frames:
-            done = fwd.forward(hop.src_peer, hop.dst_peer, piece, fit.df)
-            if done is not None:
-                out.append(done)
+            self._forward(fwd, hop, piece, fit.df, out)

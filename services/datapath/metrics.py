@@ -1,0 +1,55 @@
+"""Prometheus metrics of the datapath, read from the cores at scrape time (the data path
+only bumps plain integers). Weave Net has no sleeve metrics; ours are `weave_sleeve_*`:
+- weave_sleeve_frames_total{direction}: captured (from the bridge), injected (into
+  it), forwarded (handed to a forwarder, per next hop), relayed (received for another
+  peer, or re-flooded);
+- weave_sleeve_bytes_total{direction}: captured, injected, forwarded, received (UDP payloads);
+- weave_sleeve_received_packets_total: UDP datagrams read;
+- weave_sleeve_dropped_total{reason}: datagrams and frames dropped, by reason
+  (unknown_sender, decrypt_failed, replay, truncated_frame, unknown_peer, looped, ...);
+- weave_sleeve_forwarders{state}: forwarders by state;
+- weave_attached_containers: containers on the bridge.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from services.datapath.sleeve.forwarder import State
+
+if TYPE_CHECKING:
+    from services.datapath.service import DatapathApp
+
+
+class DatapathCollector:
+    def __init__(self, app: "DatapathApp") -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        shell = self.app.sleeve
+        frames = CounterMetricFamily("weave_sleeve_frames", "Frames through the sleeve overlay.", labels=["direction"])
+        octets = CounterMetricFamily("weave_sleeve_bytes", "Bytes through the sleeve overlay.", labels=["direction"])
+        packets = CounterMetricFamily("weave_sleeve_received_packets", "UDP datagrams received by the sleeve.")
+        drops = CounterMetricFamily("weave_sleeve_dropped", "Frames and datagrams dropped, by reason.",
+                                    labels=["reason"])
+        fwds = GaugeMetricFamily("weave_sleeve_forwarders", "Sleeve forwarders by state.", labels=["state"])
+        if shell is not None:
+            s = shell.overlay.stats
+            for direction in ("captured", "injected", "forwarded", "relayed"):
+                frames.add_metric([direction], getattr(s, direction))
+            for direction in ("captured", "injected", "forwarded"):
+                octets.add_metric([direction], getattr(s, f"{direction}_bytes"))
+            octets.add_metric(["received"], s.received_bytes)
+            packets.add_metric([], s.received_packets)
+            for reason, n in sorted(shell.drop_counts().items()):
+                drops.add_metric([reason], n)
+            states = {st.value: 0 for st in State}
+            for fwd, _ in shell.conns.values():
+                states[fwd.state.value] += 1
+            for state, n in states.items():
+                fwds.add_metric([state], n)
+        yield from (frames, octets, packets, drops, fwds)
+        attached = GaugeMetricFamily("weave_attached_containers", "Containers attached to the weave bridge.")
+        attached.add_metric([], len(self.app.records.containers) if self.app.records else 0)
+        yield attached

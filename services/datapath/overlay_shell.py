@@ -1,0 +1,321 @@
+"""The sleeve overlay's asyncio shell: the SleeveOverlay core wired to the bridge
+(capture.PacketPort), the UDP sockets (udp.UdpTransport) and the bus.
+
+Inputs, each handled to completion on the event loop thread (no locks):
+- frames from the bridge and datagrams from UDP, read in batches of up to BATCH per
+  wake-up (loop.add_reader), then one flush of the batched datagrams;
+- weave.events.overlay_connection: a forwarder per mesh connection that offers
+  sleeve (confirmed at once: the gossip service announces a connection once mesh has
+  added it); weave.events.overlay_message: the peer's control messages;
+  weave.events.topology: the data-plane routes;
+- at start and every RESYNC_S, snapshots (weave.gossip.connections, .peers): a
+  restarted datapath catches up, and a lost event is repaired;
+- one timer task for the forwarders' deadlines and the MAC cache expiry.
+Outputs: datagrams, injected frames, and for the gossip service (through one bounded
+outbox, in order): control messages (OverlaySend), OverlayEstablished (with the MTU
+once verified), OverlayFailed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from services.datapath.capture import FRAME_BUFFER, PacketPort
+from services.datapath.sleeve import frame as fr
+from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, MTUVerified, SendControl,
+                                                SendPacket, State)
+from services.datapath.sleeve.mac_cache import EXPIRY_INTERVAL
+from services.datapath.sleeve.offload import VNET_LEN
+from services.datapath.sleeve.overlay import Inject, SleeveOverlay
+from services.datapath.topology import TopologyRoutes, peer_int
+from services.datapath.udp import MAX_DATAGRAM, UdpTransport
+from services.gossip.protocol import ProtocolTag
+from shared import subjects
+from shared.bus import Bus, BusError, BusMsg
+from shared.schemas.base import Message, Ok
+from shared.schemas.mesh import (OverlayConnection, OverlayConnectionEvent, OverlayConnectionsReply,
+                                 OverlayConnectionsRequest, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
+                                 OverlaySend, PeersRequest, TopologyEvent)
+
+if TYPE_CHECKING:
+    from services.datapath.bridge import BridgeState
+
+log = logging.getLogger("weave.datapath.sleeve")
+
+OVERLAY = "sleeve"
+BATCH = 64
+"""Frames or datagrams handled per wake-up before flushing (baseline.md: drain up to 64)."""
+OUTBOX_LIMIT = 10_000
+RESYNC_S = 30.0
+SNAPSHOT_RETRY_S = 1.0
+BUS_TIMEOUT_S = 5.0
+_COMPAT_TAGS = (ProtocolTag.RESERVED1, ProtocolTag.RESERVED2, ProtocolTag.RESERVED3)
+
+
+class OverlayShell:
+    def __init__(self, bus: Bus, ourself: int, host: str, port: int, pcap_ifname: str) -> None:
+        self.bus, self.ourself, self.host, self.port_no, self.pcap_ifname = bus, ourself, host, port, pcap_ifname
+        self.routes = TopologyRoutes()
+        self.overlay = SleeveOverlay(ourself, self.routes.peers, self.routes)
+        self.conns: dict[int, tuple[Forwarder, OverlayConnection]] = {}
+        """By connection UID: every forwarder we made, and the connection it runs on."""
+        self.inject_drops = 0
+        self._wake = asyncio.Event()
+        self._outbox: asyncio.Queue[tuple[str, Message]] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self._tasks: set[asyncio.Task] = set()
+        self._cbuf = bytearray(FRAME_BUFFER)
+        self._cview = memoryview(self._cbuf)
+        self._ubuf = bytearray(MAX_DATAGRAM)
+        self._uview = memoryview(self._ubuf)
+        self.port: PacketPort | None = None
+        self.udp: UdpTransport | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.port = PacketPort(self.pcap_ifname)
+        self.udp = UdpTransport(self.host, self.port_no)
+        self.loop.add_reader(self.port.fileno(), self._on_capture)
+        self.loop.add_reader(self.udp.fileno(), self._on_udp)
+        await self.bus.subscribe(subjects.event("topology"), self._on_topology)
+        await self.bus.subscribe(subjects.event("overlay_connection"), self._on_connection)
+        await self.bus.subscribe(subjects.event("overlay_message"), self._on_message)
+        self._mac_expiry_at = self.loop.time() + EXPIRY_INTERVAL
+        for coro in (self._timer_loop(), self._outbox_loop(), self._resync_loop()):
+            task = self.loop.create_task(coro)
+            self._tasks.add(task)
+        log.info("sleeve listening on %s:%d (udp), capturing on %s", self.host, self.port_no, self.pcap_ifname)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for obj in (self.port, self.udp):
+            if obj is not None:
+                self.loop.remove_reader(obj.fileno())
+                obj.close()
+
+    # -- data path -----------------------------------------------------------------------
+    def _on_capture(self) -> None:
+        now = self.loop.time()
+        recv, view, capture, run = self.port.recv_into, self._cview, self.overlay.capture, self._run
+        for _ in range(BATCH):
+            try:
+                n = recv(self._cbuf)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.warning("capture read failed: %s", exc)
+                break
+            if n > VNET_LEN:
+                out = capture(view[VNET_LEN:n], now, view[:VNET_LEN])
+                if out:
+                    run(out, now)
+        self._flush(now)
+
+    def _on_udp(self) -> None:
+        now = self.loop.time()
+        recv, view, receive, run = self.udp.recvfrom_into, self._uview, self.overlay.receive, self._run
+        for _ in range(BATCH):
+            try:
+                n, addr = recv(self._ubuf)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # e.g. an ICMP error reported on the socket
+                log.debug("udp read: %s", exc)
+                continue
+            out = receive(view[:n], addr, now)
+            if out:
+                run(out, now)
+        self._flush(now)
+
+    def _flush(self, now: float) -> None:
+        for packet in self.overlay.flush():
+            self._send(packet, now)
+
+    def _run(self, actions: list, now: float) -> None:
+        for a in actions:
+            kind = type(a)
+            if kind is SendPacket:
+                self._send(a, now)
+            elif kind is Inject:
+                try:
+                    self.port.send(a.vnet, a.frame)
+                except OSError:
+                    self.inject_drops += 1
+            else:
+                self._verdict(a)
+
+    def _send(self, packet: SendPacket, now: float) -> None:
+        pmtu = self.udp.send(packet.payload, packet.addr, packet.df)
+        if pmtu is None:
+            return
+        for fwd in list(self.overlay.forwarders.values()):
+            if fwd.remote_addr is not None and fwd.remote_addr[0] == packet.addr[0]:
+                self._run(fwd.msg_too_big(pmtu, now), now)
+        self._wake.set()
+
+    # -- forwarder verdicts and control messages ---------------------------------------
+    def _verdict(self, a) -> None:
+        fwd = self.overlay.forwarders.get(a.peer)
+        if fwd is None:
+            return
+        conn = self.conns[fwd.conn_uid][1]
+        if isinstance(a, SendControl):
+            index = None if conn.compat else conn.overlays.index(OVERLAY)
+            body = a.mesh_message(index)
+            self._post(subjects.request("gossip", "overlay_send"),
+                       OverlaySend(peer=conn.peer, conn_uid=conn.conn_uid, tag=body[0], payload=body[1:]))
+        elif isinstance(a, Established) or (isinstance(a, MTUVerified) and
+                                              (fwd.state is State.ESTABLISHED or fwd.resumed)):
+            mtu = fwd.mtu if fwd.mtu != fr.DEFAULT_MTU else 0
+            log.info("sleeve to %s(%s): established, mtu=%s encrypted=%s", conn.peer, conn.nickname, mtu or "?",
+                     fwd.encrypted)
+            self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
+                peer=conn.peer, conn_uid=conn.conn_uid, overlay=OVERLAY, mtu=mtu, encrypted=fwd.encrypted))
+        elif isinstance(a, Failed):
+            log.warning("sleeve to %s(%s) failed: %s", conn.peer, conn.nickname, a.reason)
+            self._post(subjects.request("gossip", "overlay_failed"),
+                       OverlayFailed(peer=conn.peer, conn_uid=conn.conn_uid, reason=a.reason))
+
+    def _post(self, subject: str, msg: Message) -> None:
+        try:
+            self._outbox.put_nowait((subject, msg))
+        except asyncio.QueueFull:
+            log.warning("dropping %s for the gossip service: outbox full", type(msg).__name__)
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            subject, msg = await self._outbox.get()
+            try:
+                await self.bus.request(subject, msg, Ok, timeout=BUS_TIMEOUT_S)
+            except BusError as exc:
+                log.warning("%s not delivered to the gossip service: %s", type(msg).__name__, exc)
+
+    async def _on_message(self, msg: BusMsg) -> None:
+        try:
+            ev = OverlayMessageEvent.model_validate_json(msg.data)
+        except ValueError as exc:
+            log.warning("malformed overlay message event: %s", exc)
+            return
+        entry = self.conns.get(ev.conn_uid)
+        fwd = entry[0] if entry else self.overlay.forwarders.get(peer_int(ev.peer))
+        if fwd is None:
+            return
+        conn = self.conns[fwd.conn_uid][1]
+        sub = _sub_message(conn, ev.tag, ev.payload)
+        if sub is not None:
+            now = self.loop.time()
+            self._run(fwd.control_message(sub[0], sub[1], now), now)
+            self._flush(now)
+            self._wake.set()
+
+    # -- connections and topology --------------------------------------------------------
+    async def _on_connection(self, msg: BusMsg) -> None:
+        try:
+            ev = OverlayConnectionEvent.model_validate_json(msg.data)
+        except ValueError as exc:
+            log.warning("malformed overlay connection event: %s", exc)
+            return
+        if ev.kind == "added":
+            self.add(ev.connection, resumed=False)
+        else:
+            self.remove(ev.connection.conn_uid)
+
+    def add(self, conn: OverlayConnection, resumed: bool) -> None:
+        if conn.conn_uid in self.conns or OVERLAY not in conn.overlays:
+            return
+        remote_addr = None
+        if conn.outbound:  # the peer's UDP port is its TCP port; inbound: learnt from heartbeats
+            ip, _, port = conn.remote_addr.rpartition(":")
+            remote_addr = (ip, int(port))
+        fwd = self.overlay.make_forwarder(peer_int(conn.peer), conn.conn_uid, conn.outbound, remote_addr,
+                                          conn.session_key, offload=not conn.compat, resumed=resumed)
+        self.conns[conn.conn_uid] = (fwd, conn)
+        log.info("sleeve to %s(%s): %s connection %s, %s", conn.peer, conn.nickname,
+                 "outbound" if conn.outbound else "inbound", conn.remote_addr,
+                 "encrypted" if conn.session_key else "plaintext")
+        now = self.loop.time()
+        self._run(self.overlay.confirm(fwd, now), now)
+        self._flush(now)
+        self._wake.set()
+
+    def remove(self, conn_uid: int) -> None:
+        entry = self.conns.pop(conn_uid, None)
+        if entry is None:
+            return
+        fwd, conn = entry
+        self.overlay.stop(fwd)
+        ip = fwd.remote_addr[0] if fwd.remote_addr else None
+        if ip and not any(f.remote_addr and f.remote_addr[0] == ip for f, _ in self.conns.values()):
+            self.udp.forget(ip)
+
+    async def _on_topology(self, msg: BusMsg) -> None:
+        try:
+            self.apply_topology(TopologyEvent.model_validate_json(msg.data))
+        except ValueError as exc:
+            log.warning("malformed topology event: %s", exc)
+
+    def apply_topology(self, event: TopologyEvent) -> None:
+        for name in self.routes.update(event):
+            self.overlay.router.macs.delete_peer(name)
+
+    async def _resync_loop(self) -> None:
+        """Snapshots at start (retried until the gossip service answers), then every RESYNC_S."""
+        first = True
+        while True:
+            try:
+                topo = await self.bus.request(subjects.request("gossip", "peers"), PeersRequest(), TopologyEvent,
+                                              timeout=BUS_TIMEOUT_S)
+                snap = await self.bus.request(subjects.request("gossip", "connections"), OverlayConnectionsRequest(),
+                                              OverlayConnectionsReply, timeout=BUS_TIMEOUT_S)
+            except BusError as exc:
+                log.debug("gossip snapshot not available yet: %s", exc)
+                await asyncio.sleep(SNAPSHOT_RETRY_S)
+                continue
+            self.apply_topology(topo)
+            live = {c.conn_uid for c in snap.connections}
+            for uid in [u for u in self.conns if u not in live] if not first else []:
+                self.remove(uid)
+            for conn in snap.connections:
+                self.add(conn, resumed=True)
+            first = False
+            await asyncio.sleep(RESYNC_S)
+
+    # -- timers --------------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = min(self.overlay.next_deadline() or float("inf"), self._mac_expiry_at)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            now = self.loop.time()
+            self._run(self.overlay.tick(now), now)
+            self._flush(now)
+            if now >= self._mac_expiry_at:
+                self.overlay.router.macs.expire(now)
+                self._mac_expiry_at = now + EXPIRY_INTERVAL
+
+    # -- status --------------------------------------------------------------------------
+    def drop_counts(self) -> dict[str, int]:
+        counts = dict(self.overlay.drop_counts())
+        for reason, n in self.udp.drops.items() if self.udp else ():
+            counts[reason] = counts.get(reason, 0) + n
+        if self.inject_drops:
+            counts["inject_failed"] = self.inject_drops
+        return counts
+
+
+def _sub_message(conn: OverlayConnection, tag: int, payload: bytes) -> tuple[int, bytes] | None:
+    """(sleeve sub-tag, body) of a control message, or None if it is for another overlay."""
+    if tag == ProtocolTag.OVERLAY_CONTROL:
+        if len(payload) < 2 or payload[0] >= len(conn.overlays) or conn.overlays[payload[0]] != OVERLAY:
+            return None
+        return payload[1], payload[2:]
+    if tag in _COMPAT_TAGS and conn.compat:
+        return tag, payload
+    return None

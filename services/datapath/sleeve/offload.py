@@ -1,0 +1,184 @@
+"""Offloaded frames: what the kernel's virtio-net header says about a captured frame,
+and how such a frame travels (sans-I/O).
+
+Why: containers keep the kernel's offloads on (TSO/GSO, tx checksum), so one TCP
+"superframe" of up to GSO_MAX_SIZE bytes stands for dozens of MTU-sized segments and
+its checksum is left for "hardware" to fill in. The datapath captures with
+PACKET_VNET_HDR, so every frame comes with a 10-byte virtio_net_hdr
+(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset; host byte order).
+Moving one superframe instead of forty frames is what makes a userspace sleeve fast
+(reference/baseline.md: ~160 k frames/s is the Python ceiling).
+
+How a frame with a non-trivial header (NEEDS_CSUM or a GSO type) leaves us:
+- to a peer that said it takes offloaded frames (a weave-py peer: control message
+  OFFLOAD, forwarder.py) when it is the frame's destination peer (no relay) and its
+  kernel reassembles our fragments (stack_frag): as one *marked* frame on the non-DF
+  channel, the header carried inside the Ethernet frame:
+      [dst MAC][src MAC][0x88B5][virtio_net_hdr, 10 bytes][original EtherType][payload]
+  (0x88B5 is IEEE 802's "local experimental" EtherType, so a stray marked frame is
+  junk to anyone else, never a valid packet). The receiver strips the mark and
+  injects the frame with the header: its kernel segments or checksums as needed.
+- to anyone else (a Weave Net 2.8 peer, a relay, before the frag test): `resolve`
+  turns it into ordinary frames, checksums completed and GSO frames segmented
+  (TCP over IPv4/IPv6, UDP_L4), exactly what the wire would have carried had the
+  container's offloads been off. Other GSO types are dropped (counted).
+The inner-DF rule applies per segment: a DF superframe whose segments exceed the
+overlay MTU is answered with ICMP "fragmentation needed" like any big DF frame.
+"""
+from __future__ import annotations
+
+import struct
+
+VNET_LEN = 10
+ZERO_VNET = bytes(VNET_LEN)
+F_NEEDS_CSUM = 1
+GSO_NONE, GSO_TCPV4, GSO_UDP, GSO_TCPV6, GSO_UDP_L4 = 0, 1, 3, 4, 5
+GSO_ECN = 0x80
+MARK = b"\x88\xb5"
+MARK_OVERHEAD = len(MARK) + VNET_LEN
+GSO_MAX_SIZE = 60000
+"""gso_max_size set on container interfaces: a marked superframe (+ sleeve and NaCl
+overhead) must fit one UDP datagram (65507 bytes)."""
+
+_VNET = struct.Struct("=BBHHHH")
+_ETH = 14
+_ETHERTYPE_IPV4, _ETHERTYPE_IPV6 = 0x0800, 0x86DD
+_PROTO_TCP, _PROTO_UDP = 6, 17
+_TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
+
+
+class OffloadError(ValueError):
+    """A frame whose virtio-net header we cannot honour (bad offsets, unknown GSO type)."""
+
+
+def is_plain(vnet: bytes | memoryview) -> bool:
+    """True when the header asks for nothing (no checksum to finish, no GSO)."""
+    return vnet[0] == 0 and vnet[1] == 0
+
+
+def mark(frame: bytes | memoryview, vnet: bytes | memoryview) -> bytes:
+    """The marked form of `frame` (module docstring)."""
+    return b"".join((frame[:12], MARK, vnet, frame[12:]))
+
+
+def is_marked(frame: bytes | memoryview) -> bool:
+    return len(frame) >= _ETH + MARK_OVERHEAD and frame[12:14] == MARK
+
+
+def unmark(frame: bytes | memoryview) -> tuple[bytes, bytes]:
+    """(virtio_net_hdr, frame) of a marked frame (caller checked `is_marked`)."""
+    return bytes(frame[14:24]), b"".join((frame[:12], frame[24:]))
+
+
+def segment_ip_len(frame: bytes | memoryview, vnet: bytes | memoryview) -> int:
+    """IP-level length of the largest packet `frame` stands for: the frame itself, or
+    for GSO the headers plus one gso_size segment."""
+    flags, gso_type, hdr_len, gso_size, _, _ = _VNET.unpack_from(vnet)
+    whole = len(frame) - _ETH
+    if gso_type & ~GSO_ECN == GSO_NONE or not gso_size:
+        return whole
+    return min(whole, _headers_len(frame, vnet) - _ETH + gso_size)
+
+
+def resolve(frame: bytes | memoryview, vnet: bytes | memoryview) -> list[bytes]:
+    """Ordinary frames for `frame`: checksum finished, GSO segmented. OffloadError if
+    the header is malformed or asks for an offload we do not implement."""
+    flags, gso_type, _, gso_size, csum_start, csum_offset = _VNET.unpack_from(vnet)
+    gso = gso_type & ~GSO_ECN
+    if gso == GSO_NONE:
+        if not flags & F_NEEDS_CSUM:
+            return [bytes(frame)]
+        return [_finish_checksum(frame, csum_start, csum_offset)]
+    if gso not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4) or not gso_size:
+        raise OffloadError(f"unsupported GSO type {gso_type} (gso_size {gso_size})")
+    return _segment(frame, gso, gso_size)
+
+
+# -- checksums -------------------------------------------------------------------------
+def ones_sum(data: bytes | memoryview) -> int:
+    """One's complement sum of 16-bit big-endian words, folded (0 stands for 0xFFFF too:
+    both are one's complement zero). Uses 2^16 = 1 (mod 0xFFFF): the sum of the words
+    is the number's value modulo 0xFFFF, computed in C."""
+    if len(data) & 1:
+        data = bytes(data) + b"\x00"
+    return int.from_bytes(data, "big") % 0xFFFF
+
+
+def checksum(*parts: bytes | memoryview) -> int:
+    """Internet checksum of the concatenated parts (each of even length but the last)."""
+    total = sum(ones_sum(p) for p in parts) % 0xFFFF
+    return ~total & 0xFFFF
+
+
+def _finish_checksum(frame: bytes | memoryview, start: int, offset: int) -> bytes:
+    """CHECKSUM_PARTIAL: the field holds the pseudo-header sum; fold in [start, end)."""
+    at = start + offset
+    if start < _ETH or at + 2 > len(frame):
+        raise OffloadError(f"checksum offsets {start}+{offset} outside a {len(frame)}-byte frame")
+    out = bytearray(frame)
+    struct.pack_into("!H", out, at, checksum(memoryview(out)[start:]))
+    return bytes(out)
+
+
+# -- segmentation ----------------------------------------------------------------------
+def _headers_len(frame: bytes | memoryview, vnet: bytes | memoryview) -> int:
+    """Ethernet + IP + L4 header bytes of a GSO frame (from the packet, not hdr_len,
+    which some senders leave as a hint)."""
+    _, gso_type, _, _, csum_start, _ = _VNET.unpack_from(vnet)
+    l4 = csum_start if csum_start else _l4_offset(frame)
+    if gso_type & ~GSO_ECN == GSO_UDP_L4:
+        return l4 + 8
+    if l4 + 13 > len(frame):
+        raise OffloadError("GSO frame too short for its TCP header")
+    return l4 + (frame[l4 + 12] >> 4) * 4
+
+
+def _l4_offset(frame: bytes | memoryview) -> int:
+    ethertype = (frame[12] << 8) | frame[13]
+    if ethertype == _ETHERTYPE_IPV4:
+        return _ETH + (frame[_ETH] & 0x0F) * 4
+    if ethertype == _ETHERTYPE_IPV6:
+        return _ETH + 40
+    raise OffloadError(f"GSO frame with EtherType {ethertype:#06x}")
+
+
+def _segment(frame: bytes | memoryview, gso: int, gso_size: int) -> list[bytes]:
+    view = memoryview(frame)
+    l4 = _l4_offset(view)
+    v4 = (view[12] << 8 | view[13]) == _ETHERTYPE_IPV4
+    tcp = gso != GSO_UDP_L4
+    hlen = l4 + ((view[l4 + 12] >> 4) * 4 if tcp else 8)
+    if hlen > len(view) or l4 + (20 if tcp else 8) > len(view):
+        raise OffloadError("GSO frame shorter than its headers")
+    eth, ip, l4h = bytes(view[:_ETH]), bytearray(view[_ETH:l4]), bytearray(view[l4:hlen])
+    payload = view[hlen:]
+    src, dst = (bytes(ip[12:16]), bytes(ip[16:20])) if v4 else (bytes(ip[8:24]), bytes(ip[24:40]))
+    ip_id = struct.unpack_from("!H", ip, 4)[0] if v4 else 0
+    seq = struct.unpack_from("!I", l4h, 4)[0] if tcp else 0
+    flags = l4h[13] if tcp else 0
+    count = max(1, -(-len(payload) // gso_size))
+    out = []
+    for i in range(count):
+        chunk = payload[i * gso_size:(i + 1) * gso_size]
+        l4len = len(l4h) + len(chunk)
+        if v4:
+            struct.pack_into("!HH", ip, 2, len(ip) + l4len, (ip_id + i) & 0xFFFF)
+            struct.pack_into("!H", ip, 10, 0)
+            struct.pack_into("!H", ip, 10, checksum(ip))
+        else:
+            struct.pack_into("!H", ip, 4, l4len)
+        if tcp:
+            struct.pack_into("!I", l4h, 4, (seq + i * gso_size) & 0xFFFFFFFF)
+            f = flags if i == count - 1 else flags & ~(_TCP_FIN | _TCP_PSH)
+            l4h[13] = f if i == 0 else f & ~_TCP_CWR
+            at = 16
+        else:
+            struct.pack_into("!H", l4h, 4, l4len)
+            at = 6
+        struct.pack_into("!H", l4h, at, 0)
+        proto = _PROTO_TCP if tcp else _PROTO_UDP
+        pseudo = src + dst + (struct.pack("!BBH", 0, proto, l4len) if v4 else struct.pack("!I3xB", l4len, proto))
+        csum = checksum(pseudo, l4h, chunk)
+        struct.pack_into("!H", l4h, at, csum if csum or tcp else 0xFFFF)
+        out.append(b"".join((eth, ip, l4h, chunk)))
+    return out

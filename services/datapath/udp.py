@@ -1,0 +1,128 @@
+"""The sleeve's UDP sockets (weave:router/sleeve.go, udp_sender_df).
+
+- One UDP socket bound to <launch host>:<port> (6783) with IP_PMTUDISC_DONT: it
+  receives every sleeve datagram and sends the non-DF ones (the kernel fragments
+  them when they exceed the path MTU).
+- Per remote IP one raw `ip4:udp` socket with IP_PMTUDISC_DO for the DF channel: the
+  UDP header is built here (source port = ours, checksum 0, legal for IPv4), so the
+  datagram leaves from our sleeve port with DF set. The kernel refuses a DF datagram
+  larger than the path MTU with EMSGSIZE; `send` then returns the path MTU (IP_MTU),
+  which the caller hands to the forwarder (msg_too_big). Raw sockets would also get a
+  copy of every incoming UDP packet: a BPF filter that accepts nothing prevents it.
+
+All sockets are non-blocking. A send that would block (buffers full) or fails
+otherwise drops the datagram and is counted by reason in `drops`, as a network
+would lose it; nothing here raises on the data path.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import socket
+import struct
+from collections import Counter
+
+IP_MTU = 14
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DONT, IP_PMTUDISC_DO = 0, 2
+SO_ATTACH_FILTER = 26
+SOCKET_BUFFER = 8 * 1024 * 1024
+MAX_DATAGRAM = 65536
+
+_UDP_HEADER = struct.Struct("!HHHH")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+_DROP_ALL = (_SockFilter * 1)(_SockFilter(0x06, 0, 0, 0))  # BPF_RET | BPF_K, 0: accept nothing
+_DROP_ALL_PROG = _SockFprog(1, _DROP_ALL)
+
+
+class UdpTransport:
+    """Sleeve datagrams in and out for local address `host` (an IPv4 address or
+    0.0.0.0) and `port`."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+            _big_buffers(sock)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.recvfrom_into = sock.recvfrom_into
+        self._sendto = sock.sendto
+        self._df: dict[str, socket.socket] = {}
+        self.drops: Counter[str] = Counter()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, payload: bytes | bytearray, addr: tuple[str, int], df: bool) -> int | None:
+        """Send one datagram; returns the path MTU when a DF datagram was too big."""
+        try:
+            if not df:
+                self._sendto(payload, addr)
+                return None
+            sock = self._df.get(addr[0]) or self._open_df(addr[0])
+            sock.sendmsg((_UDP_HEADER.pack(self.port, addr[1], 8 + len(payload), 0), payload))
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE and df:
+                return self._df[addr[0]].getsockopt(socket.IPPROTO_IP, IP_MTU)
+            self.drops[_reason(exc)] += 1
+        return None
+
+    def _open_df(self, ip: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(_DROP_ALL_PROG))
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+            _big_buffers(sock, receive=False)
+            if self.host != "0.0.0.0":
+                sock.bind((self.host, 0))
+            sock.connect((ip, 0))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._df[ip] = sock
+        return sock
+
+    def forget(self, ip: str) -> None:
+        """Close the DF socket of a peer address no forwarder uses any more."""
+        sock = self._df.pop(ip, None)
+        if sock is not None:
+            sock.close()
+
+    def close(self) -> None:
+        for ip in list(self._df):
+            self.forget(ip)
+        self.sock.close()
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+        return "send_buffer_full"
+    if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "send_unreachable"
+    return "send_failed"
+
+
+def _big_buffers(sock: socket.socket, receive: bool = True) -> None:
+    options = ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)) if receive else ((32, socket.SO_SNDBUF),)
+    for force, plain in options:  # SO_RCVBUFFORCE / SO_SNDBUFFORCE need root; else capped
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)
