@@ -12,7 +12,7 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,7 +80,7 @@ class LaunchConfig(BaseModel):
 
 
 class ServiceConfig(BaseModel):
-    """Settings every service has. Service issues subclass this with their own fields."""
+    """Settings every service has, plus its own (`settings`, one class per service)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -88,6 +88,58 @@ class ServiceConfig(BaseModel):
     launch: LaunchConfig = Field(description="The host's launch settings.")
     metrics_port: int = Field(description="127.0.0.1 port of /metrics and /healthz (0 = any free port).")
     health_interval_s: float = Field(1.0, description="How often the supervisor may ask; informational.")
+    settings: "ServiceSettings" = Field(description="This service's own tunables for the launch profile.")
+
+
+class ServiceSettings(BaseModel):
+    """Base of the per-service tunables. `production` keeps Weave Net's values (and says
+    why); `test` shortens the slow timers so end-to-end tests converge in seconds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> "ServiceSettings":
+        return cls() if profile == "production" else cls(**cls.TEST)  # type: ignore[attr-defined]
+
+    TEST: ClassVar[dict] = {}
+
+
+class GossipSettings(ServiceSettings):
+    gossip_interval_s: float = Field(30.0, description="Periodic full gossip (mesh defaultGossipInterval).")
+    heartbeat_s: float = Field(30.0, description="TCP heartbeat; the read timeout is twice this (mesh).")
+    topology_defer_s: float = Field(1.0, description="Local topology changes coalesced this long (mesh).")
+    TEST: ClassVar[dict] = {"gossip_interval_s": 5.0}
+
+
+class IpamSettings(ServiceSettings):
+    tick_s: float = Field(5.0, description="Retry of pending allocations and paxos proposals (weave ipam).")
+    gossip_interval_s: float = Field(30.0, description="Periodic full ring gossip (mesh default).")
+    TEST: ClassVar[dict] = {"tick_s": 1.0, "gossip_interval_s": 5.0}
+
+
+class DnsSettings(ServiceSettings):
+    gossip_interval_s: float = Field(30.0, description="Periodic full gossip of entries (mesh default).")
+    tombstone_purge_s: float = Field(1800.0, description="Tombstones kept this long (weaveDNS, 30 min).")
+    upstream_timeout_s: float = Field(5.0, description="Wait for an upstream resolver (weaveDNS).")
+    TEST: ClassVar[dict] = {"gossip_interval_s": 5.0, "tombstone_purge_s": 60.0}
+
+
+class DatapathSettings(ServiceSettings):
+    fast_heartbeat_s: float = Field(0.5, description="Sleeve heartbeat until established (weave sleeve).")
+    slow_heartbeat_s: float = Field(10.0, description="Sleeve heartbeat once established (weave sleeve).")
+    mac_expiry_s: float = Field(600.0, description="Learnt MACs forgotten after this (weave mac cache).")
+    TEST: ClassVar[dict] = {}
+
+
+class NpcSettings(ServiceSettings):
+    resync_s: float = Field(60.0, description="Re-read iptables/ipset and repair drift this often.")
+    gossip_interval_s: float = Field(30.0, description="Periodic full gossip of policies and pods.")
+    TEST: ClassVar[dict] = {"resync_s": 2.0, "gossip_interval_s": 5.0}
+
+
+SETTINGS: dict[str, type[ServiceSettings]] = {
+    "gossip": GossipSettings, "ipam": IpamSettings, "dns": DnsSettings,
+    "datapath": DatapathSettings, "npc": NpcSettings}
 
 
 # Loopback ports of each service's /metrics. gossip's is Weave Net's status port
@@ -101,7 +153,8 @@ def for_service(service: str, launch: LaunchConfig) -> ServiceConfig:
     override = os.environ.get(f"WEAVE_{service.upper()}_METRICS_PORT")
     if override is not None:
         port = int(override)
-    return ServiceConfig(service=service, launch=launch, metrics_port=port)
+    return ServiceConfig(service=service, launch=launch, metrics_port=port,
+                         settings=SETTINGS[service].for_profile(launch.profile))
 
 
 def state_dir_from_env() -> Path:

@@ -25,7 +25,7 @@ from services.gossip.peer_name import PeerName, PeerUID
 from services.gossip.router import (Close, Dial, OverlayConn, OverlayDown, OverlayMessage, OverlayUp, Router,
                                     RouterConfig, TopologyChanged, Write)
 from shared import subjects
-from shared.config import LaunchConfig
+from shared.config import GossipSettings, LaunchConfig
 from shared.errors import WeaveError
 from shared.http import HttpServer
 from shared.schemas.base import Ok
@@ -50,13 +50,15 @@ OVERLAYS: tuple[str, ...] = ("sleeve",)
 NullOverlay). The datapath's sleeve sets this to ("sleeve",) once it runs the overlay."""
 
 
-def router_config(launch: LaunchConfig) -> RouterConfig:
+def router_config(launch: LaunchConfig, settings: GossipSettings | None = None) -> RouterConfig:
+    settings = settings or GossipSettings()
     uid = random.SystemRandom().getrandbits(64) or 1
     return RouterConfig(
         name=PeerName.parse(launch.name), nickname=launch.nickname, uid=PeerUID(uid), port=launch.port,
         password=launch.password.encode() if launch.password is not None else None,
         conn_limit=launch.conn_limit, discovery=not launch.no_discovery,
-        trusted_subnets=launch.trusted_subnets, bus_channels=BUS_CHANNELS, overlays=OVERLAYS)
+        trusted_subnets=launch.trusted_subnets, bus_channels=BUS_CHANNELS, overlays=OVERLAYS,
+        gossip_interval=settings.gossip_interval_s)
 
 
 class GossipApp:
@@ -73,7 +75,7 @@ class GossipApp:
         self.ctx = ctx
         self.launch = ctx.config.launch
         self.loop = asyncio.get_running_loop()
-        self.router = Router(router_config(self.launch), random.Random(), self.loop.time())
+        self.router = Router(router_config(self.launch, ctx.config.settings), random.Random(), self.loop.time())
         ctx.registry.register(MeshCollector(self))
         self.server = await asyncio.start_server(self._on_accept, self.launch.host, self.launch.port,
                                                  reuse_address=True)
