@@ -20,6 +20,8 @@ import asyncio
 import json
 import logging
 import os
+import threading
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import Counter
@@ -40,7 +42,7 @@ from shared.service import ServiceContext, run_service
 
 from . import status
 from .admission import AdmissionRefused, admit
-from .apply import Enforcer, Netfilter, state_counts
+from .apply import Backend, Enforcer, Netfilter, Runner, state_counts
 from .config import STORE_FILE, NpcServiceConfig
 from .model import Namespace, NetworkPolicy
 from .nflog import Blocked, NflogSocket, blocked_connection
@@ -55,26 +57,33 @@ BRIDGE_NF_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 class NpcApp:
-    def __init__(self, config: NpcServiceConfig | None = None) -> None:
+    def __init__(self, config: NpcServiceConfig | None = None, runner: Runner | None = None) -> None:
+        """`runner`: a twin of iptables/ipset (memory_netfilter.MemoryKernel.run) for
+        tests; with one, the host's sysctls and NFLOG are left alone."""
         self._config = config
+        self._runner = runner
         self._tasks: set[asyncio.Task] = set()
         self._nflog: NflogSocket | None = None
         self._dirty = asyncio.Event()
         self._seen_peers: set[str] = set()
         self.blocked_total = 0
         self.enforcer: Enforcer | None = None
+        self._store_lock = threading.Lock()
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx, launch = ctx, ctx.config.launch
-        self.config = self._config or NpcServiceConfig.for_profile(launch.profile)
+        self.config = self._config or _with_settings(NpcServiceConfig.for_profile(launch.profile), ctx.config)
         self.store_path = Path(launch.state_dir) / STORE_FILE
         self.controller = NetworkPolicyController(NPCConfig(allow_mcast=self.config.allow_mcast))
         self.world = World(self.controller)
         self.sources = PolicySources((launch.name or "00:00:00:00:00:00").lower())
         self._ingest(self._load_store())
-        await asyncio.to_thread(_ensure_bridge_nf)
-        netfilter = await asyncio.to_thread(Netfilter, self.config.backend)
+        if self._runner is None:
+            await asyncio.to_thread(_ensure_bridge_nf)
+            netfilter = await asyncio.to_thread(Netfilter, self.config.backend)
+        else:
+            netfilter = Netfilter(self.config.backend or Backend.NFT, run=self._runner)
         self.enforcer = Enforcer(netfilter, self.controller.desired_state, self.config.enforcer)
         self._register_metrics(ctx)
         bus = ctx.bus
@@ -86,7 +95,8 @@ class NpcApp:
         await serve_http(bus, "npc", self._router())
         self._spawn(self.enforcer.run())
         self._spawn(self._persist_loop())
-        self._spawn(self._nflog_loop())
+        if self._runner is None:
+            self._spawn(self._nflog_loop())
         self.mesh = MeshChannel(bus, POLICY_CHANNEL)
         await self.mesh.start(self._on_gossip, self._on_topology)
         self._spawn(self._gossip_loop())
@@ -358,11 +368,14 @@ class NpcApp:
             return []
 
     def _write_store(self) -> None:
-        tmp = self.store_path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.sources.snapshot(), f)
-        os.replace(tmp, self.store_path)
+        """Blocking; serialised, since a cancelled writer's thread may still be running."""
+        data = json.dumps(self.sources.snapshot())
+        with self._store_lock:
+            tmp = self.store_path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+            os.replace(tmp, self.store_path)
 
     async def _persist_loop(self) -> None:
         while True:
@@ -388,6 +401,18 @@ class _EnforcementErrors:
         metric.add_sample("weavenpc_policy_enforcement_errors", {},
                           float(self.app.enforcer.errors if self.app.enforcer else 0))
         yield metric
+
+
+def _with_settings(config: NpcServiceConfig, service_config) -> NpcServiceConfig:
+    """The launch profile's shared settings (shared.config NpcSettings), where given,
+    override our defaults for the timers they name."""
+    settings = getattr(service_config, "settings", None)
+    updates = {}
+    if hasattr(settings, "resync_s"):
+        updates["resync_interval_s"] = settings.resync_s
+    if hasattr(settings, "gossip_interval_s"):
+        updates["gossip_interval_s"] = settings.gossip_interval_s
+    return replace(config, **updates)
 
 
 def _ensure_bridge_nf() -> None:
