@@ -5,6 +5,9 @@ Keys are container IDs, or other idents such as `weave:expose`; an allocation ma
 without an ID (`NO_CONTAINER_ID`) is filed under its own address, so that it can be
 released by address. `is_container` marks idents that are real containers (only those
 are pruned when their container is gone).
+
+`take_changes()` lists the idents changed since it was last called, for a store that
+writes only those (a full snapshot per allocation costs O(containers)).
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class OwnedData:
 class Owned:
     def __init__(self) -> None:
         self.by_ident: dict[str, OwnedData] = {}
+        self._changed: set[str] = set()
 
     def __contains__(self, ident: str) -> bool:
         return ident in self.by_ident
@@ -33,9 +37,11 @@ class Owned:
         data = self.by_ident.setdefault(ident, OwnedData())
         data.is_container = is_container
         data.cidrs.append(cidr)
+        self._changed.add(ident)
 
     def remove_all(self, ident: str) -> list[CIDR]:
         data = self.by_ident.pop(ident, None)
+        self._changed.add(ident)
         return data.cidrs if data else []
 
     def remove(self, ident: str, addr: int) -> bool:
@@ -47,6 +53,7 @@ class Owned:
                 del data.cidrs[i]
                 if not data.cidrs:
                     del self.by_ident[ident]
+                self._changed.add(ident)
                 return True
         return False
 
@@ -64,9 +71,22 @@ class Owned:
     def all_cidrs(self) -> list[CIDR]:
         return [c for data in self.by_ident.values() for c in data.cidrs]
 
+    def take_changes(self) -> dict[str, dict | None]:
+        """{ident: its to_dict() entry, or None if it holds nothing now} for every ident
+        changed since the last call; forgets them. `changed()` puts them back (a failed write)."""
+        changes = {i: self._entry(self.by_ident[i]) if i in self.by_ident else None for i in self._changed}
+        self._changed = set()
+        return changes
+
+    def changed(self, idents) -> None:
+        self._changed.update(idents)
+
+    @staticmethod
+    def _entry(d: OwnedData) -> dict:
+        return {"is_container": d.is_container, "cidrs": [str(c) for c in d.cidrs]}
+
     def to_dict(self) -> dict:
-        return {ident: {"is_container": d.is_container, "cidrs": [str(c) for c in d.cidrs]}
-                for ident, d in sorted(self.by_ident.items())}
+        return {ident: self._entry(d) for ident, d in sorted(self.by_ident.items())}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Owned":

@@ -23,6 +23,15 @@ def make_snapshot(peer_name: PeerName, universe: CIDR, ring: Ring, owned: Owned)
             "ring": ring.to_dict(), "owned": owned.to_dict()}
 
 
+def make_delta(peer_name: PeerName, universe: CIDR, ring: Ring, owned: Owned) -> dict:
+    """A snapshot of what changed since the last delta, for a store that writes only
+    that: the same keys, but `owned` holds only idents changed since (None: it holds
+    nothing now). Taking a delta forgets the changes; `owned.changed(delta["owned"])`
+    puts them back if the write fails."""
+    return {"version": SNAPSHOT_VERSION, "peer_name": str(peer_name), "range": str(universe),
+            "ring": ring.to_dict(), "owned": owned.take_changes()}
+
+
 def load_snapshot(snapshot: Mapping | None, peer_name: PeerName,
                   universe: CIDR) -> tuple[Ring, Owned] | None:
     """(ring, owned) from a snapshot, or None if it must be discarded."""

@@ -32,6 +32,7 @@ from services.ipam import bus_api, codec, settings, status
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.allocator import Allocator
 from services.ipam.metrics import IpamCollector
+from services.ipam.persistence import make_delta
 from services.ipam.serving import ConcurrentServer
 from services.ipam.store import Store
 from shared import subjects
@@ -67,7 +68,7 @@ class IpamApp:
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         launch = ctx.config.launch
-        self.settings = settings.from_launch(launch)
+        self.settings = settings.from_launch(launch, getattr(ctx.config, "settings", None))
         self._clock0 = (ctx.clock.now(), ctx.clock.monotonic())
         self._wake = asyncio.Event()
         self._save_lock = asyncio.Lock()
@@ -197,13 +198,15 @@ class IpamApp:
         async with self._save_lock:
             if self._saved >= generation:
                 return
-            target, snapshot = self._dirty, self.alloc.snapshot()
+            alloc = self.alloc
+            target, delta = self._dirty, make_delta(alloc.our_name, alloc.universe, alloc.ring, alloc.owned)
             try:
-                await asyncio.to_thread(self.store.save, snapshot)
+                await asyncio.to_thread(self.store.save, delta)
                 self._save_error = ""
             except (sqlite3.Error, OSError) as exc:
                 log.error("cannot save IPAM state to %s: %s", self.store.path, exc)
                 self._save_error = str(exc)
+                alloc.owned.changed(delta["owned"])  # written with the next save
             self._saved = target
 
     def _send(self, kind: str, payload: bytes, dst: str | None = None) -> None:

@@ -33,9 +33,15 @@ PROFILES = {
 }
 
 
-def from_launch(launch: LaunchConfig) -> IpamSettings:
-    """Raises ValueError (with Weave's wording) for a bad range or --ipalloc-init."""
-    timers = PROFILES[launch.profile]
+def from_launch(launch: LaunchConfig, shared: object = None) -> IpamSettings:
+    """Raises ValueError (with Weave's wording) for a bad range or --ipalloc-init.
+
+    `shared`: the service's settings from shared.config (ServiceConfig.settings) where
+    that exists; its `tick_s` and `gossip_interval_s` then win over PROFILES."""
+    timers = dict(PROFILES[launch.profile])
+    for ours, theirs in (("tick_interval", "tick_s"), ("gossip_interval_s", "gossip_interval_s")):
+        if getattr(shared, theirs, None) is not None:
+            timers[ours] = float(getattr(shared, theirs))
     init = launch.ipalloc_init or "consensus"
     mode = parse_init_mode(init, len(launch.peers))
     if launch.name is None:

@@ -16,7 +16,7 @@ from services.ipam.store import Store
 from shared import subjects
 from shared.bus import BusError, MemoryBroker, MemoryBus
 from shared.clock import RealClock
-from shared.config import LaunchConfig, ServiceConfig
+from shared.config import LaunchConfig, for_service
 from shared.http import Router
 from shared.metrics import new_registry
 from shared.schemas.base import Ok
@@ -32,8 +32,7 @@ async def start_app(state_dir, name=H1, init=f"seed={H1}"):
     bus = MemoryBus(MemoryBroker(), "ipam")
     registry = new_registry()
     from shared.service import ServiceContext
-    ctx = ServiceContext("ipam", ServiceConfig(service="ipam", launch=launch, metrics_port=0), bus, registry,
-                         RealClock(), Router())
+    ctx = ServiceContext("ipam", for_service("ipam", launch), bus, registry, RealClock(), Router())
     app = IpamApp()
     await app.start(ctx)
     return app, bus
@@ -183,7 +182,7 @@ async def test_allocations_survive_a_restart_but_not_a_new_peer_name(tmp_path):
         await app.stop()
 
 
-def test_store_saves_only_what_changed_and_loads_it_back(tmp_path):
+def test_store_writes_deltas_and_loads_the_whole_back(tmp_path):
     snap = {"version": 1, "peer_name": H1, "range": "10.32.0.0/12",
             "ring": {"start": 1, "end": 9, "peer": 1, "entries": [[1, 1, 3, 8]], "seeds": [1]},
             "owned": {"a": {"is_container": True, "cidrs": ["10.32.0.1/12", "10.32.0.2/12"]},
@@ -192,11 +191,27 @@ def test_store_saves_only_what_changed_and_loads_it_back(tmp_path):
     assert store.load() is None
     store.save(snap)
     assert store.load() == snap
-    snap["owned"]["a"]["cidrs"] = ["10.32.0.2/12"]  # the first released: the second moves up
-    store.save(snap)
+    ring = dict(snap["ring"], entries=[[1, 1, 4, 7]])
+    store.save(dict(snap, ring=ring, owned={"a": {"is_container": True, "cidrs": ["10.32.0.2/12"]}, "b": None}))
+    store.save(dict(snap, ring=ring, owned={"weave:expose": None, "c": {"is_container": True, "cidrs": ["1.2.3.4/8"]}}))
     store.close()
     again = Store(tmp_path / "t.db")
-    assert again.load() == snap
+    assert again.load() == dict(snap, ring=ring, owned={"a": {"is_container": True, "cidrs": ["10.32.0.2/12"]},
+                                                        "c": {"is_container": True, "cidrs": ["1.2.3.4/8"]}})
     again.clear()
     assert again.load() is None
     again.close()
+
+
+def test_owned_changes_are_taken_once_and_can_be_put_back():
+    from services.ipam.address import parse_cidr
+    from services.ipam.owned import Owned
+    owned = Owned()
+    owned.add("a", parse_cidr("10.0.0.1/8"), True)
+    owned.add("b", parse_cidr("10.0.0.2/8"), False)
+    owned.remove("b", parse_cidr("10.0.0.2/8").addr)
+    changes = owned.take_changes()
+    assert changes == {"a": {"is_container": True, "cidrs": ["10.0.0.1/8"]}, "b": None}
+    assert owned.take_changes() == {}
+    owned.changed(changes)
+    assert owned.take_changes() == changes
