@@ -246,3 +246,24 @@ async def _eq(coro, expected):
 async def _rcode(host: Host, name: str, rcode: int):
     reply = await host.query(name)
     return reply if reply.header.rcode == rcode else None
+
+
+async def test_periodic_gossip_repairs_a_lost_broadcast(tmp_path):
+    mesh = Mesh()
+    hosts = [Host(i, tmp_path, gossip_interval_s=0.3) for i in (1, 2)]
+    for h in hosts:
+        await mesh.join(h)
+        await h.start()
+    h1, h2 = hosts
+    try:
+        mesh.connected = False
+        await add(h1, "late.weave.local", "10.32.0.9")
+        assert (await h2.query("late.weave.local")).header.rcode == RCODE.NXDOMAIN, "the broadcast was lost"
+        mesh.sent.clear()
+        mesh.connected = True
+        assert await wait_for(lambda: h2.addresses("late.weave.local"), timeout=3.0) == ["10.32.0.9"]
+        rounds = [s for src, s in mesh.sent if src == h1.name and s.kind == "gossip" and s.dst is None]
+        assert rounds and codec.decode(rounds[0].payload).entries[0].hostname == "late.weave.local."
+    finally:
+        for h in hosts:
+            await h.stop()
