@@ -101,6 +101,7 @@ class Netfilter:
     def __init__(self, backend: Backend | None = None, run: Runner = run_command) -> None:
         self.run = run
         self.backend = backend or detect_backend(run)
+        self._known: tuple[dict[str, list[Rule]], dict[str, IPSet]] | None = None
 
     def read(self) -> tuple[dict[str, list[Rule]], dict[str, IPSet]]:
         chains = parse_iptables_save(self._ok("iptables-save", [self._tool("save"), "-t", "filter"]))
@@ -116,12 +117,23 @@ class Netfilter:
         if plan.ipset_after:
             self._ok("ipset restore (after)", ["ipset", "restore", "-exist"], plan.ipset_after)
 
-    def sync(self, desired: NPCState) -> SyncResult:
+    def sync(self, desired: NPCState, fresh: bool = True) -> SyncResult:
+        """Bring the kernel to `desired`. `fresh=False` plans from the state the last
+        successful sync left (skipping the read) when there is one: right unless
+        someone changed the kernel since, which the next fresh sync repairs (and a
+        failure always forgets it, so the retry reads)."""
         started = time.perf_counter()
-        chains, sets = self.read()
+        if fresh or self._known is None:
+            self._known = None
+            chains, sets = self.read()
+        else:
+            chains, sets = self._known
         plan = plan_update(desired, chains, sets)
         planned = time.perf_counter()
+        self._known = None
         self.apply(plan)
+        hooks = {name: list(rules) for name, rules in desired.hooks.items()}
+        self._known = ({**{n: list(r) for n, r in desired.chains.items()}, **hooks}, dict(desired.ipsets))
         return SyncResult(plan, planned - started, time.perf_counter() - planned)
 
     def _tool(self, verb: str) -> str:
@@ -173,27 +185,30 @@ class Enforcer:
 
     async def run(self) -> None:
         backoff = self.config.retry_initial_s
+        fresh = True
         while True:
             generation = self.generation
             self._wake.clear()
-            ok = await self._attempt(generation)
+            ok = await self._attempt(generation, fresh)
             if ok:
                 backoff = self.config.retry_initial_s
                 delay = self.config.resync_interval_s
             else:
                 delay, backoff = backoff, min(backoff * 2, self.config.retry_max_s)
             if ok and self.generation != generation:
+                fresh = False
                 continue  # kicked while we were busy
             try:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
+                fresh = not ok  # a kick: plan from what we last wrote, unless that failed
             except TimeoutError:
-                pass
+                fresh = True  # the periodic resync reads the kernel: repairs hand-made changes
 
-    async def _attempt(self, generation: int) -> bool:
+    async def _attempt(self, generation: int, fresh: bool = True) -> bool:
         try:
             desired = self.desired()
-            result = await asyncio.to_thread(self.netfilter.sync, desired)
+            result = await asyncio.to_thread(self.netfilter.sync, desired, fresh)
         except WeaveError as exc:  # a tool failed, or its output was not what we can read
             return self._failed(exc if isinstance(exc, ApplyError) else ApplyError("reading netfilter", exc.message))
         except Exception as exc:  # a bug: keep the task alive, keep retrying, say so

@@ -10,7 +10,9 @@ weave creates them as `create NAME TYPE [size MAX] comment` and adds members wit
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -55,9 +57,11 @@ class IPSet:
         return {normalize_member(self.type, m): m for m in self.members}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def normalize_member(set_type: IPSetType, member: str) -> str:
     """The member as `ipset save` prints it: hash:net masks host bits and drops "/32";
-    addresses are printed canonically; list:set members are set names."""
+    addresses are printed canonically; list:set members are set names. (Cached: a
+    plan normalizes every member of every set, desired and current.)"""
     if set_type is IPSetType.LIST_SET:
         return member
     try:
@@ -151,8 +155,13 @@ def _option(words: list[str], name: str) -> str:
     return ""
 
 
+_WORD = re.compile(r'(?:"[^"]*"|[^\s"])+')
+
+
 def _split(line: str, number: int) -> list[str]:
     """Whitespace-separated words; "double quoted" words may hold spaces."""
+    if line.count('"') % 2 == 0:  # the common case, by regex: a word is quoted and bare runs
+        return [word.replace('"', "") for word in _WORD.findall(line)]
     words, current, quoted, started = [], [], False, False
     for char in line.strip():
         if char == '"':

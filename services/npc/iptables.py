@@ -205,6 +205,8 @@ def rule_line(op: str, chain: str, rule: Rule, position: int | None = None) -> s
 def tokenize(line: str) -> list[str]:
     """Split a save/restore line as iptables-restore does: double quotes group words
     and, inside them, a backslash takes the next character literally."""
+    if '"' not in line:
+        return line.split()
     tokens: list[str] = []
     buf: list[str] = []
     quoted = escaped = started = False

@@ -69,28 +69,36 @@ class NetworkPolicyController:
         self._sets: RefCount[str] = RefCount()         # ipset name -> policy uids
         self._set_specs: dict[str, SelectorSpec] = {}
         self._egress_drop = False
+        self._changes = 0                              # bumped by every event
+        self._cached: tuple[int, NPCState] | None = None
+        self._live: dict[str, list[Pod]] | None = None  # namespace -> live pods, during desired_state
 
     # ---- events ------------------------------------------------------------
 
     def add_namespace(self, namespace: Namespace) -> None:
         """Add or update (same thing: state is derived from current objects)."""
+        self._changes += 1
         self._namespaces[namespace.name] = namespace
 
     update_namespace = add_namespace
 
     def delete_namespace(self, namespace: Namespace) -> None:
+        self._changes += 1
         self._namespaces.pop(namespace.name, None)
 
     def add_pod(self, pod: Pod) -> None:
+        self._changes += 1
         self._pods[pod.uid] = pod
 
     update_pod = add_pod
 
     def delete_pod(self, pod: Pod) -> None:
+        self._changes += 1
         self._pods.pop(pod.uid, None)
 
     def add_network_policy(self, policy: NetworkPolicy) -> PolicyRejected | None:
         """Add or replace a policy. Returns the rejection, if weave-npc refuses it."""
+        self._changes += 1
         if policy.is_egress:
             self._egress_drop = True
         self._withdraw(policy.uid)
@@ -107,6 +115,7 @@ class NetworkPolicyController:
     update_network_policy = add_network_policy
 
     def delete_network_policy(self, policy: NetworkPolicy) -> None:
+        self._changes += 1
         self._withdraw(policy.uid)
         self._policies.pop(policy.uid, None)
 
@@ -158,6 +167,16 @@ class NetworkPolicyController:
     # ---- desired state ------------------------------------------------------
 
     def desired_state(self) -> NPCState:
+        """The whole desired state; computed again only after an event changed something."""
+        if self._cached is None or self._cached[0] != self._changes:
+            self._live = self._live_by_namespace()
+            try:
+                self._cached = (self._changes, self._compute_state())
+            finally:
+                self._live = None
+        return self._cached[1]
+
+    def _compute_state(self) -> NPCState:
         chain_args = chains.static_chains(
             allow_mcast=self.config.allow_mcast,
             bridge_port_name=self.config.bridge_port_name,
@@ -210,12 +229,18 @@ class NetworkPolicyController:
             return IPSet(name, IPSetType.LIST_SET, self._namespace_members(spec))
         return IPSet(name, IPSetType.HASH_IP, self._pod_members(spec))
 
-    def _live_pods(self, namespaces: Iterable[str] | None = None) -> list[Pod]:
-        """Pods that count (weave's hasIP), in a fixed order: on a duplicate IP the
-        first pod's comment wins."""
-        wanted = None if namespaces is None else set(namespaces)
-        pods = [p for p in self._pods.values() if p.has_ip and (wanted is None or p.namespace in wanted)]
-        return sorted(pods, key=lambda p: (p.namespace, p.metadata.name, p.uid))
+    def _live_by_namespace(self) -> dict[str, list[Pod]]:
+        """Pods that count (weave's hasIP) by namespace, each list in a fixed order: on
+        a duplicate IP the first pod's comment wins."""
+        live: dict[str, list[Pod]] = {}
+        for pod in sorted((p for p in self._pods.values() if p.has_ip),
+                          key=lambda p: (p.namespace, p.metadata.name, p.uid)):
+            live.setdefault(pod.namespace, []).append(pod)
+        return live
+
+    def _live_pods(self, namespaces: Iterable[str]) -> list[Pod]:
+        live = self._live if self._live is not None else self._live_by_namespace()
+        return [p for ns in sorted(set(namespaces)) for p in live.get(ns, ())]
 
     def _members(self, pods: Iterable[Pod]) -> dict[str, str]:
         members: dict[str, str] = {}

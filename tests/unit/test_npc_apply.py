@@ -65,6 +65,27 @@ def test_a_failed_iptables_step_leaves_only_tightening_and_the_next_sync_complet
     assert plan_update(c.desired_state(), chains, sets).empty
 
 
+def test_an_event_sync_plans_from_what_was_last_written_and_a_fresh_one_reads():
+    kernel, c = MemoryKernel(), cluster()
+    nf = Netfilter(Backend.NFT, run=kernel.run)
+    nf.sync(c.desired_state(), fresh=False)  # nothing known yet: reads anyway
+    assert kernel.calls[:2] == ["iptables-nft-save", "ipset"]
+    c.add_network_policy(policy(ALLOW_DB))
+    kernel.calls.clear()
+    nf.sync(c.desired_state(), fresh=False)
+    assert "iptables-nft-save" not in kernel.calls and set(kernel.sets[WEB].members) == {"10.32.0.1"}
+    kernel.chains["WEAVE-NPC-INGRESS"] = []  # changed behind our back: only a fresh sync sees it
+    assert not nf.sync(c.desired_state(), fresh=False).changed
+    assert nf.sync(c.desired_state(), fresh=True).changed and kernel.chains["WEAVE-NPC-INGRESS"]
+    kernel.fail("iptables-nft-restore")
+    c.delete_network_policy(policy(ALLOW_DB))
+    with pytest.raises(ApplyError):
+        nf.sync(c.desired_state(), fresh=False)
+    kernel.calls.clear()
+    nf.sync(c.desired_state(), fresh=False)
+    assert kernel.calls[0] == "iptables-nft-save", "after a failure the kernel is read again"
+
+
 def test_read_failures_are_apply_errors():
     kernel = MemoryKernel()
     kernel.fail("ipset", stderr="ipset: cannot talk to the kernel")
