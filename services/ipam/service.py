@@ -59,7 +59,7 @@ class IpamApp:
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
-        self._neighbours: set[str] = set()
+        self._neighbours: set[tuple[str, int]] = set()  # (peer name, uid) of direct neighbours
         self._dirty = self._saved = 0  # persist generations asked for / written
         self._armed: float | None = None  # the deadline the timer sleeps until
         self._save_error = ""
@@ -268,11 +268,13 @@ class IpamApp:
         known = [PeerName.parse(p.name) for p in event.peers if p.reachable and p.name != me]
         nicknames = {PeerName.parse(p.name): p.nickname for p in event.peers}
         self.apply(self.alloc.set_peers(known, nicknames, now=self.now()))
-        neighbours = {dest for dest, via in event.unicast.items() if dest == via}
+        uids = {p.name: p.uid for p in event.peers}
+        # Keyed by name and UID: a neighbour whose router restarted is new again.
+        neighbours = {(dest, uids.get(dest, 0)) for dest, via in event.unicast.items() if dest == via}
         fresh, self._neighbours = neighbours - self._neighbours, neighbours
         if fresh:
             payload = self.alloc.gossip(self.now())
-            for name in sorted(fresh):
+            for name, _ in sorted(fresh):
                 self._send("gossip", payload, name)
 
     # -- containers (from the datapath) -----------------------------------------------------

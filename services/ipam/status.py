@@ -1,5 +1,7 @@
-"""What an allocator shows: the `Status:` line of `weave status` and the IPAM part of
-`/report` (weave:ipam/status.go, weave:prog/weaver/http.go), with Weave's field names.
+"""What an allocator shows: the ipam section of `weave status` with its `Status:` line,
+the per-peer lines of `weave status ipam`, the IPAM part of `/report`, and the figures
+of Weave's IPAM metrics (weave:ipam/status.go, weave:prog/weaver/http.go, metrics.go),
+with Weave's field names and formats.
 
 Status line, as the weaver's status template decides it:
 - ring has entries: "all IP ranges owned by unreachable peers - use 'rmpeer' if they

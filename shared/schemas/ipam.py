@@ -43,7 +43,8 @@ class ClaimRequest(Message):
     ident: str = Field(description="Container ID (or another ident).")
     cidr: str = Field(description="The address with its prefix length, a.b.c.d/n.")
     is_container: bool = Field(True, description="False for idents that are not containers.")
-    no_error_on_unknown: bool = Field(False, description="Succeed at once while there is no ring yet (re-claims at start).")
+    no_error_on_unknown: bool = Field(False, description="Succeed at once while there is no ring yet "
+                                                         "(re-claims at start).")
     wait_s: float = Field(DEFAULT_WAIT_S, gt=0, le=3600, description="Seconds the caller will wait for an answer.")
 
 

@@ -197,6 +197,11 @@ def test_observer_cannot_vote(testbed_factory):
     cidr = tb.weave("h2", "ipam", "allocate", "on-observer", "--wait", "20").stdout.strip()
     assert ipaddress.ip_interface(cidr).ip in RANGE
     assert "h2" in ring_owners(tb, "h2"), "the observer was given space when it asked"
+    # Leaving (weave reset's DELETE /peer) hands the observer's ranges to a voter.
+    assert http(tb, "h2", ("DELETE", "/peer")) == [(204, "")]
+    wait_until(lambda: ring_owners(tb, "h1") == {"h1", "h3"}, what="h1 sees h2's ranges handed over")
+    refused = http(tb, "h2", ("POST", "/ip/after-leave"))[0]
+    assert refused[0] == 503 and "left" in refused[1]
 
 
 def test_rings_seeded_differently_do_not_merge(testbed_factory):

@@ -46,8 +46,8 @@ async def seeded(tmp_path):
 
 
 async def http(bus, method, path, query=None) -> tuple[int, str]:
-    reply = await bus.request(subjects.request("ipam", "http"), HttpRequest(method=method, path=path, query=query or {}),
-                              HttpReply, timeout=5)
+    msg = HttpRequest(method=method, path=path, query=query or {})
+    reply = await bus.request(subjects.request("ipam", "http"), msg, HttpReply, timeout=5)
     return reply.status, reply.body.decode()
 
 
@@ -133,6 +133,14 @@ async def test_bus_api_round_trip(seeded):
     await ask(bus, "release", ReleaseRequest(ident="c1", addr="10.33.0.1"), Ok)
     status = await ask(bus, "status", StatusRequest(), StatusReply)
     assert (status.status, status.mode, status.active_ips, len(status.entries)) == ("ready", "seed", 0, 1)
+
+
+async def test_after_leaving_nothing_more_is_served(seeded):
+    app, bus = seeded
+    assert await http(bus, "DELETE", "/peer") == (204, "")
+    code, body = await http(bus, "POST", "/ip/c1")
+    assert code == 503 and "this peer has left IP allocation (DELETE /peer)" in body
+    assert (await ask(bus, "status", StatusRequest(), StatusReply)).left is True
 
 
 async def test_a_waiting_allocation_blocks_nothing_and_is_dropped_when_its_caller_gives_up(tmp_path):
