@@ -20,6 +20,7 @@ from shared.config import LaunchConfig, for_service
 from shared.http import Router
 from shared.metrics import new_registry
 from shared.schemas.base import Ok
+from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
 from shared.schemas.http import HttpReply, HttpRequest
 from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, LookupReply, LookupRequest,
                                  ReleaseRequest, RmpeerRequest, StatusReply, StatusRequest)
@@ -27,9 +28,9 @@ from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, L
 H1 = "aa:00:00:00:00:01"
 
 
-async def start_app(state_dir, name=H1, init=f"seed={H1}"):
+async def start_app(state_dir, name=H1, init=f"seed={H1}", broker=None):
     launch = LaunchConfig(state_dir=state_dir, name=name, nickname="h1", ipalloc_init=init, profile="test")
-    bus = MemoryBus(MemoryBroker(), "ipam")
+    bus = MemoryBus(broker or MemoryBroker(), "ipam")
     registry = new_registry()
     from shared.service import ServiceContext
     ctx = ServiceContext("ipam", for_service("ipam", launch), bus, registry, RealClock(), Router())
@@ -49,6 +50,17 @@ async def http(bus, method, path, query=None) -> tuple[int, str]:
     msg = HttpRequest(method=method, path=path, query=query or {})
     reply = await bus.request(subjects.request("ipam", "http"), msg, HttpReply, timeout=5)
     return reply.status, reply.body.decode()
+
+
+async def eventually(probe, timeout=5.0):
+    """The first truthy result of `probe()` (sync or async), polled until `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = probe()
+        result = await result if asyncio.iscoroutine(result) else result
+        if result or asyncio.get_running_loop().time() > deadline:
+            return result
+        await asyncio.sleep(0.02)
 
 
 async def ask(bus, verb, msg, reply_type, timeout=5.0):
@@ -141,6 +153,35 @@ async def test_after_leaving_nothing_more_is_served(seeded):
     code, body = await http(bus, "POST", "/ip/c1")
     assert code == 503 and "this peer has left IP allocation (DELETE /peer)" in body
     assert (await ask(bus, "status", StatusRequest(), StatusReply)).left is True
+
+
+async def test_containers_the_datapath_attached_are_claimed_and_detached_ones_noted_dead(tmp_path):
+    broker = MemoryBroker()
+    datapath = MemoryBus(broker, "datapath")
+    running = ContainerEvent(kind="attached", container_id="old", cidrs=("10.32.0.7/12",))
+
+    async def containers(_: ContainersRequest) -> ContainersReply:
+        return ContainersReply(containers=(running,))
+
+    await datapath.serve(subjects.request("datapath", "containers"), ContainersRequest, containers)
+    app, bus = await start_app(tmp_path, broker=broker)
+    try:
+        async def lookup(ident):
+            return (await ask(bus, "lookup", LookupRequest(ident=ident), LookupReply)).cidrs
+
+        assert await eventually(lambda: lookup("old")) == ("10.32.0.7/12",), "re-claimed at start"
+        event = ContainerEvent(kind="attached", container_id="new", cidrs=("10.32.0.8/12", "192.168.0.2/24"))
+        await datapath.publish(subjects.event("containers"), event)
+        assert await eventually(lambda: lookup("new")) == ("10.32.0.8/12", "192.168.0.2/24")
+        gone = ContainerEvent(kind="detached", container_id="new", cidrs=())
+        await datapath.publish(subjects.event("containers"), gone)
+        assert await eventually(lambda: "new" in app.alloc.dead), "freed after the container-died timeout ..."
+        await datapath.publish(subjects.event("containers"), event)
+        assert await eventually(lambda: "new" not in app.alloc.dead), "... unless it comes back"
+        assert await lookup("new") == ("10.32.0.8/12", "192.168.0.2/24")
+    finally:
+        await app.stop()
+        await datapath.close()
 
 
 async def test_a_waiting_allocation_blocks_nothing_and_is_dropped_when_its_caller_gives_up(tmp_path):
