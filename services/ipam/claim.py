@@ -2,7 +2,7 @@
 
 | where the address is                  | what happens                                   |
 |---------------------------------------|------------------------------------------------|
-| outside the universe                  | recorded as owned, success                     |
+| outside the universe                  | recorded as owned (once), success              |
 | ring empty                            | wait for a ring (success at once with          |
 |                                       |   `no_error_on_unknown`, still recorded later) |
 | owned by another, reachable peer      | SpaceRequest for that one address; the owner   |
@@ -48,7 +48,8 @@ class Claim:
     def try_(self, alloc: "Allocator") -> bool:
         addr = self.cidr.addr
         if not alloc.ring.contains(addr):
-            alloc.add_owned(self.ident, self.cidr, self.is_container)  # user knows best
+            if not alloc.owned.in_range(self.ident, Range.of(addr, 1)):  # Weave would record it twice
+                alloc.add_owned(self.ident, self.cidr, self.is_container)  # user knows best
             self.send_result(alloc)
             return True
         alloc.establish_ring()

@@ -107,6 +107,8 @@ def test_claim_outside_the_universe_is_just_recorded():
     a = alloc()
     assert reply(a.claim(1, "c", "192.168.1.1/24", now=1)).ok
     assert a.lookup("c") == [parse_cidr("192.168.1.1/24")] and a.space.num_owned() == 0
+    assert reply(a.claim(3, "c", "192.168.1.1/24", now=1)).ok, "claiming it again (a re-attach) is a no-op"
+    assert a.lookup("c") == [parse_cidr("192.168.1.1/24")]
     assert reply(a.delete(2, "c", now=1)).ok
 
 
