@@ -63,6 +63,7 @@ class IpamApp:
         self._dirty = self._saved = 0  # persist generations asked for / written
         self._armed: float | None = None  # the deadline the timer sleeps until
         self._save_error = ""
+        self._closed = False  # the store, once stopping
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
@@ -109,7 +110,9 @@ class IpamApp:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self.store.close)
+        async with self._save_lock:  # gossip may still arrive until the bus closes: not saved
+            self._closed = True
+            await asyncio.to_thread(self.store.close)
 
     def health(self) -> tuple[bool, str]:
         if self.alloc is None:
@@ -196,7 +199,7 @@ class IpamApp:
         """Write the current snapshot unless one at least as new as `generation` is
         written; concurrent callers queue on the lock, and the next write covers them all."""
         async with self._save_lock:
-            if self._saved >= generation:
+            if self._saved >= generation or self._closed:
                 return
             alloc = self.alloc
             target, delta = self._dirty, make_delta(alloc.our_name, alloc.universe, alloc.ring, alloc.owned)
