@@ -44,6 +44,7 @@ from . import status
 from .admission import AdmissionRefused, admit
 from .apply import Backend, Enforcer, Netfilter, Runner, state_counts
 from .config import STORE_FILE, NpcServiceConfig
+from .kube import KubeSource
 from .model import Namespace, NetworkPolicy
 from .nflog import Blocked, NflogSocket, blocked_connection
 from .policy import NetworkPolicyController, NPCConfig
@@ -100,9 +101,9 @@ class NpcApp:
         self.mesh = MeshChannel(bus, POLICY_CHANNEL)
         await self.mesh.start(self._on_gossip, self._on_topology)
         self._spawn(self._gossip_loop())
-        self._spawn(self._container_snapshot())
-        if self.config.kube_api:
-            from .kube import KubeSource
+        if not self.config.kube_api:
+            self._spawn(self._container_snapshot())
+        else:
             self.kube = KubeSource(self.config, self._on_kube)
             self._spawn(self.kube.run())
         log.info("npc started as %s: iptables-%s, %d stored objects, %d pods", self.sources.ourself,
@@ -266,6 +267,8 @@ class NpcApp:
 
     # -- containers of this host ------------------------------------------------------------
     async def _on_container(self, msg: BusMsg) -> None:
+        if self.config.kube_api:
+            return  # with Kubernetes, pods come from the API server (with their real labels)
         try:
             event = ContainerEvent.model_validate_json(msg.data)
         except ValidationError as exc:
