@@ -17,10 +17,7 @@ place when the service stops, so a host without its npc fails closed, as with We
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from pydantic import ValidationError
 from shared import subjects
 from shared.bus import BusError, BusMsg
 from shared.errors import RemoteProtocolError, WeaveError
-from shared.http import Request, Response, Router
+from shared.http import Router
 from shared.http_bus import serve_http
 from shared.mesh_channel import MeshChannel
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
@@ -50,6 +47,7 @@ from .nflog import Blocked, NflogSocket, blocked_connection
 from .policy import NetworkPolicyController, NPCConfig
 from .sources import (POD, POLICY, PULL, Entry, PolicySources, decode, encode_chunks, namespace_key, policy_key,
                       split_key)
+from .store_file import StoreFile
 from .world import World, objects_of
 
 log = logging.getLogger("weave.npc")
@@ -65,21 +63,19 @@ class NpcApp:
         self._runner = runner
         self._tasks: set[asyncio.Task] = set()
         self._nflog: NflogSocket | None = None
-        self._dirty = asyncio.Event()
         self._seen_peers: set[str] = set()
         self.blocked_total = 0
         self.enforcer: Enforcer | None = None
-        self._store_lock = threading.Lock()
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx, launch = ctx, ctx.config.launch
         self.config = self._config or _with_settings(NpcServiceConfig.for_profile(launch.profile), ctx.config)
-        self.store_path = Path(launch.state_dir) / STORE_FILE
         self.controller = NetworkPolicyController(NPCConfig(allow_mcast=self.config.allow_mcast))
         self.world = World(self.controller)
         self.sources = PolicySources((launch.name or "00:00:00:00:00:00").lower())
-        self._ingest(self._load_store())
+        self.store = StoreFile(Path(launch.state_dir) / STORE_FILE, self.sources, self.config.persist_delay_s)
+        self._ingest(self.store.load())
         if self._runner is None:
             await asyncio.to_thread(_ensure_bridge_nf)
             netfilter = await asyncio.to_thread(Netfilter, self.config.backend)
@@ -95,7 +91,7 @@ class NpcApp:
         await bus.subscribe(subjects.event("containers"), self._on_container)
         await serve_http(bus, "npc", self._router())
         self._spawn(self.enforcer.run())
-        self._spawn(self._persist_loop())
+        self._spawn(self.store.run())
         if self._runner is None:
             self._spawn(self._nflog_loop())
         self.mesh = MeshChannel(bus, POLICY_CHANNEL)
@@ -114,7 +110,7 @@ class NpcApp:
             task.cancel()
         if self._nflog is not None:
             self._nflog.close()
-        await asyncio.to_thread(self._write_store)
+        await asyncio.to_thread(self.store.write)
 
     def health(self) -> tuple[bool, str]:
         e = self.enforcer
@@ -143,7 +139,7 @@ class NpcApp:
                 log.warning("network policy %s/%s rejected: %s", rejection.attrs.get("namespace"),
                             rejection.attrs.get("name"), rejection.message)
         if entries:
-            self._dirty.set()
+            self.store.changed()
             if self.enforcer is not None:
                 self.enforcer.kick()
 
@@ -246,24 +242,10 @@ class NpcApp:
 
     # -- HTTP (GET /status, /status/npc, /report; forwarded by the gossip service) ----------------
     def _router(self) -> Router:
-        router = Router()
-
-        async def section(_: Request) -> Response:
-            return Response(200, status.status_section(self.status()))
-
-        async def view(_: Request) -> Response:
-            pods = sorted((p.namespace, p.metadata.name, p.ip, key.split("/")[1] if key.startswith(POD) else "k8s")
+        def pods() -> list[tuple[str, str, str, str]]:
+            return sorted((p.namespace, p.metadata.name, p.ip, key.split("/")[1] if key.startswith(POD) else "k8s")
                           for key, p in self.world.pods())
-            return Response(200, status.status_view(self.status(), self.list_objects(), pods))
-
-        async def report(_: Request) -> Response:
-            body = status.report(self.status(), self.list_objects())
-            return Response(200, json.dumps(body, indent=1) + "\n", "application/json")
-
-        router.add("GET", "/status", section)
-        router.add("GET", "/status/npc", view)
-        router.add("GET", "/report", report)
-        return router
+        return status.router(self.status, self.list_objects, pods)
 
     # -- containers of this host ------------------------------------------------------------
     async def _on_container(self, msg: BusMsg) -> None:
@@ -354,41 +336,6 @@ class NpcApp:
         self.blocked_total += 1
         self.blocked_metric.labels(b.protocol, str(b.dport)).inc()
         log.warning("%s", b.log_line(self.world.describe(b.src), self.world.describe(b.dst)))
-
-    # -- persistence ----------------------------------------------------------------------------
-    def _load_store(self) -> list[Entry]:
-        try:
-            data = json.loads(self.store_path.read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            log.warning("cannot read %s (%s): starting with an empty policy store", self.store_path, exc)
-            return []
-        try:
-            return self.sources.restore(data)
-        except (RemoteProtocolError, ValueError, AttributeError) as exc:
-            log.warning("ignoring %s: %s", self.store_path, exc)
-            return []
-
-    def _write_store(self) -> None:
-        """Blocking; serialised, since a cancelled writer's thread may still be running."""
-        data = json.dumps(self.sources.snapshot())
-        with self._store_lock:
-            tmp = self.store_path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-            os.replace(tmp, self.store_path)
-
-    async def _persist_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            await asyncio.sleep(self.config.persist_delay_s)
-            self._dirty.clear()
-            try:
-                await asyncio.to_thread(self._write_store)
-            except OSError as exc:
-                log.warning("cannot save the policy store: %s", exc)
 
 
 class _EnforcementErrors:

@@ -5,9 +5,12 @@ section's shape (`%15s: value` lines) so `weave status` reads as one document.
 """
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from typing import Any
 
+from shared.http import Request, Response, Router
 from shared.schemas.npc import ListReply, StatusReply
 
 
@@ -59,3 +62,23 @@ def report(s: StatusReply, objects: ListReply) -> dict[str, Any]:
         "Chains": s.chains, "IPSets": s.ipsets, "IPSetMembers": s.ipset_members,
         "EnforcementErrors": s.enforcement_errors, "BlockedConnections": s.blocked_connections,
     }}
+
+
+def router(status: Callable[[], StatusReply], objects: Callable[[], ListReply],
+           pods: Callable[[], list[tuple[str, str, str, str]]]) -> Router:
+    """GET /status (the section), /status/npc (the view), /report (the JSON part)."""
+    http = Router()
+
+    async def section(_: Request) -> Response:
+        return Response(200, status_section(status()))
+
+    async def view(_: Request) -> Response:
+        return Response(200, status_view(status(), objects(), pods()))
+
+    async def json_report(_: Request) -> Response:
+        return Response(200, json.dumps(report(status(), objects()), indent=1) + "\n", "application/json")
+
+    http.add("GET", "/status", section)
+    http.add("GET", "/status/npc", view)
+    http.add("GET", "/report", json_report)
+    return http

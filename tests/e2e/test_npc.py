@@ -265,6 +265,10 @@ def test_default_allow_and_a_policy_from_h2_blocks_new_connections_on_h1(cluster
     listing = c.weave("h1", "policy", "list").stdout
     assert re.search(r"NetworkPolicy\s+default\s+deny-all\s+weave\s+1\s+aa:00:00:00:00:02\s+enforced", listing)
 
+    assert "        Service: npc\n" in c.weave("h1", "status").stdout, "npc's section of weave status"
+    report = json.loads(c.weave("h2", "report").stdout)["NPC"]
+    assert report["Pods"] == 4 and report["Policies"][0]["Name"] == "deny-all" and report["Synced"]
+
     c.delete("h1", "deny-all")
     c.wait_connects("c2", "c1")
     assert "Policies: 0" in c.status("h2")
