@@ -116,10 +116,10 @@ def p99(latencies: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000
 
 
-def dnsperf(tb: Testbed, client: str, server: str, port: int, qfile: Path, seconds: float, clients: int,
+def dnsperf(client: str, server: str, port: int, qfile: Path, seconds: float, clients: int,
             outstanding: int) -> tuple[float, list[float], float]:
-    out = tb.exec(client, ["dnsperf", "-s", server, "-p", str(port), "-d", str(qfile), "-l", str(seconds),
-                           "-c", str(clients), "-q", str(outstanding), "-v"], timeout=seconds + 60).stdout
+    out = run_in(client, ["dnsperf", "-s", server, "-p", str(port), "-d", str(qfile), "-l", str(seconds),
+                          "-c", str(clients), "-q", str(outstanding), "-v"], timeout=seconds + 60)
     lat = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("> ")]
     qps = float(_stat(out, "Queries per second:"))
     lost = float(_stat(out, "Queries lost:").split("(")[1].rstrip("%)"))
@@ -156,22 +156,22 @@ asyncio.run(main())
 """
 
 
-def pyload(tb: Testbed, client: str, server: str, port: int, name: str, seconds: float,
+def pyload(client: str, server: str, port: int, name: str, seconds: float,
            outstanding: int) -> tuple[float, list[float], float]:
-    out = tb.exec(client, [sys.executable, "-c", PY_LOADGEN, server, str(port), name, str(seconds),
-                           str(outstanding)], timeout=seconds + 60).stdout.splitlines()
+    out = run_in(client, [sys.executable, "-c", PY_LOADGEN, server, str(port), name, str(seconds),
+                          str(outstanding)], timeout=seconds + 60).splitlines()
     qps, pending = out[0].split()
     return float(qps), [float(x) for x in out[1].split()], 0.0
 
 
-def measure(tb: Testbed, args, client: str, server: str, port: int, pid: int, name: str, qdir: Path) -> Run:
+def measure(args, client: str, server: str, port: int, pid: int, name: str, qdir: Path) -> Run:
     qfile = qdir / f"{name}.txt"
     qfile.write_text(f"{name} A\n")
     (user0, sys0), t0 = cpu_seconds(pid), time.monotonic()
     if shutil.which("dnsperf"):
-        qps, lat, lost = dnsperf(tb, client, server, port, qfile, args.seconds, args.clients, args.outstanding)
+        qps, lat, lost = dnsperf(client, server, port, qfile, args.seconds, args.clients, args.outstanding)
     else:
-        qps, lat, lost = pyload(tb, client, server, port, name, args.seconds, args.outstanding)
+        qps, lat, lost = pyload(client, server, port, name, args.seconds, args.outstanding)
     (user1, sys1), elapsed = cpu_seconds(pid), time.monotonic() - t0
     user = (user1 - user0) / elapsed * 100
     return Run(qps, p99(lat), user + (sys1 - sys0) / elapsed * 100, user, lost)
@@ -195,13 +195,21 @@ def handler_rate(name: str, n: int = 200_000) -> float:
 
 
 def attach_client(tb: Testbed) -> str:
-    ns = tb.add_container(tb.host("h1"), 1)
+    """The load generator's namespace, `<prefix>-client` (so `down` removes it), on the
+    testbed's underlay at CLIENT_ADDR."""
+    ns = f"{tb.prefix}-client"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
     wire = ["ip", "-n", tb.wire, "link"]
-    subprocess.run([*wire, "add", "bench1", "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
-    subprocess.run([*wire, "set", "bench1", "master", "br0", "up"], check=True)
+    subprocess.run([*wire, "add", "x-client", "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
+    subprocess.run([*wire, "set", "x-client", "master", "br0", "up"], check=True)
     subprocess.run(["ip", "-n", ns, "addr", "add", f"{CLIENT_ADDR}/24", "dev", "eth0"], check=True)
     subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=True)
-    return "h1c1"
+    return ns
+
+
+def run_in(ns: str, argv: list[str], timeout: float) -> str:
+    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout,
+                          check=True).stdout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[Run]] = {label: [] for label in servers}
             for _ in range(args.repeat):  # interleaved, so a busy moment on the machine hits every server
                 for label, (port, pid) in servers.items():
-                    runs[label].append(measure(tb, args, client, server, port, pid, name, root))
+                    runs[label].append(measure(args, client, server, port, pid, name, root))
             results[query] = ({label: median_run(r) for label, r in runs.items()}, handler_rate(name))
         report(results, args, rss_before, rss_mib(dns_pid))
     finally:

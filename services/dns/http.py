@@ -60,21 +60,21 @@ def api_router(app: "DnsApp") -> Router:
         return Response(200, app.ns.domain)
 
     async def get_dns_address(_: Request) -> Response:
-        return Response(200, app.settings.listen_host)
+        return Response(200, app.config.listen_host)
 
     async def get_dns_address_port(_: Request) -> Response:
-        return Response(200, app.settings.address)
+        return Response(200, app.config.address)
 
     async def get_status(_: Request) -> Response:
-        return Response(200, status.status_text(app.ns.domain, app.upstream_servers(), app.settings.ttl_s,
+        return Response(200, status.status_text(app.ns.domain, app.upstream_servers(), app.config.ttl_s,
                                                 app.ns.entries()))
 
     async def get_status_dns(_: Request) -> Response:
         return Response(200, status.entries_text(app.ns.domain, app.ns.entries()))
 
     async def get_report(_: Request) -> Response:
-        report = app.ns.report(upstream=app.upstream_servers() or None, address=app.settings.address,
-                               ttl=app.settings.ttl_s)
+        report = app.ns.report(upstream=app.upstream_servers() or None, address=app.config.address,
+                               ttl=app.config.ttl_s)
         return Response(200, json.dumps({"DNS": report}), "application/json")
 
     http.add("PUT", "/name/{container}/{ip}", put_name)

@@ -51,8 +51,11 @@ class Nameserver:
     """All entries of the cluster, indexed for lookups by name and by address."""
 
     def __init__(self, our_name: PeerName, domain: str = DEFAULT_DOMAIN,
-                 known_peers: Iterable[PeerName] = ()) -> None:
+                 known_peers: Iterable[PeerName] = (), tombstone_timeout_s: int = TOMBSTONE_TIMEOUT_S) -> None:
+        """`tombstone_timeout_s`: how long tombstones are kept (Weave: 30 min; shorter in
+        the test profile). The clock-skew window for gossip stays Weave's 15 min."""
         self.our_name = PeerName(our_name)
+        self.tombstone_timeout_s = int(tombstone_timeout_s)
         self.domain = fqdn(domain)
         self._known: set[int] = {int(self.our_name), *map(int, known_peers)}
         self._entries: dict[EntryKey, Entry] = {}
@@ -212,14 +215,14 @@ class Nameserver:
     # ---- time ----------------------------------------------------------------------
 
     def delete_tombstones(self, now: float) -> int:
-        """Delete tombstones older than 30 min; returns how many."""
-        limit = int(now) - TOMBSTONE_TIMEOUT_S
+        """Delete tombstones older than the tombstone timeout (30 min); returns how many."""
+        limit = int(now) - self.tombstone_timeout_s
         return self._drop_where(lambda e: not e.live and e.tombstone < limit)
 
     def next_deadline(self) -> int | None:
         """When `delete_tombstones` next has work (unix seconds), or None."""
         stones = [e.tombstone for e in self._entries.values() if not e.live]
-        return min(stones) + TOMBSTONE_TIMEOUT_S + 1 if stones else None
+        return min(stones) + self.tombstone_timeout_s + 1 if stones else None
 
     # ---- indexes -------------------------------------------------------------------
 

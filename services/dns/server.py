@@ -27,7 +27,7 @@ import struct
 from pathlib import Path
 from typing import Awaitable, Callable
 
-from services.dns.config import DnsSettings
+from services.dns.config import DnsConfig
 from services.dns.query import Forward, QueryHandler
 from services.dns.upstream import Upstream
 
@@ -165,9 +165,9 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 class DnsServer:
     """UDP and TCP listeners on one address, answering from `handler`."""
 
-    def __init__(self, handler: QueryHandler, forwarder: Forwarder, settings: DnsSettings) -> None:
-        self.handler, self.forwarder, self.settings = handler, forwarder, settings
-        self.port = settings.listen_port
+    def __init__(self, handler: QueryHandler, forwarder: Forwarder, config: DnsConfig) -> None:
+        self.handler, self.forwarder, self.config = handler, forwarder, config
+        self.port = config.listen_port
         self.queries = 0  # UDP and TCP queries received
         self.dropped = 0  # replies not sent: send buffer full
         self.overloaded = 0  # forwards refused (SERVFAIL) because max_forwards were in flight
@@ -177,9 +177,9 @@ class DnsServer:
     async def start(self) -> None:
         """Bind UDP, then TCP on the same port (the UDP one when port 0 was asked for)."""
         loop = asyncio.get_running_loop()
-        host = self.settings.listen_host
+        host = self.config.listen_host
         self._udp, self._udp_proto = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, self.settings.listen_port), reuse_port=False)
+            lambda: _UdpProtocol(self), local_addr=(host, self.config.listen_port), reuse_port=False)
         self.port = self._udp.get_extra_info("sockname")[1]
         try:
             self._tcp = await asyncio.start_server(self._on_tcp, host, self.port, reuse_address=True)
@@ -212,7 +212,7 @@ class DnsServer:
             self.forwarder.release()
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._tcp_clients >= self.settings.max_tcp_clients:
+        if self._tcp_clients >= self.config.max_tcp_clients:
             writer.close()
             return
         self._tcp_clients += 1
@@ -228,7 +228,7 @@ class DnsServer:
     async def _serve_one_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Read, answer and write one length-prefixed query; False to close the
         connection (IncompleteReadError at EOF)."""
-        async with asyncio.timeout(self.settings.tcp_idle_timeout_s):
+        async with asyncio.timeout(self.config.tcp_idle_timeout_s):
             head = await reader.readexactly(2)
             query = await reader.readexactly(_LEN.unpack(head)[0])
         self.queries += 1
@@ -245,6 +245,6 @@ class DnsServer:
                 finally:
                     self.forwarder.release()
         writer.write(_LEN.pack(len(result)) + result)
-        async with asyncio.timeout(self.settings.tcp_idle_timeout_s):
+        async with asyncio.timeout(self.config.tcp_idle_timeout_s):
             await writer.drain()
         return True

@@ -28,7 +28,7 @@ from pathlib import Path
 from prometheus_client.core import GaugeMetricFamily
 
 from services.dns import codec, snapshot
-from services.dns.config import DnsSettings
+from services.dns.config import DnsConfig
 from services.dns.entry import Entry, GossipData
 from services.dns.http import api_router
 from services.dns.names import BadAddress, BadName, check_fqdn, parse_ipv4
@@ -64,9 +64,11 @@ def incarnation_of(pid: int, proc: Path = Path("/proc")) -> str:
 
 
 class DnsApp:
-    def __init__(self, settings: DnsSettings | None = None, incarnation: str | None = None,
+    def __init__(self, config: DnsConfig | None = None, incarnation: str | None = None,
                  rng: random.Random | None = None) -> None:
-        self._settings = settings
+        """`config` None: built at start from the launch config, the profile's settings
+        and the environment. `incarnation` None: our parent's (the supervisor's) run."""
+        self._config = config
         self.incarnation = incarnation if incarnation is not None else incarnation_of(os.getppid())
         self.rng = rng or random.Random()
         self._tasks: set[asyncio.Task] = set()
@@ -78,25 +80,26 @@ class DnsApp:
     # -- life cycle --------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx, self.clock, launch = ctx, ctx.clock, ctx.config.launch
-        self.settings = self._settings or DnsSettings.from_launch(launch)
+        self.config = self._config or DnsConfig.from_launch(launch, getattr(ctx.config, "settings", None))
         self.our_name = PeerName.parse(launch.name)
-        self.ns = Nameserver(self.our_name, self.settings.domain)
+        self.ns = Nameserver(self.our_name, self.config.domain,
+                             tombstone_timeout_s=int(self.config.tombstone_timeout_s))
         self.snapshot_path = launch.state_dir / snapshot.FILE_NAME
         await self._restore()
-        exclude = self.settings.listen_host if self.settings.listen_host != "0.0.0.0" else None
-        self.resolv = ResolvConf(self.settings.resolv_conf, exclude, self.clock.monotonic,
-                                 self.settings.upstream_port)
+        exclude = self.config.listen_host if self.config.listen_host != "0.0.0.0" else None
+        self.resolv = ResolvConf(self.config.resolv_conf, exclude, self.clock.monotonic,
+                                 self.config.upstream_port)
         await self.resolv.addresses()  # read resolv.conf once now, so /status shows it
-        forwarder = Forwarder(self.resolv.addresses, timeout_s=self.settings.upstream_timeout_s,
-                              udp_size=self.settings.upstream_udp_size, max_inflight=self.settings.max_forwards)
-        self.server = DnsServer(QueryHandler(self.ns, ttl=self.settings.ttl_s, rng=self.rng), forwarder,
-                                self.settings)
+        forwarder = Forwarder(self.resolv.addresses, timeout_s=self.config.upstream_timeout_s,
+                              udp_size=self.config.upstream_udp_size, max_inflight=self.config.max_forwards)
+        self.server = DnsServer(QueryHandler(self.ns, ttl=self.config.ttl_s, rng=self.rng), forwarder,
+                                self.config)
         await self.server.start()
         ctx.registry.register(_EntriesCollector(self))
         self.mesh = MeshChannel(ctx.bus, DNS_CHANNEL)
         await self._serve_bus()
         await self.mesh.start(self._on_gossip, self._on_topology)
-        self._next_gossip = self.clock.monotonic() + self.settings.gossip_interval_s
+        self._next_gossip = self.clock.monotonic() + self.config.gossip_interval_s
         self._spawn(self._timer_loop())
         self._spawn(self._register_attached())
 
@@ -111,7 +114,7 @@ class DnsApp:
     def health(self) -> tuple[bool, str]:
         if self.server is None:
             return False, "starting"
-        return True, f"{len(self.ns)} entries; DNS on {self.settings.listen_host}:{self.server.port}"
+        return True, f"{len(self.ns)} entries; DNS on {self.config.listen_host}:{self.server.port}"
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -203,7 +206,8 @@ class DnsApp:
 
     # -- timer ---------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
-        """Periodic gossip, tombstone purge and snapshot writes, whichever comes first."""
+        """Periodic gossip, tombstone purge and snapshot writes, whichever comes first.
+        Changes wake it at most once per snapshot write (see `_mark_dirty`)."""
         next_write = 0.0
         while True:
             now = self.clock.monotonic()
@@ -215,24 +219,36 @@ class DnsApp:
             except TimeoutError:
                 pass
             self._wake.clear()
-            now = self.clock.monotonic()
-            if now >= self._next_gossip:
-                self._next_gossip = now + self.settings.gossip_interval_s
-                await self._send("gossip", self.ns.gossip(self.clock.now()))
-            if self.ns.delete_tombstones(self.clock.now()):
-                self._dirty = True
-            if self._dirty and now >= next_write:
-                self._dirty = False
-                next_write = now + self.settings.snapshot_delay_s
-                await asyncio.to_thread(self._write_snapshot, self._snapshot())
+            try:
+                next_write = await self._tick(next_write)
+            except Exception:  # a bug in one tick must not stop gossip for good
+                log.exception("dns timer tick failed")
+                await asyncio.sleep(1.0)
+
+    async def _tick(self, next_write: float) -> float:
+        """Do what is due; returns when the snapshot may next be written."""
+        now = self.clock.monotonic()
+        if now >= self._next_gossip:
+            self._next_gossip = now + self.config.gossip_interval_s
+            await self._send("gossip", self.ns.gossip(self.clock.now()))
+        due = self.ns.next_deadline()
+        if due is not None and self.clock.now() >= due and self.ns.delete_tombstones(self.clock.now()):
+            self._dirty = True
+        if self._dirty and now >= next_write:
+            self._dirty = False
+            next_write = now + self.config.snapshot_delay_s
+            await asyncio.to_thread(self._write_snapshot, self._snapshot())
+        return next_write
 
     def _purge_delay(self) -> float:
         due = self.ns.next_deadline()
         return PURGE_RECHECK_S if due is None else min(PURGE_RECHECK_S, max(0.0, due - self.clock.now()))
 
     def _mark_dirty(self) -> None:
-        self._dirty = True
-        self._wake.set()
+        """The store changed: a snapshot write is due (one wake-up per pending write)."""
+        if not self._dirty:
+            self._dirty = True
+            self._wake.set()
 
     # -- snapshot ------------------------------------------------------------------------
     def _snapshot(self) -> snapshot.Snapshot:
@@ -256,7 +272,7 @@ class DnsApp:
             log.warning("ignoring %s: %s", self.snapshot_path, exc)
             return
         entries = snapshot.restorable(snap, our_name=self.our_name, incarnation=self.incarnation,
-                                      now=self.clock.now())
+                                      now=self.clock.now(), fresh_for_s=self.config.tombstone_timeout_s / 2)
         self.ns.merge(entries)
         log.info("restored %d of %d entries from %s", len(entries), len(snap.entries), self.snapshot_path)
 
@@ -293,7 +309,12 @@ class DnsApp:
             log.warning("container %s: not registering its name: %s", event.container_id, exc)
             return
         for cidr in event.cidrs:
-            self.add(event.container_id, int(IPv4Interface(cidr).ip), name)
+            try:
+                addr = int(IPv4Interface(cidr).ip)
+            except ValueError:
+                log.warning("container %s: ignoring address %r (not IPv4)", event.container_id, cidr)
+                continue
+            self.add(event.container_id, addr, name)
 
     async def _on_add(self, req: AddRequest) -> ChangeReply:
         try:

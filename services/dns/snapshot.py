@@ -59,9 +59,11 @@ def loads(data: bytes) -> Snapshot:
         raise LocalProtocolError(f"unreadable dns snapshot: {exc}", code="bad_snapshot") from None
 
 
-def restorable(snap: Snapshot, *, our_name: PeerName, incarnation: str, now: float) -> tuple[Entry, ...]:
-    """The entries to load back, by the rules in the module docstring."""
+def restorable(snap: Snapshot, *, our_name: PeerName, incarnation: str, now: float,
+               fresh_for_s: float = GOSSIP_WINDOW_S) -> tuple[Entry, ...]:
+    """The entries to load back, by the rules in the module docstring. `fresh_for_s`:
+    half the tombstone timeout (the gossip window, 15 min, with Weave's 30 min)."""
     same_run = snap.incarnation == incarnation
-    fresh = 0 <= now - snap.saved_at < GOSSIP_WINDOW_S
+    fresh = 0 <= now - snap.saved_at < fresh_for_s
     return tuple(e for e in snap.entries
                  if (same_run if e.origin == our_name else (same_run and fresh)))

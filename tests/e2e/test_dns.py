@@ -1,6 +1,6 @@
 """weaveDNS end to end on the testbed: real stacks in host namespaces, real DNS packets
 (`dig` inside the namespaces), the real CLI. Names registered on one host resolve on
-the others; a name on two hosts answers both; removal, container events, restarts of
+the others; a name on two hosts answers both; removal, `weave attach --name`, restarts of
 the dns service and of a whole stack; forwarding to an upstream resolver the test runs
 in a namespace of its own; malformed packets."""
 from __future__ import annotations
@@ -34,20 +34,6 @@ for tcp in (False, True):
 print("ready", flush=True)
 while True:
     time.sleep(3600)
-"""
-PUBLISH_EVENT = """
-import asyncio, sys
-from shared import subjects
-from shared.config import LaunchConfig, state_dir_from_env
-from shared.nats_bus import NatsBus
-from shared.schemas.datapath import ContainerEvent
-async def main():
-    launch = LaunchConfig.load(state_dir_from_env())
-    bus = await NatsBus.connect(launch.bus_url, launch.bus_token(), "e2e-test")
-    await bus.publish(subjects.event("containers"), ContainerEvent.model_validate_json(sys.argv[1]))
-    await bus.flush()
-    await bus.close()
-asyncio.run(main())
 """
 GARBAGE = """
 import socket, struct
@@ -100,29 +86,25 @@ def resolv_conf(tmp_path, monkeypatch):
     return path
 
 
-def start_upstream(tb: Testbed) -> subprocess.Popen:
-    """A namespace of the testbed (its name has the prefix, so `down` removes it) on the
-    underlay at UPSTREAM_ADDR, running RESPONDER."""
-    ns = tb.add_container(tb.host("h1"), 9)
-    wire = ["ip", "-n", tb.wire, "link"]
-    subprocess.run([*wire, "add", "up9", "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
-    subprocess.run([*wire, "set", "up9", "master", "br0", "up"], check=True)
-    subprocess.run(["ip", "-n", ns, "addr", "add", f"{UPSTREAM_ADDR}/24", "dev", "eth0"], check=True)
+def underlay_namespace(tb: Testbed, name: str, addr: str) -> str:
+    """A namespace named with the testbed's prefix (so `down` removes it, and every
+    process in it), on the underlay at `addr`."""
+    ns = f"{tb.prefix}-{name}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    wire, port = ["ip", "-n", tb.wire, "link"], f"x-{name}"
+    subprocess.run([*wire, "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns], check=True)
+    subprocess.run([*wire, "set", port, "master", "br0", "up"], check=True)
+    subprocess.run(["ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0"], check=True)
     subprocess.run(["ip", "-n", ns, "link", "set", "eth0", "up"], check=True)
+    return ns
+
+
+def start_upstream(tb: Testbed) -> subprocess.Popen:
+    ns = underlay_namespace(tb, "up", UPSTREAM_ADDR)
     proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", RESPONDER], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     return proc
-
-
-def publish(tb: Testbed, host: str, event: dict) -> None:
-    out = tb.exec(host, [sys.executable, "-c", PUBLISH_EVENT, json.dumps(event)], cwd=str(_repo()))
-    assert out.returncode == 0, out.stderr
-
-
-def _repo():
-    from pathlib import Path
-    return Path(__file__).resolve().parents[2]
 
 
 def test_names_across_hosts_upstream_and_malformed_packets(testbed_factory, resolv_conf):
@@ -166,12 +148,13 @@ def test_names_across_hosts_upstream_and_malformed_packets(testbed_factory, reso
             out = tb.weave("h1", "dns-add", *args, check=False)
             assert out.returncode == 1 and words in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
 
-        # container events from the datapath register and tombstone names
-        event = {"kind": "attached", "container_id": "wt-h1c1", "cidrs": ["10.32.0.7/12"], "fqdn": "app.weave.local"}
-        publish(tb, "h1", event)
-        wait_until(resolves(tb, "h2", "app.weave.local", ["10.32.0.7"]), what="app registered")
-        publish(tb, "h1", {**event, "kind": "detached", "cidrs": []})
-        wait_until(nxdomain(tb, "h2", "app.weave.local"), what="app tombstoned")
+        # `weave attach --name` registers the container's name (the datapath's event); detach removes it
+        box = f"{tb.prefix}-box"
+        subprocess.run(["ip", "netns", "add", box], check=True)
+        tb.weave("h1", "attach", "10.32.1.7/12", box, "--name", "box.weave.local")
+        wait_until(resolves(tb, "h2", "box.weave.local", ["10.32.1.7"]), what="box registered")
+        tb.weave("h1", "detach", box)
+        wait_until(nxdomain(tb, "h2", "box.weave.local"), what="box tombstoned")
 
         # names we do not own go upstream; none configured -> SERVFAIL; resolv.conf re-read on change
         assert dig(tb, "h2", "ext.example.com")[0] == "SERVFAIL"

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from dnslib import DNSRecord
 
-from services.dns.config import DnsSettings
+from services.dns.config import DnsConfig
 from services.dns.service import DnsApp
 from shared import subjects
 from shared.bus import BusMsg, MemoryBroker, MemoryBus
 from shared.clock import RealClock
-from shared.config import LaunchConfig, ServiceConfig
+from shared.config import DnsSettings, LaunchConfig, ServiceConfig
 from shared.http import Router
 from shared.metrics import new_registry
 from shared.schemas.mesh import DNS_CHANNEL, MeshReceive, MeshSend, PeerInfo, PeersRequest, TopologyEvent
@@ -30,7 +30,7 @@ def peer_name(i: int) -> str:
 
 
 class Host:
-    def __init__(self, index: int, root: Path, incarnation: str = "run-1", **settings) -> None:
+    def __init__(self, index: int, root: Path, incarnation: str = "run-1", clock=None, **settings) -> None:
         self.index, self.name = index, peer_name(index)
         self.state_dir = root / f"h{index}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -42,15 +42,17 @@ class Host:
         self.app: DnsApp | None = None
         self.bus: MemoryBus | None = None
         self.uid = 1
+        self.clock = clock or RealClock()
 
     async def start(self) -> DnsApp:
         launch = LaunchConfig(state_dir=self.state_dir, name=self.name, nickname=f"h{self.index}")
-        settings = DnsSettings(listen_host="127.0.0.1", listen_port=0, domain="weave.local.", ttl_s=1,
+        config = DnsConfig(listen_host="127.0.0.1", listen_port=0, domain="weave.local.", ttl_s=1,
                                resolv_conf=self.resolv_conf, **{"upstream_timeout_s": 0.5, **self.settings})
         self.bus = MemoryBus(self.broker, "dns")
-        ctx = ServiceContext("dns", ServiceConfig(service="dns", launch=launch, metrics_port=0), self.bus,
-                             new_registry(), RealClock(), Router())
-        self.app = DnsApp(settings, incarnation=self.incarnation)
+        ctx = ServiceContext("dns", ServiceConfig(service="dns", launch=launch, metrics_port=0,
+                                                   settings=DnsSettings()), self.bus,
+                             new_registry(), self.clock, Router())
+        self.app = DnsApp(config, incarnation=self.incarnation)
         await self.app.start(ctx)
         return self.app
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
-from services.dns.config import DnsSettings
+from services.dns.config import DnsConfig
 from services.dns.entry import Entry
 from services.dns.nameserver import Nameserver
 from services.dns.query import Forward, QueryHandler
@@ -96,11 +96,11 @@ async def test_resolv_conf_is_reread_when_it_changes_at_most_every_5_s(tmp_path)
 async def server():
     ns = Nameserver(US)
     ns.add("web.weave.local.", "c1", 0x0A200001, 1_700_000_000)
-    settings = DnsSettings(listen_host="127.0.0.1", listen_port=0, domain="weave.local.", ttl_s=1,
+    config = DnsConfig(listen_host="127.0.0.1", listen_port=0, domain="weave.local.", ttl_s=1,
                            resolv_conf=Path(os.devnull),
                            max_forwards=1, max_tcp_clients=2, tcp_idle_timeout_s=0.5)
     async with Responder({"slow.example.com.": "192.0.2.2"}, silent=True) as up:
-        srv = DnsServer(QueryHandler(ns), forwarder([(up.host, up.port)], timeout_s=0.5, max_inflight=1), settings)
+        srv = DnsServer(QueryHandler(ns), forwarder([(up.host, up.port)], timeout_s=0.5, max_inflight=1), config)
         await srv.start()
         yield srv
         await srv.stop()

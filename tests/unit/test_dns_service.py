@@ -267,3 +267,44 @@ async def test_periodic_gossip_repairs_a_lost_broadcast(tmp_path):
     finally:
         for h in hosts:
             await h.stop()
+
+
+async def test_tombstones_are_purged_30_minutes_after_deletion(tmp_path):
+    from shared.clock import ManualClock
+
+    clock = ManualClock(start=1_700_000_000.0)
+    mesh, host = Mesh(), Host(1, tmp_path, clock=clock)
+    await mesh.join(host)
+    await host.start()
+    try:
+        await add(host, "old.weave.local", "10.32.0.1")
+        await remove(host, fqdn="old.weave.local")
+
+        async def listed():
+            reply = await host.bus.request(subjects.request("dns", "list"), ListRequest(tombstones=True), ListReply)
+            return [e.hostname for e in reply.entries]
+        clock.advance(29 * 60)
+        await add(host, "new1.weave.local", "10.32.0.2")  # a change wakes the timer
+        await wait_for(lambda: _eq(listed(), ["new1.weave.local.", "old.weave.local."]), what="kept at 29 min")
+        clock.advance(2 * 60)
+        await add(host, "new2.weave.local", "10.32.0.3")
+        await wait_for(lambda: _eq(listed(), ["new1.weave.local.", "new2.weave.local."]), what="purged at 31 min")
+    finally:
+        await host.stop()
+
+
+def test_config_from_launch_profiles_and_environment(tmp_path):
+    from pathlib import Path
+
+    from services.dns.config import DnsConfig
+    from shared.config import LaunchConfig
+
+    prod = DnsConfig.from_launch(LaunchConfig(state_dir=tmp_path, dns_listen_address="172.17.0.1:5353"), env={})
+    assert (prod.listen_host, prod.listen_port, prod.address) == ("172.17.0.1", 5353, "172.17.0.1:5353")
+    assert (prod.gossip_interval_s, prod.tombstone_timeout_s, prod.upstream_timeout_s) == (30.0, 1800.0, 5.0)
+    assert prod.resolv_conf == Path("/etc/resolv.conf")
+    test = DnsConfig.from_launch(LaunchConfig(state_dir=tmp_path, profile="test"),
+                                 env={"WEAVE_DNS_RESOLV_CONF": "/tmp/r.conf"})
+    assert (test.gossip_interval_s, test.tombstone_timeout_s, test.resolv_conf) == (5.0, 60.0, Path("/tmp/r.conf"))
+    with pytest.raises(ValueError, match="expected ip:port"):
+        DnsConfig.from_launch(LaunchConfig(state_dir=tmp_path, dns_listen_address="0.0.0.0"), env={})
