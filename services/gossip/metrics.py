@@ -21,8 +21,9 @@ class MeshCollector:
         conns = GaugeMetricFamily("weave_connections", "Number of peer-to-peer connections.",
                                   labels=["state", "type", "encryption"])
         counts: dict[tuple[str, str, str], int] = {}
-        for enc in ("", "yes"):
-            counts[("established", "none", enc)] = 0
+        for overlay in (router.config.overlays if router else ()) or ("none",):
+            for enc in ("", "yes"):  # Weave lists both encryption states, zeros included
+                counts[("established", overlay, enc)] = 0
         for c in (router.conns.values() if router else ()):
             if c.remote is None:
                 continue

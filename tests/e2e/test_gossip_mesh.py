@@ -47,7 +47,9 @@ def test_full_mesh_with_password(testbed_factory):
     assert "Encryption: enabled" in status and "Peers: 3 (with 6 established connections)" in status
     metrics = tb.exec("h1", ["python3", "-c", "import urllib.request;print(urllib.request.urlopen("
                                                "'http://127.0.0.1:6782/metrics').read().decode())"]).stdout
-    assert 'weave_connections{encryption="yes",state="established",type="none"} 2.0' in metrics
+    established_encrypted = [line for line in metrics.splitlines()
+                             if line.startswith('weave_connections{encryption="yes",state="established"')]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in established_encrypted) == 2.0, metrics
 
 
 def test_chain_with_discovery_forms_direct_link(testbed_factory):
