@@ -80,7 +80,7 @@ class DnsApp:
     # -- life cycle --------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx, self.clock, launch = ctx, ctx.clock, ctx.config.launch
-        self.config = self._config or DnsConfig.from_launch(launch, getattr(ctx.config, "settings", None))
+        self.config = self._config or DnsConfig.from_launch(launch, ctx.config.settings)
         self.our_name = PeerName.parse(launch.name)
         self.ns = Nameserver(self.our_name, self.config.domain,
                              tombstone_timeout_s=int(self.config.tombstone_timeout_s))
