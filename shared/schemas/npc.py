@@ -39,19 +39,19 @@ class ApplyReply(Message):
                                        "by gossip); False if that took longer than the service waits.")
 
 
-class DeleteReply(Message):
-    """What `delete` did."""
-
-    deleted: ObjectRef = Field(description="The object now tombstoned everywhere.")
-    enforced: bool = Field(description="As in ApplyReply.")
-
-
 class DeleteRequest(Message):
     """Remove one stored object everywhere (weave.npc.delete); `not_found` if absent."""
 
     kind: ObjectKind = Field("NetworkPolicy", description="What to delete.")
     namespace: str = Field("default", description="Namespace of the NetworkPolicy (ignored for a Namespace).")
     name: str = Field(description="metadata.name.")
+
+
+class DeleteReply(Message):
+    """What `delete` did."""
+
+    deleted: ObjectRef = Field(description="The object now tombstoned everywhere.")
+    enforced: bool = Field(description="As in ApplyReply.")
 
 
 class ListRequest(Message):

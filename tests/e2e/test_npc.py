@@ -190,7 +190,7 @@ def cluster(tmp_path_factory):
                           '  echo "iptables-restore: line 2 failed (injected)" >&2; exit 1\nfi\n'
                           f'exec /usr/sbin/{tool} "$@"\n')
         script.chmod(0o755)
-    tb = Testbed(root / "tb", f"wte{secrets.token_hex(2)}")
+    tb = Testbed(root / "tb", f"wtnpc{secrets.token_hex(2)}")  # ours by name if left behind
     old_path = os.environ["PATH"]
     os.environ["PATH"] = f"{wrappers}:{old_path}"  # inherited by the supervisor and its services
     c = Cluster(tb, wrappers)

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from services.npc.apply import ApplyError, Backend, Enforcer, EnforcerConfig, Netfilter, RunResult, detect_backend
-from services.npc.ipset import IPSetType
+from services.npc.ipset import IPSet, IPSetType
 from services.npc.memory_netfilter import MemoryKernel
 from services.npc.plan import plan_update
 from services.npc.policy import NetworkPolicyController, default_allow_set_name
@@ -148,7 +148,7 @@ async def test_enforcer_resync_repairs_what_was_flushed_by_hand():
         await until(lambda: enforcer.synced)
         kernel.chains["WEAVE-NPC-INGRESS"] = []
         kernel.chains["FORWARD"] = []
-        kernel.sets[ING] = kernel.sets[ING].__class__(ING, IPSetType.HASH_IP, {})
+        kernel.sets[ING] = IPSet(ING, IPSetType.HASH_IP, {})
         await until(lambda: kernel.chains["WEAVE-NPC-INGRESS"] and len(kernel.chains["FORWARD"]) == 6
                     and set(kernel.sets[ING].members) == {"10.32.0.2"})
         assert enforcer.errors == 0
