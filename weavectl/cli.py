@@ -46,6 +46,11 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", choices=("production", "test"), default="production", help=argparse.SUPPRESS)
     p.add_argument("--launch-timeout", type=float, default=30.0, help="seconds to wait for a healthy stack")
     p.add_argument("--resume", action="store_true", help="reconnect to the peers of the previous run")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--prepare-only", action="store_true",
+                      help="write the host's state and exit (for compose/Kubernetes, which start the services)")
+    mode.add_argument("--foreground", action="store_true",
+                      help="run the supervisor in this process until stopped (for a container or systemd)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), help="new datapath mode")
     sub.add_parser("ps-services", help="list this host's processes with pid and health")
     p = sub.add_parser("status", help="the router's status, or one view of it")
-    p.add_argument("view", nargs="?", choices=("peers", "connections", "targets"), help="one status view")
+    p.add_argument("view", nargs="?", choices=("peers", "connections", "targets", "ipam", "dns", "npc"),
+                   help="one status view")
     sub.add_parser("report", help="the full status as JSON (Weave Net's /report)")
     p = sub.add_parser("connect", help="connect to more peers")
     p.add_argument("peers", nargs="+", metavar="PEER", help="host[:port]")
@@ -91,6 +97,14 @@ def cmd_launch(args: argparse.Namespace) -> int:
         conn_limit=args.conn_limit, no_discovery=args.no_discovery,
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
         bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile)
+    if args.prepare_only:
+        cfg = launcher.prepare(cfg, resume=args.resume)
+        print(f"prepared {cfg.state_dir} for peer {cfg.name} ({cfg.nickname})")
+        return 0
+    if args.foreground:
+        from weavectl.supervisor import run_foreground
+
+        return run_foreground(launcher.prepare(cfg, resume=args.resume))
     started = time.monotonic()
     reply = launcher.launch(cfg, timeout=args.launch_timeout, resume=args.resume)
     print(f"weave launched on {reply.host} in {time.monotonic() - started:.2f} s: "

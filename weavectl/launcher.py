@@ -22,7 +22,7 @@ from shared import subjects
 from shared.bus import BusError
 from shared.config import TOKEN_FILE, LaunchConfig
 from shared.schemas import Message, Ok, RestartRequest, ServicesReply, ServicesRequest, StopRequest
-from weavectl.supervisor import PID_FILE, PROCESSES_FILE
+from weavectl.supervisor import PID_FILE, PROCESSES_FILE, write_nats_conf
 
 R = TypeVar("R", bound=Message)
 PEER_NAME_PREFIX = b"9oBJ0Jmip-"  # weave:net/uuid.go
@@ -79,6 +79,22 @@ def bus_request(state_dir: Path, subject: str, msg: Message, reply_type: type[R]
     return asyncio.run(_bus_request(LaunchConfig.load(state_dir), subject, msg, reply_type, timeout))
 
 
+def prepare(cfg: LaunchConfig, resume: bool = False) -> LaunchConfig:
+    """Write the host's state (launch.json, bus token, nats config) without starting anything:
+    what a container deployment (compose, Kubernetes) runs once before its services."""
+    if cfg.name is None:
+        cfg = cfg.model_copy(update={"name": derive_peer_name()})
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    if not resume or cfg.peers:  # peers given on a fresh launch replace those of the last run
+        (cfg.state_dir / PEERS_FILE).unlink(missing_ok=True)
+    if not (cfg.state_dir / TOKEN_FILE).exists() or not resume:
+        _write_token(cfg.state_dir)
+    cfg.save()
+    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    write_nats_conf(cfg)
+    return cfg
+
+
 def launch(cfg: LaunchConfig, timeout: float = 30.0, resume: bool = False) -> ServicesReply:
     if os.geteuid() != 0:
         raise LaunchError("weave launch needs root: it creates network devices and namespaces",
@@ -87,14 +103,7 @@ def launch(cfg: LaunchConfig, timeout: float = 30.0, resume: bool = False) -> Se
     if running:
         raise LaunchError(f"weave is already running here (supervisor pid {running})",
                           "use 'weave stop' first, or 'weave restart <service>'")
-    if cfg.name is None:
-        cfg = cfg.model_copy(update={"name": derive_peer_name()})
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    if not resume or cfg.peers:  # peers given on a fresh launch replace those of the last run
-        (cfg.state_dir / PEERS_FILE).unlink(missing_ok=True)
-    _write_token(cfg.state_dir)
-    cfg.save()
-    cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    cfg = prepare(cfg, resume)
     with open(cfg.log_dir / "supervisor.log", "ab") as logf:
         subprocess.Popen([sys.executable, "-m", "weavectl.supervisor", "--state-dir", str(cfg.state_dir)],
                          stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,

@@ -54,6 +54,18 @@ def nats_server_path() -> str:
     return found
 
 
+def write_nats_conf(launch: LaunchConfig) -> Path:
+    """nats-server's config: loopback only, the host's token (never on a command line)."""
+    text = (f'listen: "127.0.0.1:{launch.bus_port}"\n'
+            f'authorization {{ token: "{launch.bus_token()}" }}\n'
+            'max_payload: 8MB\n')
+    path = launch.state_dir / NATS_CONF
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
 def services_for(launch: LaunchConfig) -> list[str]:
     return [s for s in subjects.SERVICES if not (s == "dns" and launch.no_dns)]
 
@@ -89,15 +101,6 @@ class Supervisor:
         for svc in services_for(self.launch):
             self.procs[svc] = Proc(svc, [sys.executable, "-m", f"services.{svc}.service"])
 
-    def _write_nats_conf(self) -> None:
-        token = self.launch.bus_token()
-        text = (f'listen: "127.0.0.1:{self.launch.bus_port}"\n'
-                f'authorization {{ token: "{token}" }}\n'
-                'max_payload: 8MB\n')
-        path = self.launch.state_dir / NATS_CONF
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
 
     def _record_pids(self) -> None:
         data = {"supervisor": os.getpid(), "processes": {p.name: p.pid for p in self.procs.values() if p.pid}}
@@ -193,7 +196,7 @@ class Supervisor:
         from shared.nats_bus import NatsBus
 
         (self.launch.state_dir / PID_FILE).write_text(str(os.getpid()))
-        self._write_nats_conf()
+        write_nats_conf(self.launch)
         self._make_procs()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -245,6 +248,14 @@ async def _port_open(host: str, port: int) -> bool:
         return False
     writer.close()
     return True
+
+
+def run_foreground(launch: LaunchConfig) -> int:
+    """The supervisor in the calling process (a container's or a systemd unit's main)."""
+    setup_logging("supervisor")
+    setup_tracing("supervisor", host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
+    asyncio.run(Supervisor(launch).run())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -44,16 +44,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dns-lookup", help="ask this host's weaveDNS for a name's addresses")
     p.add_argument("name", help="a name; an unqualified one is looked up in the weaveDNS domain")
     p.set_defaults(handler=cmd_dns_lookup)
-    _allow_status_view(sub, "dns")
-
-
-def _allow_status_view(sub: argparse._SubParsersAction, view: str) -> None:
-    """Let `weave status dns` through the core parser's view choices (the view is
-    forwarded to this service by the gossip service)."""
-    status = sub.choices.get("status")
-    for action in status._actions if status is not None else ():
-        if action.dest == "view" and action.choices is not None and view not in action.choices:
-            action.choices = (*action.choices, view)
 
 
 def parse_args(args: list[str], fqdn: str | None) -> tuple[list[str], str | None, str | None]:
