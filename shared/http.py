@@ -116,11 +116,21 @@ class HttpServer:
             writer.close()
 
     async def _dispatch(self, req: Request) -> Response:
-        try:
-            return await self.router.dispatch(req)
-        except Exception as exc:
-            log.exception("HTTP %s %s failed", req.method, req.path)
-            return Response(500, f"internal error: {type(exc).__name__}: {exc}\n")
+        """One span per request, child of the caller's `traceparent` header if any."""
+        from opentelemetry.trace import SpanKind
+
+        from shared import tracing
+
+        with tracing.tracer("weave.http").start_as_current_span(
+                f"HTTP {req.method} {req.path}", context=tracing.extract(req.headers), kind=SpanKind.SERVER,
+                attributes={"http.request.method": req.method, "url.path": req.path}) as span:
+            try:
+                resp = await self.router.dispatch(req)
+            except Exception as exc:
+                log.exception("HTTP %s %s failed", req.method, req.path)
+                resp = Response(500, f"internal error: {type(exc).__name__}: {exc}\n")
+            span.set_attribute("http.response.status_code", resp.status)
+            return resp
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Request | None:

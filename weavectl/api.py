@@ -18,6 +18,10 @@ def call(method: str, path: str, form: dict[str, list[str]] | None = None, accep
         req.add_header("Content-Type", "application/x-www-form-urlencoded")
     if accept:
         req.add_header("Accept", accept)
+    from shared.tracing import inject
+
+    for key, value in inject().items():  # the CLI's span, when `weave` records one
+        req.add_header(key, value)
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:
             return resp.read().decode()

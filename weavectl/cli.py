@@ -169,6 +169,35 @@ def cmd_version(_: argparse.Namespace) -> int:
     return 0
 
 
+TRACED = {"attach", "detach", "expose", "hide", "dns-add", "dns-remove", "connect", "forget", "rmpeer",
+          "policy", "restart"}
+
+
+class cli_span:
+    """The root span of a command that changes something (one `weave attach`, one trace):
+    recorded in the host's trace files when its stack is running here."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args, self.provider, self.span = args, None, None
+
+    def __enter__(self) -> None:
+        state_dir = self.args.state_dir or state_dir_from_env()
+        if self.args.command not in TRACED or not (state_dir / "launch.json").exists():
+            return
+        from shared.tracing import setup_tracing, tracer
+
+        launch = LaunchConfig.load(state_dir)
+        self.provider = setup_tracing("cli", host=launch.nickname, trace_dir=launch.trace_dir,
+                                      endpoint=launch.otlp_endpoint)
+        self.span = tracer("weave.cli").start_as_current_span(f"weave {self.args.command}")
+        self.span.__enter__()
+
+    def __exit__(self, *exc) -> None:
+        if self.span is not None:
+            self.span.__exit__(*exc)
+            self.provider.shutdown()  # flush: the process is about to exit
+
+
 COMMANDS = {"launch": cmd_launch, "stop": cmd_stop, "restart": cmd_restart, "ps-services": cmd_ps_services,
             "version": cmd_version, "status": cmd_status, "report": cmd_report, "connect": cmd_connect,
             "forget": cmd_forget}
@@ -179,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or args.handler
     try:
-        return handler(args)
+        with cli_span(args):
+            return handler(args)
     except LaunchError as exc:
         print(f"weave {args.command}: {exc.reason}", file=sys.stderr)
         if exc.hint:
