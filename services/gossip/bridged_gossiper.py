@@ -25,6 +25,8 @@ class Deliver:
     kind: Literal["broadcast", "unicast", "gossip"]
     src: PeerName
     payload: bytes
+    trace: str | None = None
+    """W3C traceparent the sending weave-py peer attached (router.TRACE_TAG), if any."""
 
 
 class BridgedGossiper(SurrogateGossiper):

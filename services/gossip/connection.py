@@ -46,6 +46,8 @@ class Connection:
     overlay: str = "none"
     attrs: dict = field(default_factory=dict)
     local_addr: str = ""
+    pending_trace: str | None = None
+    """traceparent sent just before the next gossip message (router.TRACE_TAG)."""
     overlay_conn: object | None = None
     """The OverlayConn announced to the overlay, once added (router.OverlayConn)."""
 

@@ -22,6 +22,7 @@ connection, and the connection maker's retry deadline.
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import random
@@ -41,6 +42,12 @@ from shared.errors import LocalProtocolError, RemoteProtocolError
 
 log = logging.getLogger(__name__)
 TOPOLOGY_DEFER = 1.0  # seconds local topology changes are coalesced before broadcast
+# Trace context across hosts, our extension: peers that advertise TRACE_FEATURE get, just
+# before a gossip message, a TRACE_TAG message holding its W3C traceparent. mesh ignores
+# unknown features, and Go peers never advertise this one, so they never see the tag.
+TRACE_FEATURE = "TraceContext"
+TRACE_TAG = 0xF0
+MAX_TRACEPARENT = 128
 GOSSIP_TAGS = (ProtocolTag.GOSSIP, ProtocolTag.GOSSIP_UNICAST, ProtocolTag.GOSSIP_BROADCAST)
 OVERLAY_TAGS = (ProtocolTag.RESERVED1, ProtocolTag.RESERVED2, ProtocolTag.RESERVED3, ProtocolTag.OVERLAY_CONTROL)
 
@@ -60,6 +67,8 @@ class RouterConfig:
     bus_channels: tuple[str, ...] = ()
     """Channels whose owner is another local service (see bridged_gossiper)."""
     gossip_interval: float = GOSSIP_INTERVAL
+    trace_context: bool = True
+    """Advertise TRACE_FEATURE (receive trace context from weave-py peers)."""
 
 
 # -- actions ---------------------------------------------------------------------------
@@ -153,6 +162,7 @@ class Router:
         self._next_key = 1
         self._timers = _Timers(gossip_at=now + config.gossip_interval)
         self._maker_stale = False
+        self._trace: str | None = None  # traceparent of what is being sent or relayed now
         self._trusted = [ipaddress.ip_network(s, strict=False) for s in config.trusted_subnets]
 
     # -- API -----------------------------------------------------------------------------
@@ -174,6 +184,8 @@ class Router:
                                  self.rng.getrandbits(64), short_id=self.ourself.short_id,
                                  trusted=self._trusts(remote_addr),
                                  overlays=list(self.config.overlays) or None)
+        if self.config.trace_context:
+            features[TRACE_FEATURE] = "w3c"
         proto = MeshProtocol(outbound, self.config.password, features)
         conn = Connection(key, outbound, remote_addr, dial_address, accept_new_peer, proto, now,
                           read_deadline=now + proto.read_timeout, local_addr=local_addr)
@@ -211,9 +223,11 @@ class Router:
         return self._drain(now)
 
     def send_gossip(self, channel: str, kind: str, payload: bytes, now: float,
-                    dst: PeerName | None = None) -> list[Action]:
+                    dst: PeerName | None = None, trace: str | None = None) -> list[Action]:
         """Gossip from a local channel owner (MeshSend): `broadcast` to all, `unicast` to
-        `dst`, `gossip` to random neighbours or down the connection to neighbour `dst`."""
+        `dst`, `gossip` to random neighbours or down the connection to neighbour `dst`.
+        `trace` (a traceparent) travels to weave-py peers, see TRACE_TAG."""
+        self._trace = trace
         data = SurrogateGossipData((payload,))
         if kind == "unicast":
             if dst is None:
@@ -402,7 +416,11 @@ class Router:
     def _on_message(self, conn: Connection, tag: int, payload: bytes, now: float) -> None:
         if tag == ProtocolTag.HEARTBEAT or not payload:
             return
+        if tag == TRACE_TAG:
+            conn.pending_trace = payload[:MAX_TRACEPARENT].decode("ascii", "replace")
+            return
         if tag in GOSSIP_TAGS:
+            self._trace, conn.pending_trace = conn.pending_trace, None
             self._queue_sends(self.channels.handle(tag, payload, now))
         elif tag in OVERLAY_TAGS and conn.remote is not None:
             self._out.append(OverlayMessage(conn.remote.name, tag, payload))
@@ -440,6 +458,8 @@ class Router:
 
     # -- output --------------------------------------------------------------------------
     def _emit(self, action: Action) -> None:
+        if isinstance(action, Deliver) and self._trace:
+            action = dataclasses.replace(action, trace=self._trace)
         self._out.append(action)
 
     def _queue_sends(self, sends: list[Send]) -> None:
@@ -447,6 +467,8 @@ class Router:
             key = self.by_peer.get(send.to)
             if key is not None:
                 conn = self.conns[key]
+                if self._trace and conn.hello and conn.hello.features.get(TRACE_FEATURE):
+                    self._out.append(Write(key, conn.protocol.send_message(TRACE_TAG, self._trace.encode())))
                 self._out.append(Write(key, conn.protocol.send_message(send.tag, send.body)))
 
     def _drain(self, now: float) -> list[Action]:
@@ -458,6 +480,7 @@ class Router:
             self._maker_stale = False
             self._refresh_maker(now)
         self._queue_sends(self.channels.flush())
+        self._trace = None
         out, self._out = self._out, []
         return out
 

@@ -24,7 +24,9 @@ from services.gossip.metrics import MeshCollector
 from services.gossip.peer_name import PeerName, PeerUID
 from services.gossip.router import (Close, Dial, OverlayConn, OverlayDown, OverlayMessage, OverlayUp, Router,
                                     RouterConfig, TopologyChanged, Write)
-from shared import subjects
+from opentelemetry.trace import SpanKind
+
+from shared import subjects, tracing
 from shared.config import GossipSettings, LaunchConfig
 from shared.errors import WeaveError
 from shared.http import HttpServer
@@ -92,7 +94,7 @@ class GossipApp:
         await ctx.bus.serve(subjects.request("gossip", "overlay_failed"), OverlayFailed, self._on_overlay_failed)
         await ctx.bus.serve(subjects.request("gossip", "connections"), OverlayConnectionsRequest,
                             self._on_connections)
-        self._outbox: asyncio.Queue[tuple[str, Message]] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self._outbox: asyncio.Queue[tuple[str, Message, str | None]] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
         for channel in BUS_CHANNELS:
             await ctx.bus.subscribe(subjects.mesh_out(channel), self._on_mesh_send)
         self._spawn(self._outbox_loop())
@@ -168,7 +170,8 @@ class GossipApp:
                 self._mark_topology()
             elif isinstance(action, Deliver):
                 self._publish(subjects.mesh_in(action.channel),
-                              MeshReceive(kind=action.kind, src=str(action.src), payload=action.payload))
+                              MeshReceive(kind=action.kind, src=str(action.src), payload=action.payload),
+                              trace=action.trace)
             elif isinstance(action, (OverlayUp, OverlayDown)):
                 kind = "added" if isinstance(action, OverlayUp) else "removed"
                 self._publish(subjects.event("overlay_connection"),
@@ -276,22 +279,29 @@ class GossipApp:
         try:
             send = MeshSend.model_validate_json(msg.data)
             dst = PeerName.parse(send.dst) if send.dst else None
-            self.apply(self.router.send_gossip(channel, send.kind, send.payload, self.now(), dst=dst))
+            trace = tracing.inject().get("traceparent")  # the owner's trace, carried to weave-py peers
+            self.apply(self.router.send_gossip(channel, send.kind, send.payload, self.now(), dst=dst, trace=trace))
         except (ValueError, WeaveError) as exc:
             log.warning("dropping malformed gossip from the %s owner: %s", channel, exc)
 
-    def _publish(self, subject: str, msg: Message) -> None:
+    def _publish(self, subject: str, msg: Message, trace: str | None = None) -> None:
         try:
-            self._outbox.put_nowait((subject, msg))
+            self._outbox.put_nowait((subject, msg, trace))
         except asyncio.QueueFull:  # owners catch up by periodic gossip; the datapath by resync
             log.warning("dropping a message for %s: outbox full", subject)
 
     async def _outbox_loop(self) -> None:
         """Publish in order what the router produced for local services (they may be down)."""
         while True:
-            subject, msg = await self._outbox.get()
+            subject, msg, trace = await self._outbox.get()
             try:
-                await self.ctx.bus.publish(subject, msg)
+                if trace:  # gossip a weave-py peer sent within a trace: continue that trace here
+                    with tracing.tracer("weave.gossip").start_as_current_span(
+                            f"{subject} gossip receipt", context=tracing.extract({"traceparent": trace}),
+                            kind=SpanKind.CONSUMER, attributes={"weave.peer.src": getattr(msg, "src", "")}):
+                        await self.ctx.bus.publish(subject, msg)
+                else:
+                    await self.ctx.bus.publish(subject, msg)
             except Exception as exc:
                 log.warning("cannot publish on %s: %s", subject, exc)
 

@@ -25,12 +25,12 @@ class MeshNet:
 
     def add(self, index: int, *, password: bytes | None = None, discovery: bool = True,
             conn_limit: int = 200, bus_channels: tuple[str, ...] = (), overlays: tuple[str, ...] = (),
-            trusted_subnets: tuple[str, ...] = ()) -> str:
+            trusted_subnets: tuple[str, ...] = (), trace_context: bool = True) -> str:
         ip = f"10.0.0.{index}"
         cfg = RouterConfig(name=PeerName(0xAA0000000000 + index), nickname=f"p{index}",
                            uid=PeerUID(self.rng.getrandbits(64) | 1), password=password, discovery=discovery,
                            conn_limit=conn_limit, bus_channels=bus_channels, overlays=overlays,
-                           trusted_subnets=trusted_subnets)
+                           trusted_subnets=trusted_subnets, trace_context=trace_context)
         self.routers[ip] = Router(cfg, random.Random(self.rng.getrandbits(32)), self.now)
         return ip
 

@@ -66,3 +66,29 @@ def test_gossip_down_one_neighbour():
     net.apply(ips[0], net.routers[ips[0]].send_gossip(CH, "gossip", b"catch-up", net.now, dst=target))
     net.pump()
     assert kinds(net, ips[2])[:1] == [("gossip", b"catch-up")]
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_trace_context_follows_gossip_across_weave_py_peers():
+    net, ips = line(3)
+    net.apply(ips[0], net.routers[ips[0]].send_gossip(CH, "broadcast", b"traced", net.now, trace=TRACEPARENT))
+    net.pump()
+    for ip in ips[1:]:
+        assert [d.trace for d in net.delivered[ip]] == [TRACEPARENT], ip
+    net.apply(ips[0], net.routers[ips[0]].send_gossip(CH, "broadcast", b"untraced", net.now))
+    net.pump()
+    assert net.delivered[ips[2]][-1].trace is None, "a later message does not inherit the old trace"
+
+
+def test_no_trace_messages_to_peers_without_the_feature():
+    """A peer that does not advertise TraceContext (a Go router) never gets the extension tag."""
+    net = MeshNet()
+    a = net.add(1, discovery=False, bus_channels=(CH,))
+    b = net.add(2, discovery=False, bus_channels=(CH,), trace_context=False)
+    net.connect(a, [b])
+    net.run(30)
+    net.apply(a, net.routers[a].send_gossip(CH, "broadcast", b"x", net.now, trace=TRACEPARENT))
+    net.pump()
+    assert [(d.payload, d.trace) for d in net.delivered[b]] == [(b"x", None)]
