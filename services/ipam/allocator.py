@@ -67,6 +67,7 @@ class Allocator:
         self.pending_claims: list[Claim] = []
         self.pending_primes: list[Prime] = []
         self.dead: dict[str, float] = {}  # container -> when we heard it died
+        self.space_asked: dict[Range, float] = {}  # range -> when we last asked a donor for it
         self.paxos: Participant | None = Observer() if config.observer else Node(config.our_name, config.our_uid)
         self.quorum = config.quorum
         self.awaiting_consensus = self.shutting_down = False
@@ -326,8 +327,13 @@ class Allocator:
         self._persist = True
 
     def ask_for_space(self, r: Range) -> None:
+        """Ask one donor for space in r; not again until a donor answers or a tick has
+        passed (else each pending allocation asks, and the donor halves its space for each)."""
+        if self.now - self.space_asked.get(r, float("-inf")) < self.config.tick_interval:
+            return
         for donor in self.ring.choose_peers_to_ask_for_space(r.start, r.end, self.rng):
             if self.send_space_request(donor, r):
+                self.space_asked[r] = self.now
                 return
 
     def try_pending_ops(self) -> None:

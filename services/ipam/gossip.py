@@ -16,7 +16,8 @@ sender UNKNOWN_PEER_NAME and is never answered.
 
 Unicasts: a SpaceRequest is served only once we have a ring (else they will ask again):
 we donate part of our free space in the requested range, or deny; either way our ring
-goes back, telling them where else to look.
+goes back, telling them where else to look. A RingUpdate or a denial is the answer to
+our own request: we may ask again (allocator.ask_for_space keeps one in flight).
 """
 from __future__ import annotations
 
@@ -81,8 +82,10 @@ def on_unicast(alloc: "Allocator", sender: PeerName, message: Unicast) -> None:
         if not alloc.ring.empty():
             donate_space(alloc, message.range, sender)
     elif isinstance(message, SpaceRequestDenied):
+        alloc.space_asked.clear()  # a donor answered: we may ask again
         deny_claims(alloc, sender, message.range)
     elif isinstance(message, RingUpdate):
+        alloc.space_asked.clear()
         update(alloc, sender, message.state)
     else:
         raise LocalProtocolError(f"not an IPAM unicast: {message!r}")

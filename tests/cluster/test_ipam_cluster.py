@@ -254,3 +254,19 @@ def test_random_churn_with_partitions_and_loss(seed):
     net.pump()
     assert_converged(net)
     assert_safe(net)
+
+
+def test_many_allocations_waiting_for_space_ask_a_donor_once():
+    """A peer with no space and 30 allocations waiting sends one SpaceRequest, not 30:
+    the donor halves its free space once, not 30 times (it kept 1/2**30 before)."""
+    net = MemoryNetwork(seed=1)
+    universe = parse_subnet("10.0.0.0/16")
+    donor, asker = (net.add(Allocator(AllocatorConfig(NAMES[i], 1 + i, universe, f"h{i + 1}", seed=(NAMES[0],))))
+                    for i in range(2))
+    for k in range(30):
+        net.request(NAMES[1], "allocate", k, f"c{k}")
+    assert [d.kind for d in net.queue].count("unicast") == 1, "one SpaceRequest"
+    assert net.settle()
+    assert all(net.replies[k].ok for k in range(30))
+    assert donor.space.num_free() >= universe.size // 2 - 2
+    assert_safe(net)
