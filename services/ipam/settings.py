@@ -18,7 +18,7 @@ DB_FILE = "ipam.db"
 
 
 @dataclass(frozen=True)
-class IpamSettings:
+class IpamServiceConfig:
     allocator: AllocatorConfig
     mode: str  # "consensus", "seed" or "observer", for status
     gossip_interval_s: float  # periodic full-state gossip (mesh's 30 s)
@@ -33,7 +33,7 @@ PROFILES = {
 }
 
 
-def from_launch(launch: LaunchConfig, shared: object = None) -> IpamSettings:
+def from_launch(launch: LaunchConfig, shared: object = None) -> IpamServiceConfig:
     """Raises ValueError (with Weave's wording) for a bad range or --ipalloc-init.
 
     `shared`: the service's settings from shared.config (ServiceConfig.settings) where
@@ -52,5 +52,7 @@ def from_launch(launch: LaunchConfig, shared: object = None) -> IpamSettings:
         seed=mode.seed, observer=mode.observer, quorum=mode.quorum,
         tick_interval=timers["tick_interval"], container_died_timeout=timers["container_died_timeout"])
     kind = "observer" if mode.observer else "seed" if mode.seed else "consensus"
-    return IpamSettings(allocator=config, mode=kind, gossip_interval_s=timers["gossip_interval_s"],
-                        max_waiting_requests=4096, stop_grace_s=3.0)
+    # 4096 waiting requests: far above a host's container churn, and bounded memory;
+    # 3 s to stop: inside the supervisor's grace before SIGKILL.
+    return IpamServiceConfig(allocator=config, mode=kind, gossip_interval_s=timers["gossip_interval_s"],
+                             max_waiting_requests=4096, stop_grace_s=3.0)
