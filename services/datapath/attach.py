@@ -205,6 +205,14 @@ def hide(addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) -> A
         return _bridge_record(ipr, br)
 
 
+def check_free(container: Host, addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) -> None:
+    """Conflict if one of `addrs` is held by another container or exposed on the bridge
+    (what `attach` checks first; callers that reserve addresses elsewhere ask before)."""
+    cidrs = parse_addrs(addrs)
+    with using_namespace(host) as hns, using_namespace(container) as cns:
+        _check_free(hns, cns, cidrs, bridge)
+
+
 # -- attach steps ----------------------------------------------------------------------
 def _check_free(hns: Namespace, cns: Namespace, cidrs: list[IPv4Interface], bridge: str) -> None:
     owners = {IPv4Interface(c).ip: a.container for a in list_attached(hns, bridge=bridge)

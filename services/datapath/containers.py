@@ -95,6 +95,9 @@ class Containers:
             raise Conflict(f"container {old.container_id} is attached as {old.fqdn}: detach it before "
                            f"attaching it as {fqdn}", fqdn=fqdn)
         cid = old.container_id if old else att._label(ns)
+        explicit = [w for w in wanted if isinstance(w, IPv4Interface)]
+        if explicit:  # before IPAM records a claim we would have to take back
+            await asyncio.to_thread(att.check_free, ns, explicit, host=self.host)
         cidrs, fresh = await self._addresses(cid, wanted)
         try:
             got = await asyncio.to_thread(att.attach, ns, cidrs, host=self.host,
