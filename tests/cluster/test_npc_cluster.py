@@ -196,8 +196,11 @@ async def test_concurrent_writes_converge(cluster):
         return entries[0] == entries[1] == entries[2]
     await eventually(agree, what="one value everywhere")
     assert winner["w"].version == 1 and winner["w"].origin == h3.name, "same version: the greatest origin"
-    rules = {h.rules("WEAVE-NPC-INGRESS") for h in (h1, h2, h3)}
-    assert len(rules) == 1 and "app=api" in rules.pop()
+
+    def kernels_agree():  # each host's enforcer writes after its store converged
+        rules = {h.rules("WEAVE-NPC-INGRESS") for h in (h1, h2, h3)}
+        return len(rules) == 1 and "app=api" in next(iter(rules))
+    await eventually(kernels_agree, what="the winner's rules in every kernel")
 
 
 async def test_a_restarted_host_catches_up_from_disk_and_by_pulling(cluster):
