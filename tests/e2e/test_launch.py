@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from shared.subjects import SERVICES
+from tests.e2e.procs import wait_all_dead
 
 
 def service_table(ns) -> dict[str, tuple[int, str]]:
@@ -66,8 +67,8 @@ def test_launch_supervise_restart_stop(netns):
     all_pids = [p for p, _ in service_table(netns).values()]
     out = netns.weave("stop")
     assert out.returncode == 0, out.stderr
-    assert netns.pids() == []
-    assert not any(Path(f"/proc/{p}").exists() for p in all_pids)
+    assert wait_all_dead(netns.pids()) == [], "a process outlived weave stop"
+    assert wait_all_dead(all_pids) == []
     links = netns.run("ip", "-o", "link", "show").stdout.splitlines()
     assert [line.split(":")[1].strip() for line in links] == ["lo"]
     assert not (netns.state_dir / "processes.json").exists()
@@ -92,4 +93,4 @@ def test_supervisor_crash_leaves_nothing_after_stop(netns):
     netns.run("kill", "-9", str(data["supervisor"]))
     wait_until(lambda: not Path(f"/proc/{data['supervisor']}").exists(), what="supervisor gone")
     netns.weave("stop")
-    assert netns.pids() == []
+    assert wait_all_dead(netns.pids()) == []
