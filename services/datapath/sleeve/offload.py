@@ -73,11 +73,14 @@ def unmark(frame: bytes | memoryview) -> tuple[bytes, bytes]:
 def segment_ip_len(frame: bytes | memoryview, vnet: bytes | memoryview) -> int:
     """IP-level length of the largest packet `frame` stands for: the frame itself, or
     for GSO the headers plus one gso_size segment."""
-    flags, gso_type, hdr_len, gso_size, _, _ = _VNET.unpack_from(vnet)
+    flags, gso_type, hdr_len, gso_size, csum_start, _ = _VNET.unpack_from(vnet)
     whole = len(frame) - _ETH
     if gso_type & ~GSO_ECN == GSO_NONE or not gso_size:
         return whole
-    return min(whole, _headers_len(frame, vnet) - _ETH + gso_size)
+    try:
+        return min(whole, _headers_len(frame, gso_type & ~GSO_ECN, csum_start) - _ETH + gso_size)
+    except (IndexError, struct.error) as exc:
+        raise OffloadError(f"malformed GSO frame: {exc}") from exc
 
 
 def resolve(frame: bytes | memoryview, vnet: bytes | memoryview) -> list[bytes]:
@@ -91,7 +94,10 @@ def resolve(frame: bytes | memoryview, vnet: bytes | memoryview) -> list[bytes]:
         return [_finish_checksum(frame, csum_start, csum_offset)]
     if gso not in (GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4) or not gso_size:
         raise OffloadError(f"unsupported GSO type {gso_type} (gso_size {gso_size})")
-    return _segment(frame, gso, gso_size)
+    try:
+        return _segment(frame, gso, gso_size, csum_start)
+    except (IndexError, struct.error) as exc:  # headers cut short in a way not checked above
+        raise OffloadError(f"malformed GSO frame: {exc}") from exc
 
 
 # -- checksums -------------------------------------------------------------------------
@@ -121,35 +127,36 @@ def _finish_checksum(frame: bytes | memoryview, start: int, offset: int) -> byte
 
 
 # -- segmentation ----------------------------------------------------------------------
-def _headers_len(frame: bytes | memoryview, vnet: bytes | memoryview) -> int:
+def _headers_len(frame: bytes | memoryview, gso: int, csum_start: int) -> int:
     """Ethernet + IP + L4 header bytes of a GSO frame (from the packet, not hdr_len,
     which some senders leave as a hint)."""
-    _, gso_type, _, _, csum_start, _ = _VNET.unpack_from(vnet)
-    l4 = csum_start if csum_start else _l4_offset(frame)
-    if gso_type & ~GSO_ECN == GSO_UDP_L4:
-        return l4 + 8
-    if l4 + 13 > len(frame):
-        raise OffloadError("GSO frame too short for its TCP header")
-    return l4 + (frame[l4 + 12] >> 4) * 4
+    l4 = _l4_offset(frame, csum_start)
+    hlen = l4 + (8 if gso == GSO_UDP_L4 else (frame[l4 + 12] >> 4) * 4)
+    if hlen > len(frame) or hlen - l4 < 8:
+        raise OffloadError(f"GSO frame of {len(frame)} bytes shorter than its headers")
+    return hlen
 
 
-def _l4_offset(frame: bytes | memoryview) -> int:
-    ethertype = (frame[12] << 8) | frame[13]
-    if ethertype == _ETHERTYPE_IPV4:
-        return _ETH + (frame[_ETH] & 0x0F) * 4
-    if ethertype == _ETHERTYPE_IPV6:
-        return _ETH + 40
-    raise OffloadError(f"GSO frame with EtherType {ethertype:#06x}")
+def _l4_offset(frame: bytes | memoryview, csum_start: int) -> int:
+    """Where the L4 header starts: csum_start when the kernel gave one, else after a
+    plain IPv4/IPv6 header."""
+    ethertype = (frame[12] << 8) | frame[13] if len(frame) >= _ETH else 0
+    if ethertype not in (_ETHERTYPE_IPV4, _ETHERTYPE_IPV6) or len(frame) < _ETH + 20:
+        raise OffloadError(f"GSO frame with EtherType {ethertype:#06x} or without an IP header")
+    floor = _ETH + (20 if ethertype == _ETHERTYPE_IPV4 else 40)
+    if csum_start:
+        if csum_start < floor:
+            raise OffloadError(f"csum_start {csum_start} inside the IP header")
+        return csum_start
+    return _ETH + max(20, (frame[_ETH] & 0x0F) * 4) if ethertype == _ETHERTYPE_IPV4 else floor
 
 
-def _segment(frame: bytes | memoryview, gso: int, gso_size: int) -> list[bytes]:
+def _segment(frame: bytes | memoryview, gso: int, gso_size: int, csum_start: int) -> list[bytes]:
     view = memoryview(frame)
-    l4 = _l4_offset(view)
     v4 = (view[12] << 8 | view[13]) == _ETHERTYPE_IPV4
     tcp = gso != GSO_UDP_L4
-    hlen = l4 + ((view[l4 + 12] >> 4) * 4 if tcp else 8)
-    if hlen > len(view) or l4 + (20 if tcp else 8) > len(view):
-        raise OffloadError("GSO frame shorter than its headers")
+    hlen = _headers_len(view, gso, csum_start)
+    l4 = _l4_offset(view, csum_start)
     eth, ip, l4h = bytes(view[:_ETH]), bytearray(view[_ETH:l4]), bytearray(view[l4:hlen])
     payload = view[hlen:]
     src, dst = (bytes(ip[12:16]), bytes(ip[16:20])) if v4 else (bytes(ip[8:24]), bytes(ip[24:40]))
@@ -166,7 +173,7 @@ def _segment(frame: bytes | memoryview, gso: int, gso_size: int) -> list[bytes]:
             struct.pack_into("!H", ip, 10, 0)
             struct.pack_into("!H", ip, 10, checksum(ip))
         else:
-            struct.pack_into("!H", ip, 4, l4len)
+            struct.pack_into("!H", ip, 4, len(ip) - 40 + l4len)
         if tcp:
             struct.pack_into("!I", l4h, 4, (seq + i * gso_size) & 0xFFFFFFFF)
             f = flags if i == count - 1 else flags & ~(_TCP_FIN | _TCP_PSH)
@@ -178,7 +185,6 @@ def _segment(frame: bytes | memoryview, gso: int, gso_size: int) -> list[bytes]:
         struct.pack_into("!H", l4h, at, 0)
         proto = _PROTO_TCP if tcp else _PROTO_UDP
         pseudo = src + dst + (struct.pack("!BBH", 0, proto, l4len) if v4 else struct.pack("!I3xB", l4len, proto))
-        csum = checksum(pseudo, l4h, chunk)
-        struct.pack_into("!H", l4h, at, csum if csum or tcp else 0xFFFF)
+        struct.pack_into("!H", l4h, at, checksum(pseudo, l4h, chunk))
         out.append(b"".join((eth, ip, l4h, chunk)))
     return out

@@ -1,0 +1,204 @@
+"""The datapath shell's pure and bus-facing parts without devices: ADDR parsing, DNS
+names, the records file, topology routes, the IPAM client against an in-memory ipam
+(and without one), address rollback, and the overlay shell's mapping of forwarder
+actions to gossip-service requests (control messages as tag 7 or compat tags,
+established with the MTU, failed)."""
+from __future__ import annotations
+
+import asyncio
+from ipaddress import IPv4Interface, IPv4Network
+
+import pytest
+
+from services.datapath import overlay_shell as osh
+from services.datapath.containers import Containers, check_fqdn, parse_addr_args
+from services.datapath.ipam_client import Ipam, IpamUnavailable
+from services.datapath.netns import BadRequest, Conflict
+from services.datapath.records import ContainerRecord, ExposeRecord, Records
+from services.datapath.sleeve.forwarder import CONNECTION_ESTABLISHED, Failed, State
+from services.datapath.topology import TopologyRoutes, peer_int
+from shared import subjects
+from shared.bus import MemoryBroker, MemoryBus
+from shared.schemas.http import HttpReply, HttpRequest
+from shared.schemas.mesh import (OverlayConnection, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
+                                 OverlaySend, PeerInfo, TopologyEvent)
+
+H1, H2, H3 = "aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:03"
+
+
+# -- arguments and records ---------------------------------------------------------------
+def test_addr_arguments():
+    assert parse_addr_args(()) == [None]
+    assert parse_addr_args(("10.2.1.1/24", "ip:10.2.1.2/24", "net:10.3.0.0/16", "net:default")) == [
+        IPv4Interface("10.2.1.1/24"), IPv4Interface("10.2.1.2/24"), IPv4Network("10.3.0.0/16"), None]
+    assert parse_addr_args(("net:10.3.0.7/16",)) == [IPv4Network("10.3.0.0/16")]
+    for bad in ("10.2.1.1", "net:10.3.0.0/33", "net:nonsense", "224.1.1.1/4", "x"):
+        with pytest.raises(BadRequest):
+            parse_addr_args((bad,))
+
+
+def test_dns_names():
+    assert check_fqdn("web.weave.local.") == "web.weave.local" and check_fqdn("") == ""
+    for bad in ("a..b", "-a.b", "a_b.c", "x" * 64 + ".local", ("a." * 127) + "b"):
+        with pytest.raises(BadRequest):
+            check_fqdn(bad)
+
+
+def test_records_survive_a_reload_and_a_corrupt_file_is_empty(tmp_path):
+    recs = Records(tmp_path)
+    rec = ContainerRecord("c1", "/var/run/netns/c1", 4026532001, "02:00:00:00:00:01", ("10.99.0.1/16",),
+                          "web.weave.local", {"app": "web"}, "prod", False, ("10.99.0.1/16",))
+    recs.put(rec)
+    recs.set_expose(ExposeRecord(("10.99.255.1/16",), "h.weave.local"))
+    again = Records(tmp_path)
+    again.load()
+    assert again.containers == {rec.netns_inode: rec} and again.expose.cidrs == ("10.99.255.1/16",)
+    assert again.by_id("c1") == rec and again.update(rec.netns_inode, cidrs=()).cidrs == ()
+    recs.path.write_text("{not json")
+    broken = Records(tmp_path)
+    broken.load()
+    assert broken.containers == {} and broken.expose == ExposeRecord()
+
+
+def test_topology_routes_follow_events():
+    routes = TopologyRoutes()
+    peers = routes.peers
+    removed = routes.update(TopologyEvent(
+        ourself=H1, peers=tuple(PeerInfo(name=n, nickname=n[-1], uid=1, short_id=1, reachable=True)
+                                for n in (H1, H2, H3)),
+        removed=("aa:00:00:00:00:09",), unicast={H2: H2, H3: H2}, broadcast={H1: (H2,), H3: ()}))
+    assert routes.peers is peers and peers == {peer_int(H1), peer_int(H2), peer_int(H3)}
+    assert routes.unicast(peer_int(H3)) == peer_int(H2) and routes.unicast(0x1) is None
+    assert routes.broadcast(peer_int(H1)) == [peer_int(H2)] and routes.broadcast(peer_int(H2)) == []
+    assert removed == [0xAA0000000009]
+
+
+# -- IPAM over the bus -----------------------------------------------------------------
+class FakeIpam:
+    """Weave's /ip routes, in memory: allocate hands out 10.32.0.N/12, claims record."""
+
+    def __init__(self, refuse_allocate_after: int | None = None) -> None:
+        self.held: dict[str, set[str]] = {}
+        self.requests: list[tuple[str, str, dict]] = []
+        self.refuse_after = refuse_allocate_after
+
+    async def handle(self, req: HttpRequest) -> HttpReply:
+        self.requests.append((req.method, req.path, req.query))
+        parts = req.path.split("/")[2:]
+        ident = parts[0]
+        if req.method == "POST":
+            n = sum(len(v) for v in self.held.values())
+            if self.refuse_after is not None and n >= self.refuse_after:
+                return HttpReply(status=503, body=b"range full")
+            cidr = f"10.32.0.{n + 1}/12"
+            self.held.setdefault(ident, set()).add(cidr)
+            return HttpReply(status=200, body=cidr.encode())
+        if req.method == "PUT":
+            cidr = f"{parts[1]}/{parts[2]}"
+            if any(cidr in v for k, v in self.held.items() if k != ident):
+                return HttpReply(status=409, body=b"address in use")
+            self.held.setdefault(ident, set()).add(cidr)
+            return HttpReply(status=204)
+        held = self.held.get(ident, set())
+        gone = {c for c in held if len(parts) == 1 or c.split("/")[0] == parts[1]}
+        self.held[ident] = held - gone
+        return HttpReply(status=204 if gone else 404, body=b"" if gone else b"not found")
+
+
+async def _buses(fake: FakeIpam | None):
+    broker = MemoryBroker()
+    if fake is not None:
+        await MemoryBus(broker, "ipam").serve(subjects.request("ipam", "http"), HttpRequest, fake.handle)
+    return MemoryBus(broker, "datapath")
+
+
+async def test_ipam_client_speaks_weaves_api():
+    fake = FakeIpam()
+    ipam = Ipam(await _buses(fake))
+    assert await ipam.allocate("c1", None) == "10.32.0.1/12"
+    assert await ipam.allocate("c1", "10.32.0.0/24") == "10.32.0.2/12"
+    assert await ipam.claim("c2", "10.99.0.1/16") is True
+    with pytest.raises(Conflict, match="in use"):
+        await ipam.claim("c3", "10.99.0.1/16")
+    await ipam.release("c1", "10.32.0.1")
+    await ipam.release("c9")  # not held: logged, not raised
+    assert fake.held["c1"] == {"10.32.0.2/12"}
+    assert ("POST", "/ip/c1/10.32.0.0/24", {}) in fake.requests
+    assert ("PUT", "/ip/c2/10.99.0.1/16", {"noErrorOnUnknown": ["true"]}) in fake.requests
+
+
+async def test_without_ipam_explicit_addresses_work_and_defaults_say_why():
+    ipam = Ipam(await _buses(None))
+    assert await ipam.claim("c1", "10.99.0.1/16") is False
+    with pytest.raises(IpamUnavailable, match="IPAM is not running.*explicit address") as err:
+        await ipam.allocate("c1", None)
+    assert err.value.code == "unavailable"
+    await ipam.release("c1")
+
+
+async def test_a_failed_allocation_releases_what_this_request_got(tmp_path):
+    fake = FakeIpam(refuse_allocate_after=1)
+    containers = Containers(Records(tmp_path), Ipam(await _buses(fake)), publish=None)
+    with pytest.raises(IpamUnavailable, match="range full"):
+        await containers._addresses("c1", [IPv4Interface("10.99.0.1/16"), None, None])
+    assert fake.held["c1"] == set()
+
+
+# -- the overlay shell's bus side, with in-memory sockets --------------------------------
+class FakeUdp:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple, bool]] = []
+        self.drops = {}
+
+    def send(self, payload, addr, df):
+        self.sent.append((bytes(payload), addr, df))
+
+    def forget(self, ip):
+        pass
+
+
+def shell_with(conn: OverlayConnection) -> osh.OverlayShell:
+    shell = osh.OverlayShell(bus=None, ourself=peer_int(H1), host="192.168.77.1", port=6783, pcap_ifname="x")
+    shell.loop = asyncio.get_running_loop()
+    shell.udp = FakeUdp()
+    shell.add(conn, resumed=False)
+    return shell
+
+
+def posted(shell) -> list:
+    out = []
+    while not shell._outbox.empty():
+        out.append(shell._outbox.get_nowait()[1])
+    return out
+
+
+def conn(compat=False, outbound=True) -> OverlayConnection:
+    return OverlayConnection(peer=H2, nickname="h2", conn_uid=77, outbound=outbound, remote_addr="192.168.77.2:6783",
+                             local_addr="192.168.77.1:41000", overlays=("sleeve",), compat=compat)
+
+
+async def test_shell_maps_forwarder_actions_to_gossip_requests():
+    shell = shell_with(conn())
+    (offer,) = posted(shell)
+    assert offer == OverlaySend(peer=H2, conn_uid=77, tag=7, payload=bytes([0, 0x80, 0x01]))
+    assert shell.udp.sent and all(addr == ("192.168.77.2", 6783) and df for _, addr, df in shell.udp.sent)
+
+    ack = OverlayMessageEvent(peer=H2, conn_uid=77, tag=7, payload=bytes([0, CONNECTION_ESTABLISHED]))
+    await shell._on_message(type("M", (), {"data": ack.model_dump_json().encode()})())
+    fwd, _ = shell.conns[77]
+    assert fwd.state is State.ESTABLISHED
+    assert OverlayEstablished(peer=H2, conn_uid=77, overlay="sleeve", mtu=0, encrypted=False) in posted(shell)
+
+    shell._run([Failed(peer_int(H2), "timed out waiting for UDP heartbeat")], 0.0)
+    assert posted(shell) == [OverlayFailed(peer=H2, conn_uid=77, reason="timed out waiting for UDP heartbeat")]
+    shell.remove(77)
+    assert shell.conns == {} and shell.overlay.forwarders == {}
+
+
+async def test_compat_connections_use_raw_tags_and_no_offload_offer():
+    shell = shell_with(conn(compat=True, outbound=False))
+    assert posted(shell) == [] and shell.udp.sent == []  # inbound: no address until a heartbeat
+    assert osh._sub_message(conn(compat=True), 1, b"") == (1, b"")
+    assert osh._sub_message(conn(), 1, b"") is None  # raw tags only on compat connections
+    assert osh._sub_message(conn(), 7, bytes([1, 1])) is None  # index 1: no such overlay
+    assert osh._sub_message(conn(), 7, bytes([0, 3, 5, 0x9e])) == (3, bytes([5, 0x9e]))
