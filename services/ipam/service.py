@@ -47,6 +47,7 @@ log = logging.getLogger("weave.ipam")
 OUTBOX_LIMIT = 10_000  # gossip messages waiting for the bus; past it they are dropped (periodic gossip repairs)
 REFUSED_LOG_INTERVAL_S = 60.0  # the same refused ring arrives with every gossip; log it this often
 RECLAIM_WAIT_S = 3600.0  # background re-claims of attached containers wait this long for a ring
+RECLAIM_RETRIES_S = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # pauses before each ask for the attached containers
 EXPOSE_IDENT = "weave:expose"
 
 
@@ -301,15 +302,20 @@ class IpamApp:
 
     async def _reclaim_attached(self) -> None:
         """At start, claim the addresses of containers the datapath has attached (Weave's
-        reclaim at start): our database may be older than they are, or gone."""
-        try:
-            reply = await self.ctx.bus.request(subjects.request("datapath", "containers"), ContainersRequest(),
-                                               ContainersReply, timeout=2.0)
-        except BusError as exc:
-            log.info("no attached containers to re-claim (datapath: %s)", exc.description)
+        reclaim at start): our database may be older than they are, or gone. The datapath
+        may be starting too: ask again, backing off, for about half a minute."""
+        for delay in RECLAIM_RETRIES_S:
+            await asyncio.sleep(delay)
+            try:
+                reply = await self.ctx.bus.request(subjects.request("datapath", "containers"), ContainersRequest(),
+                                                   ContainersReply, timeout=2.0)
+            except BusError as exc:
+                why = exc.description
+                continue
+            for event in reply.containers:
+                self._reclaim(event)
             return
-        for event in reply.containers:
-            self._reclaim(event)
+        log.info("no attached containers to re-claim (datapath: %s)", why)
 
 
 def main() -> None:
