@@ -70,8 +70,11 @@ class Bus(Protocol):
     async def subscribe(self, subject: str, handler: Handler, *, queue: str | None = None) -> Subscription: ...
     async def request(self, subject: str, message: Message, reply_type: type[R], *,
                       timeout: float = DEFAULT_TIMEOUT_S) -> R: ...
-    async def serve(self, subject: str, request_type: type[M],
-                    handler: Callable[[M], Awaitable[Message]]) -> None: ...
+    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]], *,
+                    concurrency: int = 1) -> None:
+        """Answer requests on `subject`. concurrency 1: one at a time, in order (NATS's
+        own delivery); N > 1: up to N handlers at once, the (N+1)th waiting for a slot,
+        for handlers that may wait long (an allocation awaiting consensus)."""
     async def close(self) -> None: ...
 
 
@@ -148,6 +151,32 @@ class BusCore:
                 await handler(msg)
             except Exception:
                 log.exception("subscriber of %s failed", msg.subject)
+
+
+class Concurrency:
+    """Runs request handlers inline (limit 1) or as up to `limit` tasks at once; past the
+    limit the caller waits for a slot, so a subscription's backlog stays bounded."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._sem = asyncio.Semaphore(limit) if limit > 1 else None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def run(self, work: Callable[[], Awaitable[None]]) -> None:
+        if self._sem is None:
+            await work()
+            return
+        await self._sem.acquire()
+        task = asyncio.get_running_loop().create_task(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self._sem.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request handler failed: %r", task.exception())
 
 
 def _encode(message: Message) -> bytes:
@@ -263,11 +292,17 @@ class MemoryBus(BusCore):
         self._subs.append(sub)
         return sub
 
-    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]]) -> None:
-        async def on_request(msg: BusMsg) -> None:
+    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]], *,
+                    concurrency: int = 1) -> None:
+        slots = Concurrency(concurrency)
+
+        async def answer(msg: BusMsg) -> None:
             reply = await self.handle_request(msg.subject, msg.data, msg.headers, request_type, handler)
             if msg.reply:
                 self.broker.route(BusMsg(msg.reply, reply))
+
+        async def on_request(msg: BusMsg) -> None:
+            await slots.run(lambda: answer(msg))
 
         sub = _MemorySub(self.broker, subject, f"q.{subject}", on_request)
         self.broker.add(sub)

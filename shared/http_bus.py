@@ -14,6 +14,7 @@ from shared.http import Request, Response, Router
 from shared.schemas.http import HttpReply, HttpRequest
 
 FORWARD_TIMEOUT_S = 30.0  # an allocation may wait for a quorum or a peer's space
+HTTP_CONCURRENCY = 64  # requests a service handles at once (one waiting must not block /status)
 
 
 async def serve_http(bus: Bus, service: str, router: Router) -> None:
@@ -22,7 +23,7 @@ async def serve_http(bus: Bus, service: str, router: Router) -> None:
         body = resp.body.encode() if isinstance(resp.body, str) else resp.body
         return HttpReply(status=resp.status, content_type=resp.content_type, body=body)
 
-    await bus.serve(subjects.request(service, "http"), HttpRequest, handle)
+    await bus.serve(subjects.request(service, "http"), HttpRequest, handle, concurrency=HTTP_CONCURRENCY)
 
 
 async def forward(bus: Bus, service: str, req: Request, timeout: float = FORWARD_TIMEOUT_S) -> Response:

@@ -3,7 +3,8 @@
 `MeshChannel(bus, channel)` publishes the owner's gossip (MeshSend) to the gossip
 service and feeds what the mesh delivered (MeshReceive) to `on_receive`. It also keeps
 the owner's view of the topology current (`weave.events.topology`, plus a snapshot from
-`weave.gossip.peers` at start and whenever the gossip service comes back), since
+`weave.gossip.peers` at start; a restarted gossip service publishes new events as its
+connections come back), since
 owners drop state of peers that are gone. Nothing here blocks on the gossip service:
 sends to a gossip service that is down are lost, as gossip on a broken connection is,
 and periodic gossip repairs them.

@@ -17,7 +17,7 @@ import nats.micro
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared.bus import BusCore, BusError, BusMsg, Handler, M, Subscription
+from shared.bus import BusCore, BusError, BusMsg, Concurrency, Handler, M, Subscription
 from shared.schemas.base import Message
 
 log = logging.getLogger(__name__)
@@ -69,15 +69,21 @@ class NatsBus(BusCore):
         await self.flush()
         return sub
 
-    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]]) -> None:
+    async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]], *,
+                    concurrency: int = 1) -> None:
         if self._micro is None:
             self._micro = await nats.micro.add_service(
                 self.nc, name=f"weave-{self.service}", version=SERVICE_VERSION,
                 description=f"weave-py {self.service} service")
 
-        async def on_request(req: nats.micro.Request) -> None:
+        slots = Concurrency(concurrency)
+
+        async def answer(req: nats.micro.Request) -> None:
             reply = await self.handle_request(req.subject, req.data, req.headers, request_type, handler)
             await req.respond(reply)
+
+        async def on_request(req: nats.micro.Request) -> None:
+            await slots.run(lambda: answer(req))
 
         await self._micro.add_endpoint(name=subject.replace(".", "_"), subject=subject, handler=on_request)
         await self.flush()

@@ -253,3 +253,38 @@ async def test_nats_micro_discovery(nats_server):
     finally:
         await bus.close()
         await probe.close()
+
+
+async def test_concurrent_serving_lets_a_slow_request_wait_without_blocking_others(make_bus):
+    server, client = await make_bus("ipam"), await make_bus("cli")
+    release = asyncio.Event()
+
+    async def handler(req: Ping) -> Pong:
+        if req.n == 0:
+            await release.wait()  # an allocation waiting for consensus
+        return Pong(n=req.n)
+
+    await server.serve("weave.ipam.conc", Ping, handler, concurrency=4)
+    slow = asyncio.ensure_future(client.request("weave.ipam.conc", Ping(n=0), Pong, timeout=5))
+    await asyncio.sleep(0.05)
+    assert (await client.request("weave.ipam.conc", Ping(n=7), Pong, timeout=2)).n == 7
+    assert not slow.done()
+    release.set()
+    assert (await slow).n == 0
+
+
+async def test_serial_serving_keeps_order(make_bus):
+    server, client = await make_bus("ipam"), await make_bus("cli")
+    seen, active, peak = [], [0], [0]
+
+    async def handler(req: Ping) -> Pong:
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        seen.append(req.n)
+        await asyncio.sleep(0.001 * (5 - req.n))
+        active[0] -= 1
+        return Pong(n=req.n)
+
+    await server.serve("weave.ipam.serial", Ping, handler)
+    await asyncio.gather(*(client.request("weave.ipam.serial", Ping(n=i), Pong) for i in range(5)))
+    assert seen == list(range(5)) and peak[0] == 1, "one at a time, in arrival order"
