@@ -2,6 +2,7 @@
 the status port (6782: read-only views). Text formats come from `status`."""
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,7 @@ def add_status_routes(http: Router, app: "GossipApp") -> None:
 
     async def get_status(_: Request) -> Response:
         sections = [status.status_text(app.router)]
-        for svc in SECTION_SERVICES:
-            resp = await forward(app.ctx.bus, svc, Request("GET", "/status", {}, {}, b""), timeout=2.0)
+        for resp in await _sections(app, "/status"):
             if resp.status == 200 and resp.body:
                 sections.append(resp.body.decode() if isinstance(resp.body, bytes) else resp.body)
         return Response(200, "\n".join(sections))
@@ -48,8 +48,7 @@ def add_status_routes(http: Router, app: "GossipApp") -> None:
 
     async def get_report(_: Request) -> Response:
         body = {"Ready": True, "Version": status.VERSION, "Router": status.report(app.router)}
-        for svc in SECTION_SERVICES:
-            resp = await forward(app.ctx.bus, svc, Request("GET", "/report", {}, {}, b""), timeout=2.0)
+        for resp in await _sections(app, "/report"):
             if resp.status == 200:
                 try:
                     body.update(json.loads(resp.body))
@@ -90,6 +89,15 @@ def api_router(app: "GossipApp", registry: CollectorRegistry) -> Router:
     for prefix, svc in OWNED_PREFIXES.items():
         http.add_prefix(prefix, _forwarder(app, svc))
     return http
+
+
+SECTION_TIMEOUT_S = 5.0  # a service that does not answer in time is left out of the view
+
+
+async def _sections(app: "GossipApp", path: str) -> list[Response]:
+    """Every other service's part of /status or /report, asked at once."""
+    return list(await asyncio.gather(*(forward(app.ctx.bus, svc, Request("GET", path, {}, {}, b""),
+                                               timeout=SECTION_TIMEOUT_S) for svc in SECTION_SERVICES)))
 
 
 def _forwarder(app: "GossipApp", service: str):
