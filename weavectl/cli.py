@@ -7,6 +7,7 @@ stack find it through `--state-dir` (default /var/lib/weave, or WEAVE_STATE_DIR)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -67,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the router's status, or one view of it")
     p.add_argument("view", nargs="?", choices=("peers", "connections", "targets", "ipam", "dns", "npc"),
                    help="one status view")
-    sub.add_parser("report", help="the full status as JSON (Weave Net's /report)")
+    p = sub.add_parser("report", help="the full status as JSON (Weave Net's /report)")
+    p.add_argument("-f", "--format", dest="template", default=None,
+                   help="a Go text/template over the report, e.g. '{{.Router.Name}}'")
+    p = sub.add_parser("reset", help="leave the mesh, stop, and remove this host's state and devices")
+    p.add_argument("--force", action="store_true", help="carry on past errors (e.g. IPAM cannot hand over)")
     p = sub.add_parser("connect", help="connect to more peers")
     p.add_argument("peers", nargs="+", metavar="PEER", help="host[:port]")
     p.add_argument("--replace", action="store_true", help="forget every other direct peer")
@@ -146,8 +151,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_report(_: argparse.Namespace) -> int:
-    sys.stdout.write(api.call("GET", "/report", accept="application/json"))
+def cmd_report(args: argparse.Namespace) -> int:
+    text = api.call("GET", "/report", accept="application/json")
+    if args.template is None:
+        sys.stdout.write(text)
+        return 0
+    from weavectl.gotemplate import TemplateError, render
+
+    try:
+        out = render(args.template, json.loads(text))
+    except TemplateError as exc:
+        raise LaunchError(f"template: {exc}", "fields are those of 'weave report'") from None
+    print(out)
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Weave's reset: hand our address ranges to another peer, stop, destroy the bridge and
+    container veths, and forget the state (peer name, ring, DNS entries, policies)."""
+    import shutil
+
+    state_dir = _state_dir(args)
+    if launcher.supervisor_pid(state_dir):
+        try:
+            api.call("DELETE", "/peer")
+        except LaunchError as exc:
+            if not args.force:
+                raise LaunchError(f"IPAM could not hand over this host's ranges: {exc.reason}",
+                                  "use 'weave reset --force' to reset anyway") from None
+        launcher.stop(state_dir)
+    from services.datapath.bridge import destroy_bridge
+
+    removed = destroy_bridge(None)
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    print(f"weave reset: removed {', '.join(removed) or 'no devices'} and {state_dir}")
     return 0
 
 
@@ -200,7 +238,7 @@ class cli_span:
 
 COMMANDS = {"launch": cmd_launch, "stop": cmd_stop, "restart": cmd_restart, "ps-services": cmd_ps_services,
             "version": cmd_version, "status": cmd_status, "report": cmd_report, "connect": cmd_connect,
-            "forget": cmd_forget}
+            "forget": cmd_forget, "reset": cmd_reset}
 
 
 def main(argv: list[str] | None = None) -> int:
