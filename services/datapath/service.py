@@ -15,8 +15,8 @@ Stop (`weave stop`, or the supervisor restarting us): the sleeve closes its sock
 Containers keep their interfaces and addresses, as with Weave's `weave stop`; a
 `weave launch` brings them back into the overlay. Only when nothing is attached or
 exposed is the bridge removed too, so a host that never had containers is left as it
-was before launch. (Weave removes the bridge and veths with `weave reset`; here that
-is `destroy_bridge`, not yet a CLI command.)
+was before launch. `weave reset` removes the bridge and every container veth (and the
+records, with the state dir), as Weave's does.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from services.datapath.ipam_client import Ipam
 from services.datapath.metrics import DatapathCollector
 from services.datapath.overlay_shell import OverlayShell
 from services.datapath.records import Records
+from services.datapath.sleeve.forwarder import State
 from services.datapath.topology import peer_int
 from shared import subjects
 from shared.errors import WeaveError
@@ -84,7 +85,7 @@ class DatapathApp:
     def health(self) -> tuple[bool, str]:
         if self.sleeve is None:
             return False, "starting"
-        n = sum(1 for fwd, _ in self.sleeve.conns.values() if fwd.state.value == "established")
+        n = sum(1 for fwd, _ in self.sleeve.conns.values() if fwd.state is State.ESTABLISHED)
         return True, f"{len(self.records.containers)} containers, {n} sleeve connections established"
 
     def _spawn(self, coro) -> None:
