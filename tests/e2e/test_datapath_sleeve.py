@@ -218,6 +218,8 @@ def test_encrypted_sleeve_relays_around_a_blocked_pair(testbed_factory):
         for h in (1, 2, 3):
             assert reaches(tb, src, ip_of(1, h)), f"{src} -> {ip_of(1, h)}"
     assert metrics(tb, "h2")['weave_sleeve_frames_total{direction="relayed"}'] >= 4
+    got = multicast_reaches(tb, "h1c1", ["h2c1", "h3c1"])  # h3's copy is re-flooded by h2
+    assert all(v.startswith("mcast-") for v in got.values()), got
     gbps = iperf(tb, "h1c1", "h2c1", ip_of(1, 2))
     assert gbps > 0.02, gbps
     assert iperf(tb, "h3c1", "h1c1", ip_of(1, 1), seconds=1) > 0.01  # relayed, both ways

@@ -11,7 +11,7 @@ from services.datapath.sleeve import offload as ol
 from services.datapath.sleeve.forwarder import (CONNECTION_ESTABLISHED, OFFLOAD, OFFLOAD_REPLY, OFFLOAD_RESUMED,
                                                 OFFLOAD_TAKES, SendControl, State)
 from services.datapath.sleeve.overlay import Inject
-from tests.unit.test_datapath_offload import tcp_frame, vnet
+from tests.unit.test_datapath_offload import tcp_frame, udp_frame, vnet
 from tests.unit.test_sleeve_overlay import ADDR, KEY, A, B, C, Net
 
 MAC_A, MAC_C = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -117,3 +117,18 @@ def test_a_forwarder_that_did_not_offer_offload_never_unmarks():
     packer.append_frame(B, C, marked)
     actions = net.overlays[C].receive(bytes(packer.flush()), ADDR[B], net.now)
     assert [(bytes(a.frame), a.vnet) for a in actions if isinstance(a, Inject)] == [(marked, None)]
+
+
+def test_a_flooded_offloaded_frame_is_unmarked_after_each_hop():
+    net = setup()
+    payload = udp_partial()
+    hdr = vnet(ol.F_NEEDS_CSUM, 0, 0, 0, 34, 6)
+    net.capture_gso(A, b"\x01\x00\x5e\x07\x07\x07" + MAC_A + payload[12:], hdr)  # multicast: flooded A -> B -> C
+    for peer in (B, C):
+        frame, got = net.injected_vnet[peer][-1]
+        assert got == hdr and frame[:6] == b"\x01\x00\x5e\x07\x07\x07" and not ol.is_marked(frame)
+    assert net.overlays[B].stats.relayed >= 1
+
+
+def udp_partial() -> bytes:
+    return udp_frame(b"multicast payload")

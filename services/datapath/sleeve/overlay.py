@@ -104,7 +104,9 @@ class SleeveOverlay:
                 self.drops["unknown_peer"] += 1
             elif fr.is_special(frame):
                 self._special(fwd, src, dst, frame, sender, now, out)
-            elif dst == self.ourself and fwd.offload and src == fwd.remote and offload.is_marked(frame):
+            elif dst == self.ourself and fwd.offload and offload.is_marked(frame):
+                # only a peer we offered offload to marks, and only frames addressed to
+                # us; src may be another peer's (a flood relayed by fwd.remote)
                 vnet, plain = offload.unmark(frame)
                 self._relay(self.router.forwarded(src, dst, plain, now), plain, now, out, vnet)
             else:
