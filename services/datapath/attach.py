@@ -99,9 +99,18 @@ def _parse_addr(addr: Addr) -> IPv4Interface:
     return iface
 
 
-def host_ifname_for(ns: Namespace) -> str:
-    """The bridge-side name of the container's veth (module docstring)."""
-    return f"{CONTAINER_VETH_PREFIX}{ns.inode & 0xFFFFFFF:07x}"
+def host_ifname_for(ns: Namespace | int) -> str:
+    """The bridge-side name of the container's veth (module docstring), for a namespace
+    or its inode."""
+    inode = ns if isinstance(ns, int) else ns.inode
+    return f"{CONTAINER_VETH_PREFIX}{inode & 0xFFFFFFF:07x}"
+
+
+def host_ports(host: Host = None) -> set[str]:
+    """Names of the container veths (vethwepl*) in the host namespace: one cheap dump."""
+    with using_namespace(host) as hns, hns.iproute() as ipr:
+        names = (link.get("ifname") for link in ipr.get_links())
+        return {n for n in names if n.startswith(CONTAINER_VETH_PREFIX)}
 
 
 def attach(container: Host, addrs: Iterable[Addr], *, host: Host = None, mac: str | None = None,

@@ -275,8 +275,8 @@ class Containers:
     async def reconcile(self) -> None:
         """Forget containers whose namespace has gone (their veth went with it)."""
         async with self.lock:
-            live = {a.netns_inode for a in await asyncio.to_thread(att.list_attached, self.host)}
-            for rec in [r for r in self.records.containers.values() if r.netns_inode not in live]:
+            ports = await asyncio.to_thread(att.host_ports, self.host)
+            for rec in [r for r in self.records.containers.values() if att.host_ifname_for(r.netns_inode) not in ports]:
                 if not await asyncio.to_thread(_alive, rec):
                     log.info("container %s has gone away: detached", rec.container_id)
                     await self._forget(rec)

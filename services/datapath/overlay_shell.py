@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
-
 from services.datapath.capture import FRAME_BUFFER, PacketPort
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, MTUVerified, SendControl,
@@ -37,9 +35,6 @@ from shared.schemas.base import Message, Ok
 from shared.schemas.mesh import (OverlayConnection, OverlayConnectionEvent, OverlayConnectionsReply,
                                  OverlayConnectionsRequest, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
                                  OverlaySend, PeersRequest, TopologyEvent)
-
-if TYPE_CHECKING:
-    from services.datapath.bridge import BridgeState
 
 log = logging.getLogger("weave.datapath.sleeve")
 

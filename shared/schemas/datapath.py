@@ -65,7 +65,7 @@ class AttachRequest(Message):
     fqdn: str = Field("", description="--name: register this name in weaveDNS.")
     labels: dict[str, str] = Field(default_factory=dict, description="--label k=v pairs (npc podSelector).")
     namespace: str = Field("default", description="--namespace: its policy namespace.")
-    multicast_route: bool = Field(True, description="Add the 224.0.0.0/4 route via ethwe (--no-multicast-route: False).")
+    multicast_route: bool = Field(True, description="Route 224.0.0.0/4 via ethwe (--no-multicast-route: False).")
 
 
 class DetachRequest(Message):
