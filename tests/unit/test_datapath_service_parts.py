@@ -13,13 +13,15 @@ import pytest
 from services.datapath import overlay_shell as osh
 from services.datapath.containers import Containers, check_fqdn, parse_addr_args
 from services.datapath.ipam_client import Ipam, IpamUnavailable
-from services.datapath.netns import BadRequest, Conflict
+from services.datapath.netns import BadRequest, DatapathError
 from services.datapath.records import ContainerRecord, ExposeRecord, Records
 from services.datapath.sleeve.forwarder import CONNECTION_ESTABLISHED, Failed, State
 from services.datapath.topology import TopologyRoutes, peer_int
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
-from shared.schemas.http import HttpReply, HttpRequest
+from shared.errors import WeaveError
+from shared.schemas import HealthReply, HealthRequest, Ok
+from shared.schemas.ipam import AllocateReply, AllocateRequest, ClaimRequest, ReleaseRequest
 from shared.schemas.mesh import (OverlayConnection, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
                                  OverlaySend, PeerInfo, TopologyEvent)
 
@@ -75,56 +77,70 @@ def test_topology_routes_follow_events():
 
 # -- IPAM over the bus -----------------------------------------------------------------
 class FakeIpam:
-    """Weave's /ip routes, in memory: allocate hands out 10.32.0.N/12, claims record."""
+    """The ipam service's bus API, in memory: allocate hands out 10.32.0.N/12, claims
+    are recorded (another ident's address is a conflict), release frees."""
 
     def __init__(self, refuse_allocate_after: int | None = None) -> None:
         self.held: dict[str, set[str]] = {}
-        self.requests: list[tuple[str, str, dict]] = []
+        self.requests: list = []
         self.refuse_after = refuse_allocate_after
 
-    async def handle(self, req: HttpRequest) -> HttpReply:
-        self.requests.append((req.method, req.path, req.query))
-        parts = req.path.split("/")[2:]
-        ident = parts[0]
-        if req.method == "POST":
-            n = sum(len(v) for v in self.held.values())
-            if self.refuse_after is not None and n >= self.refuse_after:
-                return HttpReply(status=503, body=b"range full")
-            cidr = f"10.32.0.{n + 1}/12"
-            self.held.setdefault(ident, set()).add(cidr)
-            return HttpReply(status=200, body=cidr.encode())
-        if req.method == "PUT":
-            cidr = f"{parts[1]}/{parts[2]}"
-            if any(cidr in v for k, v in self.held.items() if k != ident):
-                return HttpReply(status=409, body=b"address in use")
-            self.held.setdefault(ident, set()).add(cidr)
-            return HttpReply(status=204)
-        held = self.held.get(ident, set())
-        gone = {c for c in held if len(parts) == 1 or c.split("/")[0] == parts[1]}
-        self.held[ident] = held - gone
-        return HttpReply(status=204 if gone else 404, body=b"" if gone else b"not found")
+    async def serve(self, bus: MemoryBus) -> None:
+        await bus.serve(subjects.request("ipam", "allocate"), AllocateRequest, self.allocate)
+        await bus.serve(subjects.request("ipam", "claim"), ClaimRequest, self.claim)
+        await bus.serve(subjects.request("ipam", "release"), ReleaseRequest, self.release)
+        await bus.serve(subjects.health("ipam"), HealthRequest, self.health)
+
+    async def allocate(self, req: AllocateRequest) -> AllocateReply:
+        self.requests.append(req)
+        n = sum(len(v) for v in self.held.values())
+        if self.refuse_after is not None and n >= self.refuse_after:
+            raise WeaveError("range full", code="unavailable")
+        cidr = f"10.32.0.{n + 1}/12"
+        self.held.setdefault(req.ident, set()).add(cidr)
+        return AllocateReply(cidr=cidr)
+
+    async def claim(self, req: ClaimRequest) -> Ok:
+        self.requests.append(req)
+        if any(req.cidr in v for k, v in self.held.items() if k != req.ident):
+            raise WeaveError(f"address {req.cidr} is in use", code="conflict")
+        self.held.setdefault(req.ident, set()).add(req.cidr)
+        return Ok()
+
+    async def release(self, req: ReleaseRequest) -> Ok:
+        held = self.held.get(req.ident, set())
+        gone = {c for c in held if req.addr is None or c.split("/")[0] == req.addr}
+        if not gone:
+            raise WeaveError("not found", code="not_found")
+        self.held[req.ident] = held - gone
+        return Ok()
+
+    async def health(self, _: HealthRequest) -> HealthReply:
+        return HealthReply(service="ipam", pid=1, healthy=True, uptime_s=1.0)
 
 
 async def _buses(fake: FakeIpam | None):
     broker = MemoryBroker()
     if fake is not None:
-        await MemoryBus(broker, "ipam").serve(subjects.request("ipam", "http"), HttpRequest, fake.handle)
+        await fake.serve(MemoryBus(broker, "ipam"))
     return MemoryBus(broker, "datapath")
 
 
-async def test_ipam_client_speaks_weaves_api():
+async def test_ipam_client_speaks_the_ipam_bus_api():
     fake = FakeIpam()
     ipam = Ipam(await _buses(fake))
     assert await ipam.allocate("c1", None) == "10.32.0.1/12"
-    assert await ipam.allocate("c1", "10.32.0.0/24") == "10.32.0.2/12"
+    assert await ipam.allocate("weave:expose", "10.32.0.0/24") == "10.32.0.2/12"
     assert await ipam.claim("c2", "10.99.0.1/16") is True
-    with pytest.raises(Conflict, match="in use"):
+    with pytest.raises(DatapathError, match="IPAM: address 10.99.0.1/16 is in use") as err:
         await ipam.claim("c3", "10.99.0.1/16")
+    assert err.value.code == "conflict"
     await ipam.release("c1", "10.32.0.1")
     await ipam.release("c9")  # not held: logged, not raised
-    assert fake.held["c1"] == {"10.32.0.2/12"}
-    assert ("POST", "/ip/c1/10.32.0.0/24", {}) in fake.requests
-    assert ("PUT", "/ip/c2/10.99.0.1/16", {"noErrorOnUnknown": ["true"]}) in fake.requests
+    assert fake.held["c1"] == set()
+    expose, claim = fake.requests[1], fake.requests[2]
+    assert (expose.subnet, expose.is_container) == ("10.32.0.0/24", False)
+    assert claim.no_error_on_unknown is True and claim.is_container is True
 
 
 async def test_without_ipam_explicit_addresses_work_and_defaults_say_why():
@@ -136,10 +152,16 @@ async def test_without_ipam_explicit_addresses_work_and_defaults_say_why():
     await ipam.release("c1")
 
 
+async def test_ipam_saying_unavailable_is_not_mistaken_for_no_ipam():
+    ipam = Ipam(await _buses(FakeIpam(refuse_allocate_after=0)))
+    with pytest.raises(DatapathError, match="IPAM: range full"):
+        await ipam.allocate("c1", None)
+
+
 async def test_a_failed_allocation_releases_what_this_request_got(tmp_path):
-    fake = FakeIpam(refuse_allocate_after=1)
+    fake = FakeIpam(refuse_allocate_after=2)
     containers = Containers(Records(tmp_path), Ipam(await _buses(fake)), publish=None)
-    with pytest.raises(IpamUnavailable, match="range full"):
+    with pytest.raises(DatapathError, match="range full"):
         await containers._addresses("c1", [IPv4Interface("10.99.0.1/16"), None, None])
     assert fake.held["c1"] == set()
 
