@@ -132,3 +132,19 @@ def test_a_flooded_offloaded_frame_is_unmarked_after_each_hop():
 
 def udp_partial() -> bytes:
     return udp_frame(b"multicast payload")
+
+
+def test_a_restarted_datapath_facing_weave_net_establishes_on_its_heartbeat():
+    net = setup(takers=(B,))  # A is Weave Net: ignores OFFLOAD, acknowledges heartbeats once
+    net.overlays[B].stop(net.fwd[(B, A)])
+    net.controls.clear()
+    fwd = net.overlays[B].make_forwarder(A, 1111, False, None, None, offload=True, resumed=True)
+    net.fwd[(B, A)] = fwd
+    net.push(B, net.overlays[B].confirm(fwd, net.now))
+    net.pump()
+    assert fwd.state is State.CONFIRMED and fwd.remote_addr is None  # inbound: waits for A's heartbeat
+    net.advance(net.now + 10.5)  # A's slow heartbeat arrives
+    assert fwd.state is State.ESTABLISHED and fwd.remote_addr == ADDR[A]
+    assert not any(tag == CONNECTION_ESTABLISHED and me == A for me, _, tag, _ in net.controls)
+    net.advance(net.now + 1.0)
+    assert fwd.stack_frag and fwd.mtu == 1438  # frag test and PMTU discovery ran

@@ -12,6 +12,7 @@ CONFIRMED and ESTABLISHED are the "live" states.
 |------------|--------------------------------|------------------------------------------------|-------------|
 | NEW        | confirm                        | heartbeat now if the UDP address is known, then every 500 ms; heartbeat timeout in 60 s | CONFIRMED |
 | live       | heartbeat frame, our connUID   | learn/refresh the peer's UDP address (if it was unknown: heartbeat now); first one ever: send control ConnectionEstablished; timeout re-armed to 60 s | same |
+| CONFIRMED  | heartbeat frame, our connUID, resumed | as above, then as control ConnectionEstablished (the peer acked our previous datapath and will not again) | ESTABLISHED |
 | live       | heartbeat frame, other connUID | ignored (a stale or duplicate connection)      | same        |
 | CONFIRMED  | control ConnectionEstablished  | heartbeats every 10 s (re-armed from now); emit Established; frag test now and every 5 min; PMTU probe (60000-byte DF frame) | ESTABLISHED |
 | ESTABLISHED| control ConnectionEstablished  | frag test + PMTU probe again (as weave)        | ESTABLISHED |
@@ -392,6 +393,11 @@ class Forwarder:
             self.acked_heartbeat = True
             out.append(SendControl(self.remote, CONNECTION_ESTABLISHED, b""))
         self.heartbeat_timeout_at = now + HEARTBEAT_TIMEOUT
+        if self.resumed and self.state is State.CONFIRMED:
+            # The peer acknowledged this connection's heartbeats to our previous
+            # datapath and will not again (Weave Net sends ConnectionEstablished once):
+            # its heartbeat reaching us is the acknowledgement we get.
+            self._on_heartbeat_ack(now, out, b"")
 
     def _on_heartbeat_ack(self, now: float, out: list, _body: bytes) -> None:
         if self.state is State.CONFIRMED:
