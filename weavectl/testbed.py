@@ -171,7 +171,7 @@ class Testbed:
         h.launched = True
         self._save()
 
-    def add_container(self, h: Host, k: int, addrs: tuple[str, ...] | None = None) -> str:
+    def add_container(self, h: Host, k: int, addrs: tuple[str, ...] | None = None, name: str | None = None) -> str:
         """Container k of host h: a namespace, attached with `weave attach` when h runs
         weave (`addrs`: ADDR arguments; None: IPAM's default, or 10.32.<h>.<k>/12 when
         no IPAM answers). Its addresses are recorded in the testbed state."""
@@ -181,11 +181,14 @@ class Testbed:
         h.containers.append(ns)
         self._save()
         if h.launched:
-            self.attach(h, ns, addrs)
+            self.attach(h, ns, addrs, name)
         return ns
 
-    def attach(self, h: Host, ns: str, addrs: tuple[str, ...] | None = None) -> list[str]:
+    def attach(self, h: Host, ns: str, addrs: tuple[str, ...] | None = None, name: str | None = None) -> list[str]:
+        """`weave attach` the container namespace `ns` on h; `name`: its weaveDNS name."""
         args = list(addrs) if addrs is not None else []
+        if name:
+            args = ["--name", name, *args]
         proc = self.weave(h, "attach", *args, ns, check=False, timeout=60)
         if proc.returncode != 0 and addrs is None and "IPAM is not running" in proc.stderr:
             k = int(ns.rsplit("c", 1)[1])
