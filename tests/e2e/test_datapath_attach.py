@@ -37,6 +37,15 @@ def addrs(tb, container: str) -> list[str]:
     return [line.split()[3] for line in out.splitlines()]
 
 
+def wait_for(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def test_attach_ps_detach_expose_hide(testbed_factory):
     tb = testbed_factory()
     tb.up(1, profile="test")
@@ -52,6 +61,8 @@ def test_attach_ps_detach_expose_hide(testbed_factory):
     event = containers(tb, h)[c1]
     assert (event["fqdn"], event["labels"], event["namespace"], event["mac"]) == \
         ("web.weave.local", {"app": "web"}, "prod", mac)
+    assert wait_for(lambda: weave("dns-lookup", "web", check=False).stdout == "10.99.0.5\n"), \
+        "weaveDNS learnt the --name from the datapath's ContainerEvent"
 
     assert weave("attach", "ip:10.98.0.5/24", c1).stdout == "10.98.0.5\n"  # more addresses
     assert addrs(tb, "h1c1") == ["10.99.0.5/16", "10.98.0.5/24"]
@@ -92,6 +103,7 @@ def test_attach_ps_detach_expose_hide(testbed_factory):
     assert weave("ps", c1).stdout == f"{c1} {mac} 10.99.0.5/16\n"
     assert weave("detach", c1).stdout == "10.99.0.5\n"
     assert "ethwe" not in tb.exec("h1c1", ["ip", "-o", "link"]).stdout and c1 not in containers(tb, h)
+    assert wait_for(lambda: weave("dns-lookup", "web", check=False).stdout == ""), "the name went with it"
     bad = weave("detach", c1, check=False)
     assert bad.returncode == 1 and "not attached" in bad.stderr
 
