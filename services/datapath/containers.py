@@ -163,11 +163,12 @@ class Containers:
         remaining = left.cidrs if left else ()
         cid = rec.container_id if rec else att._label(ns)
         if rec is not None:
-            await self._release(cid, [c for c in rec.ipam_cidrs if c not in remaining])
             if left is None:
+                await self.ipam.release(cid)  # everything IPAM holds for it, as Weave's detach
                 self.records.drop(rec.netns_inode)
                 await self.publish(_event("detached", rec))
             else:
+                await self._release(cid, [c for c in rec.ipam_cidrs if c not in remaining])
                 rec = self.records.update(rec.netns_inode, cidrs=remaining,
                                           ipam_cidrs=tuple(c for c in rec.ipam_cidrs if c in remaining))
                 await self.publish(_event("attached", rec))
@@ -181,7 +182,7 @@ class Containers:
 
     async def _forget(self, rec: ContainerRecord) -> DetachReply:
         self.records.drop(rec.netns_inode)
-        await self._release(rec.container_id, rec.ipam_cidrs)
+        await self.ipam.release(rec.container_id)
         await self.publish(_event("detached", rec))
         return DetachReply(container_id=rec.container_id, removed=rec.cidrs, remaining=())
 

@@ -20,6 +20,18 @@ CONTAINERS = ("import asyncio,json,sys\nfrom pathlib import Path\nfrom shared im
               "ContainersRequest(),ContainersReply)\nprint(r.model_dump_json())")
 
 
+LOOKUP = ("import sys\nfrom pathlib import Path\nfrom shared import subjects\nfrom shared.bus import BusError\n"
+          "from shared.schemas.ipam import LookupReply, LookupRequest\nfrom weavectl import launcher\n"
+          "try:\n r=launcher.bus_request(Path(sys.argv[1]),subjects.request('ipam','lookup'),"
+          "LookupRequest(ident=sys.argv[2]),LookupReply)\n print(' '.join(r.cidrs))\n"
+          "except BusError as e:\n print('')")
+
+
+def ipam_holds(tb, h, ident: str) -> str:
+    """The addresses IPAM holds for `ident`, space separated ('' when none)."""
+    return tb.exec(h.nickname, [sys.executable, "-c", LOOKUP, h.state_dir, ident], check=True).stdout.strip()
+
+
 def containers(tb, h) -> dict[str, dict]:
     """What the datapath tells dns and npc: container id -> its ContainerEvent."""
     out = tb.exec(h.nickname, [sys.executable, "-c", CONTAINERS, h.state_dir], check=True)
@@ -71,7 +83,7 @@ def test_attach_ps_detach_expose_hide(testbed_factory):
     # IPAM's default subnet when no address is given
     got = weave("attach", c2).stdout.strip()
     assert ipaddress.ip_address(got) in ipaddress.ip_network("10.32.0.0/12")
-    assert addrs(tb, "h1c2") == [f"{got}/12"]
+    assert addrs(tb, "h1c2") == [f"{got}/12"] and ipam_holds(tb, h, c2) == f"{got}/12"
 
     # errors: one line, exit 1, nothing half-made
     before = tb.exec("h1", ["ip", "-o", "link"]).stdout
@@ -115,3 +127,4 @@ def test_attach_ps_detach_expose_hide(testbed_factory):
         assert time.monotonic() < deadline, "the vanished container is still listed"
         time.sleep(0.3)
     assert weave("ps").stdout == ""
+    assert wait_for(lambda: ipam_holds(tb, h, c2) == ""), "its IPAM address was released"
