@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from services.datapath.capture import FRAME_BUFFER, PacketPort
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, MTUVerified, SendControl,
@@ -225,8 +226,13 @@ class OverlayShell:
         if conn.outbound:  # the peer's UDP port is its TCP port; inbound: learnt from heartbeats
             ip, _, port = conn.remote_addr.rpartition(":")
             remote_addr = (ip, int(port))
+        # A resumed connection keeps its session key, so our sequence numbers must continue
+        # above the previous process's: microseconds since the epoch exceed any count of
+        # packets it sealed since the connection began (it seals far fewer than one per µs).
+        first_seq = time.time_ns() // 1000 if resumed else 0
         fwd = self.overlay.make_forwarder(peer_int(conn.peer), conn.conn_uid, conn.outbound, remote_addr,
-                                          conn.session_key, offload=not conn.compat, resumed=resumed)
+                                          conn.session_key, offload=not conn.compat, resumed=resumed,
+                                          first_seq=first_seq)
         self.conns[conn.conn_uid] = (fwd, conn)
         log.info("sleeve to %s(%s): %s connection %s, %s", conn.peer, conn.nickname,
                  "outbound" if conn.outbound else "inbound", conn.remote_addr,

@@ -175,3 +175,22 @@ def test_random_bodies_raise_only_decryption_error(body):
     with pytest.raises(RemoteProtocolError) as info:
         cr.NaClDecryptor(KEY, outbound=True).open(body)
     assert isinstance(info.value, cr.DecryptionError)
+
+
+def test_a_resumed_sender_never_reuses_a_nonce_and_the_receiver_takes_the_jump():
+    """After a datapath restart the connection (and key) survive: the new sender starts far
+    above the old one's counter, and the receiver's windows accept the jump."""
+    from services.datapath.sleeve.crypto import NaClDecryptor, NaClPacker, parse_clear_header
+
+    key = bytes(range(32))
+    old = NaClPacker(0xAA0000000001, key, outbound=True, df=False)
+    receiver = NaClDecryptor(key, outbound=False)
+    old_packets = [old.seal(b"frame %d" % i) for i in range(5)]
+    for p in old_packets:
+        assert receiver.open(memoryview(p)[6:]) is not None
+    new = NaClPacker(0xAA0000000001, key, outbound=True, df=False, first_seq=1_795_988_000_000_000)
+    fresh = new.seal(b"after restart")
+    assert parse_clear_header(memoryview(fresh)[6:])[1] == 1_795_988_000_000_000
+    assert receiver.open(memoryview(fresh)[6:]) == b"after restart"
+    assert receiver.open(memoryview(old_packets[1])[6:]) is None, "the pre-restart sequence space is closed"
+    assert receiver.open(memoryview(fresh)[6:]) is None, "a replay of the new packet is refused"

@@ -81,7 +81,10 @@ class NaClPacker:
     packet_overhead = ENCRYPTED_PACKET_OVERHEAD
     frame_overhead = FRAME_OVERHEAD
 
-    def __init__(self, sender: int, session_key: bytes, outbound: bool, df: bool) -> None:
+    def __init__(self, sender: int, session_key: bytes, outbound: bool, df: bool, first_seq: int = 0) -> None:
+        """`first_seq`: 0 for a new connection (as Weave); a datapath that takes over a
+        connection from its previous process passes a value above any that process can
+        have used, since the session key is the same and a nonce must never repeat."""
         if len(session_key) != 32:
             raise LocalProtocolError("session key must be 32 bytes", length=len(session_key))
         self._prefix = name_bytes(sender)
@@ -89,7 +92,9 @@ class NaClPacker:
         self._nonce_prefix = _nonce_prefix(outbound)
         self._df_bit = DF_BIT if df else 0
         self._plain = bytearray()
-        self.seq = 0
+        if not 0 <= first_seq < DF_BIT:
+            raise LocalProtocolError("first sequence number out of range", first_seq=first_seq)
+        self.seq = first_seq
         """Counter the next sealed packet will carry (without the DF bit)."""
         self.count = 0
 

@@ -194,9 +194,11 @@ class Forwarder:
     def __init__(
         self, local: int, remote: int, conn_uid: int, outbound: bool,
         remote_addr: Hashable | None = None, session_key: bytes | None = None, offload: bool = False,
-        resumed: bool = False,
+        resumed: bool = False, first_seq: int = 0,
     ) -> None:
         self.local, self.remote, self.conn_uid = local, remote, conn_uid
+        self._first_seq = first_seq
+        """Encrypted sequence numbers start here (see crypto.NaClPacker)."""
         self.offload = offload
         """We take marked frames (and so offer it to the peer)."""
         self.resumed = resumed
@@ -234,8 +236,8 @@ class Forwarder:
             self._enc_df: fr.Packer = fr.PlainPacker(self.local)
             self._decryptor: NaClDecryptor | None = None
         else:
-            self._enc = NaClPacker(self.local, session_key, outbound, df=False)
-            self._enc_df = NaClPacker(self.local, session_key, outbound, df=True)
+            self._enc = NaClPacker(self.local, session_key, outbound, df=False, first_seq=self._first_seq)
+            self._enc_df = NaClPacker(self.local, session_key, outbound, df=True, first_seq=self._first_seq)
             self._decryptor = NaClDecryptor(session_key, outbound)
 
     # ---- events in ---------------------------------------------------------------
