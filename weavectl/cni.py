@@ -2,13 +2,14 @@
 
 Invoked by a container runtime: CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME,
 CNI_PATH in the environment and the network config on stdin; the result or a CNI error
-JSON on stdout. As Weave Net's plugin (weave:plugin/net/cni.go) it takes an address from
-weave's IPAM over the local HTTP API (POST /ip/{id}, or /ip/{id}/{ip}/{len} with
-ipam.subnet), creates the veth itself (vethwepl<id> on the weave bridge, CNI_IFNAME in
-the pod), and routes via a gateway: the bridge's address in the pod's subnet, exposing
-one (weave:expose) when the bridge has none. DEL is idempotent: a missing namespace or
-interface is not an error, and the address is released. Commands: ADD, DEL, CHECK,
-VERSION, STATUS.
+JSON on stdout. It asks the host's datapath to attach the pod's namespace (weave IPAM's
+address, or one in ipam.subnet; CNI_IFNAME inside the pod, vethwepl<id> on the bridge),
+so IPAM, weaveDNS and the policy controller know the pod as they know any attached
+container (Weave Net's plugin makes the veth itself and calls only IPAM; here npc
+would otherwise not know the pod and refuse its traffic). Routes go via a gateway: the
+bridge's address in the pod's subnet, exposing one (weave:expose) when the bridge has
+none. DEL is idempotent: a missing namespace or interface is not an error, and the
+address is released. Commands: ADD, DEL, CHECK, VERSION, STATUS.
 """
 from __future__ import annotations
 
@@ -72,13 +73,26 @@ def _api(method: str, path: str) -> str:
         raise CniError(code, f"weave {method} {path}: {exc.reason}", exc.hint) from None
 
 
-def _allocate(container_id: str, conf: dict) -> ipaddress.IPv4Interface:
-    subnet = conf.get("ipam", {}).get("subnet")
-    path = f"/ip/{container_id}"
-    if subnet:
-        net = ipaddress.ip_network(subnet, strict=False)
-        path += f"/{net.network_address}/{net.prefixlen}"
-    return ipaddress.ip_interface(_api("POST", path).strip())
+def _bus(conf: dict, verb: str, msg, reply_type, timeout: float = 30.0):
+    """A request to the host's datapath; its error codes become CNI codes."""
+    from shared import subjects
+    from shared.bus import BusError
+    from weavectl.launcher import LaunchError, bus_request
+
+    try:
+        return bus_request(_state_dir(conf), subjects.request("datapath", verb), msg, reply_type, timeout=timeout)
+    except LaunchError as exc:
+        raise CniError(NOT_AVAILABLE, f"weave is not running here: {exc.reason}", exc.hint) from None
+    except BusError as exc:
+        code = {"not_found": UNKNOWN_CONTAINER, "bad_request": INVALID_CONFIG, "conflict": INVALID_CONFIG,
+                "unavailable": TRY_AGAIN, "timeout": TRY_AGAIN}.get(exc.code, IO_FAILURE)
+        raise CniError(code, f"weave {verb}: {exc.description}") from None
+
+
+def _pod_namespace() -> str:
+    """K8S_POD_NAMESPACE from CNI_ARGS (k=v;k=v), else default."""
+    args = dict(kv.split("=", 1) for kv in os.environ.get("CNI_ARGS", "").split(";") if "=" in kv)
+    return args.get("K8S_POD_NAMESPACE", "default")
 
 
 def _gateway(conf: dict, addr: ipaddress.IPv4Interface) -> ipaddress.IPv4Address:
@@ -109,8 +123,8 @@ def _gateway(conf: dict, addr: ipaddress.IPv4Interface) -> ipaddress.IPv4Address
 
 # -- commands --------------------------------------------------------------------------
 def cmd_add(conf: dict) -> dict:
-    from services.datapath import attach
     from services.datapath.netns import DatapathError, open_namespace
+    from shared.schemas.datapath import Attachment, AttachRequest
 
     container_id, netns, ifname = _env("CNI_CONTAINERID"), _env("CNI_NETNS"), _env("CNI_IFNAME")
     try:
@@ -118,24 +132,34 @@ def cmd_add(conf: dict) -> dict:
     except DatapathError as exc:
         raise CniError(UNKNOWN_CONTAINER, f"network namespace {netns}: {exc}") from None
     with ns:
-        existing = _interface(ns, ifname)
-        if existing is not None:
+        if _interface(ns, ifname) is not None:
             raise CniError(INVALID_CONFIG, f"container {container_id} already has {ifname}",
                            "DEL it first, or use another CNI_IFNAME")
-        addr = _allocate(container_id, conf)
-        gateway = _gateway(conf, addr)
+        subnet = conf.get("ipam", {}).get("subnet")
+        att = _bus(conf, "attach", AttachRequest(container=netns, addrs=(f"net:{subnet}",) if subnet else (),
+                                                 ifname=ifname, namespace=_pod_namespace(),
+                                                 multicast_route=False), Attachment)
+        addr = ipaddress.ip_interface(att.cidrs[0])
         try:
-            att = attach.attach(netns, [addr], ifname=ifname, multicast_route=False)
+            gateway = _gateway(conf, addr)
             routes = conf.get("ipam", {}).get("routes") or [{"dst": "0.0.0.0/0"}]
             _add_routes(ns, ifname, routes, gateway)
             if conf.get("hairpinMode"):
                 _hairpin(att.host_ifname)
-        except Exception as exc:
-            _api("DELETE", f"/ip/{container_id}")
-            if isinstance(exc, DatapathError):
-                raise CniError(IO_FAILURE, f"attaching {netns}: {exc}") from None
+        except BaseException:
+            _detach(conf, netns)
             raise
     return _result(conf, netns, ifname, att.mac, addr, gateway, routes)
+
+
+def _detach(conf: dict, netns: str) -> None:
+    from shared.schemas.datapath import DetachReply, DetachRequest
+
+    try:
+        _bus(conf, "detach", DetachRequest(container=netns), DetachReply)
+    except CniError as exc:
+        if exc.code != UNKNOWN_CONTAINER:  # not attached (any more): nothing to undo
+            raise
 
 
 def _result(conf: dict, netns: str, ifname: str, mac: str, addr, gateway, routes: list[dict]) -> dict:
@@ -179,27 +203,12 @@ def _hairpin(host_ifname: str) -> None:
 
 
 def cmd_del(conf: dict) -> None:
-    from services.datapath.netns import DatapathError, open_namespace
-
-    container_id = _env("CNI_CONTAINERID")
-    netns, ifname = _env("CNI_NETNS", required=False), _env("CNI_IFNAME", required=False) or "eth0"
+    """Detach through the datapath (which releases the address). A namespace that is gone
+    is fine: the datapath forgets a recorded container whose namespace vanished."""
+    _env("CNI_CONTAINERID")
+    netns = _env("CNI_NETNS", required=False)
     if netns:
-        try:
-            with open_namespace(netns) as ns:
-                def delete():
-                    with ns.iproute() as ipr:
-                        idx = ipr.link_lookup(ifname=ifname)
-                        if idx:
-                            ipr.link("del", index=idx[0])
-                ns.run(delete)
-        except DatapathError:
-            pass  # the namespace is gone already: nothing to remove
-    try:
-        _api("DELETE", f"/ip/{container_id}")
-    except CniError as exc:
-        if exc.code == NOT_AVAILABLE:
-            raise
-        # "no addresses" is not an error for DEL
+        _detach(conf, netns)
 
 
 def cmd_check(conf: dict) -> None:

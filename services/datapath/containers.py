@@ -101,7 +101,7 @@ class Containers:
         cidrs, fresh = await self._addresses(cid, wanted)
         try:
             got = await asyncio.to_thread(att.attach, ns, cidrs, host=self.host,
-                                          multicast_route=req.multicast_route)
+                                          multicast_route=req.multicast_route, ifname=req.ifname)
         except BaseException:
             await self._release(cid, [c for c in fresh if not old or str(c) not in old.ipam_cidrs])
             raise
@@ -109,7 +109,7 @@ class Containers:
         keep = old if old is not None and not req.labels and req.namespace == "default" else None
         rec = ContainerRecord(cid, ns.path, ns.inode, got.mac, got.cidrs, fqdn or (old.fqdn if old else ""),
                               keep.labels if keep else dict(req.labels), keep.namespace if keep else req.namespace,
-                              req.multicast_route, tuple(c for c in ipam_cidrs if c in got.cidrs))
+                              req.multicast_route, tuple(c for c in ipam_cidrs if c in got.cidrs), req.ifname)
         self.records.put(rec)
         await self.publish(_event("attached", rec))
         return _info(rec, got.ifname, got.host_ifname, tuple(map(str, cidrs)))
@@ -159,7 +159,8 @@ class Containers:
     async def _detach(self, ns, rec: ContainerRecord | None, wanted) -> DetachReply:
         current = await asyncio.to_thread(self._current, ns)
         gone = [c for c in current if wanted is None or _in(IPv4Interface(c), wanted)]
-        left = await asyncio.to_thread(att.detach, ns, gone if wanted is not None else None, host=self.host)
+        left = await asyncio.to_thread(att.detach, ns, gone if wanted is not None else None, host=self.host,
+                                       ifname=rec.ifname if rec else "ethwe")
         remaining = left.cidrs if left else ()
         cid = rec.container_id if rec else att._label(ns)
         if rec is not None:
@@ -265,7 +266,7 @@ class Containers:
             return
         try:
             got = await asyncio.to_thread(att.attach, ns, list(rec.cidrs), host=self.host, mac=rec.mac,
-                                          multicast_route=rec.multicast_route)
+                                          multicast_route=rec.multicast_route, ifname=rec.ifname)
             rec = self.records.update(rec.netns_inode, cidrs=got.cidrs)
             await self.publish(_event("attached", rec))
         except DatapathError as exc:

@@ -44,6 +44,8 @@ class ContainerRecord:
     multicast_route: bool = True
     ipam_cidrs: tuple[str, ...] = ()
     """The subset of `cidrs` IPAM handed out or recorded a claim for (released on detach)."""
+    ifname: str = "ethwe"
+    """Its interface inside the container (CNI pods name theirs)."""
 
 
 @dataclass(frozen=True)

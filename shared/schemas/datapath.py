@@ -66,6 +66,7 @@ class AttachRequest(Message):
     labels: dict[str, str] = Field(default_factory=dict, description="--label k=v pairs (npc podSelector).")
     namespace: str = Field("default", description="--namespace: its policy namespace.")
     multicast_route: bool = Field(True, description="Route 224.0.0.0/4 via ethwe (--no-multicast-route: False).")
+    ifname: str = Field("ethwe", description="Interface name inside the container (the CNI plugin's CNI_IFNAME).")
 
 
 class DetachRequest(Message):
