@@ -28,10 +28,13 @@ def connection_rows(router: Router) -> list[dict]:
             rows.append({"Address": conn.remote_addr, "Outbound": conn.outbound, "State": "connecting",
                          "Info": ""})
             continue
-        enc = "encrypted" if conn.protocol.encrypted else "unencrypted"
-        attrs = {"name": conn.overlay, **conn.attrs}
+        # as Weave: the overlay's encryption is named only when it encrypts
+        # ("encrypted   sleeve ..." with encrypted=true, else "sleeve ..."; mtu once known)
+        encrypted = bool(conn.attrs.get("encrypted", False))
+        attrs = {"name": conn.overlay, **{k: v for k, v in conn.attrs.items() if k != "encrypted" or v}}
+        info = f"{'encrypted':<11} {conn.overlay} {conn.remote}" if encrypted else f"{conn.overlay} {conn.remote}"
         rows.append({"Address": conn.remote_addr, "Outbound": conn.outbound, "State": state,
-                     "Info": f"{enc:<11} {conn.overlay} {conn.remote}", "Attrs": attrs})
+                     "Info": info, "Attrs": attrs})
     connected = {c.dial_address for c in router.conns.values() if c.dial_address}
     rows += [r for r in router.maker.connection_statuses(_format_time) if r["Address"] not in connected]
     return rows

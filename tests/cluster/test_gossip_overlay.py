@@ -81,3 +81,17 @@ def test_peer_without_overlays_feature_gets_compat_sleeve():
     net, a, b = pair(overlays_a=("sleeve",), overlays_b=())
     (ca,) = ups(net, a)
     assert ca.compat is True and ca.overlays == ("sleeve",)
+
+
+def test_connection_lines_in_weaves_format():
+    """As samples/status-subpages-h1*.txt: the overlay's encryption is named only when on."""
+    for encrypted, expected in ((False, "-> 10.0.0.2:6783         established sleeve aa:00:00:00:00:02(p2) mtu=1438"),
+                                (True, "-> 10.0.0.2:6783         established encrypted   sleeve aa:00:00:00:00:02(p2) "
+                                       "encrypted=truemtu=1414")):
+        net, a, b = pair(pw=b"pw" if encrypted else None)
+        ra, rb = net.routers[a], net.routers[b]
+        (ca,) = ups(net, a)
+        net.apply(a, ra.overlay_established(rb.config.name, net.now, "sleeve",
+                                            {"mtu": 1414 if encrypted else 1438, "encrypted": encrypted},
+                                            conn_uid=ca.conn_uid))
+        assert connections_text(ra).splitlines() == [expected]
