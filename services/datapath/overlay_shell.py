@@ -14,12 +14,22 @@ Inputs, each handled to completion on the event loop thread (no locks):
 Outputs: datagrams, injected frames, and for the gossip service (through one bounded
 outbox, in order): control messages (OverlaySend), OverlayEstablished (with the MTU
 once verified), OverlayFailed.
+
+The fastpath (fastpath.py, kernel VXLAN on UDP 6784, between weave-py peers) runs beside
+sleeve unless the mode is "sleeve": the OverlaySwitch (overlay_switch.py) picks, per
+connection, the overlay that works now; this shell applies its choice (the peer's
+all-zeros FDB entry while on the fastpath; sleeve leaves fastpath peers out of its
+own broadcasts) and reports the overlay in use to gossip with OverlayEstablished. Its
+netlink work runs in order on a worker (asyncio.to_thread), off the event loop.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+
+from services.datapath import fastpath as fp
 from services.datapath.capture import FRAME_BUFFER, PacketPort
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, MTUVerified, SendControl,
@@ -28,6 +38,7 @@ from services.datapath.sleeve.mac_cache import EXPIRY_INTERVAL
 from services.datapath.sleeve.offload import VNET_LEN
 from services.datapath.sleeve.overlay import Inject, SleeveOverlay
 from services.datapath.topology import TopologyRoutes, peer_int
+from services.datapath.overlay_switch import FASTPATH, SLEEVE, OverlaySwitch, SendHeartbeat, Switched
 from services.datapath.udp import MAX_DATAGRAM, UdpTransport
 from services.gossip.protocol import ProtocolTag
 from shared import subjects
@@ -49,11 +60,38 @@ BUS_TIMEOUT_S = 5.0
 _COMPAT_TAGS = (ProtocolTag.RESERVED1, ProtocolTag.RESERVED2, ProtocolTag.RESERVED3)
 
 
+class _SleeveRoutes:
+    """The topology's routes, minus the peers on the fastpath for broadcasts we start
+    (the VXLAN device floods those to them)."""
+
+    def __init__(self, routes: TopologyRoutes, fast: set[int]) -> None:
+        self.routes, self.fast = routes, fast
+
+    def unicast(self, name: int) -> int | None:
+        return self.routes.unicast(name)
+
+    def broadcast(self, source: int) -> list[int]:
+        hops = self.routes.broadcast(source)
+        if self.fast and source == self.routes.ourself:
+            return [h for h in hops if h not in self.fast]
+        return hops
+
+
 class OverlayShell:
-    def __init__(self, bus: Bus, ourself: int, host: str, port: int, pcap_ifname: str) -> None:
+    def __init__(self, bus: Bus, ourself: int, host: str, port: int, pcap_ifname: str, mode: str = "sleeve",
+                 bridge: str = "weave", bridge_port: str = "vethwe-bridge", our_mac: str | None = None) -> None:
         self.bus, self.ourself, self.host, self.port_no, self.pcap_ifname = bus, ourself, host, port, pcap_ifname
+        self.mode, self.bridge, self.bridge_port = mode, bridge, bridge_port
+        self.our_mac = our_mac or fp.mac_str(ourself.to_bytes(6, "big"))
+        self.switch = OverlaySwitch(mode)
+        self.fast: set[int] = set()
+        """Peers whose traffic the fastpath carries now (sleeve leaves them out of broadcasts)."""
+        self.fast_index: int | None = None
+        self.fast_mtu = 0
+        self.hb: fp.HeartbeatSocket | None = None
+        self._netlink: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
         self.routes = TopologyRoutes()
-        self.overlay = SleeveOverlay(ourself, self.routes.peers, self.routes)
+        self.overlay = SleeveOverlay(ourself, self.routes.peers, _SleeveRoutes(self.routes, self.fast))
         self.conns: dict[int, tuple[Forwarder, OverlayConnection]] = {}
         """By connection UID: every forwarder we made, and the connection it runs on."""
         self.inject_drops = 0
@@ -74,11 +112,12 @@ class OverlayShell:
         self.udp = UdpTransport(self.host, self.port_no)
         self.loop.add_reader(self.port.fileno(), self._on_capture)
         self.loop.add_reader(self.udp.fileno(), self._on_udp)
+        await self._start_fastpath()
         await self.bus.subscribe(subjects.event("topology"), self._on_topology)
         await self.bus.subscribe(subjects.event("overlay_connection"), self._on_connection)
         await self.bus.subscribe(subjects.event("overlay_message"), self._on_message)
         self._mac_expiry_at = self.loop.time() + EXPIRY_INTERVAL
-        for coro in (self._timer_loop(), self._outbox_loop(), self._resync_loop()):
+        for coro in (self._timer_loop(), self._outbox_loop(), self._resync_loop(), self._netlink_loop()):
             task = self.loop.create_task(coro)
             self._tasks.add(task)
         log.info("sleeve listening on %s:%d (udp), capturing on %s", self.host, self.port_no, self.pcap_ifname)
@@ -87,7 +126,7 @@ class OverlayShell:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for obj in (self.port, self.udp):
+        for obj in (self.port, self.udp, self.hb):
             if obj is not None:
                 self.loop.remove_reader(obj.fileno())
                 obj.close()
@@ -165,12 +204,18 @@ class OverlayShell:
                        OverlaySend(peer=conn.peer, conn_uid=conn.conn_uid, tag=body[0], payload=body[1:]))
         elif isinstance(a, Established) or (isinstance(a, MTUVerified) and
                                               (fwd.state is State.ESTABLISHED or fwd.resumed)):
+            if self.switch.using(conn.conn_uid) == FASTPATH:
+                return  # the fastpath carries this peer; gossip shows it
             mtu = fwd.mtu if fwd.mtu != fr.DEFAULT_MTU else 0
             log.info("sleeve to %s(%s): established, mtu=%s encrypted=%s", conn.peer, conn.nickname, mtu or "?",
                      fwd.encrypted)
             self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
                 peer=conn.peer, conn_uid=conn.conn_uid, overlay=OVERLAY, mtu=mtu, encrypted=fwd.encrypted))
         elif isinstance(a, Failed):
+            if self.switch.using(conn.conn_uid) == FASTPATH:
+                log.warning("sleeve to %s(%s) failed (%s); the fastpath carries it", conn.peer, conn.nickname,
+                            a.reason)
+                return
             log.warning("sleeve to %s(%s) failed: %s", conn.peer, conn.nickname, a.reason)
             self._post(subjects.request("gossip", "overlay_failed"),
                        OverlayFailed(peer=conn.peer, conn_uid=conn.conn_uid, reason=a.reason))
@@ -240,6 +285,8 @@ class OverlayShell:
         now = self.loop.time()
         self._run(self.overlay.confirm(fwd, now), now)
         self._flush(now)
+        if self.fast_index is not None:
+            self._add_fastpath_peer(conn, now)
         self._wake.set()
 
     def remove(self, conn_uid: int) -> None:
@@ -248,6 +295,7 @@ class OverlayShell:
             return
         fwd, conn = entry
         self.overlay.stop(fwd)
+        self._remove_fastpath_peer(conn)
         ip = fwd.remote_addr[0] if fwd.remote_addr else None
         if ip and not any(f.remote_addr and f.remote_addr[0] == ip for f, _ in self.conns.values()):
             self.udp.forget(ip)
@@ -287,7 +335,8 @@ class OverlayShell:
     # -- timers --------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
         while True:
-            deadline = min(self.overlay.next_deadline() or float("inf"), self._mac_expiry_at)
+            deadline = min(self.overlay.next_deadline() or float("inf"), self._mac_expiry_at,
+                           self.switch.next_deadline() or float("inf"))
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._wake.wait()
@@ -297,9 +346,99 @@ class OverlayShell:
             now = self.loop.time()
             self._run(self.overlay.tick(now), now)
             self._flush(now)
+            self._switch_actions(self.switch.tick(now))
             if now >= self._mac_expiry_at:
                 self.overlay.router.macs.expire(now)
                 self._mac_expiry_at = now + EXPIRY_INTERVAL
+
+    # -- fastpath --------------------------------------------------------------------------
+    async def _start_fastpath(self) -> None:
+        if self.mode == "sleeve":
+            if await asyncio.to_thread(fp.destroy_device, self.bridge_port):
+                log.info("datapath mode sleeve: fastpath device %s removed", fp.DEVICE)
+            return
+        try:
+            self.fast_mtu = fp.fastpath_mtu(await asyncio.to_thread(fp.underlay_mtu, self.host))
+            self.fast_index = await asyncio.to_thread(fp.ensure_device, self.host, self.bridge, self.bridge_port,
+                                                      self.fast_mtu)
+            self.hb = fp.HeartbeatSocket()
+        except (OSError, ValueError) as exc:  # e.g. no vxlan support: sleeve only
+            log.warning("fastpath unavailable (%s): sleeve only", exc)
+            self.fast_index = None
+            self.switch = OverlaySwitch("sleeve")
+            return
+        self.loop.add_reader(self.hb.fileno(), self._on_heartbeat)
+        log.info("fastpath %s on udp %d (vni %#x, mtu %d), mode %s", fp.DEVICE, fp.PORT, fp.VNI, self.fast_mtu,
+                 self.mode)
+
+    def _add_fastpath_peer(self, conn: OverlayConnection, now: float) -> None:
+        actions = self.switch.add(conn.peer, conn.conn_uid, fp.ip_of(conn.remote_addr), conn.overlays,
+                                  conn.session_key, now)
+        path = self.switch.paths[conn.conn_uid]
+        if path.allowed:
+            index, ip, mac = self.fast_index, path.address, conn.peer.lower()
+            self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, True))
+        self._switch_actions(actions)
+
+    def _remove_fastpath_peer(self, conn: OverlayConnection) -> None:
+        path = self.switch.remove(conn.conn_uid)
+        if path is None or self.fast_index is None:
+            return
+        index, ip, mac = self.fast_index, path.address, conn.peer.lower()
+        self.fast.discard(peer_int(conn.peer))
+        if path.allowed:
+            self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, False))
+        if path.using == FASTPATH:
+            self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, False))
+            self._netlink.put_nowait(lambda: fp.forget(index, ip))
+
+    def _on_heartbeat(self) -> None:
+        now = self.loop.time()
+        for hb in self.hb.recv_all():
+            path = self.switch.paths.get(hb.conn_uid)
+            if path is None or peer_int(path.peer) != peer_int(hb.src):
+                continue
+            self._switch_actions(self.switch.heartbeat(path.peer, hb.conn_uid, hb.hearing, now))
+        self._wake.set()
+
+    def _switch_actions(self, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, SendHeartbeat):
+                self.hb.send(fp.encode_heartbeat(self.our_mac, a.peer.lower(), a.conn_uid, a.hearing))
+            elif isinstance(a, Switched):
+                self._switched(a)
+
+    def _switched(self, a: Switched) -> None:
+        entry = self.conns.get(a.conn_uid)
+        path = self.switch.paths.get(a.conn_uid)
+        if entry is None or path is None:
+            return
+        fwd, conn = entry
+        index, ip = self.fast_index, path.address
+        if a.overlay == FASTPATH:
+            self.fast.add(peer_int(a.peer))
+            self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, True))
+            log.info("%s(%s): traffic on the fastpath (%s, mtu %d)", conn.peer, conn.nickname, ip, self.fast_mtu)
+            self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
+                peer=conn.peer, conn_uid=conn.conn_uid, overlay=FASTPATH, mtu=self.fast_mtu, encrypted=False))
+            return
+        self.fast.discard(peer_int(a.peer))
+        if a.previous == FASTPATH:
+            self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, False))
+            self._netlink.put_nowait(lambda: fp.forget(index, ip))
+            log.warning("%s(%s): fastpath heartbeats stopped: traffic back on sleeve", conn.peer, conn.nickname)
+            if fwd.state is State.ESTABLISHED:
+                mtu = fwd.mtu if fwd.mtu != fr.DEFAULT_MTU else 0
+                self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
+                    peer=conn.peer, conn_uid=conn.conn_uid, overlay=SLEEVE, mtu=mtu, encrypted=fwd.encrypted))
+
+    async def _netlink_loop(self) -> None:
+        while True:
+            op = await self._netlink.get()
+            try:
+                await asyncio.to_thread(op)
+            except Exception as exc:  # one failed FDB write must not stop the later ones
+                log.warning("fastpath fdb update failed: %s", exc)
 
     # -- status --------------------------------------------------------------------------
     def drop_counts(self) -> dict[str, int]:

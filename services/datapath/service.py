@@ -11,6 +11,11 @@ Bus API (schemas in shared/schemas/datapath.py): weave.datapath.attach, detach, 
 expose, hide, containers; Weave's HTTP routes POST /expose/{ip}/{len} and
 /hide/{ip}/{len} (forwarded by the gossip service from 127.0.0.1:6784).
 
+The fastpath (fastpath.py; mode from WEAVE_OVERRIDE_DATAPATH, set by `weave restart
+datapath --datapath MODE`, else the launch config): its VXLAN device outlives a restart
+(a restarted datapath re-adopts it, so fastpath traffic does not stop), and is removed
+in mode sleeve or with the bridge.
+
 Stop (`weave stop`, or the supervisor restarting us): the sleeve closes its sockets.
 Containers keep their interfaces and addresses, as with Weave's `weave stop`; a
 `weave launch` brings them back into the overlay. Only when nothing is attached or
@@ -23,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 
-from services.datapath.bridge import PCAP_PORT, ensure_bridge
+from services.datapath.bridge import BRIDGE, BRIDGE_PORT, PCAP_PORT, ensure_bridge, mac_of_peer_name
 from services.datapath.containers import Containers
+from services.datapath.fastpath import destroy_device
 from services.datapath.ipam_client import Ipam
 from services.datapath.metrics import DatapathCollector
 from services.datapath.overlay_shell import OverlayShell
@@ -43,6 +50,21 @@ from shared.service import ServiceContext, run_service
 log = logging.getLogger("weave.datapath")
 RECONCILE_S = 5.0
 """How often containers whose namespace vanished are looked for (and reported detached)."""
+
+
+FASTPATH_AUTO_ENV = "WEAVE_FASTPATH"
+"""Set to 1 (in the environment of `weave launch`) to let mode "auto" use the fastpath."""
+
+
+def datapath_mode(launched: str, env) -> str:
+    """The overlay mode this process runs: `weave restart datapath --datapath MODE`
+    (WEAVE_OVERRIDE_DATAPATH) over the launch config. Transitional gate: "auto" prefers
+    the fastpath only when WEAVE_FASTPATH=1, because existing sleeve tests launch with
+    the default "auto" and expect sleeve; an explicit "fastpath" always uses it."""
+    mode = env.get("WEAVE_OVERRIDE_DATAPATH") or launched
+    if mode == "auto" and env.get(FASTPATH_AUTO_ENV) != "1":
+        return "sleeve"
+    return mode
 
 
 class DatapathApp:
@@ -67,7 +89,9 @@ class DatapathApp:
         await bus.serve(subjects.request("datapath", "hide"), HideRequest, self.containers.hide)
         await bus.serve(subjects.request("datapath", "containers"), ContainersRequest, self._on_containers)
         await serve_http(bus, "datapath", self._http_routes())
-        self.sleeve = OverlayShell(bus, peer_int(launch.name), launch.host, launch.port, PCAP_PORT)
+        self.mode = datapath_mode(launch.datapath, os.environ)
+        self.sleeve = OverlayShell(bus, peer_int(launch.name), launch.host, launch.port, PCAP_PORT, mode=self.mode,
+                                   bridge=BRIDGE, bridge_port=BRIDGE_PORT, our_mac=mac_of_peer_name(launch.name))
         await self.sleeve.start()
         ctx.registry.register(DatapathCollector(self))
         self._spawn(self._reconcile_loop())
@@ -80,13 +104,16 @@ class DatapathApp:
         if self.sleeve is not None:
             await self.sleeve.stop()
         if await self.containers.teardown_if_unused():
-            log.info("nothing attached: bridge removed")
+            await asyncio.to_thread(destroy_device, BRIDGE_PORT)
+            log.info("nothing attached: bridge (and fastpath device) removed")
 
     def health(self) -> tuple[bool, str]:
         if self.sleeve is None:
             return False, "starting"
         n = sum(1 for fwd, _ in self.sleeve.conns.values() if fwd.state is State.ESTABLISHED)
-        return True, f"{len(self.records.containers)} containers, {n} sleeve connections established"
+        f = len(self.sleeve.fast)
+        return True, (f"{len(self.records.containers)} containers, {n} sleeve connections established, "
+                      f"{f} peers on the fastpath (mode {self.mode})")
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -47,7 +47,7 @@ MAX_SEND_BUFFER = 16 * 1024 * 1024  # bytes queued on one connection before we d
 READ_CHUNK = 256 * 1024
 PEERS_FILE = "gossip-peers.json"
 OUTBOX_LIMIT = 10_000  # bus messages (gossip for owners, overlay events) waiting to be published
-OVERLAYS: tuple[str, ...] = ("sleeve",)
+OVERLAYS: tuple[str, ...] = ("weave-py-vxlan", "sleeve")
 """Overlays we advertise and wait for. Empty: connections are established at once (mesh's
 NullOverlay). The datapath's sleeve sets this to ("sleeve",) once it runs the overlay."""
 

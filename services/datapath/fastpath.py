@@ -1,0 +1,253 @@
+"""The fastpath: a kernel VXLAN device on UDP 6784 enslaved to the `weave` bridge, used
+only between weave-py peers (overlay name overlay_switch.FASTPATH; Weave's own "fastdp"
+is Open vSwitch with a per-pair VNI, which this is not, and we never advertise it).
+
+    (container) -+ weave +- vethwe-bridge -- vethwe-pcap   (sleeve captures here)
+                         +- vxlan-6784  (isolated port) --- UDP 6784 --> peers
+
+Design (documented choices):
+- One VNI for every weave-py peer: VNI = 0xFFFFFF. Weave's (dst<<12)|src is per pair
+  and cannot be one Linux device; a constant VNI is enough because a device reaches only
+  the peers we give it FDB entries for, and the receiving device accepts only its VNI.
+- FDB (netlink, pyroute2, NTF_SELF so entries go to the VXLAN device's table, not the
+  bridge's; NUD_PERMANENT): per peer on the fastpath an all-zeros entry to its underlay
+  IP (broadcast, multicast and unknown unicast are replicated to those peers), and per
+  allowed peer a unicast entry for its bridge MAC (= its peer name), which the
+  heartbeats use. Unicast entries for the peers' container MACs are learnt by the
+  device (VXLAN learning on: src MAC -> outer src IP of received frames), which keeps
+  them exact without a MAC feed; when a peer falls back to sleeve its learnt entries
+  and the bridge's entries on the VXLAN port are flushed, so frames go through sleeve.
+- Both vxlan-6784 and vethwe-bridge are *isolated* bridge ports: frames arriving over
+  the VXLAN never reach the sleeve capture (no learning of remote MACs as local, no
+  re-flooding over sleeve) and frames sleeve injects never leave over the VXLAN.
+  Consequence: the fastpath only carries traffic between directly connected peers
+  (no relaying); the tests use a full mesh.
+- MTU = underlay MTU - 50 (IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+- Heartbeats (overlay_switch.py decides when): an Ethernet frame of ethertype
+  HB_ETHERTYPE from our bridge MAC to the peer's, written with an AF_PACKET socket on
+  the VXLAN device, so it is encapsulated exactly as data is; the peer reads it with an
+  AF_PACKET socket on its VXLAN device with a BPF filter on the ethertype (the bridge
+  then hands it to the host stack, which drops the unknown ethertype).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+log = logging.getLogger("weave.datapath.fastpath")
+
+DEVICE = "vxlan-6784"
+PORT = 6784
+VNI = 0xFFFFFF
+OVERHEAD = 50
+HB_ETHERTYPE = 0x88B5  # IEEE local experimental
+HB_MAGIC = b"WPVX"
+HB_VERSION = 1
+_HB = struct.Struct("!6s6sH4sBBQ")
+HB_LEN = 60
+NTF_SELF = 0x02
+NUD_PERMANENT = 0x80
+ZERO_MAC = "00:00:00:00:00:00"
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
+
+
+# -- sans-I/O: heartbeat frames and addresses --------------------------------------------
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def mac_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def encode_heartbeat(src_mac: str, dst_mac: str, conn_uid: int, hearing: bool) -> bytes:
+    frame = _HB.pack(mac_bytes(dst_mac), mac_bytes(src_mac), HB_ETHERTYPE, HB_MAGIC, HB_VERSION,
+                     1 if hearing else 0, conn_uid & (2**64 - 1))
+    return frame.ljust(HB_LEN, b"\0")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    src: str
+    dst: str
+    conn_uid: int
+    hearing: bool
+
+
+def decode_heartbeat(frame: bytes) -> Heartbeat | None:
+    if len(frame) < _HB.size:
+        return None
+    dst, src, etype, magic, version, flags, uid = _HB.unpack_from(frame)
+    if etype != HB_ETHERTYPE or magic != HB_MAGIC or version != HB_VERSION:
+        return None
+    return Heartbeat(mac_str(src), mac_str(dst), uid, bool(flags & 1))
+
+
+def fastpath_mtu(underlay_mtu: int) -> int:
+    return underlay_mtu - OVERHEAD
+
+
+def ip_of(addr: str) -> str:
+    """ip of an "ip:port" (IPv4) string."""
+    return addr.rpartition(":")[0] if ":" in addr else addr
+
+
+# -- I/O: the device and its FDB (blocking: call through asyncio.to_thread) -------------
+def underlay_mtu(host_ip: str) -> int:
+    with IPRoute() as ipr:
+        addrs = ipr.get_addr(address=host_ip)
+        if not addrs:
+            return 1500
+        return ipr.get_links(addrs[0]["index"])[0].get_attr("IFLA_MTU")
+
+
+def _link(ipr: IPRoute, name: str):
+    found = ipr.link_lookup(ifname=name)
+    return ipr.get_links(found[0])[0] if found else None
+
+
+def _isolate(name: str, on: bool) -> None:
+    subprocess.run(["bridge", "link", "set", "dev", name, "isolated", "on" if on else "off"],
+                   check=False, capture_output=True)
+
+
+def ensure_device(host_ip: str, bridge: str, bridge_port: str, mtu: int) -> int:
+    """vxlan-6784 (VNI, local host_ip, dstport 6784, learning) on `bridge`, up, isolated;
+    an existing device of the right kind is reused (a restarted datapath keeps it, and
+    the peers' traffic keeps flowing). Returns its ifindex."""
+    with IPRoute() as ipr:
+        link = _link(ipr, DEVICE)
+        if link is not None:
+            info = link.get_attr("IFLA_LINKINFO")
+            data = info.get_attr("IFLA_INFO_DATA") if info else None
+            ok = (info is not None and info.get_attr("IFLA_INFO_KIND") == "vxlan" and data is not None
+                  and data.get_attr("IFLA_VXLAN_ID") == VNI and data.get_attr("IFLA_VXLAN_PORT") == PORT)
+            if not ok:
+                ipr.link("del", index=link["index"])
+                link = None
+        if link is None:
+            ipr.link("add", ifname=DEVICE, kind="vxlan", vxlan_id=VNI, vxlan_local=host_ip, vxlan_port=PORT,
+                     vxlan_learning=1)
+            link = _link(ipr, DEVICE)
+        index = link["index"]
+        master = ipr.link_lookup(ifname=bridge)[0]
+        ipr.link("set", index=index, mtu=mtu, master=master, state="up")
+    _isolate(DEVICE, True)
+    _isolate(bridge_port, True)
+    return index
+
+
+def destroy_device(bridge_port: str) -> bool:
+    with IPRoute() as ipr:
+        link = _link(ipr, DEVICE)
+        if link is not None:
+            ipr.link("del", index=link["index"])
+    _isolate(bridge_port, False)
+    return link is not None
+
+
+def fdb_set(index: int, mac: str, ip: str, present: bool) -> None:
+    """Add (append: several all-zeros entries coexist) or remove one static entry."""
+    with IPRoute() as ipr:
+        try:
+            ipr.fdb("append" if present else "del", ifindex=index, lladdr=mac, dst=ip, NDA_FLAGS=NTF_SELF,
+                    state=NUD_PERMANENT)
+        except NetlinkError as exc:
+            if exc.code not in (17, 2):  # EEXIST on add, ENOENT on delete: already so
+                raise
+
+
+def fdb_entries(index: int) -> list[tuple[str, str | None, int]]:
+    """(mac, dst ip, state) of the VXLAN device's own table."""
+    with IPRoute() as ipr:
+        out = []
+        for msg in ipr.fdb("dump", ifindex=index):
+            if msg["ifindex"] != index:
+                continue
+            out.append((msg.get_attr("NDA_LLADDR"), msg.get_attr("NDA_DST"), msg["state"]))
+        return out
+
+
+def forget(index: int, ip: str) -> None:
+    """Drop what was learnt towards `ip` (VXLAN table) and on the VXLAN port (bridge table)."""
+    with IPRoute() as ipr:
+        for msg in ipr.fdb("dump", ifindex=index):
+            if (msg["ifindex"] == index and msg.get_attr("NDA_DST") == ip and not msg["state"] & NUD_PERMANENT
+                    and msg.get_attr("NDA_LLADDR") != ZERO_MAC):
+                try:
+                    ipr.fdb("del", ifindex=index, lladdr=msg.get_attr("NDA_LLADDR"), dst=ip, NDA_FLAGS=NTF_SELF)
+                except NetlinkError:
+                    pass
+    subprocess.run(["ip", "link", "set", "dev", DEVICE, "type", "bridge_slave", "fdb_flush"],
+                   check=False, capture_output=True)
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _ethertype_filter(ethertype: int) -> bytes:
+    prog = (_SockFilter * 4)(
+        _SockFilter(0x28, 0, 0, 12),  # ldh [12]
+        _SockFilter(0x15, 0, 1, ethertype),  # jeq #ethertype
+        _SockFilter(0x06, 0, 0, 0xFFFF),  # ret #65535
+        _SockFilter(0x06, 0, 0, 0))  # ret #0
+    fprog = _SockFprog(4, prog)
+    _ethertype_filter.keep = prog  # the kernel copies it during setsockopt
+    return bytes(fprog)
+
+
+class HeartbeatSocket:
+    """AF_PACKET on the VXLAN device: writes heartbeats into it, reads the peers' (only
+    frames of HB_ETHERTYPE pass the kernel filter; our own outgoing ones are skipped)."""
+
+    def __init__(self, ifname: str = DEVICE) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _ethertype_filter(HB_ETHERTYPE))
+        self.sock.bind((ifname, ETH_P_ALL))
+        self.sock.setblocking(False)
+        self.ifname = ifname
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, frame: bytes) -> bool:
+        try:
+            self.sock.send(frame)
+            return True
+        except OSError as exc:
+            log.debug("heartbeat not sent: %s", exc)
+            return False
+
+    def recv_all(self, limit: int = 64) -> list[Heartbeat]:
+        out = []
+        for _ in range(limit):
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                log.debug("heartbeat read: %s", exc)
+                break
+            if addr[2] == PACKET_OUTGOING:
+                continue
+            hb = decode_heartbeat(data)
+            if hb is not None:
+                out.append(hb)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,178 @@
+"""The fastpath (kernel VXLAN on UDP 6784 between weave-py peers) on real testbed hosts:
+containers ping over it and `weave status connections` shows it; with UDP 6784 blocked
+between two hosts that pair falls back to sleeve and returns when unblocked, a running
+ping surviving; `weave restart datapath --datapath MODE` swaps overlays under a
+running ping with a bounded outage; a password keeps peers on (encrypted) sleeve.
+
+Containers get addresses outside IPAM's range (10.99.<host>.<k>/16). Every namespace
+and process is removed by the testbed fixture (tb.down), also on failure.
+"""
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+FAST, SLEEVE = "weave-py-vxlan", "sleeve"
+SWAP_OUTAGE_BOUND_S = 3.0
+
+
+def wait_until(cond, timeout=30.0, what="condition", every=0.2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def ip_of(k: int, h: int) -> str:
+    return f"10.99.{h}.{k}"
+
+
+@pytest.fixture(autouse=True)
+def fastpath_in_auto(monkeypatch):
+    """The launched stacks inherit it: mode auto may use the fastpath (service.datapath_mode)."""
+    monkeypatch.setenv("WEAVE_FASTPATH", "1")
+
+
+def start(tb, hosts: int, password=None, datapath="auto"):
+    tb.up(hosts, launch=False, password=password)
+    tb.launch_all(profile="test", datapath=datapath)
+    for h in tb.hosts:
+        tb.add_container(h, 1, (f"{ip_of(1, h.index)}/16",))
+    return tb
+
+
+def overlays(tb, host: str) -> dict[str, str]:
+    """Remote nickname -> overlay of each established connection, from `weave status connections`."""
+    out = tb.weave(host, "status", "connections", check=False).stdout
+    found = {}
+    for line in out.splitlines():
+        if " established " not in line:
+            continue
+        m = re.search(r"\((h\d+)\)", line)
+        o = re.search(r"established (\S+)", line)
+        if m and o:
+            found[m.group(1)] = line
+    return found
+
+
+def uses(tb, host: str, remote: str, overlay: str) -> bool:
+    line = overlays(tb, host).get(remote, "")
+    return f" {overlay} " in f" {line} " and ("mtu=" in line if overlay == FAST else True)
+
+
+def ping(tb, src: str, ip: str, count: int = 2):
+    return tb.exec(src, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", ip], timeout=30)
+
+
+class Pinger:
+    """ping -i interval in a container, timestamps on (-D); gaps measure outages."""
+
+    def __init__(self, tb, src: str, ip: str, interval: float = 0.05) -> None:
+        self.started = time.time()
+        self.proc = subprocess.Popen(["ip", "netns", "exec", f"{tb.prefix}-{src}", "ping", "-D", "-n", "-i",
+                                      str(interval), "-W", "1", ip], stdout=subprocess.PIPE, text=True)
+
+    def stop(self) -> list[float]:
+        """Reply timestamps; they must cover the whole run (no reply lost to buffering)."""
+        stopped = time.time()
+        self.proc.send_signal(signal.SIGINT)  # ping flushes and prints its summary
+        out = self.proc.communicate(timeout=10)[0]
+        stamps = [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+        assert stamps and stamps[0] - self.started < 1.5 and stopped - stamps[-1] < 1.5, (
+            f"replies do not cover the run {self.started:.1f}..{stopped:.1f}: {out[-800:]}")
+        return stamps
+
+
+def longest_gap(stamps: list[float]) -> float:
+    return max((b - a for a, b in zip(stamps, stamps[1:])), default=float("inf"))
+
+
+def test_fastpath_three_hosts_fallback_and_return(testbed_factory):
+    tb = start(testbed_factory(), 3)
+    for h in ("h1", "h2", "h3"):
+        others = [o for o in ("h1", "h2", "h3") if o != h]
+        wait_until(lambda h=h, others=others: all(uses(tb, h, o, FAST) for o in others),
+                   what=f"{h}: fastpath to {others}")
+    line = overlays(tb, "h1")["h2"]
+    assert "mtu=1450" in line, line  # underlay 1500 - 50
+    for src, dst in (("h1c1", 2), ("h2c1", 3), ("h3c1", 1)):
+        assert wait_until(lambda: ping(tb, src, ip_of(1, dst)).returncode == 0, what=f"{src} -> h{dst}")
+    # the traffic really is VXLAN on the underlay (UDP 6784), not sleeve
+    cap = subprocess.Popen(["ip", "netns", "exec", tb.wire, "tcpdump", "-c", "3", "-n", "-i", "h1",
+                            "udp", "port", "6784"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while "listening on" not in cap.stderr.readline():
+            assert cap.poll() is None, "tcpdump failed to start"
+        ping(tb, "h1c1", ip_of(1, 2), count=3)
+        out = cap.communicate(timeout=10)[0]
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.communicate()
+    assert "VXLAN" in out or ".6784" in out, out
+
+    # block UDP 6784 between h1 and h2: that pair falls back to sleeve, ping survives
+    pinger = Pinger(tb, "h1c1", ip_of(1, 2), interval=0.1)
+    try:
+        time.sleep(1.0)
+        tb.block("h1", "h2", "udp", 6784)
+        wait_until(lambda: uses(tb, "h1", "h2", SLEEVE) and uses(tb, "h2", "h1", SLEEVE), timeout=15,
+                   what="h1-h2 back on sleeve")
+        assert uses(tb, "h1", "h3", FAST), overlays(tb, "h1")  # the other pairs keep the fastpath
+        assert ping(tb, "h2c1", ip_of(1, 1)).returncode == 0
+        tb.unblock("h1", "h2", "udp", 6784)
+        wait_until(lambda: uses(tb, "h1", "h2", FAST) and uses(tb, "h2", "h1", FAST), timeout=15,
+                   what="h1-h2 on the fastpath again")
+        time.sleep(1.0)
+    finally:
+        stamps = pinger.stop()
+    assert stamps, "no ping replies at all"
+    gap = longest_gap(stamps)
+    assert gap < 3.0, f"ping interrupted for {gap:.1f} s around the fallback"
+    assert len(overlays(tb, "h1")) == 2  # the mesh connections never dropped
+
+
+def test_swap_datapath_under_a_running_ping(testbed_factory):
+    tb = start(testbed_factory(), 2)
+    wait_until(lambda: uses(tb, "h1", "h2", FAST) and uses(tb, "h2", "h1", FAST), what="fastpath h1-h2")
+    assert wait_until(lambda: ping(tb, "h1c1", ip_of(1, 2)).returncode == 0, what="first ping")
+    addr_before = tb.exec("h1c1", ["ip", "-4", "-o", "addr", "show", "ethwe"]).stdout
+    gaps = {}
+    for mode, expect in (("sleeve", SLEEVE), ("auto", FAST)):
+        pinger = Pinger(tb, "h1c1", ip_of(1, 2))
+        try:
+            time.sleep(1.0)
+            old = tb.service_pid("h1", "datapath")
+            tb.weave("h1", "restart", "datapath", "--datapath", mode)
+            wait_until(lambda: tb.service_pid("h1", "datapath") not in (0, old), what="datapath restarted")
+            wait_until(lambda: uses(tb, "h1", "h2", expect) and uses(tb, "h2", "h1", expect), timeout=20,
+                       what=f"both ends on {expect} after the swap to {mode}")
+            time.sleep(1.5)
+        finally:
+            stamps = pinger.stop()
+        gaps[mode] = longest_gap(stamps)
+    # containers keep interfaces and addresses
+    assert tb.exec("h1c1", ["ip", "-4", "-o", "addr", "show", "ethwe"]).stdout == addr_before
+    for mode, gap in gaps.items():
+        assert gap < SWAP_OUTAGE_BOUND_S, f"swap to {mode}: ping outage {gap:.2f} s (bound {SWAP_OUTAGE_BOUND_S})"
+    print(f"swap outages: {gaps}")
+
+
+def test_password_keeps_untrusted_peers_on_encrypted_sleeve(testbed_factory):
+    tb = start(testbed_factory(), 2, password="s3cret-fastpath")
+    wait_until(lambda: uses(tb, "h1", "h2", SLEEVE) and "mtu=" in overlays(tb, "h1").get("h2", ""),
+               what="encrypted sleeve h1-h2")
+    assert "encrypted" in overlays(tb, "h1")["h2"]
+    assert wait_until(lambda: ping(tb, "h1c1", ip_of(1, 2)).returncode == 0, what="ping over sleeve")
+    time.sleep(2.0)  # no heartbeats are answered: it stays on sleeve
+    assert uses(tb, "h1", "h2", SLEEVE), overlays(tb, "h1")
