@@ -19,3 +19,16 @@ def wait_all_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
     while any(running(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     return [p for p in pids if running(p)]
+
+
+def wait_until(cond, timeout: float = 30.0, what: str = "condition", every: float = 0.2):
+    """Poll `cond` until it returns something truthy (returned); AssertionError naming
+    `what` and the last value after `timeout` seconds. Tests wait on conditions, not sleeps."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

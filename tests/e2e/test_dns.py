@@ -14,6 +14,7 @@ import time
 import pytest
 
 from weavectl.testbed import Testbed
+from tests.e2e.procs import wait_until
 
 UPSTREAM_ADDR = "192.168.77.99"
 # A small upstream resolver (dnslib), run inside a namespace on the testbed's underlay.
@@ -50,15 +51,6 @@ print(ask(struct.pack("!HHHHHH", 0xBEEF, 0x0100, 1, 0, 0, 0) + b"\\x05ab"))
 """
 
 
-def wait_until(cond, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def dig(tb: Testbed, host: str, name: str, *opts: str) -> tuple[str, list[str]]:

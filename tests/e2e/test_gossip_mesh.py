@@ -6,18 +6,9 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
+from tests.e2e.procs import wait_until
 
 
-def wait_until(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def connections(tb, host) -> list[str]:

@@ -8,10 +8,10 @@ import ipaddress
 import json
 import re
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from weavectl.testbed import Testbed
+from tests.e2e.procs import wait_until
 
 RANGE = ipaddress.ip_network("10.32.0.0/12")
 TEST = {"profile": "test"}
@@ -48,15 +48,6 @@ def get(tb: Testbed, host: str, path: str, port: int = 6784) -> str:
     return body
 
 
-def wait_until(cond, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def ipam_report(tb: Testbed, host: str) -> dict:

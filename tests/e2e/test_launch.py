@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from shared.subjects import SERVICES
 from tests.e2e.procs import wait_all_dead
+from tests.e2e.procs import wait_until
 
 
 def service_table(ns) -> dict[str, tuple[int, str]]:
@@ -19,14 +19,6 @@ def service_table(ns) -> dict[str, tuple[int, str]]:
     return rows
 
 
-def wait_until(cond, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_launch_supervise_restart_stop(netns):

@@ -28,6 +28,7 @@ from services.datapath.bridge import ensure_bridge
 from services.npc.shortname import ipset_name
 from shared.schemas.datapath import ContainerEvent
 from weavectl.testbed import Testbed
+from tests.e2e.procs import wait_until
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,15 +90,6 @@ PUBLISH = textwrap.dedent("""
 """)
 
 
-def wait_until(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 class Cluster:
