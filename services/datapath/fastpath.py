@@ -22,7 +22,14 @@ Design (documented choices):
   re-flooding over sleeve) and frames sleeve injects never leave over the VXLAN.
   Consequence: the fastpath only carries traffic between directly connected peers
   (no relaying); the tests use a full mesh.
-- MTU = underlay MTU - 50 (IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14).
+- MTU: the overlay MTU reported to gossip (`mtu=` in `weave status connections`) is
+  underlay MTU - 50 (IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14): frames up to it
+  cross unfragmented. The device itself gets the bridge's MTU (65535 by default, which
+  containers inherit, attach.py), capped at MAX_DEVICE_MTU = 65485 (the largest frame
+  an IPv4 packet can carry): with a device MTU of 1450 the bridge would silently drop
+  every larger frame from a container (TCP stalls); larger frames instead go out as
+  one VXLAN datagram the kernel fragments on the underlay (outer DF unset), as sleeve's
+  superframes do. Containers given an MTU <= underlay - 50 never fragment.
 - Heartbeats (overlay_switch.py decides when): an Ethernet frame of ethertype
   HB_ETHERTYPE from our bridge MAC to the peer's, written with an AF_PACKET socket on
   the VXLAN device, so it is encapsulated exactly as data is; the peer reads it with an
@@ -47,6 +54,7 @@ DEVICE = "vxlan-6784"
 PORT = 6784
 VNI = 0xFFFFFF
 OVERHEAD = 50
+MAX_DEVICE_MTU = 65535 - OVERHEAD
 HB_ETHERTYPE = 0x88B5  # IEEE local experimental
 HB_MAGIC = b"WPVX"
 HB_VERSION = 1
@@ -120,8 +128,13 @@ def _isolate(name: str, on: bool) -> None:
                    check=False, capture_output=True)
 
 
-def ensure_device(host_ip: str, bridge: str, bridge_port: str, mtu: int) -> int:
-    """vxlan-6784 (VNI, local host_ip, dstport 6784, learning) on `bridge`, up, isolated;
+def device_mtu(bridge_mtu: int) -> int:
+    return min(bridge_mtu, MAX_DEVICE_MTU)
+
+
+def ensure_device(host_ip: str, bridge: str, bridge_port: str) -> int:
+    """vxlan-6784 (VNI, local host_ip, dstport 6784, learning, MTU device_mtu(bridge's))
+    on `bridge`, up, isolated;
     an existing device of the right kind is reused (a restarted datapath keeps it, and
     the peers' traffic keeps flowing). Returns its ifindex."""
     with IPRoute() as ipr:
@@ -139,8 +152,8 @@ def ensure_device(host_ip: str, bridge: str, bridge_port: str, mtu: int) -> int:
                      vxlan_learning=1)
             link = _link(ipr, DEVICE)
         index = link["index"]
-        master = ipr.link_lookup(ifname=bridge)[0]
-        ipr.link("set", index=index, mtu=mtu, master=master, state="up")
+        br = _link(ipr, bridge)
+        ipr.link("set", index=index, mtu=device_mtu(br.get_attr("IFLA_MTU")), master=br["index"], state="up")
     _isolate(DEVICE, True)
     _isolate(bridge_port, True)
     return index

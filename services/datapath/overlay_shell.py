@@ -359,8 +359,7 @@ class OverlayShell:
             return
         try:
             self.fast_mtu = fp.fastpath_mtu(await asyncio.to_thread(fp.underlay_mtu, self.host))
-            self.fast_index = await asyncio.to_thread(fp.ensure_device, self.host, self.bridge, self.bridge_port,
-                                                      self.fast_mtu)
+            self.fast_index = await asyncio.to_thread(fp.ensure_device, self.host, self.bridge, self.bridge_port)
             self.hb = fp.HeartbeatSocket()
         except (OSError, ValueError) as exc:  # e.g. no vxlan support: sleeve only
             log.warning("fastpath unavailable (%s): sleeve only", exc)

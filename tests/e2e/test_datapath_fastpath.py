@@ -9,6 +9,7 @@ and process is removed by the testbed fixture (tb.down), also on failure.
 """
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -74,6 +75,15 @@ def ping(tb, src: str, ip: str, count: int = 2):
     return tb.exec(src, ["ping", "-c", str(count), "-i", "0.2", "-W", "2", ip], timeout=30)
 
 
+def iperf(tb, client: str, server: str, server_ip: str, seconds: int = 1) -> float:
+    """Gbit/s of one TCP stream client -> server."""
+    tb.exec(server, ["iperf3", "-s", "-1", "-D"], check=True)
+    time.sleep(0.3)
+    out = tb.exec(client, ["iperf3", "-c", server_ip, "-t", str(seconds), "-J"], timeout=seconds + 30)
+    assert out.returncode == 0, out.stdout[-500:] + out.stderr
+    return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
 class Pinger:
     """ping -i interval in a container, timestamps on (-D); gaps measure outages."""
 
@@ -120,9 +130,17 @@ def test_fastpath_three_hosts_fallback_and_return(testbed_factory):
             cap.kill()
             cap.communicate()
     assert "VXLAN" in out or ".6784" in out, out
+    # TCP crosses with the containers' default (bridge) MTU: large frames are not dropped
+    gbps = iperf(tb, "h1c1", "h2c1", ip_of(1, 2), seconds=1)
+    assert gbps > 1.0, f"TCP over the fastpath: {gbps:.2f} Gbit/s"
 
-    # block UDP 6784 between h1 and h2: that pair falls back to sleeve, ping survives
+    # block UDP 6784 between h1 and h2: that pair falls back to sleeve; a running ping
+    # and a TCP stream survive, and the pair returns to the fastpath when unblocked
     pinger = Pinger(tb, "h1c1", ip_of(1, 2), interval=0.1)
+    tb.exec("h2c1", ["iperf3", "-s", "-1", "-D"], check=True)
+    time.sleep(0.3)
+    stream = subprocess.Popen(["ip", "netns", "exec", f"{tb.prefix}-h1c1", "iperf3", "-c", ip_of(1, 2), "-t", "60",
+                               "-b", "50M", "-J"], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
         tb.block("h1", "h2", "udp", 6784)
@@ -136,6 +154,13 @@ def test_fastpath_three_hosts_fallback_and_return(testbed_factory):
         time.sleep(1.0)
     finally:
         stamps = pinger.stop()
+        stream.send_signal(signal.SIGINT)  # iperf3 ends the test and reports
+        result = stream.communicate(timeout=30)[0]
+    per_second = [i["sum"]["bytes"] for i in json.loads(result)["intervals"]]
+    print(f"TCP bytes per second through fallback and return: {per_second}; longest ping gap {longest_gap(stamps):.2f} s")
+    assert len(per_second) >= 5 and sum(per_second) > 5_000_000, per_second
+    assert per_second[-1] > 0 and sum(1 for b in per_second if b == 0) <= 2, (
+        f"the TCP stream stalled around the fallback: bytes per second {per_second}")
     assert stamps, "no ping replies at all"
     gap = longest_gap(stamps)
     assert gap < 3.0, f"ping interrupted for {gap:.1f} s around the fallback"

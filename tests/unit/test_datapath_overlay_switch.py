@@ -124,6 +124,7 @@ def test_heartbeat_frame_round_trip_and_rejects():
     assert fp.decode_heartbeat(frame[:12] + b"\x08\x00" + frame[14:]) is None  # IPv4, not ours
     assert fp.decode_heartbeat(frame[:14] + b"XXXX" + frame[18:]) is None
     assert fp.fastpath_mtu(1500) == 1450 and fp.ip_of("10.0.0.2:6783") == "10.0.0.2"
+    assert fp.device_mtu(65535) == 65485 and fp.device_mtu(1376) == 1376
 
 
 @pytest.mark.parametrize("launched, env, mode", [
