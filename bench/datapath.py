@@ -1,5 +1,6 @@
 """Datapath benchmark: TCP throughput (iperf3, one stream) and ping RTT container to
-container across two hosts over weave-py's sleeve, plain and encrypted, next to a raw
+container across two hosts over weave-py's sleeve, plain and encrypted, and over its
+fastpath (kernel VXLAN on UDP 6784, `--datapath fastpath`), next to a raw
 veth pair and plain kernel VXLAN between the same kind of namespaces, all measured in
 this run (the machine is shared: compare ratios, reference/baseline.md). Also the
 capture ceiling of the two ways to read the bridge (AF_PACKET on vethwe-pcap, as the
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from weavectl.testbed import Testbed
 
-TARGET_PLAIN, TARGET_ENCRYPTED = 0.10, 0.04
+TARGET_PLAIN, TARGET_ENCRYPTED, TARGET_FASTPATH = 0.10, 0.04, 0.95
 GO_SLEEVE = {"plain": 0.036, "encrypted": 0.017}  # Weave Net 2.8's Go sleeve, baseline.md
 
 
@@ -112,18 +113,21 @@ def kernel_vxlan(s: Scratch, seconds: int, runs: int) -> dict:
 
 
 # -- weave-py sleeve --------------------------------------------------------------------------
-def sleeve(password: str | None, seconds: int, runs: int) -> dict:
+def sleeve(password: str | None, seconds: int, runs: int, datapath: str = "sleeve") -> dict:
+    """Over the sleeve, or (datapath="fastpath") the fastpath, whose status line names
+    the overlay weave-py-vxlan."""
+    want = "weave-py-vxlan" if datapath == "fastpath" else "mtu="
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as root:
         tb = Testbed(Path(root), f"wbs{secrets.token_hex(2)}")
         try:
             tb.up(2, password=password, launch=False)
-            tb.launch_all()
+            tb.launch_all(datapath=datapath)
             for h in tb.hosts:
                 tb.add_container(h, 1, (f"10.99.{h.index}.1/16",))
             deadline = time.monotonic() + 30
-            while "mtu=" not in tb.weave("h1", "status", "connections", check=False).stdout:
+            while not all(x in tb.weave("h1", "status", "connections", check=False).stdout for x in (want, "mtu=")):
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the sleeve did not establish within 30 s")
+                    raise RuntimeError(f"the {datapath} overlay did not establish within 30 s")
                 time.sleep(0.2)
             status = tb.weave("h1", "status", "connections").stdout.strip()
             out = measure(f"{tb.prefix}-h1c1", f"{tb.prefix}-h2c1", "10.99.2.1", seconds, runs)
@@ -202,11 +206,13 @@ def run(seconds: int, runs: int) -> dict:
         s.cleanup()
     results["sleeve_plain"] = sleeve(None, seconds, runs)
     results["sleeve_encrypted"] = sleeve("bench-password", seconds, runs)
+    results["fastpath"] = sleeve(None, seconds, runs, datapath="fastpath")
     vx = results["kernel_vxlan"]["gbps"]
     results["ratios_to_kernel_vxlan"] = {
         "plain": round(results["sleeve_plain"]["gbps"] / vx, 4),
-        "encrypted": round(results["sleeve_encrypted"]["gbps"] / vx, 4)}
-    results["targets"] = {"plain": TARGET_PLAIN, "encrypted": TARGET_ENCRYPTED}
+        "encrypted": round(results["sleeve_encrypted"]["gbps"] / vx, 4),
+        "fastpath": round(results["fastpath"]["gbps"] / vx, 4)}
+    results["targets"] = {"plain": TARGET_PLAIN, "encrypted": TARGET_ENCRYPTED, "fastpath": TARGET_FASTPATH}
     results["go_sleeve_ratios"] = GO_SLEEVE
     results["seconds"], results["runs"] = seconds, runs
     return results
@@ -216,13 +222,14 @@ def report(r: dict) -> str:
     rows = [f"{'path':<22} {'Gbit/s':>8} {'RTT ms':>8} {'vs VXLAN':>9}"]
     vx = r["kernel_vxlan"]["gbps"]
     for key, label in (("veth", "veth pair"), ("kernel_vxlan", "kernel VXLAN"), ("sleeve_plain", "weave-py sleeve"),
-                       ("sleeve_encrypted", "weave-py sleeve + NaCl")):
+                       ("sleeve_encrypted", "weave-py sleeve + NaCl"), ("fastpath", "weave-py fastpath")):
         m = r[key]
         rows.append(f"{label:<22} {m['gbps']:>8.3f} {m['rtt_ms']:>8.3f} {m['gbps'] / vx:>9.3f}")
     ratios = r["ratios_to_kernel_vxlan"]
     rows.append(f"targets: plain >= {TARGET_PLAIN} ({'met' if ratios['plain'] >= TARGET_PLAIN else 'MISSED'}), "
                 f"encrypted >= {TARGET_ENCRYPTED} ({'met' if ratios['encrypted'] >= TARGET_ENCRYPTED else 'MISSED'}); "
-                f"Weave Net's Go sleeve: {GO_SLEEVE['plain']} / {GO_SLEEVE['encrypted']}")
+                f"Weave Net's Go sleeve: {GO_SLEEVE['plain']} / {GO_SLEEVE['encrypted']}; "
+                f"fastpath >= {TARGET_FASTPATH} ({'met' if ratios['fastpath'] >= TARGET_FASTPATH else 'MISSED'})")
     cap = r["capture_frames_per_s"]
     rows.append(f"capture ceiling, 1400-byte frames read by one Python loop: AF_PACKET {cap['packet']:,}/s, "
                 f"TAP {cap['tap']:,}/s")

@@ -66,6 +66,8 @@ ZERO_MAC = "00:00:00:00:00:00"
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
 
 
 # -- sans-I/O: heartbeat frames and addresses --------------------------------------------
@@ -230,6 +232,10 @@ class HeartbeatSocket:
     def __init__(self, ifname: str = DEVICE) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _ethertype_filter(HB_ETHERTYPE))
+        try:  # else the kernel clones every frame the device sends for this socket (dev_queue_xmit_nit)
+            self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        except OSError:  # kernels < 4.20: outgoing frames are skipped in recv_all
+            pass
         self.sock.bind((ifname, ETH_P_ALL))
         self.sock.setblocking(False)
         self.ifname = ifname
