@@ -158,6 +158,11 @@ def ensure_device(host_ip: str, bridge: str, bridge_port: str) -> int:
         ipr.link("set", index=index, mtu=device_mtu(br.get_attr("IFLA_MTU")), master=br["index"], state="up")
     _isolate(DEVICE, True)
     _isolate(bridge_port, True)
+    try:  # a bridge port needs no IPv6 of its own (no link-local ND/MLD from the device to peers)
+        with open(f"/proc/sys/net/ipv6/conf/{DEVICE}/disable_ipv6", "w") as f:
+            f.write("1")
+    except OSError:
+        pass
     return index
 
 

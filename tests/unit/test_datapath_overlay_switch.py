@@ -139,3 +139,25 @@ def test_datapath_mode_from_launch_and_restart_override(launched, env, mode):
     from services.datapath.service import datapath_mode
 
     assert datapath_mode(launched, env) == mode
+
+
+def test_sleeve_leaves_fastpath_peers_out_of_our_own_broadcasts_only():
+    from services.datapath.overlay_shell import _SleeveRoutes
+    from services.datapath.topology import TopologyRoutes
+    from shared.schemas.mesh import TopologyEvent
+
+    names = ["aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:03"]
+    routes = TopologyRoutes()
+    peers = [{"name": n, "nickname": f"h{i + 1}", "uid": i + 1, "short_id": i + 1, "reachable": True}
+             for i, n in enumerate(names)]
+    routes.update(TopologyEvent.model_validate({
+        "ourself": names[0], "peers": peers, "unicast": {names[1]: names[1], names[2]: names[2]},
+        "broadcast": {names[0]: [names[1], names[2]], names[1]: [names[2]]}, "removed": []}))
+    fast: set[int] = set()
+    sr = _SleeveRoutes(routes, fast)
+    a, b, c = (int(n.replace(":", ""), 16) for n in names)
+    assert sr.broadcast(a) == [b, c]
+    fast.add(b)
+    assert sr.broadcast(a) == [c]  # the VXLAN device floods to b
+    assert sr.broadcast(b) == [c]  # relaying someone else's broadcast is unchanged
+    assert sr.unicast(b) == b
