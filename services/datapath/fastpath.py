@@ -197,6 +197,20 @@ def fdb_entries(index: int) -> list[tuple[str, str | None, int]]:
         return out
 
 
+def prune(index: int, keep_ips: set[str], keep_flood_ips: set[str]) -> int:
+    """Remove our static entries towards IPs not in keep_ips, and flood entries towards
+    IPs not in keep_flood_ips: a restarted datapath re-adopts the device with the old
+    process's entries, some for peers that left meanwhile or are not (yet) back on the
+    fastpath. Returns how many were removed."""
+    removed = 0
+    for mac, ip, state in fdb_entries(index):
+        keep = keep_flood_ips if mac == ZERO_MAC else keep_ips
+        if ip is not None and ip not in keep and state & NUD_PERMANENT:
+            fdb_set(index, mac, ip, False)
+            removed += 1
+    return removed
+
+
 def forget(index: int, ip: str) -> None:
     """Drop what was learnt towards `ip` (VXLAN table) and on the VXLAN port (bridge table)."""
     with IPRoute() as ipr:

@@ -329,6 +329,11 @@ class OverlayShell:
                 self.remove(uid)
             for conn in snap.connections:
                 self.add(conn, resumed=True)
+            if first and self.fast_index is not None:  # entries the previous process left for gone peers
+                paths = self.switch.paths.values()
+                index, keep = self.fast_index, {p.address for p in paths if p.allowed}
+                flood = {p.address for p in paths if p.using == FASTPATH}
+                self._netlink.put_nowait(lambda: fp.prune(index, keep, flood))
             first = False
             await asyncio.sleep(RESYNC_S)
 

@@ -201,3 +201,48 @@ def test_password_keeps_untrusted_peers_on_encrypted_sleeve(testbed_factory):
     assert wait_until(lambda: ping(tb, "h1c1", ip_of(1, 2)).returncode == 0, what="ping over sleeve")
     time.sleep(2.0)  # no heartbeats are answered: it stays on sleeve
     assert uses(tb, "h1", "h2", SLEEVE), overlays(tb, "h1")
+
+
+FDB_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from services.datapath import fastpath as fp
+idx = fp.ensure_device("192.0.2.1", "weave", "vethwe-bridge")
+assert fp.ensure_device("192.0.2.1", "weave", "vethwe-bridge") == idx  # re-adopted, not re-made
+for ip, mac in (("192.0.2.2", "aa:00:00:00:00:02"), ("192.0.2.3", "aa:00:00:00:00:03")):
+    fp.fdb_set(idx, fp.ZERO_MAC, ip, True)
+    fp.fdb_set(idx, fp.ZERO_MAC, ip, True)  # idempotent
+    fp.fdb_set(idx, mac, ip, True)
+before = sorted((m, ip) for m, ip, _ in fp.fdb_entries(idx) if ip)
+removed = fp.prune(idx, {"192.0.2.2"}, set())
+after = sorted((m, ip) for m, ip, _ in fp.fdb_entries(idx) if ip)
+mtu = open("/sys/class/net/vxlan-6784/mtu").read().strip()
+ipv6_off = open("/proc/sys/net/ipv6/conf/vxlan-6784/disable_ipv6").read().strip()
+gone = fp.destroy_device("vethwe-bridge")
+print(json.dumps({"before": before, "removed": removed, "after": after, "mtu": mtu, "ipv6_off": ipv6_off,
+                  "gone": gone}))
+"""
+
+
+def test_device_fdb_entries_and_prune(netns):
+    """fastpath.py's netlink side in a scratch namespace: the device joins the bridge
+    with the bridge's MTU capped at 65485, FDB entries land in the VXLAN table
+    (NTF_SELF), prune keeps only what it is told to, and destroy removes the device."""
+    import sys
+    from pathlib import Path
+
+    for argv in (["ip", "link", "add", "d0", "type", "veth", "peer", "d1"],
+                 ["ip", "addr", "add", "192.0.2.1/24", "dev", "d0"], ["ip", "link", "set", "d0", "up"],
+                 ["ip", "link", "add", "weave", "type", "bridge"], ["ip", "link", "set", "weave", "mtu", "65535", "up"],
+                 ["ip", "link", "add", "vethwe-bridge", "type", "veth", "peer", "vethwe-pcap"],
+                 ["ip", "link", "set", "vethwe-bridge", "master", "weave"]):
+        assert netns.run(*argv).returncode == 0, argv
+    out = netns.run(sys.executable, "-c", FDB_SCRIPT, str(Path(__file__).resolve().parents[2]))
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    zero = "00:00:00:00:00:00"
+    assert r["before"] == [[zero, "192.0.2.2"], [zero, "192.0.2.3"], ["aa:00:00:00:00:02", "192.0.2.2"],
+                           ["aa:00:00:00:00:03", "192.0.2.3"]]
+    assert r["removed"] == 3 and r["after"] == [["aa:00:00:00:00:02", "192.0.2.2"]]
+    assert r["mtu"] == "65485" and r["ipv6_off"] == "1" and r["gone"] is True
+    assert "vxlan-6784" not in netns.run("ip", "link").stdout
