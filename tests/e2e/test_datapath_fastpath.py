@@ -246,3 +246,17 @@ def test_device_fdb_entries_and_prune(netns):
     assert r["removed"] == 3 and r["after"] == [["aa:00:00:00:00:02", "192.0.2.2"]]
     assert r["mtu"] == "65485" and r["ipv6_off"] == "1" and r["gone"] is True
     assert "vxlan-6784" not in netns.run("ip", "link").stdout
+
+
+def test_fastpath_mode_does_not_fall_back(testbed_factory):
+    """--datapath fastpath limits the choice: with UDP 6784 blocked the pair stays on the
+    fastpath (traffic stops) instead of falling back; it flows again when unblocked."""
+    tb = start(testbed_factory(), 2, datapath="fastpath")
+    wait_until(lambda: uses(tb, "h1", "h2", FAST) and uses(tb, "h2", "h1", FAST), what="fastpath h1-h2")
+    assert wait_until(lambda: ping(tb, "h1c1", ip_of(1, 2)).returncode == 0, what="first ping")
+    tb.block("h1", "h2", "udp", 6784)
+    time.sleep(2.5)  # longer than the heartbeat timeout
+    assert uses(tb, "h1", "h2", FAST) and uses(tb, "h2", "h1", FAST), overlays(tb, "h1")
+    assert ping(tb, "h1c1", ip_of(1, 2)).returncode != 0
+    tb.unblock("h1", "h2", "udp", 6784)
+    assert wait_until(lambda: ping(tb, "h1c1", ip_of(1, 2)).returncode == 0, what="ping after unblock")
