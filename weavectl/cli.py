@@ -181,8 +181,10 @@ def cmd_reset(args: argparse.Namespace) -> int:
                                   "use 'weave reset --force' to reset anyway") from None
         launcher.stop(state_dir)
     from services.datapath.bridge import destroy_bridge
+    from services.datapath.fastpath import destroy_device
 
-    removed = destroy_bridge(None)
+    removed = ["vxlan-6784"] if destroy_device("vethwe-bridge") else []
+    removed += destroy_bridge(None)
     if state_dir.exists():
         shutil.rmtree(state_dir)
     print(f"weave reset: removed {', '.join(removed) or 'no devices'} and {state_dir}")

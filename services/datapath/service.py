@@ -52,19 +52,13 @@ RECONCILE_S = 5.0
 """How often containers whose namespace vanished are looked for (and reported detached)."""
 
 
-FASTPATH_AUTO_ENV = "WEAVE_FASTPATH"
 """Set to 1 (in the environment of `weave launch`) to let mode "auto" use the fastpath."""
 
 
 def datapath_mode(launched: str, env) -> str:
     """The overlay mode this process runs: `weave restart datapath --datapath MODE`
-    (WEAVE_OVERRIDE_DATAPATH) over the launch config. Transitional gate: "auto" prefers
-    the fastpath only when WEAVE_FASTPATH=1, because existing sleeve tests launch with
-    the default "auto" and expect sleeve; an explicit "fastpath" always uses it."""
-    mode = env.get("WEAVE_OVERRIDE_DATAPATH") or launched
-    if mode == "auto" and env.get(FASTPATH_AUTO_ENV) != "1":
-        return "sleeve"
-    return mode
+    (WEAVE_OVERRIDE_DATAPATH) over the launch config."""
+    return env.get("WEAVE_OVERRIDE_DATAPATH") or launched
 
 
 class DatapathApp:

@@ -38,12 +38,6 @@ def ip_of(k: int, h: int) -> str:
     return f"10.99.{h}.{k}"
 
 
-@pytest.fixture(autouse=True)
-def fastpath_in_auto(monkeypatch):
-    """The launched stacks inherit it: mode auto may use the fastpath (service.datapath_mode)."""
-    monkeypatch.setenv("WEAVE_FASTPATH", "1")
-
-
 def start(tb, hosts: int, password=None, datapath="auto"):
     tb.up(hosts, launch=False, password=password)
     tb.launch_all(profile="test", datapath=datapath)

@@ -48,7 +48,7 @@ def start(tb, hosts: int, *, password=None, containers=1, block=None, mtu=None):
     if mtu:
         for h in tb.hosts:
             tb.exec(h.nickname, ["ip", "link", "set", "eth0", "mtu", str(mtu)], check=True)
-    tb.launch_all(profile="test")
+    tb.launch_all(profile="test", datapath="sleeve")  # these tests are about the sleeve itself
     for h in tb.hosts:
         for k in range(1, containers + 1):
             tb.add_container(h, k, (f"{ip_of(k, h.index)}/16",))
@@ -198,7 +198,7 @@ def test_plain_sleeve_three_hosts(testbed_factory):
     # and so does the whole stack: weave stop leaves the container attached, launch resumes
     tb.weave("h2", "stop")
     assert "ethwe" in tb.exec("h2c1", ["ip", "-o", "link"]).stdout
-    tb.launch(tb.host("h2"), profile="test")
+    tb.launch(tb.host("h2"), profile="test", datapath="sleeve")
     wait_until(lambda: ping(tb, "h2c1", ip_of(1, 1), count=1).returncode == 0, what="traffic after relaunch")
     ps = tb.weave("h2", "ps").stdout.split()
     assert ps[0] == f"{tb.prefix}-h2c1" and ps[2] == f"{ip_of(1, 2)}/16"

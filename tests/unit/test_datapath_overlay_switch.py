@@ -128,12 +128,11 @@ def test_heartbeat_frame_round_trip_and_rejects():
 
 
 @pytest.mark.parametrize("launched, env, mode", [
-    ("auto", {}, "sleeve"),  # transitional gate: auto uses the fastpath only with WEAVE_FASTPATH=1
-    ("auto", {"WEAVE_FASTPATH": "1"}, "auto"),
+    ("auto", {}, "auto"),
     ("fastpath", {}, "fastpath"),
-    ("auto", {"WEAVE_OVERRIDE_DATAPATH": "sleeve", "WEAVE_FASTPATH": "1"}, "sleeve"),
+    ("auto", {"WEAVE_OVERRIDE_DATAPATH": "sleeve"}, "sleeve"),
     ("sleeve", {"WEAVE_OVERRIDE_DATAPATH": "fastpath"}, "fastpath"),
-    ("sleeve", {"WEAVE_OVERRIDE_DATAPATH": "auto", "WEAVE_FASTPATH": "1"}, "auto"),
+    ("sleeve", {"WEAVE_OVERRIDE_DATAPATH": "auto"}, "auto"),
 ])
 def test_datapath_mode_from_launch_and_restart_override(launched, env, mode):
     from services.datapath.service import datapath_mode
