@@ -16,22 +16,12 @@ import subprocess
 import time
 
 import pytest
+from tests.e2e.procs import wait_until
 
 pytestmark = pytest.mark.e2e
 
 FAST, SLEEVE = "weave-py-vxlan", "sleeve"
 SWAP_OUTAGE_BOUND_S = 3.0
-
-
-def wait_until(cond, timeout=30.0, what="condition", every=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def ip_of(k: int, h: int) -> str:

@@ -16,6 +16,7 @@ import subprocess
 import time
 
 import pytest
+from tests.e2e.procs import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -24,17 +25,6 @@ MCAST_GROUP, MCAST_PORT = "239.7.7.7", 5007
 
 
 # -- helpers ---------------------------------------------------------------------------
-def wait_until(cond, timeout=30.0, what="condition", every=0.2):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 def ip_of(k: int, h: int) -> str:
     return f"10.99.{h}.{k}"
 
