@@ -31,6 +31,7 @@ M = TypeVar("M", bound=Message)
 R = TypeVar("R", bound=Message)
 
 DEFAULT_TIMEOUT_S = 2.0
+CLOSE_GRACE_S = 3.0  # on close, how long handlers already running may take to answer
 PENDING_LIMIT = 10_000  # per subscription; past it messages are dropped (NATS "slow consumer")
 
 
@@ -84,6 +85,16 @@ class BusCore:
     def __init__(self, service: str) -> None:
         self.service = service
         self._tracer = trace.get_tracer(f"weave.{service}.bus")
+        self._slots: list[Concurrency] = []
+
+    def _concurrency(self, limit: int) -> Concurrency:
+        slots = Concurrency(limit)
+        self._slots.append(slots)
+        return slots
+
+    async def _drain_handlers(self) -> None:
+        """Let concurrent handlers in hand answer before the connection goes."""
+        await asyncio.gather(*(s.drain(CLOSE_GRACE_S) for s in self._slots))
 
     # -- transport hooks ------------------------------------------------------
     async def _raw_publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
@@ -171,6 +182,11 @@ class Concurrency:
         task = asyncio.get_running_loop().create_task(work())
         self._tasks.add(task)
         task.add_done_callback(self._done)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for the handlers in hand to answer."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -294,7 +310,7 @@ class MemoryBus(BusCore):
 
     async def serve(self, subject: str, request_type: type[M], handler: Callable[[M], Awaitable[Message]], *,
                     concurrency: int = 1) -> None:
-        slots = Concurrency(concurrency)
+        slots = self._concurrency(concurrency)
 
         async def answer(msg: BusMsg) -> None:
             reply = await self.handle_request(msg.subject, msg.data, msg.headers, request_type, handler)
@@ -309,6 +325,7 @@ class MemoryBus(BusCore):
         self._subs.append(sub)
 
     async def close(self) -> None:
+        await self._drain_handlers()
         for sub in self._subs:
             await sub.unsubscribe()
         self._subs.clear()

@@ -17,7 +17,7 @@ import nats.micro
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from shared.bus import BusCore, BusError, BusMsg, Concurrency, Handler, M, Subscription
+from shared.bus import BusCore, BusError, BusMsg, Handler, M, Subscription
 from shared.schemas.base import Message
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class NatsBus(BusCore):
                 self.nc, name=f"weave-{self.service}", version=SERVICE_VERSION,
                 description=f"weave-py {self.service} service")
 
-        slots = Concurrency(concurrency)
+        slots = self._concurrency(concurrency)
 
         async def answer(req: nats.micro.Request) -> None:
             reply = await self.handle_request(req.subject, req.data, req.headers, request_type, handler)
@@ -101,7 +101,8 @@ class NatsBus(BusCore):
 
     async def close(self) -> None:
         if self._micro is not None:
-            await self._micro.stop()
+            await self._micro.stop()  # no new requests; those in hand may still answer
+        await self._drain_handlers()
         if not self.nc.is_closed:
             await self.nc.drain()
 

@@ -2,8 +2,9 @@
 over the bus (`weave.ipam.http`, forwarded by the gossip service from 127.0.0.1:6784).
 
 Requests that may wait (allocate, claim, prime, and HTTP, which carries all three) are
-served concurrently (serving.py); the quick ones through `Bus.serve`. The core's
-RequestError codes become the bus codes the schema documents.
+served concurrently (`Bus.serve(concurrency=...)`), so one allocation waiting for a ring
+holds up nothing else; the quick ones one at a time. The core's RequestError codes
+become the bus codes the schema documents.
 """
 from __future__ import annotations
 
@@ -11,13 +12,11 @@ from typing import TYPE_CHECKING
 
 from services.ipam import http, status
 from services.ipam.errors import RequestError
-from services.ipam.serving import ConcurrentServer
 from shared import subjects
 from shared.bus import Bus
 from shared.errors import WeaveError
-from shared.http import Request
+from shared.http_bus import serve_http
 from shared.schemas.base import Ok
-from shared.schemas.http import HttpReply, HttpRequest
 from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, LookupReply, LookupRequest,
                                  PrimeRequest, ReleaseRequest, RingEntry, RmpeerReply, RmpeerRequest, StatusReply,
                                  StatusRequest)
@@ -34,19 +33,13 @@ def bus_error(exc: RequestError) -> WeaveError:
     return WeaveError(exc.message, code=BUS_CODES.get(exc.code, "bad_request"))
 
 
-async def register(app: "IpamApp", bus: Bus, server: ConcurrentServer) -> None:
+async def register(app: "IpamApp", bus: Bus, waiting: int) -> None:
+    """`waiting`: how many requests that may wait are handled at once, per subject."""
     api = BusApi(app)
-    router = http.build_router(app)
-
-    async def on_http(req: HttpRequest) -> HttpReply:
-        resp = await router.dispatch(Request(req.method, req.path, req.query, dict(req.headers), req.body))
-        body = resp.body.encode() if isinstance(resp.body, str) else resp.body
-        return HttpReply(status=resp.status, content_type=resp.content_type, body=body)
-
-    await server.serve(subjects.request("ipam", "http"), HttpRequest, on_http)
-    await server.serve(subjects.request("ipam", "allocate"), AllocateRequest, api.allocate)
-    await server.serve(subjects.request("ipam", "claim"), ClaimRequest, api.claim)
-    await server.serve(subjects.request("ipam", "prime"), PrimeRequest, api.prime)
+    await serve_http(bus, "ipam", http.build_router(app))
+    await bus.serve(subjects.request("ipam", "allocate"), AllocateRequest, api.allocate, concurrency=waiting)
+    await bus.serve(subjects.request("ipam", "claim"), ClaimRequest, api.claim, concurrency=waiting)
+    await bus.serve(subjects.request("ipam", "prime"), PrimeRequest, api.prime, concurrency=waiting)
     await bus.serve(subjects.request("ipam", "release"), ReleaseRequest, api.release)
     await bus.serve(subjects.request("ipam", "lookup"), LookupRequest, api.lookup)
     await bus.serve(subjects.request("ipam", "rmpeer"), RmpeerRequest, api.rmpeer)

@@ -33,7 +33,6 @@ from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.allocator import Allocator
 from services.ipam.metrics import IpamCollector
 from services.ipam.persistence import make_delta
-from services.ipam.serving import ConcurrentServer
 from services.ipam.store import Store
 from shared import subjects
 from shared.bus import BusError, BusMsg
@@ -79,8 +78,7 @@ class IpamApp:
         self.alloc = await self._restore(Allocator(self.settings.allocator))
         self.apply(self.alloc.start(now=self.now()))
         ctx.registry.register(IpamCollector(lambda: self.alloc))
-        self.server = ConcurrentServer(ctx.bus, self.settings.max_waiting_requests)
-        await bus_api.register(self, ctx.bus, self.server)
+        await bus_api.register(self, ctx.bus, self.settings.max_waiting_requests)
         self.mesh = MeshChannel(ctx.bus, IPAM_CHANNEL)
         for loop in (self._sender(), self._timer_loop(), self._gossip_loop()):
             self._spawn(loop)
@@ -102,11 +100,11 @@ class IpamApp:
         return alloc
 
     async def stop(self) -> None:
-        """Answer every waiting request ("cancelled"), save, then end the tasks."""
+        """Answer every waiting request ("cancelled"; the bus lets their handlers reply before
+        it closes), save, then end the tasks."""
         self.stopping = True
         for rid in list(self._waiting):
             self.apply(self.alloc.cancel(rid, now=self.now()))
-        await self.server.drain(self.settings.stop_grace_s)
         await self._save(self._dirty)
         for task in list(self._tasks):
             task.cancel()

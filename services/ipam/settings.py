@@ -23,7 +23,6 @@ class IpamServiceConfig:
     mode: str  # "consensus", "seed" or "observer", for status
     gossip_interval_s: float  # periodic full-state gossip (mesh's 30 s)
     max_waiting_requests: int  # requests held at once (allocations waiting for a ring or space)
-    stop_grace_s: float  # on stop, time to answer waiting requests and flush the database
 
 
 PROFILES = {
@@ -52,7 +51,6 @@ def from_launch(launch: LaunchConfig, shared: object = None) -> IpamServiceConfi
         seed=mode.seed, observer=mode.observer, quorum=mode.quorum,
         tick_interval=timers["tick_interval"], container_died_timeout=timers["container_died_timeout"])
     kind = "observer" if mode.observer else "seed" if mode.seed else "consensus"
-    # 4096 waiting requests: far above a host's container churn, and bounded memory;
-    # 3 s to stop: inside the supervisor's grace before SIGKILL.
+    # 4096 waiting requests: far above a host's container churn, and bounded memory.
     return IpamServiceConfig(allocator=config, mode=kind, gossip_interval_s=timers["gossip_interval_s"],
-                             max_waiting_requests=4096, stop_grace_s=3.0)
+                             max_waiting_requests=4096)

@@ -288,3 +288,24 @@ async def test_serial_serving_keeps_order(make_bus):
     await server.serve("weave.ipam.serial", Ping, handler)
     await asyncio.gather(*(client.request("weave.ipam.serial", Ping(n=i), Pong) for i in range(5)))
     assert seen == list(range(5)) and peak[0] == 1, "one at a time, in arrival order"
+
+
+async def test_close_lets_handlers_in_hand_answer(make_bus):
+    """A service that stops answers the requests it is already working on (they were
+    cancelled, say) before its connection goes, rather than leaving callers to time out."""
+    server, client = await make_bus("ipam"), await make_bus("cli")
+    release = asyncio.Event()
+
+    async def handler(req: Ping) -> Pong:
+        await release.wait()
+        return Pong(n=req.n)
+
+    await server.serve("weave.ipam.closing", Ping, handler, concurrency=4)
+    pending = asyncio.ensure_future(client.request("weave.ipam.closing", Ping(n=3), Pong, timeout=5))
+    await asyncio.sleep(0.05)
+    closing = asyncio.ensure_future(server.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done(), "close waits for the handler in hand"
+    release.set()
+    await closing
+    assert (await pending).n == 3
