@@ -37,6 +37,8 @@ class LaunchConfig(BaseModel):
     ipalloc_range: str = Field("10.32.0.0/12", description="IPAM universe (Weave --ipalloc-range).")
     ipalloc_init: str | None = Field(None, description="consensus[=N] | seed=<names> | observer.")
     no_dns: bool = Field(False, description="Do not run weaveDNS (Weave --no-dns).")
+    no_npc: bool = Field(False, description="Do not run the network policy controller (as a plain Weave Net "
+                         "`weave launch`, which has no weave-npc): no NetworkPolicy, no iptables on bridged frames.")
     dns_listen_address: str = Field("0.0.0.0:53", description="weaveDNS UDP+TCP address (Weave --dns-listen-address).")
     dns_domain: str = Field("weave.local.", description="weaveDNS domain (Weave --dns-domain).")
     dns_ttl: int = Field(1, description="TTL of weaveDNS answers, seconds (Weave --dns-ttl).")

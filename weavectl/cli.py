@@ -34,6 +34,8 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ipalloc-range", default="10.32.0.0/12", help="IP range for automatic allocation")
     p.add_argument("--ipalloc-init", default=None, help="consensus[=N] | seed=<names> | observer")
     p.add_argument("--no-dns", action="store_true", help="do not run weaveDNS")
+    p.add_argument("--no-npc", action="store_true",
+                   help="do not run the NetworkPolicy controller (plain Weave Net has no weave-npc)")
     p.add_argument("--dns-listen-address", default="0.0.0.0:53", help="weaveDNS address, ip:port")
     p.add_argument("--dns-domain", default="weave.local.", help="weaveDNS domain")
     p.add_argument("--dns-ttl", type=int, default=1, help="TTL of weaveDNS answers, seconds")
@@ -97,7 +99,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     cfg = LaunchConfig(
         state_dir=_state_dir(args), name=args.name, nickname=args.nickname or socket.gethostname(),
         host=args.host, port=args.port, password=args.password or None, peers=tuple(args.peers),
-        ipalloc_range=args.ipalloc_range, ipalloc_init=args.ipalloc_init, no_dns=args.no_dns,
+        ipalloc_range=args.ipalloc_range, ipalloc_init=args.ipalloc_init, no_dns=args.no_dns, no_npc=args.no_npc,
         dns_listen_address=args.dns_listen_address, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
         conn_limit=args.conn_limit, no_discovery=args.no_discovery,
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,

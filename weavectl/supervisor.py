@@ -67,7 +67,7 @@ def write_nats_conf(launch: LaunchConfig) -> Path:
 
 
 def services_for(launch: LaunchConfig) -> list[str]:
-    return [s for s in subjects.SERVICES if not (s == "dns" and launch.no_dns)]
+    return [s for s in subjects.SERVICES if not (s == "dns" and launch.no_dns) and not (s == "npc" and launch.no_npc)]
 
 
 @dataclass

@@ -33,6 +33,15 @@ EGRESS_MARK = "0x40000/0x40000"
 NFLOG_GROUP = "86"
 MCAST_CIDR = "224.0.0.0/4"
 BRIDGE_PORT_NAME = "vethwe-bridge"
+FASTPATH_PORT_NAME = "vxlan-6784"
+"""The datapath's kernel VXLAN device (services/datapath/fastpath.py), a port of the
+weave bridge of its own. Weave Net's fastpath reaches the bridge through vethwe-bridge
+(OVS behind vethwe-datapath), so weave-npc's router rules cover it; ours does not, so
+each router rule is repeated for it: frames bridged out to other hosts are not ingress
+policed here, and frames from other hosts are not egress policed here (their own host
+did both, as for the sleeve). Without these, remote traffic would be policed twice and,
+once an egress policy exists, NEW traffic from an address no egress set holds would be
+dropped on arrival."""
 WEAVE_BRIDGE = "weave"
 
 # Chains whose rule order matters and which are rewritten whole when they differ.
@@ -49,13 +58,21 @@ _UNMARKED = ("-m", "mark", "!", "--mark", EGRESS_MARK)
 _KUBE_NOTE = ("-m", "comment", "--comment", "NOTE: this must go before '-j KUBE-FORWARD'")
 
 
-def main_chain(*, allow_mcast: bool = True, bridge_port_name: str = BRIDGE_PORT_NAME) -> list[Args]:
+def _router_ports(bridge_port_name: str, fastpath_port_name: str | None) -> list[str]:
+    return [bridge_port_name] + ([fastpath_port_name] if fastpath_port_name else [])
+
+
+def main_chain(
+    *, allow_mcast: bool = True, bridge_port_name: str = BRIDGE_PORT_NAME,
+    fastpath_port_name: str | None = FASTPATH_PORT_NAME,
+) -> list[Args]:
     rules = [_RELATED + ("-j", "ACCEPT")]
     if allow_mcast:
         rules.append(("-d", MCAST_CIDR, "-j", "ACCEPT"))
+    # Not bound for a local pod (bridged out to the router or the fastpath): not ours to police.
+    rules += [("-m", "physdev", "--physdev-is-bridged", f"--physdev-out={port}", "-j", "ACCEPT")
+              for port in _router_ports(bridge_port_name, fastpath_port_name)]
     rules += [
-        # Not bound for a local pod (bridged out to the router): not ours to police.
-        ("-m", "physdev", "--physdev-is-bridged", f"--physdev-out={bridge_port_name}", "-j", "ACCEPT"),
         _NEW + ("-j", DEFAULT),
         _NEW + ("-j", INGRESS),
     ]
@@ -67,15 +84,15 @@ def egress_mark_chain() -> list[Args]:
 
 
 def egress_chain(
-    *, allow_mcast: bool = True, bridge_port_name: str = BRIDGE_PORT_NAME, egress_drop: bool = False
+    *, allow_mcast: bool = True, bridge_port_name: str = BRIDGE_PORT_NAME,
+    fastpath_port_name: str | None = FASTPATH_PORT_NAME, egress_drop: bool = False,
 ) -> list[Args]:
     """`egress_drop`: weave adds the NFLOG+DROP pair lazily, on the first egress policy,
     so clusters without egress policies never drop pod traffic NPC has not seen yet."""
-    rules = [
-        _RELATED + ("-j", "ACCEPT"),
-        ("-m", "physdev", "--physdev-is-bridged", f"--physdev-in={bridge_port_name}", "-j", "RETURN"),
-        ("-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN"),
-    ]
+    rules = [_RELATED + ("-j", "ACCEPT")]
+    rules += [("-m", "physdev", "--physdev-is-bridged", f"--physdev-in={port}", "-j", "RETURN")
+              for port in _router_ports(bridge_port_name, fastpath_port_name)]
+    rules += [("-m", "addrtype", "--dst-type", "LOCAL", "-j", "RETURN")]
     if allow_mcast:
         rules.append(("-d", MCAST_CIDR, "-j", "RETURN"))
     rules += [_NEW + ("-j", EGRESS_DEFAULT), _NEW + _UNMARKED + ("-j", EGRESS_CUSTOM)]
@@ -85,12 +102,14 @@ def egress_chain(
 
 
 def static_chains(
-    *, allow_mcast: bool = True, bridge_port_name: str = BRIDGE_PORT_NAME, egress_drop: bool = False
+    *, allow_mcast: bool = True, bridge_port_name: str = BRIDGE_PORT_NAME,
+    fastpath_port_name: str | None = FASTPATH_PORT_NAME, egress_drop: bool = False,
 ) -> dict[str, list[Args]]:
+    ports = {"bridge_port_name": bridge_port_name, "fastpath_port_name": fastpath_port_name}
     return {
-        MAIN: main_chain(allow_mcast=allow_mcast, bridge_port_name=bridge_port_name),
+        MAIN: main_chain(allow_mcast=allow_mcast, **ports),
         EGRESS_MARK_CHAIN: egress_mark_chain(),
-        EGRESS: egress_chain(allow_mcast=allow_mcast, bridge_port_name=bridge_port_name, egress_drop=egress_drop),
+        EGRESS: egress_chain(allow_mcast=allow_mcast, egress_drop=egress_drop, **ports),
     }
 
 

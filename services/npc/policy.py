@@ -40,6 +40,7 @@ class NPCConfig:
 
     allow_mcast: bool = True                               # --allow-mcast
     bridge_port_name: str = chains.BRIDGE_PORT_NAME        # --bridge-port-name
+    fastpath_port_name: str | None = chains.FASTPATH_PORT_NAME  # ours (chains.FASTPATH_PORT_NAME); None = weave's rules only
     bridge: str = chains.WEAVE_BRIDGE                      # weaver's bridge, for the hooks
     install_hooks: bool = True                             # also own weaver's FORWARD/INPUT hooks
 
@@ -180,6 +181,7 @@ class NetworkPolicyController:
         chain_args = chains.static_chains(
             allow_mcast=self.config.allow_mcast,
             bridge_port_name=self.config.bridge_port_name,
+            fastpath_port_name=self.config.fastpath_port_name,
             egress_drop=self._egress_drop,
         )
         chain_args.update(self._dynamic_chains())

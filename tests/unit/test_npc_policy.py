@@ -81,8 +81,8 @@ def test_without_policies_every_pod_is_default_allowed():
 
 
 def test_static_chains_and_hooks():
-    _, state = compile_(config=NPCConfig(allow_mcast=False, bridge_port_name="vethwe-x"))
-    assert lines(state, chains.MAIN) == [
+    _, state = compile_(config=NPCConfig(allow_mcast=False, bridge_port_name="vethwe-x", fastpath_port_name=None))
+    assert lines(state, chains.MAIN) == [  # weave-npc's own chain
         "-m state --state RELATED,ESTABLISHED -j ACCEPT",
         "-m physdev --physdev-out vethwe-x --physdev-is-bridged -j ACCEPT",
         "-m state --state NEW -j WEAVE-NPC-DEFAULT",
@@ -93,6 +93,20 @@ def test_static_chains_and_hooks():
     assert len(state.hooks["FORWARD"]) == 6
     _, no_hooks = compile_(config=NPCConfig(install_hooks=False))
     assert dict(no_hooks.hooks) == {}
+
+
+def test_fastpath_port_is_a_router_port():
+    """Frames bridged to or from the fastpath's VXLAN port are other hosts' traffic:
+    neither ingress policed on the way out nor egress policed on the way in."""
+    _, state = compile_()
+    assert lines(state, chains.MAIN)[2:4] == [
+        "-m physdev --physdev-out vethwe-bridge --physdev-is-bridged -j ACCEPT",
+        "-m physdev --physdev-out vxlan-6784 --physdev-is-bridged -j ACCEPT",
+    ]
+    assert lines(state, chains.EGRESS)[1:3] == [
+        "-m physdev --physdev-in vethwe-bridge --physdev-is-bridged -j RETURN",
+        "-m physdev --physdev-in vxlan-6784 --physdev-is-bridged -j RETURN",
+    ]
 
 
 # ---- Kubernetes documentation examples -------------------------------------
