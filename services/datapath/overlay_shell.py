@@ -38,7 +38,7 @@ from services.datapath.sleeve.mac_cache import EXPIRY_INTERVAL
 from services.datapath.sleeve.offload import VNET_LEN
 from services.datapath.sleeve.overlay import Inject, SleeveOverlay
 from services.datapath.topology import TopologyRoutes, peer_int
-from services.datapath.overlay_switch import FASTPATH, SLEEVE, OverlaySwitch, SendHeartbeat, Switched
+from services.datapath.overlay_switch import FASTPATH, OverlaySwitch, SendHeartbeat, Switched
 from services.datapath.udp import MAX_DATAGRAM, UdpTransport
 from services.gossip.protocol import ProtocolTag
 from shared import subjects
@@ -51,6 +51,10 @@ from shared.schemas.mesh import (OverlayConnection, OverlayConnectionEvent, Over
 log = logging.getLogger("weave.datapath.sleeve")
 
 OVERLAY = "sleeve"
+FAST_SLEEVE = "fast-sleeve"
+"""How gossip's status names the sleeve to a peer that takes our offloaded superframes
+(a weave-py peer whose kernel reassembles our fragments): negotiated inside the sleeve
+(control sub-tag 0x80), so the overlay both ends agreed on stays `sleeve`."""
 BATCH = 64
 """Frames or datagrams handled per wake-up before flushing (baseline.md: drain up to 64)."""
 OUTBOX_LIMIT = 10_000
@@ -206,11 +210,9 @@ class OverlayShell:
                                               (fwd.state is State.ESTABLISHED or fwd.resumed)):
             if self.switch.using(conn.conn_uid) == FASTPATH:
                 return  # the fastpath carries this peer; gossip shows it
-            mtu = fwd.mtu if fwd.mtu != fr.DEFAULT_MTU else 0
-            log.info("sleeve to %s(%s): established, mtu=%s encrypted=%s", conn.peer, conn.nickname, mtu or "?",
-                     fwd.encrypted)
-            self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
-                peer=conn.peer, conn_uid=conn.conn_uid, overlay=OVERLAY, mtu=mtu, encrypted=fwd.encrypted))
+            log.info("%s to %s(%s): established, mtu=%s encrypted=%s", self._sleeve_name(fwd), conn.peer,
+                     conn.nickname, fwd.mtu if fwd.mtu != fr.DEFAULT_MTU else "?", fwd.encrypted)
+            self._report_sleeve(fwd, conn)
         elif isinstance(a, Failed):
             if self.switch.using(conn.conn_uid) == FASTPATH:
                 log.warning("sleeve to %s(%s) failed (%s); the fastpath carries it", conn.peer, conn.nickname,
@@ -248,9 +250,24 @@ class OverlayShell:
         sub = _sub_message(conn, ev.tag, ev.payload)
         if sub is not None:
             now = self.loop.time()
+            fast = self._sleeve_name(fwd)
             self._run(fwd.control_message(sub[0], sub[1], now), now)
+            if self._sleeve_name(fwd) != fast and fwd.state is State.ESTABLISHED:
+                self._report_sleeve(fwd, conn)  # became (or stopped being) the fast sleeve
             self._flush(now)
             self._wake.set()
+
+    @staticmethod
+    def _sleeve_name(fwd: Forwarder) -> str:
+        return FAST_SLEEVE if fwd.takes_offload(fwd.remote) else OVERLAY
+
+    def _report_sleeve(self, fwd: Forwarder, conn: OverlayConnection) -> None:
+        """Tell gossip the sleeve carries this peer (unless the fastpath does)."""
+        if self.switch.using(conn.conn_uid) == FASTPATH:
+            return
+        mtu = fwd.mtu if fwd.mtu != fr.DEFAULT_MTU else 0
+        self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
+            peer=conn.peer, conn_uid=conn.conn_uid, overlay=self._sleeve_name(fwd), mtu=mtu, encrypted=fwd.encrypted))
 
     # -- connections and topology --------------------------------------------------------
     async def _on_connection(self, msg: BusMsg) -> None:
@@ -432,9 +449,7 @@ class OverlayShell:
             self._netlink.put_nowait(lambda: fp.forget(index, ip))
             log.warning("%s(%s): fastpath heartbeats stopped: traffic back on sleeve", conn.peer, conn.nickname)
             if fwd.state is State.ESTABLISHED:
-                mtu = fwd.mtu if fwd.mtu != fr.DEFAULT_MTU else 0
-                self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
-                    peer=conn.peer, conn_uid=conn.conn_uid, overlay=SLEEVE, mtu=mtu, encrypted=fwd.encrypted))
+                self._report_sleeve(fwd, conn)
 
     async def _netlink_loop(self) -> None:
         while True:

@@ -20,7 +20,7 @@ from tests.e2e.procs import wait_until
 
 pytestmark = pytest.mark.e2e
 
-FAST, SLEEVE = "weave-py-vxlan", "sleeve"
+FAST, SLEEVE = "weave-py-vxlan", "fast-sleeve"  # between weave-py peers the sleeve is the fast sleeve
 SWAP_OUTAGE_BOUND_S = 3.0
 
 

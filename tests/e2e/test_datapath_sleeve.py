@@ -50,6 +50,13 @@ def established(tb, host) -> list[str]:
     return [line for line in out.splitlines() if " established " in line]
 
 
+def wait_fast(tb, host: str) -> None:
+    """Between weave-py peers the sleeve carries offloaded superframes: status names it
+    fast-sleeve once the peer's offload answer and the fragmentation test are in."""
+    wait_until(lambda: all(" fast-sleeve " in line for line in established(tb, host)),
+               what=f"{host}: every sleeve connection a fast sleeve")
+
+
 def wait_mesh(tb, links: int, hosts=None):
     for h in hosts or [h.nickname for h in tb.hosts]:
         wait_until(lambda h=h: len(established(tb, h)) >= links and "mtu=" in "".join(established(tb, h)),
@@ -147,8 +154,9 @@ def send_garbage(tb, src_host: str, dst_ip: str, sender_name: str) -> None:
 def test_plain_sleeve_three_hosts(testbed_factory):
     tb = start(testbed_factory(), 3)
     wait_mesh(tb, 2)
+    wait_fast(tb, "h1")
     for line in established(tb, "h1"):
-        assert re.search(r"established sleeve aa:00:00:00:00:0[23]\(h[23]\) mtu=1438$", line), line
+        assert re.search(r"established fast-sleeve aa:00:00:00:00:0[23]\(h[23]\) mtu=1438$", line), line
 
     for src in ("h1c1", "h2c1", "h3c1"):
         for h in (1, 2, 3):
@@ -200,8 +208,9 @@ def test_encrypted_sleeve_relays_around_a_blocked_pair(testbed_factory):
     tb = start(testbed_factory(), 3, password="s3cret", block=("h1", "h3"))
     wait_mesh(tb, 1, ["h1", "h3"])
     wait_mesh(tb, 2, ["h2"])
+    wait_fast(tb, "h2")
     for line in established(tb, "h2"):
-        assert re.search(r"established encrypted\s+sleeve .*encrypted=true.*mtu=1414$", line), line
+        assert re.search(r"established encrypted\s+fast-sleeve .*encrypted=true.*mtu=1414$", line), line
     assert not any("192.168.77.3" in line for line in established(tb, "h1"))
 
     for src in ("h1c1", "h2c1", "h3c1"):
