@@ -37,3 +37,13 @@ def test_launch_config_rejects_unknown_options(tmp_path):
 def test_metrics_port_override(tmp_path, monkeypatch):
     monkeypatch.setenv("WEAVE_DNS_METRICS_PORT", "0")
     assert for_service("dns", LaunchConfig(state_dir=tmp_path)).metrics_port == 0
+
+
+def test_no_dns_and_no_npc_leave_those_services_out(tmp_path):
+    from weavectl.supervisor import services_for
+
+    everything = services_for(LaunchConfig(state_dir=tmp_path))
+    assert {"dns", "npc", "gossip", "ipam", "datapath"} <= set(everything)
+    assert services_for(LaunchConfig(state_dir=tmp_path, no_npc=True)) == [s for s in everything if s != "npc"]
+    assert services_for(LaunchConfig(state_dir=tmp_path, no_dns=True, no_npc=True)) == [
+        s for s in everything if s not in ("dns", "npc")]
