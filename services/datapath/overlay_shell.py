@@ -37,6 +37,7 @@ from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, 
 from services.datapath.sleeve.mac_cache import EXPIRY_INTERVAL
 from services.datapath.sleeve.offload import VNET_LEN
 from services.datapath.sleeve.overlay import Inject, SleeveOverlay
+from services.datapath.sleeve.train import Reassembler, TrainSender
 from services.datapath.topology import TopologyRoutes, peer_int
 from services.datapath.overlay_switch import FASTPATH, OverlaySwitch, SendHeartbeat, Switched
 from services.datapath.udp import MAX_DATAGRAM, UdpTransport
@@ -108,6 +109,8 @@ class OverlayShell:
         self._uview = memoryview(self._ubuf)
         self.port: PacketPort | None = None
         self.udp: UdpTransport | None = None
+        self.trains_out = TrainSender()
+        self.trains_in = Reassembler()
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self) -> None:
@@ -155,18 +158,27 @@ class OverlayShell:
 
     def _on_udp(self) -> None:
         now = self.loop.time()
-        recv, view, receive, run = self.udp.recvfrom_into, self._uview, self.overlay.receive, self._run
+        recv, view, receive, run = self.udp.recv_into, self._uview, self.overlay.receive, self._run
+        feed = self.trains_in.feed
         for _ in range(BATCH):
             try:
-                n, addr = recv(self._ubuf)
+                n, addr, seg = recv(self._ubuf)
             except BlockingIOError:
                 break
             except OSError as exc:  # e.g. an ICMP error reported on the socket
                 log.debug("udp read: %s", exc)
                 continue
-            out = receive(view[:n], addr, now)
-            if out:
-                run(out, now)
+            if not n:
+                continue
+            if not seg and view[0] != 0:  # one sleeve datagram (no train segment starts with a non-zero byte)
+                out = receive(view[:n], addr, now)
+                if out:
+                    run(out, now)
+                continue
+            for datagram in feed(view, n, seg, addr):  # GRO reads, train segments
+                out = receive(datagram, addr, now)
+                if out:
+                    run(out, now)
         self._flush(now)
 
     def _flush(self, now: float) -> None:
@@ -187,6 +199,10 @@ class OverlayShell:
                 self._verdict(a)
 
     def _send(self, packet: SendPacket, now: float) -> None:
+        if packet.train and len(packet.payload) > packet.train:
+            sends = self.trains_out.sends(packet.payload, packet.train)
+            if sends is not None and self.udp.send_train(sends, packet.addr, packet.train):
+                return
         pmtu = self.udp.send(packet.payload, packet.addr, packet.df)
         if pmtu is None:
             return
@@ -294,7 +310,7 @@ class OverlayShell:
         first_seq = time.time_ns() // 1000 if resumed else 0
         fwd = self.overlay.make_forwarder(peer_int(conn.peer), conn.conn_uid, conn.outbound, remote_addr,
                                           conn.session_key, offload=not conn.compat, resumed=resumed,
-                                          first_seq=first_seq)
+                                          first_seq=first_seq, trains=self.udp is not None and self.udp.gro)
         self.conns[conn.conn_uid] = (fwd, conn)
         log.info("sleeve to %s(%s): %s connection %s, %s", conn.peer, conn.nickname,
                  "outbound" if conn.outbound else "inbound", conn.remote_addr,
@@ -462,7 +478,7 @@ class OverlayShell:
     # -- status --------------------------------------------------------------------------
     def drop_counts(self) -> dict[str, int]:
         counts = dict(self.overlay.drop_counts())
-        for reason, n in self.udp.drops.items() if self.udp else ():
+        for reason, n in [*(self.udp.drops.items() if self.udp else ()), *self.trains_in.drops.items()]:
             counts[reason] = counts.get(reason, 0) + n
         if self.inject_drops:
             counts["inject_failed"] = self.inject_drops

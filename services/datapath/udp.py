@@ -10,6 +10,12 @@
   which the caller hands to the forwarder (msg_too_big). Raw sockets would also get a
   copy of every incoming UDP packet: a BPF filter that accepts nothing prevents it.
 
+- Segment trains (sleeve/train.py) between weave-py peers: `send_train` hands the
+  kernel a whole train in one `sendmsg` with UDP_SEGMENT; the receiving socket has
+  UDP_GRO on, so `recv_into` may return several datagrams of one size at once and says
+  which size (0: one datagram). A kernel without them (< 4.18 / 5.0) gets neither:
+  `gro` is False, and the forwarders do not offer trains.
+
 All sockets are non-blocking. A send that would block (buffers full) or fails
 otherwise drops the datagram and is counted by reason in `drops`, as a network
 would lose it; nothing here raises on the data path.
@@ -20,9 +26,14 @@ import ctypes
 import errno
 import socket
 import struct
+import sys
 from collections import Counter
 
 IP_MTU = 14
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT, IP_PMTUDISC_DO = 0, 2
 SO_ATTACH_FILTER = 26
@@ -30,6 +41,7 @@ SOCKET_BUFFER = 8 * 1024 * 1024
 MAX_DATAGRAM = 65536
 
 _UDP_HEADER = struct.Struct("!HHHH")
+_LITTLE = sys.byteorder == "little"
 
 
 class _SockFilter(ctypes.Structure):
@@ -60,11 +72,41 @@ class UdpTransport:
         except BaseException:
             sock.close()
             raise
+        try:
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            self.gro = True
+        except OSError:
+            self.gro = False
         self.sock = sock
         self.recvfrom_into = sock.recvfrom_into
+        self._recvmsg_into = sock.recvmsg_into
         self._sendto = sock.sendto
+        self._sendmsg = sock.sendmsg
         self._df: dict[str, socket.socket] = {}
         self.drops: Counter[str] = Counter()
+
+    def recv_into(self, buf: bytearray) -> tuple[int, tuple[str, int], int]:
+        """One read: (bytes, sender, GRO segment size or 0 for one datagram)."""
+        n, ancdata, flags, addr = self._recvmsg_into([buf], _GRO_CMSG_SPACE)
+        if flags & socket.MSG_TRUNC:
+            self.drops["receive_truncated"] += 1
+            return 0, addr, 0
+        for level, kind, data in ancdata:
+            if level == SOL_UDP and kind == UDP_GRO:
+                return n, addr, int.from_bytes(data[:4], "little" if _LITTLE else "big")
+        return n, addr, 0
+
+    def send_train(self, sends: list[list], addr: tuple[str, int], seg: int) -> bool:
+        """One train (TrainSender.sends): a sendmsg per iovec list, UDP_SEGMENT = seg.
+        False (counted) if the kernel refused one; the rest of the train is not sent."""
+        cmsg = [(SOL_UDP, UDP_SEGMENT, seg.to_bytes(2, "little" if _LITTLE else "big"))]
+        try:
+            for iov in sends:
+                self._sendmsg(iov, cmsg, 0, addr)
+        except OSError as exc:
+            self.drops["train_" + _reason(exc)] += 1
+            return False
+        return True
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -168,6 +168,8 @@ async def test_a_failed_allocation_releases_what_this_request_got(tmp_path):
 
 # -- the overlay shell's bus side, with in-memory sockets --------------------------------
 class FakeUdp:
+    gro = False  # no segment trains offered (tests/unit/test_sleeve_train.py has them)
+
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, tuple, bool]] = []
         self.drops = {}

@@ -26,12 +26,16 @@ CONFIRMED and ESTABLISHED are the "live" states.
 | live       | control PMTUVerified(candidate)| highest good = candidate; next step of the binary search | same |
 | live       | MTU test timeout               | resend (timeout 10 ms doubling, 8 tries), then lowest bad = candidate; next step | same |
 | any        | stop                           | nothing more is sent                            | STOPPED     |
-| live       | control OFFLOAD(flags)         | peer_offload = flags & TAKES; unless REPLY: answer with ours; if RESUMED (the peer's datapath restarted under a live connection): forget our ack, so its next heartbeat is acknowledged again, and heartbeat now | same |
+| live       | control OFFLOAD(flags)         | peer_offload = flags & TAKES, peer_trains = flags & TRAINS; unless REPLY: answer with ours; if RESUMED (the peer's datapath restarted under a live connection): forget our ack, so its next heartbeat is acknowledged again, and heartbeat now | same |
 
 Offload (weave-py only, see offload.py): a forwarder made with `offload=True` sends
 control OFFLOAD(TAKES) on confirm. Weave Net 2.8 ignores the unknown sub-tag (one log
 line) and never answers, so `peer_offload` stays False and only plain frames are
-sent to it. Compat (raw tag) connections are never offered it.
+sent to it. Compat (raw tag) connections are never offered it. A forwarder made with
+`trains=True` also sets OFFLOAD_TRAINS (its socket reads segment trains, train.py);
+once the peer has said the same and the path MTU is verified, its non-DF datagrams
+carry `train` = the verified UDP payload limit, and the shell sends any larger one as
+a train of datagrams of that size instead of letting the kernel fragment it.
 Any other (state, event) pair is ignored: control messages before confirm, anything
 after FAILED/STOPPED. When the search ends (highest good + 1 >= lowest bad) the MTU is
 the highest good candidate: emit MTUVerified. Data frames need a known UDP address.
@@ -74,6 +78,8 @@ OFFLOAD_REPLY = 0x02
 OFFLOAD_RESUMED = 0x04
 """The sender's forwarder is new on a connection that was established before (its
 datapath restarted): it needs ConnectionEstablished again."""
+OFFLOAD_TRAINS = 0x08
+"""The sender reads segment trains (train.py) on its sleeve socket."""
 
 
 class State(Enum):
@@ -109,6 +115,9 @@ class SendPacket(NamedTuple):
     payload: bytes | bytearray
     addr: Any
     df: bool
+    train: int = 0
+    """Non-zero: the peer reads segment trains (train.py) and this is the path's UDP
+    payload limit, so a payload larger than it may go as a train of that segment size."""
 
 
 class SendControl(NamedTuple):
@@ -194,9 +203,15 @@ class Forwarder:
     def __init__(
         self, local: int, remote: int, conn_uid: int, outbound: bool,
         remote_addr: Hashable | None = None, session_key: bytes | None = None, offload: bool = False,
-        resumed: bool = False, first_seq: int = 0,
+        resumed: bool = False, first_seq: int = 0, trains: bool = False,
     ) -> None:
         self.local, self.remote, self.conn_uid = local, remote, conn_uid
+        self.trains = trains and offload
+        """We read segment trains (and so offer them with OFFLOAD)."""
+        self.peer_trains = False
+        """The peer said it reads segment trains."""
+        self.mtu_verified = False
+        """The path MTU search finished (max_payload is the verified UDP payload limit)."""
         self._first_seq = first_seq
         """Encrypted sequence numbers start here (see crypto.NaClPacker)."""
         self.offload = offload
@@ -320,7 +335,7 @@ class Forwarder:
             if enc.count < fr.MAX_FRAMES_PER_PACKET and enc.total_len() + n <= self.max_payload:
                 enc.append_frame(src, dst, frame)
                 return None
-            done = SendPacket(enc.flush(), self.remote_addr, df)
+            done = SendPacket(enc.flush(), self.remote_addr, df, 0 if df else self.train_seg)
         limit = self.max_payload if df else fr.MAX_UDP_PAYLOAD
         if enc.total_len() + n > limit:
             self.oversized += 1
@@ -332,7 +347,7 @@ class Forwarder:
         """Datagrams for every frame batched so far (non-DF first)."""
         out = []
         if self._enc.count:
-            out.append(SendPacket(self._enc.flush(), self.remote_addr, False))
+            out.append(SendPacket(self._enc.flush(), self.remote_addr, False, self.train_seg))
         if self._enc_df.count:
             out.append(SendPacket(self._enc_df.flush(), self.remote_addr, True))
         return out
@@ -353,11 +368,16 @@ class Forwarder:
         self.state = State.CONFIRMED
         self.heartbeat_interval = FAST_HEARTBEAT
         if self.offload:
-            flags = OFFLOAD_TAKES | (OFFLOAD_RESUMED if self.resumed else 0)
+            flags = self._offload_flags() | (OFFLOAD_RESUMED if self.resumed else 0)
             out.append(SendControl(self.remote, OFFLOAD, bytes([flags])))
         if self.remote_addr is not None:
             self._send_heartbeat(now, out)
         self.heartbeat_timeout_at = now + HEARTBEAT_TIMEOUT
+
+    @property
+    def train_seg(self) -> int:
+        """Segment size for trains to this peer (its verified UDP payload limit), or 0."""
+        return self.max_payload if self.peer_trains and self.mtu_verified else 0
 
     def takes_offload(self, dst_peer: int) -> bool:
         """Whether a marked frame for `dst_peer` may go through this forwarder: the
@@ -368,13 +388,17 @@ class Forwarder:
     def _on_offload(self, now: float, out: list, body: bytes) -> None:
         flags = body[0] if body else 0
         self.peer_offload = bool(flags & OFFLOAD_TAKES)
+        self.peer_trains = self.peer_offload and bool(flags & OFFLOAD_TRAINS)
         if flags & OFFLOAD_REPLY or not self.offload:
             return
-        out.append(SendControl(self.remote, OFFLOAD, bytes([OFFLOAD_TAKES | OFFLOAD_REPLY])))
+        out.append(SendControl(self.remote, OFFLOAD, bytes([self._offload_flags() | OFFLOAD_REPLY])))
         if flags & OFFLOAD_RESUMED:
             self.acked_heartbeat = False
             if self.remote_addr is not None:
                 self._send_heartbeat(now, out)
+
+    def _offload_flags(self) -> int:
+        return OFFLOAD_TAKES | (OFFLOAD_TRAINS if self.trains else 0)
 
     def _send_heartbeat(self, now: float, out: list) -> None:
         self.heartbeat_at = now + self.heartbeat_interval
@@ -447,6 +471,7 @@ class Forwarder:
         self.mtu_tests_sent = 0
         self.max_payload = pmtu - fr.UDP_OVERHEAD
         self.mtu = mtu
+        self.mtu_verified = False
         self._send_mtu_test(now, out)
 
     def _send_mtu_test(self, now: float, out: list) -> None:
@@ -477,6 +502,7 @@ class Forwarder:
             self.mtu_candidate = 0
             self.max_payload = mtu + self.overhead_df - fr.UDP_OVERHEAD
             self.mtu = mtu
+            self.mtu_verified = True
             out.append(MTUVerified(self.remote, mtu))
             return
         self.mtu_candidate = (self.mtu_highest_good + self.mtu_lowest_bad) // 2

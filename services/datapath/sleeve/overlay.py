@@ -74,12 +74,12 @@ class SleeveOverlay:
     def make_forwarder(
         self, remote: int, conn_uid: int, outbound: bool,
         remote_addr: Hashable | None = None, session_key: bytes | None = None,
-        offload: bool = False, resumed: bool = False, first_seq: int = 0,
+        offload: bool = False, resumed: bool = False, first_seq: int = 0, trains: bool = False,
     ) -> Forwarder:
         """A forwarder for a new mesh connection; it takes part only once confirmed.
         `first_seq`: see crypto.NaClPacker (a resumed connection must not start at 0)."""
         return Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key, offload, resumed,
-                         first_seq)
+                         first_seq, trains)
 
     def confirm(self, fwd: Forwarder, now: float) -> list:
         """The mesh confirmed the connection: `fwd` becomes the forwarder to its peer."""
