@@ -15,8 +15,8 @@ Contracts:
   characters, which is neither unique nor stable across names.)
 - Unlike Weave, the container's ethwe keeps the kernel's offloads (tx checksum, TSO):
   the datapath captures with virtio-net headers and moves GSO superframes whole
-  between weave-py peers (sleeve/offload.py). Its gso_max_size is GSO_MAX_SIZE, so a
-  superframe fits one sleeve datagram.
+  between weave-py peers (sleeve/offload.py). Its gso_max_size is set to GSO_MAX_SIZE
+  (the kernel's default; older releases set 60000).
 - `attach` is all or nothing per call: on any error it deletes the veth it created, or
   removes the addresses it added to an existing one, then re-raises.
 - An IP held by another attached container, or exposed on the bridge, is a Conflict.

@@ -148,3 +148,24 @@ def test_a_restarted_datapath_facing_weave_net_establishes_on_its_heartbeat():
     assert not any(tag == CONNECTION_ESTABLISHED and me == A for me, _, tag, _ in net.controls)
     net.advance(net.now + 1.0)
     assert fwd.stack_frag and fwd.mtu == 1438  # frag test and PMTU discovery ran
+
+
+def test_a_superframe_too_big_for_one_datagram_is_resolved_unless_the_peer_takes_trains():
+    """A 64 KiB superframe (gso_max_size 65536) marked exceeds one UDP datagram: to a
+    peer without segment trains it goes as ordinary segments, never dropped as
+    oversized; with trains on both ends it goes whole as one (train) datagram."""
+    net = setup()
+    frame, hdr = superframe(65_440)  # IP length 65480: the marked datagram would be 65,526 bytes
+    big = MAC_A + MAC_C + frame[12:]
+    before, injected = net.datagrams, len(net.injected_vnet[A])
+    net.capture_gso(B, big, hdr)
+    got = net.injected_vnet[A][injected:]
+    assert net.datagrams - before > 1 and all(v is None for _, v in got)
+    assert b"".join(f[54:] for f, _ in got) == big[54:]
+    assert not any(f.oversized for f in net.fwd.values())
+    for f in net.fwd.values():
+        f.trains = f.peer_trains = True
+        assert f.train_seg and f.nondf_limit > 65_507
+    before = net.datagrams
+    net.capture_gso(B, big, hdr)
+    assert net.datagrams - before == 1 and net.injected_vnet[A][-1] == (big, hdr)

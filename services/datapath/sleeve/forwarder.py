@@ -50,6 +50,7 @@ from enum import Enum
 from typing import Any, Hashable, NamedTuple
 
 from services.datapath.sleeve import frame as fr
+from services.datapath.sleeve import train
 from services.datapath.sleeve.crypto import NaClDecryptor, NaClPacker
 from services.gossip.protocol import ProtocolTag
 
@@ -336,7 +337,7 @@ class Forwarder:
                 enc.append_frame(src, dst, frame)
                 return None
             done = SendPacket(enc.flush(), self.remote_addr, df, 0 if df else self.train_seg)
-        limit = self.max_payload if df else fr.MAX_UDP_PAYLOAD
+        limit = self.max_payload if df else self.nondf_limit
         if enc.total_len() + n > limit:
             self.oversized += 1
             return done
@@ -373,6 +374,16 @@ class Forwarder:
         if self.remote_addr is not None:
             self._send_heartbeat(now, out)
         self.heartbeat_timeout_at = now + HEARTBEAT_TIMEOUT
+
+    @property
+    def nondf_limit(self) -> int:
+        """Largest non-DF datagram payload: one (fragmented) UDP datagram, or a train."""
+        seg = self.train_seg
+        return fr.MAX_UDP_PAYLOAD if not seg else max(fr.MAX_UDP_PAYLOAD, train.MAX_SEGMENTS * (seg - train.HEADER_LEN))
+
+    def fits_nondf(self, frame_len: int) -> bool:
+        """A frame of this size can go alone in one non-DF datagram (or train)."""
+        return frame_len + fr.FRAME_OVERHEAD + self._enc.packet_overhead <= self.nondf_limit
 
     @property
     def train_seg(self) -> int:

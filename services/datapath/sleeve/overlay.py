@@ -204,7 +204,7 @@ class SleeveOverlay:
     def _send_offloaded(self, fwd: Forwarder, hop, frame, vnet, broadcast: bool, now: float, out: list) -> None:
         """One marked frame to a peer that takes it, else the resolved plain frames."""
         try:
-            if fwd.takes_offload(hop.dst_peer):
+            if fwd.takes_offload(hop.dst_peer) and fwd.fits_nondf(len(frame) + offload.MARK_OVERHEAD):
                 if eth_df(frame) and offload.segment_ip_len(frame, vnet) > fwd.mtu:
                     self._too_big(hop, frame, fwd.mtu, broadcast, now, out)
                     return
