@@ -4,7 +4,10 @@ only bumps plain integers). Weave Net has no sleeve metrics; ours are `weave_sle
   it), forwarded (handed to a forwarder, per next hop), relayed (received for another
   peer, or re-flooded);
 - weave_sleeve_bytes_total{direction}: captured, injected, forwarded, received (UDP payloads);
-- weave_sleeve_received_packets_total: UDP datagrams read;
+- weave_sleeve_received_packets_total: UDP datagrams read (a segment train counts once);
+- weave_sleeve_trains_total{read}: segment trains received whole, by how they were read
+  (whole: in one GRO read; pieces: reassembled across reads or datagrams), and
+  weave_sleeve_trains_sent_total (sleeve/train.py);
 - weave_sleeve_dropped_total{reason}: datagrams and frames dropped, by reason
   (unknown_sender, decrypt_failed, replay, truncated_frame, unknown_peer, looped, ...);
 - weave_sleeve_forwarders{state}: forwarders by state;
@@ -34,6 +37,9 @@ class DatapathCollector:
         drops = CounterMetricFamily("weave_sleeve_dropped", "Frames and datagrams dropped, by reason.",
                                     labels=["reason"])
         fwds = GaugeMetricFamily("weave_sleeve_forwarders", "Sleeve forwarders by state.", labels=["state"])
+        trains = CounterMetricFamily("weave_sleeve_trains", "Segment trains received whole, by how they were read.",
+                                     labels=["read"])
+        trains_sent = CounterMetricFamily("weave_sleeve_trains_sent", "Segment trains sent.")
         if shell is not None:
             s = shell.overlay.stats
             for direction in ("captured", "injected", "forwarded", "relayed"):
@@ -49,7 +55,10 @@ class DatapathCollector:
                 states[fwd.state.value] += 1
             for state, n in states.items():
                 fwds.add_metric([state], n)
-        yield from (frames, octets, packets, drops, fwds)
+            trains.add_metric(["whole"], shell.trains_in.whole)
+            trains.add_metric(["pieces"], shell.trains_in.trains - shell.trains_in.whole)
+            trains_sent.add_metric([], shell.trains_out.sent)
+        yield from (frames, octets, packets, drops, fwds, trains, trains_sent)
         attached = GaugeMetricFamily("weave_attached_containers", "Containers attached to the weave bridge.")
         attached.add_metric([], len(self.app.records.containers) if self.app.records else 0)
         yield attached

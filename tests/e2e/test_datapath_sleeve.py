@@ -163,6 +163,9 @@ def test_plain_sleeve_three_hosts(testbed_factory):
             assert reaches(tb, src, ip_of(1, h)), f"{src} -> {ip_of(1, h)}"
     gbps = iperf(tb, "h1c1", "h3c1", ip_of(1, 3))
     assert gbps > 0.05, gbps
+    # the TCP superframes went as segment trains (UDP GSO), read whole on h3 (UDP GRO)
+    assert metrics(tb, "h1")["weave_sleeve_trains_sent_total"] > 1000
+    assert metrics(tb, "h3")['weave_sleeve_trains_total{read="whole"}'] > 1000
 
     # without a password the payload is visible on the underlay (the control for the
     # encrypted test's "no plaintext")
@@ -221,6 +224,7 @@ def test_encrypted_sleeve_relays_around_a_blocked_pair(testbed_factory):
     assert all(v.startswith("mcast-") for v in got.values()), got
     gbps = iperf(tb, "h1c1", "h2c1", ip_of(1, 2))
     assert gbps > 0.02, gbps
+    assert metrics(tb, "h2")['weave_sleeve_trains_total{read="whole"}'] > 1000  # encrypted trains
     assert iperf(tb, "h3c1", "h1c1", ip_of(1, 1), seconds=1) > 0.01  # relayed, both ways
 
     pcap = capture_wire(tb, 0.5, lambda: send_marker(tb, "h1c1", ip_of(1, 2)))

@@ -235,3 +235,18 @@ def test_a_plain_datagram_still_reads_as_one_with_gro_on():
     finally:
         rx.close()
         tx.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=1, max_size=3000), seg=st.sampled_from([0, 14, 100, 1472]),
+       zero_head=st.booleans(), count=st.integers(0, 255), index=st.integers(0, 255))
+def test_garbage_never_raises(data, seg, zero_head, count, index):
+    """Whatever a peer (or anyone) sends to the sleeve port, the reassembler answers with
+    datagrams, payloads or counted drops: it never raises."""
+    if zero_head:  # looks like a train segment
+        data = bytes(6) + bytes((train.VERSION, count)) + data[:4].ljust(4, b"\0") + bytes((index,)) + data[4:]
+    r = Reassembler(max_pending=3)
+    for _ in range(2):
+        out = r.feed(memoryview(bytearray(data)), len(data), seg, ADDR)
+        assert all(isinstance(x, (bytes, memoryview)) for x in out)
+    assert len(r.pending) <= 3

@@ -61,6 +61,8 @@ class TrainSender:
 
     def __init__(self) -> None:
         self.next_id = 0
+        self.sent = 0
+        """Trains cut (for metrics)."""
 
     def sends(self, payload: bytes | bytearray | memoryview, seg: int) -> list[list[bytes | memoryview]] | None:
         """The iovec lists of the `sendmsg` calls (each with UDP_SEGMENT = seg) that carry
@@ -75,6 +77,7 @@ class TrainSender:
             return None
         train_id = self.next_id
         self.next_id = (train_id + 1) & 0xFFFFFFFF
+        self.sent += 1
         prefix = _PREFIX.pack(MAGIC, VERSION, count, train_id)
         view = memoryview(payload)
         iov: list[bytes | memoryview | None] = [prefix, None, None] * count  # prefix, index, chunk
