@@ -22,6 +22,7 @@ from services.datapath.attach import attach, detach, expose, hide, list_attached
 from services.datapath.bridge import (BRIDGE_PORT, PCAP_PORT, bridge_state, destroy_bridge, ensure_bridge,
                                       mac_of_peer_name)
 from services.datapath.netns import BadRequest, Conflict, NotFound, open_namespace
+from services.datapath.sleeve.offload import GSO_MAX_SIZE
 from shared.errors import LocalProtocolError
 
 PEER = "aa:00:00:00:00:01"
@@ -187,7 +188,7 @@ def test_two_containers_ping_across_the_bridge(scratch, host):
     assert sysctl(c1, "net.ipv4.neigh.ethwe.ucast_solicit") == "1"
     features = sh("ip", "netns", "exec", c1, "ethtool", "-k", "ethwe").stdout
     assert "tx-checksumming: on" in features and "tcp-segmentation-offload: on" in features  # offloads kept
-    assert sh("ip", "-n", c1, "-d", "-j", "link", "show", "ethwe").stdout.count('"gso_max_size":60000') == 1
+    assert sh("ip", "-n", c1, "-d", "-j", "link", "show", "ethwe").stdout.count(f'"gso_max_size":{GSO_MAX_SIZE}') == 1
 
     assert list_attached(host) == [a1, a2]
 
