@@ -52,8 +52,6 @@ RECONCILE_S = 5.0
 """How often containers whose namespace vanished are looked for (and reported detached)."""
 
 
-"""Set to 1 (in the environment of `weave launch`) to let mode "auto" use the fastpath."""
-
 
 def datapath_mode(launched: str, env) -> str:
     """The overlay mode this process runs: `weave restart datapath --datapath MODE`

@@ -15,9 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def compose(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def compose(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "docker-compose"), *args], cwd=cwd, capture_output=True, text=True,
-                          env=dict(os.environ, WEAVE_PEERS="10.0.0.2"))
+                          env=dict(os.environ, WEAVE_PEERS="10.0.0.2", **env))
 
 
 def compose_valid(cwd: Path = REPO) -> tuple[bool, str]:
@@ -48,6 +48,17 @@ def test_compose_services_have_health_checks_restart_and_host_network():
             assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
     assert "NET_ADMIN" in doc["services"]["datapath"]["cap_add"]
     assert "NET_ADMIN" in doc["services"]["npc"]["cap_add"]
+
+
+def test_compose_swaps_the_datapath_mode_of_that_service_alone():
+    """`WEAVE_OVERRIDE_DATAPATH=MODE docker compose up -d datapath` (the compose form of
+    `weave restart datapath --datapath MODE`) changes the datapath's environment only."""
+    plain = yaml.safe_load(compose("config").stdout)["services"]
+    swapped = yaml.safe_load(compose("config", WEAVE_OVERRIDE_DATAPATH="sleeve").stdout)["services"]
+    assert plain["datapath"]["environment"]["WEAVE_OVERRIDE_DATAPATH"] == ""
+    assert swapped["datapath"]["environment"]["WEAVE_OVERRIDE_DATAPATH"] == "sleeve"
+    assert swapped["datapath"]["environment"]["WEAVE_STATE_DIR"] == "/var/lib/weave"
+    assert {k: v for k, v in swapped.items() if k != "datapath"} == {k: v for k, v in plain.items() if k != "datapath"}
 
 
 def test_compose_rejects_a_broken_file(tmp_path):
