@@ -185,8 +185,14 @@ def cmd_reset(args: argparse.Namespace) -> int:
     from services.datapath.bridge import destroy_bridge
     from services.datapath.fastpath import destroy_device
 
+    from services.datapath.host_iptables import HostIptables
+
     removed = ["vxlan-6784"] if destroy_device("vethwe-bridge") else []
     removed += destroy_bridge(None)
+    try:
+        HostIptables().remove()  # weaver's WEAVE / WEAVE-EXPOSE chains and jumps
+    except OSError:  # no iptables on this host: nothing of ours there either
+        pass
     if state_dir.exists():
         shutil.rmtree(state_dir)
     print(f"weave reset: removed {', '.join(removed) or 'no devices'} and {state_dir}")

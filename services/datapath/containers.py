@@ -10,6 +10,8 @@ Order of work for attach (so a failure leaves nothing half-made):
 4. on any error after 2, every address IPAM handed out in this call is released;
 5. the record is written, then the event published.
 All five operations run one at a time (one lock), as attach.py requires.
+expose, hide and restore end by handing the exposed addresses to `on_exposed` (the
+service sets weaver's NAT and FORWARD rules from them, host_iptables.py).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from shared.schemas.datapath import (Attachment, AttachRequest, ContainerEvent, 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[ContainerEvent], Awaitable[None]]
+OnExposed = Callable[[ExposeRecord], Awaitable[None]]
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -74,9 +77,15 @@ def _in(iface: IPv4Interface, wanted: list[IPv4Interface | IPv4Network | None]) 
 class Containers:
     """The attachments of one host; `host` is its namespace (None: this thread's)."""
 
-    def __init__(self, records: Records, ipam: Ipam, publish: Publish, host: Host = None) -> None:
+    def __init__(self, records: Records, ipam: Ipam, publish: Publish, host: Host = None,
+                 on_exposed: OnExposed | None = None) -> None:
         self.records, self.ipam, self.publish, self.host = records, ipam, publish, host
+        self.on_exposed = on_exposed
         self.lock = asyncio.Lock()
+
+    async def _exposed(self) -> None:
+        if self.on_exposed is not None:
+            await self.on_exposed(self.records.expose)
 
     # -- attach --------------------------------------------------------------------------
     async def attach(self, req: AttachRequest) -> Attachment:
@@ -219,7 +228,12 @@ class Containers:
                 raise
             old = self.records.expose
             held = tuple(dict.fromkeys([*old.ipam_cidrs, *map(str, fresh)]))
-            self.records.set_expose(ExposeRecord(got.cidrs, fqdn or old.fqdn, tuple(c for c in held if c in got.cidrs)))
+            added = {str(c) for c in cidrs}
+            plain = [c for c in got.cidrs if (c in old.unmasqueraded and c not in added)
+                     or (c in added and not req.masquerade)]
+            self.records.set_expose(ExposeRecord(got.cidrs, fqdn or old.fqdn, tuple(c for c in held if c in got.cidrs),
+                                                 tuple(plain)))
+            await self._exposed()
             await self.publish(self._expose_event(got.mac))
             return Attachment(container_id=EXPOSE_ID, mac=got.mac, cidrs=got.cidrs, fqdn=self.records.expose.fqdn,
                               ifname=got.ifname, host_ifname=got.host_ifname, added=tuple(map(str, cidrs)))
@@ -233,7 +247,9 @@ class Containers:
             old = self.records.expose
             await self._release(EXPOSE_ID, [c for c in old.ipam_cidrs if c not in got.cidrs])
             self.records.set_expose(ExposeRecord(got.cidrs, old.fqdn if got.cidrs else "",
-                                                 tuple(c for c in old.ipam_cidrs if c in got.cidrs)))
+                                                 tuple(c for c in old.ipam_cidrs if c in got.cidrs),
+                                                 tuple(c for c in old.unmasqueraded if c in got.cidrs)))
+            await self._exposed()
             event = self._expose_event(got.mac)
             await self.publish(event if got.cidrs else event.model_copy(update={"kind": "detached", "cidrs": ()}))
             return DetachReply(container_id=EXPOSE_ID, removed=tuple(gone), remaining=got.cidrs)
@@ -252,6 +268,7 @@ class Containers:
             if e.cidrs:
                 got = await asyncio.to_thread(att.expose, list(e.cidrs), host=self.host)
                 await self.publish(self._expose_event(got.mac))
+            await self._exposed()  # weaver's rules, for what is exposed now (also: none)
 
     async def _restore_one(self, rec: ContainerRecord) -> None:
         try:

@@ -53,6 +53,8 @@ class ExposeRecord:
     cidrs: tuple[str, ...] = ()
     fqdn: str = ""
     ipam_cidrs: tuple[str, ...] = ()
+    unmasqueraded: tuple[str, ...] = ()
+    """The subset of `cidrs` exposed --without-masquerade (host_iptables.py)."""
 
 
 class Records:
@@ -74,7 +76,7 @@ class Records:
                 self.containers[rec.netns_inode] = rec
             raw = data.get("expose") or {}
             self.expose = ExposeRecord(tuple(raw.get("cidrs", ())), raw.get("fqdn", ""),
-                                       tuple(raw.get("ipam_cidrs", ())))
+                                       tuple(raw.get("ipam_cidrs", ())), tuple(raw.get("unmasqueraded", ())))
         except FileNotFoundError:
             return
         except (OSError, ValueError, TypeError, KeyError) as exc:

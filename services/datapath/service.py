@@ -33,10 +33,11 @@ import os
 from services.datapath.bridge import BRIDGE, BRIDGE_PORT, PCAP_PORT, ensure_bridge, mac_of_peer_name
 from services.datapath.containers import Containers
 from services.datapath.fastpath import destroy_device
+from services.datapath.host_iptables import HostIptables, rules
 from services.datapath.ipam_client import Ipam
 from services.datapath.metrics import DatapathCollector
 from services.datapath.overlay_shell import OverlayShell
-from services.datapath.records import Records
+from services.datapath.records import ExposeRecord, Records
 from services.datapath.sleeve.forwarder import State
 from services.datapath.topology import peer_int
 from shared import subjects
@@ -71,7 +72,9 @@ class DatapathApp:
         self.bridge = await asyncio.to_thread(ensure_bridge, None, peer_name=launch.name)
         self.records = Records(launch.state_dir)
         self.records.load()
-        self.containers = Containers(self.records, Ipam(ctx.bus), self._publish)
+        self.npc = not launch.no_npc
+        self.iptables: HostIptables | None = None
+        self.containers = Containers(self.records, Ipam(ctx.bus), self._publish, on_exposed=self._on_exposed)
         await self.containers.restore()
         bus = ctx.bus
         await bus.serve(subjects.request("datapath", "attach"), AttachRequest, self.containers.attach)
@@ -107,6 +110,20 @@ class DatapathApp:
         return True, (f"{len(self.records.containers)} containers, {n} sleeve connections established, "
                       f"{f} peers on the fastpath (mode {self.mode})")
 
+    async def _on_exposed(self, rec: ExposeRecord) -> None:
+        """weaver's NAT (and, without npc, FORWARD) rules for what is exposed now. A
+        failure is logged, not raised: the addresses are exposed either way."""
+        want = rules(rec.cidrs, unmasqueraded=rec.unmasqueraded, npc=self.npc, bridge=BRIDGE)
+
+        def apply() -> None:
+            if self.iptables is None:
+                self.iptables = HostIptables()
+            self.iptables.apply(want)
+        try:
+            await asyncio.to_thread(apply)
+        except Exception as exc:
+            log.error("iptables for weave:expose not set (containers cannot reach beyond this host): %s", exc)
+
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -134,8 +151,9 @@ class DatapathApp:
         http = Router()
 
         async def expose(req: Request) -> Response:
+            skip_nat = req.query.get("skipNAT", [""])[0].lower() == "true"
             return await self._http_call(self.containers.expose(
-                ExposeRequest(addrs=(f"{req.params['ip']}/{req.params['len']}",))))
+                ExposeRequest(addrs=(f"{req.params['ip']}/{req.params['len']}",), masquerade=not skip_nat)))
 
         async def hide(req: Request) -> Response:
             return await self._http_call(self.containers.hide(

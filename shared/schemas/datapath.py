@@ -98,6 +98,8 @@ class ExposeRequest(Message):
 
     addrs: tuple[str, ...] = Field((), description="ADDRs (see above); empty = net:default.")
     fqdn: str = Field("", description="-h: register this name for the host's address in weaveDNS.")
+    masquerade: bool = Field(True, description="NAT containers' traffic to elsewhere through this host (weave "
+                             "expose without --without-masquerade; HTTP ?skipNAT=true sets False).")
 
 
 class HideRequest(Message):

@@ -4,7 +4,7 @@ served by the host's datapath over the bus.
     weave attach [ADDR ...] CONTAINER [--name FQDN] [--label k=v]... [--namespace NS] [--no-multicast-route]
     weave detach [ADDR ...] CONTAINER
     weave ps [CONTAINER ...]
-    weave expose [ADDR ...] [-h FQDN]
+    weave expose [ADDR ...] [-h FQDN] [--without-masquerade]
     weave hide [ADDR ...]
 
 CONTAINER: an `ip netns` name, a namespace path (/var/run/netns/x, /proc/<pid>/ns/net)
@@ -52,6 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--help", action="help", help="show this help and exit")
     p.add_argument("addrs", nargs="*", metavar="ADDR")
     p.add_argument("-h", "--hostname", dest="fqdn", default="", help="register this DNS name for the host")
+    p.add_argument("--without-masquerade", dest="masquerade", action="store_false",
+                   help="do not NAT containers' traffic to other networks through this host")
     p.set_defaults(handler=cmd_expose)
     p = sub.add_parser("hide", help="take addresses of this host off the weave network")
     p.add_argument("addrs", nargs="*", metavar="ADDR")
@@ -104,7 +106,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_expose(args: argparse.Namespace) -> int:
-    reply = _request(args, "expose", ExposeRequest(addrs=tuple(args.addrs), fqdn=args.fqdn), Attachment)
+    reply = _request(args, "expose", ExposeRequest(addrs=tuple(args.addrs), fqdn=args.fqdn,
+                                                   masquerade=args.masquerade), Attachment)
     print(_ips(reply.added))
     return 0
 
