@@ -193,8 +193,9 @@ def list_attached(host: Host = None, *, bridge: str = BRIDGE) -> list[Attachment
 
 
 def expose(addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) -> Attachment:
-    """Put `addrs` on the bridge so the host reaches the weave network (`weave expose`,
-    minus its iptables rules, which are not ours). Idempotent; returns the bridge record."""
+    """Put `addrs` on the bridge so the host reaches the weave network (`weave expose`;
+    its NAT rules are host_iptables.py's, set by the service). Idempotent; returns the
+    bridge record."""
     cidrs = parse_addrs(addrs)
     with using_namespace(host) as hns, hns.iproute() as ipr:
         br = bridge_link(ipr, bridge)
