@@ -31,6 +31,7 @@ SOL_PACKET = 263
 PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+PACKET_STATISTICS = 6
 ETH_P_ALL = 0x0003
 SOCKET_BUFFER = 8 * 1024 * 1024
 FRAME_BUFFER = VNET_LEN + 65536 + 14 + 64
@@ -56,9 +57,21 @@ class PacketPort:
         self.sock = sock
         self.recv_into = sock.recv_into
         self._sendmsg = sock.sendmsg
+        self.received = self.dropped = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def stats(self) -> tuple[int, int]:
+        """(frames received, frames the kernel dropped for lack of socket buffer) since
+        the socket opened: PACKET_STATISTICS, which resets at each read, accumulated."""
+        try:
+            packets, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        except OSError:
+            return self.received, self.dropped
+        self.received += packets
+        self.dropped += drops
+        return self.received, self.dropped
 
     def send(self, vnet: bytes | None, frame: bytes | memoryview) -> None:
         self._sendmsg((vnet or ZERO_VNET, frame))

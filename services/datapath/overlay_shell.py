@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from services.datapath import fastpath as fp
 from services.datapath.capture import FRAME_BUFFER, PacketPort
@@ -476,6 +477,25 @@ class OverlayShell:
                 log.warning("fastpath fdb update failed: %s", exc)
 
     # -- status --------------------------------------------------------------------------
+    def report(self) -> dict:
+        """The Router fields of Weave's /report that the datapath knows, in its shapes:
+        OverlayDiagnostics, Interface, CaptureStats and MACs (the MAC cache: which peer
+        each MAC is behind, and when it was last seen)."""
+        received, dropped = self.port.stats() if self.port is not None else (0, 0)
+        to_wall = time.time() - self.loop.time()
+        macs = []
+        for mac, (peer, seen) in sorted(self.overlay.router.macs.entries().items(), key=lambda kv: kv[1][1]):
+            macs.append({"Mac": fp.mac_str(mac), "Name": fp.mac_str(peer.to_bytes(6, "big")),
+                         "NickName": self.routes.nicknames.get(peer, ""), "LastSeen": _rfc3339(seen + to_wall)})
+        diagnostics: dict = {"sleeve": None}
+        if self.mode != "sleeve":
+            diagnostics["weave-py-vxlan"] = {
+                "Device": fp.DEVICE, "MTU": self.fast_mtu,
+                "Peers": sorted(fp.mac_str(p.to_bytes(6, "big")) for p in self.fast)}
+        return {"OverlayDiagnostics": diagnostics, "Interface": f"{self.pcap_ifname} (via AF_PACKET)",
+                "CaptureStats": {"PacketsDropped": dropped, "PacketsIfDropped": 0, "PacketsReceived": received},
+                "MACs": macs}
+
     def drop_counts(self) -> dict[str, int]:
         counts = dict(self.overlay.drop_counts())
         for reason, n in [*(self.udp.drops.items() if self.udp else ()), *self.trains_in.drops.items()]:
@@ -483,6 +503,11 @@ class OverlayShell:
         if self.inject_drops:
             counts["inject_failed"] = self.inject_drops
         return counts
+
+
+def _rfc3339(wall: float) -> str:
+    """Go's time.Time JSON form, UTC: 2026-11-29T19:34:54.733968Z."""
+    return datetime.fromtimestamp(wall, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _sub_message(conn: OverlayConnection, tag: int, payload: bytes) -> tuple[int, bytes] | None:

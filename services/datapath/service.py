@@ -163,7 +163,9 @@ class DatapathApp:
             return Response(200, "")
 
         async def report(_: Request) -> Response:
-            return Response(200, json.dumps({}), "application/json")
+            """Merged into gossip's /report: the Router fields the datapath knows."""
+            return Response(200, json.dumps({"Router": self.sleeve.report() if self.sleeve else {}}),
+                            "application/json")
 
         http.add("POST", "/expose/{ip}/{len}", expose)
         http.add("POST", "/hide/{ip}/{len}", hide)

@@ -51,9 +51,11 @@ def add_status_routes(http: Router, app: "GossipApp") -> None:
         for resp in await _sections(app, "/report"):
             if resp.status == 200:
                 try:
-                    body.update(json.loads(resp.body))
+                    section = json.loads(resp.body)
                 except ValueError:
-                    pass
+                    continue
+                body["Router"] = status.merge_router(body["Router"], section.pop("Router", None) or {})
+                body.update(section)
         return Response(200, json.dumps(body, indent=1) + "\n", "application/json")
 
     http.add("GET", "/status", get_status)

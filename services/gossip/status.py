@@ -62,6 +62,23 @@ def report(router: Router) -> dict:
     }
 
 
+ROUTER_ORDER = ("OverlayDiagnostics", "TrustedSubnets", "Interface", "CaptureStats", "MACs")
+"""Weave's /report Router keys after Targets, in its order (the datapath gives all but
+TrustedSubnets)."""
+
+
+def merge_router(router: dict, extra: dict) -> dict:
+    """Router fields from another service (the datapath's) merged in Weave's key order."""
+    if not extra:
+        return router
+    merged = {k: v for k, v in router.items() if k not in ROUTER_ORDER}
+    for key in ROUTER_ORDER:
+        if key in extra or key in router:
+            merged[key] = extra.get(key, router.get(key))
+    merged.update({k: v for k, v in extra.items() if k not in merged})
+    return merged
+
+
 def _field(label: str, value: object) -> str:
     return f"{label:>15}: {value}"
 

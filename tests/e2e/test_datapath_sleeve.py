@@ -10,6 +10,7 @@ testbed fixture (tb.down), also on failure.
 """
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -166,6 +167,12 @@ def test_plain_sleeve_three_hosts(testbed_factory):
     # the TCP superframes went as segment trains (UDP GSO), read whole on h3 (UDP GRO)
     assert metrics(tb, "h1")["weave_sleeve_trains_sent_total"] > 1000
     assert metrics(tb, "h3")['weave_sleeve_trains_total{read="whole"}'] > 1000
+    # /report's Router has Weave's datapath fields: h1c1's MAC learnt behind h1, capture counts
+    router = json.loads(tb.weave("h3", "report").stdout)["Router"]
+    assert list(router)[-5:] == ["OverlayDiagnostics", "TrustedSubnets", "Interface", "CaptureStats", "MACs"]
+    mac = tb.weave("h1", "ps", tb.host("h1").ns + "c1").stdout.split()[1]
+    assert {m["Mac"]: (m["Name"], m["NickName"]) for m in router["MACs"]}[mac] == ("aa:00:00:00:00:01", "h1")
+    assert router["CaptureStats"]["PacketsReceived"] > 0 and router["Interface"] == "vethwe-pcap (via AF_PACKET)"
 
     # without a password the payload is visible on the underlay (the control for the
     # encrypted test's "no plaintext")

@@ -226,3 +226,39 @@ async def test_compat_connections_use_raw_tags_and_no_offload_offer():
     assert osh._sub_message(conn(), 1, b"") is None  # raw tags only on compat connections
     assert osh._sub_message(conn(), 7, bytes([1, 1])) is None  # index 1: no such overlay
     assert osh._sub_message(conn(), 7, bytes([0, 3, 5, 0x9e])) == (3, bytes([5, 0x9e]))
+
+
+async def test_report_has_weaves_router_fields_from_the_mac_cache():
+    import re
+    import time
+
+    shell = shell_with(conn())
+    shell.routes.nicknames = {peer_int(H1): "h1", peer_int(H2): "h2"}
+    now = shell.loop.time()
+    shell.overlay.router.macs.add(bytes.fromhex("56a6ca7fbf1e"), peer_int(H1), now - 5)
+    shell.overlay.router.macs.add_forced(bytes.fromhex("aa0000000002"), peer_int(H2), now)
+    r = shell.report()
+    assert list(r) == ["OverlayDiagnostics", "Interface", "CaptureStats", "MACs"]
+    assert r["OverlayDiagnostics"] == {"sleeve": None}  # mode sleeve: no fastpath part
+    assert r["Interface"] == "x (via AF_PACKET)"
+    assert r["CaptureStats"] == {"PacketsDropped": 0, "PacketsIfDropped": 0, "PacketsReceived": 0}
+    first, second = r["MACs"]  # oldest first
+    assert first["Mac"] == "56:a6:ca:7f:bf:1e" and first["Name"] == H1 and first["NickName"] == "h1"
+    assert second == {**second, "Mac": "aa:00:00:00:00:02", "Name": H2, "NickName": "h2"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", second["LastSeen"])
+    seen = time.mktime(time.strptime(second["LastSeen"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    assert abs(seen - time.time()) < 5
+
+
+def test_gossip_merges_the_datapaths_router_fields_in_weaves_order():
+    import json
+
+    from services.gossip.status import merge_router
+    from tests.reference import reference_dir
+
+    sample = json.loads((reference_dir() / "samples" / "report-h1.json").read_text())["Router"]
+    ours = {k: v for k, v in sample.items() if k not in ("OverlayDiagnostics", "Interface", "CaptureStats", "MACs")}
+    extra = {k: sample[k] for k in ("MACs", "CaptureStats", "Interface", "OverlayDiagnostics")}
+    merged = merge_router(ours, extra)
+    assert list(merged) == list(sample) and merged == sample
+    assert merge_router(ours, {}) is ours
