@@ -9,11 +9,13 @@ port), in frames/s read by one Python loop.
 
 The reference, "kernel VXLAN", runs over the same underlay as the testbed's hosts (a
 bridge in a wire namespace between their veths); "kernel VXLAN, direct veth" has the
-two hosts' veths joined back to back. The fastpath is measured twice: launched with
-`--no-npc` (the datapath alone: no firewall on bridged frames, like the reference and
-like a plain Weave Net `weave launch`), which is what the 0.95 target compares; and
-with the NetworkPolicy controller running, whose iptables rules make every bridged
-frame pass conntrack (bridge-nf-call-iptables), the price of policy enforcement.
+two hosts' veths joined back to back; "kernel VXLAN + weaver's iptables" has, in both
+hosts, the rules a weave-py host keeps without npc (Weave's own: nat WEAVE, FORWARD
+accepts, one with conntrack; services/datapath/host_iptables.py). Any such rule makes
+every bridged frame pass conntrack (bridge-nf-call-iptables), so the fastpath's own
+cost is its ratio to that row; its ratio to the bare row adds the host firewall's. The
+fastpath runs once launched with `--no-npc` (weaver's rules and the VXLAN source
+filter) and once with the NetworkPolicy controller (its chains, the same conntrack).
 
 CPU is the whole machine's busy time during the iperf3 run (both ends, the kernel, and
 for the sleeve the two datapath processes), in cores per Gbit/s moved.
@@ -30,21 +32,21 @@ import json
 import os
 import re
 import secrets
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from services.datapath.host_iptables import restore_text, rules
 from weavectl.testbed import Testbed
 
 TARGET_PLAIN, TARGET_ENCRYPTED, TARGET_FASTPATH = 0.40, 0.20, 0.95  # issue 7 (fast sleeve, fastpath)
 GO_SLEEVE = {"plain": 0.036, "encrypted": 0.017}  # Weave Net 2.8's Go sleeve, baseline.md
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+def sh(*argv: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
     return proc
@@ -114,10 +116,21 @@ def veth_pair(s: Scratch, seconds: int, runs: int) -> dict:
     return measure(a, b, "10.201.0.2", seconds, runs)
 
 
-def kernel_vxlan(s: Scratch, seconds: int, runs: int, wire: bool = True) -> dict:
+def weaver_firewall(ns: str, bridge: str) -> None:
+    """The iptables a weave-py host has without npc (services/datapath/host_iptables.py):
+    nat WEAVE + POSTROUTING jump, Weave's FORWARD rules (one uses conntrack)."""
+    r = rules((), npc=False, bridge=bridge)
+    nsx(ns, "iptables-restore", "--noflush", input=restore_text(r))
+    nsx(ns, "iptables", "-t", "nat", "-A", "POSTROUTING", *r.postrouting)
+    for pos, rule in enumerate(r.forward, 1):
+        nsx(ns, "iptables", "-I", "FORWARD", str(pos), *rule)
+
+
+def kernel_vxlan(s: Scratch, seconds: int, runs: int, wire: bool = True, firewall: bool = False) -> dict:
     """container -> bridge -> vxlan -> veth underlay -> vxlan -> bridge -> container; the
-    underlay through a bridge in a wire namespace as the testbed's (`wire`), or one veth."""
-    tag = "w" if wire else "d"
+    underlay through a bridge in a wire namespace as the testbed's (`wire`), or one veth;
+    `firewall`: with weaver's iptables in both hosts (weaver_firewall)."""
+    tag = ("w" if wire else "d") + ("f" if firewall else "")
     h = [s.ns(f"x{tag}h1"), s.ns(f"x{tag}h2")]
     c = [s.ns(f"x{tag}c1"), s.ns(f"x{tag}c2")]
     if wire:
@@ -143,6 +156,8 @@ def kernel_vxlan(s: Scratch, seconds: int, runs: int, wire: bool = True) -> dict
         sh("ip", "-n", c[i], "link", "set", "eth0", "mtu", "1450")
         sh("ip", "-n", c[i], "addr", "add", f"10.200.0.{i + 1}/24", "dev", "eth0")
         sh("ip", "-n", c[i], "link", "set", "eth0", "up")
+        if firewall:
+            weaver_firewall(h[i], "br0")
     return measure(c[0], c[1], "10.200.0.2", seconds, runs)
 
 
@@ -235,7 +250,8 @@ def run(seconds: int, runs: int) -> dict:
     s = Scratch()
     try:
         results = {"veth": veth_pair(s, seconds, runs), "kernel_vxlan": kernel_vxlan(s, seconds, runs),
-                   "kernel_vxlan_direct": kernel_vxlan(s, seconds, runs, wire=False)}
+                   "kernel_vxlan_direct": kernel_vxlan(s, seconds, runs, wire=False),
+                   "kernel_vxlan_firewall": kernel_vxlan(s, seconds, runs, firewall=True)}
         results["capture_frames_per_s"] = {k: round(capture_rate(s, k, 2)) for k in ("packet", "tap")}
     finally:
         s.cleanup()
@@ -248,7 +264,8 @@ def run(seconds: int, runs: int) -> dict:
         "plain": round(results["sleeve_plain"]["gbps"] / vx, 4),
         "encrypted": round(results["sleeve_encrypted"]["gbps"] / vx, 4),
         "fastpath": round(results["fastpath"]["gbps"] / vx, 4),
-        "fastpath_npc": round(results["fastpath_npc"]["gbps"] / vx, 4)}
+        "fastpath_npc": round(results["fastpath_npc"]["gbps"] / vx, 4),
+        "fastpath_same_firewall": round(results["fastpath"]["gbps"] / results["kernel_vxlan_firewall"]["gbps"], 4)}
     results["targets"] = {"plain": TARGET_PLAIN, "encrypted": TARGET_ENCRYPTED, "fastpath": TARGET_FASTPATH}
     results["go_sleeve_ratios"] = GO_SLEEVE
     results["seconds"], results["runs"] = seconds, runs
@@ -260,6 +277,7 @@ def report(r: dict) -> str:
     vx = r["kernel_vxlan"]["gbps"]
     for key, label in (("veth", "veth pair"), ("kernel_vxlan", "kernel VXLAN (reference)"),
                        ("kernel_vxlan_direct", "kernel VXLAN, direct veth"),
+                       ("kernel_vxlan_firewall", "kernel VXLAN + weaver's iptables"),
                        ("sleeve_plain", "weave-py fast sleeve"), ("sleeve_encrypted", "weave-py fast sleeve + NaCl"),
                        ("fastpath", "weave-py fastpath (--no-npc)"), ("fastpath_npc", "weave-py fastpath + npc")):
         m = r[key]
@@ -269,8 +287,11 @@ def report(r: dict) -> str:
     rows.append(f"targets: plain >= {TARGET_PLAIN} ({'met' if ratios['plain'] >= TARGET_PLAIN else 'MISSED'}), "
                 f"encrypted >= {TARGET_ENCRYPTED} ({'met' if ratios['encrypted'] >= TARGET_ENCRYPTED else 'MISSED'}); "
                 f"Weave Net's Go sleeve: {GO_SLEEVE['plain']} / {GO_SLEEVE['encrypted']}; "
-                f"fastpath >= {TARGET_FASTPATH} ({'met' if ratios['fastpath'] >= TARGET_FASTPATH else 'MISSED'}; "
-                f"with npc {ratios['fastpath_npc']})")
+                f"fastpath >= {TARGET_FASTPATH}: vs bare kernel VXLAN {ratios['fastpath']} "
+                f"({'met' if ratios['fastpath'] >= TARGET_FASTPATH else 'MISSED'}), vs kernel VXLAN under the same "
+                f"host iptables {ratios['fastpath_same_firewall']} "
+                f"({'met' if ratios['fastpath_same_firewall'] >= TARGET_FASTPATH else 'MISSED'}); "
+                f"with npc {ratios['fastpath_npc']}")
     cap = r["capture_frames_per_s"]
     rows.append(f"capture ceiling, 1400-byte frames read by one Python loop: AF_PACKET {cap['packet']:,}/s, "
                 f"TAP {cap['tap']:,}/s")

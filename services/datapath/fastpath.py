@@ -30,6 +30,14 @@ Design (documented choices):
   every larger frame from a container (TCP stalls); larger frames instead go out as
   one VXLAN datagram the kernel fragments on the underlay (outer DF unset), as sleeve's
   superframes do. Containers given an MTU <= underlay - 50 never fragment.
+- Source filter: the kernel's VXLAN device takes any datagram to UDP 6784 with its
+  VNI, whoever sends it (a wrong VNI it drops itself). So only our fastpath peers may
+  send to it: ipset SOURCE_SET (hash:ip) holds the underlay IPs of the peers allowed
+  on the fastpath, and one raw-table rule drops UDP 6784 to this host from anyone else
+  (`-t raw -A PREROUTING -p udp --dport 6784 -m addrtype --dst-type LOCAL -m set !
+  --match-set weave-py-vxlan-peers src -j DROP`; raw, so nothing is tracked first).
+  The set is kept across a datapath restart (pruned after the first snapshot, like the
+  FDB) and removed with the device.
 - Heartbeats (overlay_switch.py decides when): an Ethernet frame of ethertype
   HB_ETHERTYPE from our bridge MAC to the peer's, written with an AF_PACKET socket on
   the VXLAN device, so it is encapsulated exactly as data is; the peer reads it with an
@@ -172,7 +180,63 @@ def destroy_device(bridge_port: str) -> bool:
         if link is not None:
             ipr.link("del", index=link["index"])
     _isolate(bridge_port, False)
+    remove_source_filter()
     return link is not None
+
+
+# -- the source filter (module docstring) -------------------------------------------------
+SOURCE_SET = "weave-py-vxlan-peers"
+
+
+def _source_rule() -> list[str]:
+    return ["-p", "udp", "--dport", str(PORT), "-m", "addrtype", "--dst-type", "LOCAL",
+            "-m", "set", "!", "--match-set", SOURCE_SET, "src", "-j", "DROP"]
+
+
+def _iptables() -> str:
+    from services.npc.apply import detect_backend  # the backend npc uses on this host
+
+    return f"iptables-{detect_backend().value}"
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def ensure_source_filter() -> None:
+    """The set (kept if it exists) and the rule. Raises OSError if either cannot be made."""
+    out = _run(["ipset", "create", SOURCE_SET, "hash:ip", "-exist"])
+    if out.returncode != 0:
+        raise OSError(f"ipset create {SOURCE_SET}: {out.stderr.strip()}")
+    ipt = _iptables()
+    if _run([ipt, "-w", "5", "-t", "raw", "-C", "PREROUTING", *_source_rule()]).returncode != 0:
+        out = _run([ipt, "-w", "5", "-t", "raw", "-A", "PREROUTING", *_source_rule()])
+        if out.returncode != 0:
+            raise OSError(f"{ipt} -t raw -A PREROUTING: {out.stderr.strip()}")
+
+
+def allow_source(ip: str, present: bool) -> None:
+    _run(["ipset", "add" if present else "del", SOURCE_SET, ip, "-exist"])
+
+
+def source_ips() -> set[str]:
+    out = _run(["ipset", "list", SOURCE_SET, "-output", "save"])
+    return {line.split()[2] for line in out.stdout.splitlines() if line.startswith("add ")}
+
+
+def prune_sources(keep: set[str]) -> int:
+    gone = source_ips() - keep
+    for ip in gone:
+        allow_source(ip, False)
+    return len(gone)
+
+
+def remove_source_filter() -> None:
+    """The rule, then the set; either may be absent (or iptables/ipset missing)."""
+    ipt = _iptables()
+    while _run([ipt, "-w", "5", "-t", "raw", "-D", "PREROUTING", *_source_rule()]).returncode == 0:
+        pass
+    _run(["ipset", "destroy", SOURCE_SET])
 
 
 def fdb_set(index: int, mac: str, ip: str, present: bool) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -94,6 +95,8 @@ class OverlayShell:
         """Peers whose traffic the fastpath carries now (sleeve leaves them out of broadcasts)."""
         self.fast_index: int | None = None
         self.fast_mtu = 0
+        self._sources: Counter[str] = Counter()
+        """Underlay IPs allowed to send VXLAN to us (fastpath.SOURCE_SET), by connections using them."""
         self.hb: fp.HeartbeatSocket | None = None
         self._netlink: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
         self.routes = TopologyRoutes()
@@ -368,6 +371,7 @@ class OverlayShell:
                 index, keep = self.fast_index, {p.address for p in paths if p.allowed}
                 flood = {p.address for p in paths if p.using == FASTPATH}
                 self._netlink.put_nowait(lambda: fp.prune(index, keep, flood))
+                self._netlink.put_nowait(lambda: fp.prune_sources(keep))
             first = False
             await asyncio.sleep(RESYNC_S)
 
@@ -400,6 +404,10 @@ class OverlayShell:
             self.fast_mtu = fp.fastpath_mtu(await asyncio.to_thread(fp.underlay_mtu, self.host))
             self.fast_index = await asyncio.to_thread(fp.ensure_device, self.host, self.bridge, self.bridge_port)
             self.hb = fp.HeartbeatSocket()
+            try:
+                await asyncio.to_thread(fp.ensure_source_filter)
+            except OSError as exc:
+                log.warning("fastpath source filter not set (%s): %s accepts VXLAN from anyone", exc, fp.DEVICE)
         except (OSError, ValueError) as exc:  # e.g. no vxlan support: sleeve only
             log.warning("fastpath unavailable (%s): sleeve only", exc)
             self.fast_index = None
@@ -416,6 +424,9 @@ class OverlayShell:
         if path.allowed:
             index, ip, mac = self.fast_index, path.address, conn.peer.lower()
             self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, True))
+            self._sources[ip] += 1
+            if self._sources[ip] == 1:
+                self._netlink.put_nowait(lambda: fp.allow_source(ip, True))
         self._switch_actions(actions)
 
     def _remove_fastpath_peer(self, conn: OverlayConnection) -> None:
@@ -426,6 +437,10 @@ class OverlayShell:
         self.fast.discard(peer_int(conn.peer))
         if path.allowed:
             self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, False))
+            self._sources[ip] -= 1
+            if self._sources[ip] <= 0:
+                del self._sources[ip]
+                self._netlink.put_nowait(lambda: fp.allow_source(ip, False))
         if path.using == FASTPATH:
             self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, False))
             self._netlink.put_nowait(lambda: fp.forget(index, ip))

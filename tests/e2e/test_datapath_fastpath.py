@@ -244,3 +244,48 @@ def test_fastpath_mode_does_not_fall_back(testbed_factory):
     assert ping(tb, "h1c1", ip_of(1, 2)).returncode != 0
     tb.unblock("h1", "h2", "udp", 6784)
     assert wait_until(lambda: ping(tb, "h1c1", ip_of(1, 2)).returncode == 0, what="ping after unblock")
+
+
+LISTEN = """
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x88B6))
+s.bind(("weave", 0x88B6)); s.settimeout(float(sys.argv[1]))
+print("ready", flush=True)
+try:
+    while True:
+        print(s.recv(2048)[14:].decode(errors="replace"), flush=True)
+except socket.timeout:
+    pass
+"""
+SEND = """
+import socket, sys
+vni, ip, marker = int(sys.argv[1]), sys.argv[2], sys.argv[3].encode()
+inner = b"\\xff" * 6 + bytes.fromhex("020000abcdef") + b"\\x88\\xb6" + marker
+packet = bytes([8, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\\x00" + inner
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(packet, (ip, 6784))
+"""
+
+
+def test_vxlan_from_an_unknown_host_or_with_a_wrong_vni_never_reaches_the_bridge(testbed_factory):
+    """h3 is on the underlay but no weave peer: its VXLAN datagrams to h1 are dropped by
+    the source filter; h2 (a fastpath peer) gets through with the right VNI only."""
+    tb = testbed_factory()
+    tb.up(3, launch=False)
+    for nick in ("h1", "h2"):
+        tb.launch(tb.host(nick), datapath="fastpath", peers=[tb.host("h2" if nick == "h1" else "h1").addr])
+    wait_until(lambda: uses(tb, "h1", "h2", FAST), what="fastpath h1-h2")
+    h1 = tb.host("h1")
+    listener = subprocess.Popen(["ip", "netns", "exec", h1.ns, "python3", "-c", LISTEN, "4"],
+                                stdout=subprocess.PIPE, text=True)
+    assert listener.stdout.readline().strip() == "ready"
+    for src, vni, marker in (("h3", 0xFFFFFF, "from-h3"), ("h2", 0x123456, "wrong-vni"), ("h2", 0xFFFFFF, "from-h2")):
+        tb.exec(src, ["python3", "-c", SEND, str(vni), h1.addr, marker], check=True)
+    got = listener.communicate(timeout=30)[0].split()
+    assert got == ["from-h2"], got
+    rules = tb.exec("h1", ["iptables-save", "-t", "raw"]).stdout
+    assert "--match-set weave-py-vxlan-peers src -j DROP" in rules
+    assert tb.exec("h1", ["ipset", "list", "weave-py-vxlan-peers", "-output", "save"]).stdout.count("add ") == 1
+    # sleeve mode removes the device, the rule and the set
+    assert tb.weave(h1, "restart", "datapath", "--datapath", "sleeve").returncode == 0
+    wait_until(lambda: "weave-py-vxlan-peers" not in tb.exec("h1", ["iptables-save", "-t", "raw"]).stdout,
+               what="source filter removed in sleeve mode")
