@@ -34,7 +34,7 @@ Design (documented choices):
   VNI, whoever sends it (a wrong VNI it drops itself). So only our fastpath peers may
   send to it: ipset SOURCE_SET (hash:ip) holds the underlay IPs of the peers allowed
   on the fastpath, and one rule at the top of INPUT drops UDP 6784 from anyone else
-  (`-I INPUT -p udp --dport 6784 -m set ! --match-set weave-py-vxlan-peers src -j
+  (`-I INPUT -p udp --dport 6784 -m set ! --match-set weavepy-vxlan-peers src -j
   DROP`). INPUT, not raw PREROUTING: bridged frames never pass INPUT, and a raw-table
   rule would put every one of them through that table (~3 % of the fastpath).
   The set is kept across a datapath restart (pruned after the first snapshot, like the
@@ -186,7 +186,9 @@ def destroy_device(bridge_port: str) -> bool:
 
 
 # -- the source filter (module docstring) -------------------------------------------------
-SOURCE_SET = "weave-py-vxlan-peers"
+SOURCE_SET = "weavepy-vxlan-peers"
+"""Not "weave-...": weave-npc (ours and Weave's) owns every set of that prefix and
+destroys those it did not make."""
 
 
 def _source_rule() -> list[str]:

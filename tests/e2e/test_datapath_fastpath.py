@@ -283,9 +283,9 @@ def test_vxlan_from_an_unknown_host_or_with_a_wrong_vni_never_reaches_the_bridge
     got = listener.communicate(timeout=30)[0].split()
     assert got == ["from-h2"], got
     rules = tb.exec("h1", ["iptables-save", "-t", "filter"]).stdout
-    assert "--match-set weave-py-vxlan-peers src -j DROP" in rules
-    assert tb.exec("h1", ["ipset", "list", "weave-py-vxlan-peers", "-output", "save"]).stdout.count("add ") == 1
+    assert "--match-set weavepy-vxlan-peers src -j DROP" in rules
+    assert tb.exec("h1", ["ipset", "list", "weavepy-vxlan-peers", "-output", "save"]).stdout.count("add ") == 1
     # sleeve mode removes the device, the rule and the set
     assert tb.weave(h1, "restart", "datapath", "--datapath", "sleeve").returncode == 0
-    wait_until(lambda: "weave-py-vxlan-peers" not in tb.exec("h1", ["iptables-save", "-t", "filter"]).stdout,
+    wait_until(lambda: "weavepy-vxlan-peers" not in tb.exec("h1", ["iptables-save", "-t", "filter"]).stdout,
                what="source filter removed in sleeve mode")
