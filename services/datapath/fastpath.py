@@ -196,7 +196,7 @@ def _source_rule() -> list[str]:
 
 
 def _iptables() -> str:
-    from services.npc.apply import detect_backend  # the backend npc uses on this host
+    from shared.netfilter_tools import detect_backend  # the backend npc uses on this host
 
     return f"iptables-{detect_backend().value}"
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 
-from services.npc.apply import Backend, detect_backend, run_command
+from shared.netfilter_tools import Backend, detect_backend, run_command
 
 NAT_CHAIN = "WEAVE"
 EXPOSE_CHAIN = "WEAVE-EXPOSE"

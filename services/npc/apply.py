@@ -12,21 +12,18 @@ failure the state is read again before planning: never patch from a guess.
 again every `resync_interval_s` (which repairs chains or sets flushed by hand), and
 after a failure with a doubling backoff, counting each failure.
 
-Backend: weave-npc's rules must live where the host's other rules are read, so the
-backend is the one already holding WEAVE-NPC chains, else the one with more rules
-(kube's iptables-wrapper heuristic), else nft (Debian's default `iptables`).
+Backend and tool running: shared/netfilter_tools.py (the datapath uses them too).
 """
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from shared.errors import WeaveError
+from shared.netfilter_tools import Backend, RunResult, Runner, detect_backend, run_command  # noqa: F401 (re-exported)
 
 from .ipset import IPSet, parse_ipset_save
 from .iptables import Rule, parse_iptables_save
@@ -34,31 +31,6 @@ from .plan import Plan, plan_update
 from .state import NPCState
 
 log = logging.getLogger("weave.npc.apply")
-COMMAND_TIMEOUT_S = 60.0
-
-
-class Backend(str, enum.Enum):
-    NFT = "nft"
-    LEGACY = "legacy"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-Runner = Callable[[Sequence[str], str | None], RunResult]
-"""Runs argv with `stdin` text; the real one is `run_command`, tests pass a twin."""
-
-
-def run_command(argv: Sequence[str], stdin: str | None = None) -> RunResult:
-    try:
-        proc = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return RunResult(127, "", f"{argv[0]}: {exc}")
-    return RunResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 class ApplyError(WeaveError):
@@ -69,19 +41,6 @@ class ApplyError(WeaveError):
     def __init__(self, step: str, stderr: str) -> None:
         super().__init__(f"{step} failed: {stderr.strip()[:500]}", step=step, stderr=stderr)
         self.step, self.stderr = step, stderr
-
-
-def detect_backend(run: Runner = run_command) -> Backend:
-    counts = {}
-    for backend in (Backend.LEGACY, Backend.NFT):
-        out = run([f"iptables-{backend.value}-save"], None)
-        if out.returncode != 0:
-            counts[backend] = -1
-            continue
-        if ":WEAVE-NPC " in out.stdout:
-            return backend
-        counts[backend] = sum(1 for line in out.stdout.splitlines() if line.startswith("-A "))
-    return Backend.LEGACY if counts[Backend.LEGACY] > counts[Backend.NFT] else Backend.NFT
 
 
 @dataclass(frozen=True)

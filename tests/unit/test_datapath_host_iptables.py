@@ -5,7 +5,7 @@ one)."""
 from __future__ import annotations
 
 from services.datapath.host_iptables import HostIptables, restore_text, rules, subnets
-from services.npc.apply import Backend, RunResult
+from shared.netfilter_tools import Backend, RunResult
 
 
 def test_subnets_are_networks_in_order_without_repeats():
