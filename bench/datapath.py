@@ -38,15 +38,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.datapath.host_iptables import restore_text, rules
+from services.datapath.host_iptables import HostIptables, rules
+from shared.netfilter_tools import Backend, run_command
 from weavectl.testbed import Testbed
 
 TARGET_PLAIN, TARGET_ENCRYPTED, TARGET_FASTPATH = 0.40, 0.20, 0.95  # issue 7 (fast sleeve, fastpath)
 GO_SLEEVE = {"plain": 0.036, "encrypted": 0.017}  # Weave Net 2.8's Go sleeve, baseline.md
 
 
-def sh(*argv: str, check: bool = True, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input)
+def sh(*argv: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip()}")
     return proc
@@ -117,13 +118,12 @@ def veth_pair(s: Scratch, seconds: int, runs: int) -> dict:
 
 
 def weaver_firewall(ns: str, bridge: str) -> None:
-    """The iptables a weave-py host has without npc (services/datapath/host_iptables.py):
-    nat WEAVE + POSTROUTING jump, Weave's FORWARD rules (one uses conntrack)."""
-    r = rules((), npc=False, bridge=bridge)
-    nsx(ns, "iptables-restore", "--noflush", input=restore_text(r))
-    nsx(ns, "iptables", "-t", "nat", "-A", "POSTROUTING", *r.postrouting)
-    for pos, rule in enumerate(r.forward, 1):
-        nsx(ns, "iptables", "-I", "FORWARD", str(pos), *rule)
+    """The iptables a weave-py host has without npc, applied in `ns` by the datapath's
+    own code (services/datapath/host_iptables.py): nat WEAVE + POSTROUTING jump,
+    Weave's FORWARD rules (one uses conntrack)."""
+    def in_ns(argv, stdin):
+        return run_command(["ip", "netns", "exec", ns, *argv], stdin)
+    HostIptables(Backend.NFT, in_ns).apply(rules((), npc=False, bridge=bridge))
 
 
 def kernel_vxlan(s: Scratch, seconds: int, runs: int, wire: bool = True, firewall: bool = False) -> dict:

@@ -31,14 +31,10 @@ Design (documented choices):
   one VXLAN datagram the kernel fragments on the underlay (outer DF unset), as sleeve's
   superframes do. Containers given an MTU <= underlay - 50 never fragment.
 - Source filter: the kernel's VXLAN device takes any datagram to UDP 6784 with its
-  VNI, whoever sends it (a wrong VNI it drops itself). So only our fastpath peers may
-  send to it: ipset SOURCE_SET (hash:ip) holds the underlay IPs of the peers allowed
-  on the fastpath, and one rule at the top of INPUT drops UDP 6784 from anyone else
-  (`-I INPUT -p udp --dport 6784 -m set ! --match-set weavepy-vxlan-peers src -j
-  DROP`). INPUT, not raw PREROUTING: bridged frames never pass INPUT, and a raw-table
-  rule would put every one of them through that table (~3 % of the fastpath).
-  The set is kept across a datapath restart (pruned after the first snapshot, like the
-  FDB) and removed with the device.
+  VNI, whoever sends it (a wrong VNI it drops itself). So only the peers allowed on
+  the fastpath may send to it (host_iptables.py: an ipset of their underlay IPs and
+  one rule at the top of INPUT). The set is kept across a datapath restart (pruned
+  after the first snapshot, like the FDB) and removed with the device.
 - Heartbeats (overlay_switch.py decides when): an Ethernet frame of ethertype
   HB_ETHERTYPE from our bridge MAC to the peer's, written with an AF_PACKET socket on
   the VXLAN device, so it is encapsulated exactly as data is; the peer reads it with an
@@ -55,6 +51,8 @@ import subprocess
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
+
+from services.datapath.host_iptables import HostIptables
 from pyroute2.netlink.exceptions import NetlinkError
 
 log = logging.getLogger("weave.datapath.fastpath")
@@ -181,64 +179,8 @@ def destroy_device(bridge_port: str) -> bool:
         if link is not None:
             ipr.link("del", index=link["index"])
     _isolate(bridge_port, False)
-    remove_source_filter()
+    HostIptables().remove_source_filter(PORT)
     return link is not None
-
-
-# -- the source filter (module docstring) -------------------------------------------------
-SOURCE_SET = "weavepy-vxlan-peers"
-"""Not "weave-...": weave-npc (ours and Weave's) owns every set of that prefix and
-destroys those it did not make."""
-
-
-def _source_rule() -> list[str]:
-    return ["-p", "udp", "--dport", str(PORT), "-m", "set", "!", "--match-set", SOURCE_SET, "src", "-j", "DROP"]
-
-
-def _iptables() -> str:
-    from shared.netfilter_tools import detect_backend  # the backend npc uses on this host
-
-    return f"iptables-{detect_backend().value}"
-
-
-def _run(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, check=False)
-
-
-def ensure_source_filter() -> None:
-    """The set (kept if it exists) and the rule. Raises OSError if either cannot be made."""
-    out = _run(["ipset", "create", SOURCE_SET, "hash:ip", "-exist"])
-    if out.returncode != 0:
-        raise OSError(f"ipset create {SOURCE_SET}: {out.stderr.strip()}")
-    ipt = _iptables()
-    if _run([ipt, "-w", "5", "-C", "INPUT", *_source_rule()]).returncode != 0:
-        out = _run([ipt, "-w", "5", "-I", "INPUT", "1", *_source_rule()])
-        if out.returncode != 0:
-            raise OSError(f"{ipt} -I INPUT: {out.stderr.strip()}")
-
-
-def allow_source(ip: str, present: bool) -> None:
-    _run(["ipset", "add" if present else "del", SOURCE_SET, ip, "-exist"])
-
-
-def source_ips() -> set[str]:
-    out = _run(["ipset", "list", SOURCE_SET, "-output", "save"])
-    return {line.split()[2] for line in out.stdout.splitlines() if line.startswith("add ")}
-
-
-def prune_sources(keep: set[str]) -> int:
-    gone = source_ips() - keep
-    for ip in gone:
-        allow_source(ip, False)
-    return len(gone)
-
-
-def remove_source_filter() -> None:
-    """The rule, then the set; either may be absent (or iptables/ipset missing)."""
-    ipt = _iptables()
-    while _run([ipt, "-w", "5", "-D", "INPUT", *_source_rule()]).returncode == 0:
-        pass
-    _run(["ipset", "destroy", SOURCE_SET])
 
 
 def fdb_set(index: int, mac: str, ip: str, present: bool) -> None:

@@ -27,12 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timezone
 
 from services.datapath import fastpath as fp
 from services.datapath.capture import FRAME_BUFFER, PacketPort
+from services.datapath.host_iptables import HostIptables
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, MTUVerified, SendControl,
                                                 SendPacket, State)
@@ -95,8 +95,8 @@ class OverlayShell:
         """Peers whose traffic the fastpath carries now (sleeve leaves them out of broadcasts)."""
         self.fast_index: int | None = None
         self.fast_mtu = 0
-        self._sources: Counter[str] = Counter()
-        """Underlay IPs allowed to send VXLAN to us (fastpath.SOURCE_SET), by connections using them."""
+        self.netfilter: HostIptables | None = None
+        """The fastpath's source filter (host_iptables.py), once the device is up."""
         self.hb: fp.HeartbeatSocket | None = None
         self._netlink: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
         self.routes = TopologyRoutes()
@@ -174,12 +174,7 @@ class OverlayShell:
                 continue
             if not n:
                 continue
-            if not seg and view[0] != 0:  # one sleeve datagram (no train segment starts with a non-zero byte)
-                out = receive(view[:n], addr, now)
-                if out:
-                    run(out, now)
-                continue
-            for datagram in feed(view, n, seg, addr):  # GRO reads, train segments
+            for datagram in feed(view, n, seg, addr):  # sleeve datagrams, whole trains
                 out = receive(datagram, addr, now)
                 if out:
                     run(out, now)
@@ -371,7 +366,8 @@ class OverlayShell:
                 index, keep = self.fast_index, {p.address for p in paths if p.allowed}
                 flood = {p.address for p in paths if p.using == FASTPATH}
                 self._netlink.put_nowait(lambda: fp.prune(index, keep, flood))
-                self._netlink.put_nowait(lambda: fp.prune_sources(keep))
+                if self.netfilter is not None:
+                    self._netlink.put_nowait(lambda: self.netfilter.prune_sources(keep))
             first = False
             await asyncio.sleep(RESYNC_S)
 
@@ -405,8 +401,10 @@ class OverlayShell:
             self.fast_index = await asyncio.to_thread(fp.ensure_device, self.host, self.bridge, self.bridge_port)
             self.hb = fp.HeartbeatSocket()
             try:
-                await asyncio.to_thread(fp.ensure_source_filter)
-            except OSError as exc:
+                self.netfilter = await asyncio.to_thread(HostIptables)
+                await asyncio.to_thread(self.netfilter.ensure_source_filter, fp.PORT)
+            except OSError as exc:  # HostIptablesError too
+                self.netfilter = None
                 log.warning("fastpath source filter not set (%s): %s accepts VXLAN from anyone", exc, fp.DEVICE)
         except (OSError, ValueError) as exc:  # e.g. no vxlan support: sleeve only
             log.warning("fastpath unavailable (%s): sleeve only", exc)
@@ -424,9 +422,7 @@ class OverlayShell:
         if path.allowed:
             index, ip, mac = self.fast_index, path.address, conn.peer.lower()
             self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, True))
-            self._sources[ip] += 1
-            if self._sources[ip] == 1:
-                self._netlink.put_nowait(lambda: fp.allow_source(ip, True))
+            self._allow_source(ip, True)
         self._switch_actions(actions)
 
     def _remove_fastpath_peer(self, conn: OverlayConnection) -> None:
@@ -437,13 +433,16 @@ class OverlayShell:
         self.fast.discard(peer_int(conn.peer))
         if path.allowed:
             self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, False))
-            self._sources[ip] -= 1
-            if self._sources[ip] <= 0:
-                del self._sources[ip]
-                self._netlink.put_nowait(lambda: fp.allow_source(ip, False))
+            if not any(p.allowed and p.address == ip for p in self.switch.paths.values()):
+                self._allow_source(ip, False)  # no other connection to that address needs it
         if path.using == FASTPATH:
             self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, False))
             self._netlink.put_nowait(lambda: fp.forget(index, ip))
+
+    def _allow_source(self, ip: str, present: bool) -> None:
+        nf = self.netfilter
+        if nf is not None:
+            self._netlink.put_nowait(lambda: nf.allow_source(ip, present))
 
     def _on_heartbeat(self) -> None:
         now = self.loop.time()

@@ -85,3 +85,32 @@ def test_remove_deletes_jumps_then_flushes_and_deletes_both_chains():
     assert argvs[-4:] == ["iptables-nft -w 5 -t nat -F WEAVE", "iptables-nft -w 5 -t nat -X WEAVE",
                           "iptables-nft -w 5 -t filter -F WEAVE-EXPOSE", "iptables-nft -w 5 -t filter -X WEAVE-EXPOSE"]
     assert sum(" -D FORWARD " in a for a in argvs) == 4
+
+
+def test_source_filter_set_rule_members_and_removal():
+    run = Recorder()
+    nf = HostIptables(Backend.NFT, run)
+    nf.ensure_source_filter(6784)
+    argvs = [" ".join(a) for a, _ in run.calls]
+    assert argvs[0] == "ipset create weavepy-vxlan-peers hash:ip -exist"  # kept if it exists
+    assert argvs[-1] == ("iptables-nft -w 5 -t filter -I INPUT 1 -p udp --dport 6784 -m set ! --match-set "
+                         "weavepy-vxlan-peers src -j DROP")
+    run.calls.clear()
+    nf.allow_source("192.168.77.2", True)
+    nf.allow_source("192.168.77.2", False)
+    assert [" ".join(a) for a, _ in run.calls] == ["ipset add weavepy-vxlan-peers 192.168.77.2 -exist",
+                                                   "ipset del weavepy-vxlan-peers 192.168.77.2 -exist"]
+
+
+def test_prune_keeps_only_the_allowed_peers():
+    class Listing(Recorder):
+        def __call__(self, argv, stdin):
+            if argv[:2] == ["ipset", "list"]:
+                self.calls.append((list(argv), stdin))
+                return RunResult(0, "create weavepy-vxlan-peers hash:ip family inet\n"
+                                    "add weavepy-vxlan-peers 10.0.0.2\nadd weavepy-vxlan-peers 10.0.0.3\n", "")
+            return super().__call__(argv, stdin)
+
+    run = Listing()
+    assert HostIptables(Backend.NFT, run).prune_sources({"10.0.0.2"}) == 1
+    assert run.calls[-1][0] == ["ipset", "del", "weavepy-vxlan-peers", "10.0.0.3", "-exist"]

@@ -113,6 +113,8 @@ class Reassembler:
         """Of them, found whole in one read (the fast path)."""
 
     def feed(self, buf: memoryview, n: int, seg: int, sender: Hashable) -> list[bytes | memoryview]:
+        if not seg and buf[0] != 0:  # the common case: one sleeve datagram (a segment starts with 0)
+            return [buf[:n]]
         out: list[bytes | memoryview] = []
         if not seg or n <= seg:
             datagram = buf[:n]
