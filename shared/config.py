@@ -16,6 +16,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.durable import write_atomic
+
 DEFAULT_STATE_DIR = Path("/var/lib/weave")
 LAUNCH_FILE = "launch.json"
 TOKEN_FILE = "bus.token"
@@ -53,11 +55,7 @@ class LaunchConfig(BaseModel):
     def save(self) -> Path:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self.state_dir / LAUNCH_FILE
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.model_dump_json(indent=2))
-        os.replace(tmp, path)
+        write_atomic(path, self.model_dump_json(indent=2), 0o600)
         return path
 
     @classmethod

@@ -89,7 +89,13 @@ class Encoder:
         t = base(typ)
         if value is None and isinstance(typ, Ptr):
             raise misfit(typ, value, "value", "cannot encode a nil pointer")
-        self._assign(t)
+        fresh = not self._sent and not self._ids and self._next_id == FIRST_USER_ID
+        cached = _FRESH_DEFS.get(t) if fresh else None
+        if cached is not None:  # a new stream's definitions for `t` never change: reuse them
+            ids, self._next_id, sent, defs = cached
+            self._ids = dict(ids)
+        else:
+            self._assign(t)
         body = bytearray()
         put_int(body, t.id if isinstance(t, Basic) else self._ids[t])
         if isinstance(t, Struct):
@@ -97,8 +103,14 @@ class Encoder:
         else:
             body.append(0)  # singleton: there is no surrounding struct to number a field
             put_value(body, t, value, "value")
-        out = bytearray()
-        self._send_type(out, t)
+        if cached is not None:
+            self._sent = set(sent)
+            out = bytearray(defs)
+        else:
+            out = bytearray()
+            self._send_type(out, t)
+            if fresh:
+                _FRESH_DEFS[t] = (dict(self._ids), self._next_id, frozenset(self._sent), bytes(out))
         _message(out, body)
         return bytes(out)
 
@@ -130,6 +142,11 @@ class Encoder:
         _message(out, body)
         for part in _parts(t):
             self._send_type(out, part)
+
+
+_FRESH_DEFS: dict = {}
+"""Root type -> (ids, next id, types sent, definition bytes) of a fresh Encoder after its
+first message of that type: the one-message streams of gossip skip rebuilding them."""
 
 
 def _parts(t: GoType) -> tuple[GoType, ...]:

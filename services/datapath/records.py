@@ -1,8 +1,9 @@
 """What the datapath has attached, kept in the state dir so a restarted datapath (or a
 whole stack after `weave stop` + `weave launch`) finds its containers again.
 
-One JSON file, `datapath-attachments.json`, rewritten atomically (write + rename) after
-every change. It holds one record per attached container and one for the bridge's own
+One JSON file, `datapath-attachments.json`, rewritten durably and atomically after
+every change (`shared.durable.write_atomic`: write, fsync, rename), before the change is
+acknowledged. It holds one record per attached container and one for the bridge's own
 addresses (weave:expose). A record names the container's namespace by the path that
 reopens it (`/var/run/netns/<name>` or `/proc/<pid>/ns/net`) and by its inode, so a
 reused name or pid is not mistaken for the old container.
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from shared.durable import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +87,7 @@ class Records:
     def save(self) -> None:
         data = {"version": FORMAT_VERSION, "containers": [asdict(r) for r in self.containers.values()],
                 "expose": asdict(self.expose)}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(data, indent=1))
 
     def by_id(self, container_id: str) -> ContainerRecord | None:
         return next((r for r in self.containers.values() if r.container_id == container_id), None)

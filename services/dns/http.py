@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from services.dns import status
 from services.dns.names import BadAddress, BadName, check_fqdn, parse_ipv4
 from services.dns.nameserver import fqdn
+from shared.errors import WeaveError
 from shared.http import Request, Response, Router
 
 if TYPE_CHECKING:
@@ -33,9 +34,16 @@ def api_router(app: "DnsApp") -> Router:
         except (BadAddress, BadName) as exc:
             return Response(400, f"{exc}\n")
         container = req.params["container"]
-        app.add(container, addr, name)
-        if form.get("check-alive", [""])[0] == "true" and not await app.container_alive(container):
-            app.remove(hostname=name, container_id=container, addr=addr)
+        try:
+            await app.add(container, addr, name)
+            if form.get("check-alive", [""])[0] == "true":
+                alive = await app.container_alive(container)
+                if alive is False:
+                    await app.remove(hostname=name, container_id=container, addr=addr)
+                elif alive:
+                    await app.bind(container)
+        except WeaveError as exc:
+            return Response(500, f"{exc}\n")
         return NO_CONTENT
 
     async def delete_name(req: Request) -> Response:
@@ -47,8 +55,11 @@ def api_router(app: "DnsApp") -> Router:
                 addr = parse_ipv4(req.params["ip"])
             except BadAddress as exc:
                 return Response(400, f"{exc}\n")
-        app.remove(hostname=fqdn(given) if given else None,
-                   container_id=None if container == "*" else container, addr=addr)
+        try:
+            await app.remove(hostname=fqdn(given) if given else None,
+                             container_id=None if container == "*" else container, addr=addr)
+        except WeaveError as exc:
+            return Response(500, f"{exc}\n")
         return NO_CONTENT
 
     async def get_names(_: Request) -> Response:

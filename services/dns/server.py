@@ -175,17 +175,21 @@ class DnsServer:
         self._tcp_clients = 0
 
     async def start(self) -> None:
-        """Bind UDP, then TCP on the same port (the UDP one when port 0 was asked for)."""
+        """Bind UDP, then TCP on the same port (the UDP one when port 0 was asked for;
+        then a TCP port already taken means another try with a new UDP port)."""
         loop = asyncio.get_running_loop()
         host = self.config.listen_host
-        self._udp, self._udp_proto = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, self.config.listen_port), reuse_port=False)
-        self.port = self._udp.get_extra_info("sockname")[1]
-        try:
-            self._tcp = await asyncio.start_server(self._on_tcp, host, self.port, reuse_address=True)
-        except OSError:
-            self._udp.close()
-            raise
+        for attempt in range(1 if self.config.listen_port else 20):
+            self._udp, self._udp_proto = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, self.config.listen_port), reuse_port=False)
+            self.port = self._udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._on_tcp, host, self.port, reuse_address=True)
+                break
+            except OSError:
+                self._udp.close()
+                if self.config.listen_port or attempt == 19:
+                    raise
         log.info("DNS listening on %s:%d (UDP and TCP)", host, self.port)
 
     async def stop(self) -> None:

@@ -11,10 +11,12 @@ Wires the sans-I/O `Nameserver` store and `QueryHandler` to:
 - the bus (`weave.dns.add|remove|lookup|list`), Weave's HTTP routes (`http.py`) and
   container events from the datapath (attached with a name -> add; detached ->
   tombstone the container's entries, as Weave does on a Docker `die`);
-- the snapshot in the state dir (`snapshot.py`), so our entries survive a restart of
-  this process: see that module for what is restored when;
+- the journal and snapshot in the state dir (`snapshot.py`): every local change is
+  journaled (appended and fsynced, grouped across concurrent callers) before it is
+  acknowledged or broadcast, and the store is restored from them before this process
+  takes part in gossip; see that module for what is restored when;
 - one timer: periodic gossip, tombstone purge (30 min after deletion) and snapshot
-  writes, whichever is due first.
+  writes (which compact the journal), whichever is due first.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from services.dns.status import local_entry_count
 from services.gossip.peer_name import PeerName
 from shared import subjects
 from shared.bus import BusError, BusMsg
+from shared.durable import Journal, JournalWriter, write_atomic
 from shared.errors import RemoteProtocolError, WeaveError
 from shared.http_bus import serve_http
 from shared.mesh_channel import MeshChannel
@@ -65,10 +68,12 @@ def incarnation_of(pid: int, proc: Path = Path("/proc")) -> str:
 
 class DnsApp:
     def __init__(self, config: DnsConfig | None = None, incarnation: str | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, journal: Journal | None = None) -> None:
         """`config` None: built at start from the launch config, the profile's settings
-        and the environment. `incarnation` None: our parent's (the supervisor's) run."""
+        and the environment. `incarnation` None: our parent's (the supervisor's) run.
+        `journal` None: `dns-journal.jsonl` in the state dir (tests pass one that crashes)."""
         self._config = config
+        self._journal = journal
         self.incarnation = incarnation if incarnation is not None else incarnation_of(os.getppid())
         self.rng = rng or random.Random()
         self._tasks: set[asyncio.Task] = set()
@@ -76,6 +81,11 @@ class DnsApp:
         self._dirty = False
         self._neighbours: set[tuple[str, int]] = set()
         self.server: DnsServer | None = None
+        self.writer: JournalWriter | None = None
+        self.bound: set[str] = set()
+        """Containers whose names we hold because they were attached (snapshot.py)."""
+        self._seq = 0
+        """Sequence number of the last journal record queued."""
 
     # -- life cycle --------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
@@ -85,7 +95,10 @@ class DnsApp:
         self.ns = Nameserver(self.our_name, self.config.domain,
                              tombstone_timeout_s=int(self.config.tombstone_timeout_s))
         self.snapshot_path = launch.state_dir / snapshot.FILE_NAME
+        self.writer = JournalWriter(self._journal or Journal(launch.state_dir / snapshot.JOURNAL_NAME))
         await self._restore()
+        self.writer.start()
+        await self._compact()  # the files now hold exactly what was restored, for this run
         exclude = self.config.listen_host if self.config.listen_host != "0.0.0.0" else None
         self.resolv = ResolvConf(self.config.resolv_conf, exclude, self.clock.monotonic,
                                  self.config.upstream_port)
@@ -109,7 +122,12 @@ class DnsApp:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.server is not None:
             await self.server.stop()
-            await asyncio.to_thread(self._write_snapshot, self._snapshot())
+        if self.writer is not None and self.writer.running:
+            try:
+                await self._compact()
+            except OSError as exc:
+                log.warning("cannot write %s at stop: %s", self.snapshot_path, exc)
+            await self.writer.stop()
 
     def health(self) -> tuple[bool, str]:
         if self.server is None:
@@ -131,31 +149,58 @@ class DnsApp:
         await bus.subscribe(subjects.event("containers"), self._on_container_event)
 
     # -- local changes (we are the origin) ----------------------------------------------
-    def add(self, container_id: str, addr: int, name: str) -> tuple[Entry, ...]:
-        """Register (or revive) our entry and broadcast it; () if the name lies outside
-        our domain (ignored, as Weave)."""
-        data = self.ns.add_fqdn(name, container_id, addr, self.clock.now())
-        if data is None:
-            log.info("ignoring %s -> %s (%s): not in domain %s", name, _ip(addr), container_id, self.ns.domain)
-            return ()
-        log.info("adding %s -> %s (%s)", name, _ip(addr), container_id)
-        self._changed(data)
-        return data.entries
+    async def add(self, container_id: str, addrs: int | tuple[int, ...], name: str, *,
+                  bind: bool = False) -> tuple[Entry, ...]:
+        """Register (or revive) our entries for `name` at each address, durably, then
+        broadcast them; () if the name lies outside our domain (ignored, as Weave).
+        `bind`: the container is attached (its names go when it does). Raises WeaveError
+        `not_saved` when the journal cannot be written (nothing acknowledged then)."""
+        changed: list[Entry] = []
+        for addr in (addrs,) if isinstance(addrs, int) else addrs:
+            data = self.ns.add_fqdn(name, container_id, addr, self.clock.now())
+            if data is None:
+                log.info("ignoring %s -> %s (%s): not in domain %s", name, _ip(addr), container_id, self.ns.domain)
+                return ()
+            log.info("adding %s -> %s (%s)", name, _ip(addr), container_id)
+            changed += data.entries
+        await self._commit(changed, bind=(container_id,) if bind and container_id not in self.bound else ())
+        return tuple(changed)
 
-    def remove(self, *, hostname: str | None = None, container_id: str | None = None,
-               addr: int | None = None) -> tuple[Entry, ...]:
-        """Tombstone our live entries matching every given field; broadcast them."""
+    async def remove(self, *, hostname: str | None = None, container_id: str | None = None,
+                     addr: int | None = None, unbind: bool = False) -> tuple[Entry, ...]:
+        """Tombstone our live entries matching every given field, durably, then
+        broadcast them. `unbind`: the container is gone (no longer bound, snapshot.py)."""
         data = self.ns.delete(self.clock.now(), hostname=hostname, container_id=container_id, addr=addr)
-        if data is None:
-            return ()
-        for e in data.entries:
+        done = data.entries if data is not None else ()
+        for e in done:
             log.info("tombstoning %s -> %s (%s)", e.hostname, e.address, e.container_id)
-        self._changed(data)
-        return data.entries
+        release = (container_id,) if unbind and container_id in self.bound else ()
+        if done or release:
+            await self._commit(list(done), unbind=release)
+        return done
 
-    def _changed(self, data: GossipData) -> None:
-        self._spawn(self._send("broadcast", data))
+    async def bind(self, container_id: str) -> None:
+        if container_id not in self.bound:
+            await self._commit([], bind=(container_id,))
+
+    async def _commit(self, entries: list[Entry], bind: tuple[str, ...] = (),
+                      unbind: tuple[str, ...] = ()) -> None:
+        """Journal a local change (durable when this returns), then broadcast it. The
+        record is queued before the first await, so records are on disk in the order of
+        the changes in memory."""
+        self._seq += 1
+        self.bound |= set(bind)
+        self.bound -= set(unbind)
+        rec = snapshot.Record(self._seq, self.incarnation, tuple(entries), bind, unbind)
+        saved = self.writer.append([snapshot.record_json(rec)])
         self._mark_dirty()
+        try:
+            await saved
+        except OSError as exc:
+            log.error("cannot journal a dns change to %s: %s", self.writer.journal.path, exc)
+            raise WeaveError(f"cannot save the change to disk: {exc}", code="not_saved") from None
+        if entries:
+            self._spawn(self._send("broadcast", GossipData.of(self.clock.now(), entries)))
 
     async def _send(self, kind: str, data: GossipData, neighbour: str | None = None) -> None:
         """Publish gossip for the mesh; a bus that is down loses it (periodic gossip repairs)."""
@@ -167,13 +212,13 @@ class DnsApp:
         except Exception as exc:  # nats raises several kinds while reconnecting
             log.warning("cannot send nameserver %s: %s", kind, exc)
 
-    async def container_alive(self, container_id: str) -> bool:
-        """Whether the datapath has the container attached; True when it cannot say."""
+    async def container_alive(self, container_id: str) -> bool | None:
+        """Whether the datapath has the container attached; None when it cannot say."""
         try:
             reply = await self.ctx.bus.request(subjects.request("datapath", "containers"), ContainersRequest(),
                                                ContainersReply, timeout=2.0)
         except BusError:
-            return True
+            return None
         return any(c.container_id == container_id for c in reply.containers)
 
     # -- gossip and topology -------------------------------------------------------------
@@ -237,7 +282,11 @@ class DnsApp:
         if self._dirty and now >= next_write:
             self._dirty = False
             next_write = now + self.config.snapshot_delay_s
-            await asyncio.to_thread(self._write_snapshot, self._snapshot())
+            try:
+                await self._compact()
+            except OSError as exc:
+                log.warning("cannot write %s: %s", self.snapshot_path, exc)
+                self._dirty = True
         return next_write
 
     def _purge_delay(self) -> float:
@@ -250,31 +299,36 @@ class DnsApp:
             self._dirty = True
             self._wake.set()
 
-    # -- snapshot ------------------------------------------------------------------------
+    # -- snapshot and journal --------------------------------------------------------------
     def _snapshot(self) -> snapshot.Snapshot:
-        return snapshot.Snapshot(self.incarnation, self.clock.now(), self.ns.entries())
+        return snapshot.Snapshot(self.incarnation, self.clock.now(), self.ns.entries(), self._seq,
+                                 frozenset(self.bound))
 
-    def _write_snapshot(self, snap: snapshot.Snapshot) -> None:
-        tmp = self.snapshot_path.with_suffix(".tmp")
-        try:
-            tmp.write_bytes(snapshot.dumps(snap))
-            tmp.replace(self.snapshot_path)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self.snapshot_path, exc)
+    async def _compact(self) -> None:
+        """Write the whole store, then empty the journal, in the journal's order: the
+        snapshot holds every change queued before it (raises OSError)."""
+        snap = self._snapshot()
+
+        def write() -> None:
+            write_atomic(self.snapshot_path, snapshot.dumps(snap), 0o600)
+            self.writer.journal.reset()
+        await self.writer.call(write)
 
     async def _restore(self) -> None:
+        snap = None
         try:
-            data = await asyncio.to_thread(self.snapshot_path.read_bytes)
-            snap = snapshot.loads(data)
+            snap = snapshot.loads(await asyncio.to_thread(self.snapshot_path.read_bytes))
         except FileNotFoundError:
-            return
+            pass
         except (OSError, WeaveError) as exc:
             log.warning("ignoring %s: %s", self.snapshot_path, exc)
-            return
-        entries = snapshot.restorable(snap, our_name=self.our_name, incarnation=self.incarnation,
-                                      now=self.clock.now(), fresh_for_s=self.config.tombstone_timeout_s / 2)
-        self.ns.merge(entries)
-        log.info("restored %d of %d entries from %s", len(entries), len(snap.entries), self.snapshot_path)
+        records = await asyncio.to_thread(self.writer.journal.read)
+        got = snapshot.restore(snap, records, our_name=self.our_name, incarnation=self.incarnation,
+                               now=self.clock.now(), fresh_for_s=self.config.tombstone_timeout_s / 2)
+        self.ns.merge(got.entries)
+        self.bound, self._seq = got.bound, got.last_seq
+        log.info("restored %d entries (%d snapshot, %d journal records) and %d bound containers",
+                 len(got.entries), len(snap.entries) if snap else 0, len(records), len(got.bound))
 
     async def _register_attached(self) -> None:
         """Names of containers attached now (Weave's populateDNS at weaver start); the
@@ -287,6 +341,10 @@ class DnsApp:
             return
         for event in reply.containers:
             await self._apply_container_event(event)
+        attached = {c.container_id for c in reply.containers}
+        for gone in sorted(self.bound - attached):  # detached while we were down
+            log.info("container %s was detached while dns was down: removing its names", gone)
+            await self.remove(container_id=gone, unbind=True)
 
     # -- bus handlers --------------------------------------------------------------------
     async def _on_container_event(self, msg: BusMsg) -> None:
@@ -299,7 +357,7 @@ class DnsApp:
 
     async def _apply_container_event(self, event: ContainerEvent) -> None:
         if event.kind == "detached":
-            self.remove(container_id=event.container_id)
+            await self.remove(container_id=event.container_id, unbind=True)
             return
         if not event.fqdn:
             return
@@ -308,28 +366,32 @@ class DnsApp:
         except BadName as exc:
             log.warning("container %s: not registering its name: %s", event.container_id, exc)
             return
+        addrs = []
         for cidr in event.cidrs:
             try:
-                addr = int(IPv4Interface(cidr).ip)
+                addrs.append(int(IPv4Interface(cidr).ip))
             except ValueError:
                 log.warning("container %s: ignoring address %r (not IPv4)", event.container_id, cidr)
-                continue
-            self.add(event.container_id, addr, name)
+        if addrs:
+            try:
+                await self.add(event.container_id, tuple(addrs), name, bind=True)
+            except WeaveError as exc:
+                log.error("container %s: name %s not registered: %s", event.container_id, name, exc)
 
     async def _on_add(self, req: AddRequest) -> ChangeReply:
         try:
             addr, name = parse_ipv4(req.ip), check_fqdn(req.fqdn)
         except (BadAddress, BadName) as exc:
             raise WeaveError(str(exc), code="bad_request") from None
-        return ChangeReply(entries=_wire(self.add(req.container_id, addr, name)))
+        return ChangeReply(entries=_wire(await self.add(req.container_id, addr, name)))
 
     async def _on_remove(self, req: RemoveRequest) -> ChangeReply:
         try:
             addr = parse_ipv4(req.ip) if req.ip is not None else None
         except BadAddress as exc:
             raise WeaveError(str(exc), code="bad_request") from None
-        done = self.remove(hostname=fqdn(req.fqdn) if req.fqdn else None, container_id=req.container_id,
-                           addr=addr)
+        done = await self.remove(hostname=fqdn(req.fqdn) if req.fqdn else None, container_id=req.container_id,
+                                 addr=addr)
         return ChangeReply(entries=_wire(done))
 
     async def _on_lookup(self, req: LookupRequest) -> LookupReply:

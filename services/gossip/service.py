@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind
 
 from shared import subjects, tracing
 from shared.config import GossipSettings, LaunchConfig
+from shared.durable import write_atomic
 from shared.errors import WeaveError
 from shared.http import HttpServer
 from shared.schemas.base import Ok
@@ -137,9 +138,8 @@ class GossipApp:
             return list(self.launch.peers)
 
     def save_peers(self) -> None:
-        tmp = self._peers_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.router.maker.targets_status()))
-        tmp.replace(self._peers_file)
+        """Durably, before `connect`/`forget` is answered (blocking, ~1 ms)."""
+        write_atomic(self._peers_file, json.dumps(self.router.maker.targets_status()))
 
     def connect(self, peers: list[str], replace: bool = False) -> None:
         self.apply(self.router.connect(peers, self.now(), replace=replace))

@@ -110,7 +110,7 @@ class NpcApp:
             task.cancel()
         if self._nflog is not None:
             self._nflog.close()
-        await asyncio.to_thread(self.store.write)
+        await asyncio.to_thread(self.store.write, self.store.take())
 
     def health(self) -> tuple[bool, str]:
         e = self.enforcer
@@ -143,9 +143,17 @@ class NpcApp:
             if self.enforcer is not None:
                 self.enforcer.kick()
 
-    async def _commit(self, entries: list[Entry]) -> None:
-        """Local writes: enforce here, tell every host."""
+    async def _commit(self, entries: list[Entry], durable: bool = False) -> None:
+        """Local writes: enforce here, tell every host. `durable`: the change will be
+        acknowledged to a user, so it is on disk before anyone hears of it (raises
+        WeaveError `not_saved` otherwise)."""
         self._ingest(entries)
+        if durable and entries:
+            try:
+                await self.store.save()
+            except OSError as exc:
+                log.error("cannot save the policy store: %s", exc)
+                raise WeaveError(f"cannot save the policy store to disk: {exc}", code="not_saved") from None
         await self._send("broadcast", entries)
 
     async def _send(self, kind: str, entries: list[Entry], dst: str | None = None) -> None:
@@ -177,7 +185,7 @@ class NpcApp:
             if entry:
                 entries.append(entry)
                 log.info("stored %s %s (version %d)", item.ref.kind, item.key, entry.version)
-        await self._commit(entries)
+        await self._commit(entries, durable=True)
         return ApplyReply(changed=tuple(changed), unchanged=tuple(unchanged), enforced=await self._wait_enforced())
 
     async def _on_delete(self, req: DeleteRequest) -> DeleteReply:
@@ -186,7 +194,7 @@ class NpcApp:
         if entry is None:
             raise WeaveError(f"no {req.kind} {key.split('/', 1)[1]} in the policy store", code="not_found")
         log.info("deleted %s (version %d)", key, entry.version)
-        await self._commit([entry])
+        await self._commit([entry], durable=True)
         ref = ObjectRef(kind=req.kind, namespace=req.namespace if req.kind == POLICY else "", name=req.name)
         return DeleteReply(deleted=ref, enforced=await self._wait_enforced())
 

@@ -1,18 +1,26 @@
 """The policy store on disk (`<state-dir>/npc-store.json`, mode 0600).
 
-Written whole, atomically (temp file + rename), at most every `delay_s` after a change
-and once more on stop; read once at start. A missing or unreadable file means an empty
-store (logged): gossip from the other hosts refills it.
+Written whole, durably and atomically (`shared.durable.write_atomic`: temp file, fsync,
+rename). Two ways: `save()` right away, awaited before `weave policy apply|delete` is
+answered (durable before acknowledged: a policy the user was told is stored survives a
+SIGKILL of npc, even on a host whose broadcast reached nobody); and `changed()` for
+what gossip and container events bring, coalesced, at most every `delay_s` (those can
+be re-taught by peers and the datapath). Read once at start. A missing or unreadable
+file means an empty store (logged): gossip from the other hosts refills it.
+
+Every write takes the store as it is when it is asked for (in the event loop) and a
+generation number; a write older than one already on disk is skipped, so concurrent
+writes never leave an older store behind a newer one.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 
+from shared.durable import write_atomic
 from shared.errors import RemoteProtocolError
 
 from .sources import Entry, PolicySources
@@ -25,6 +33,8 @@ class StoreFile:
         self.path, self.sources, self.delay_s = path, sources, delay_s
         self._dirty = asyncio.Event()
         self._lock = threading.Lock()  # a cancelled writer's thread may still be running
+        self._generation = 0  # of the last snapshot taken
+        self._written = 0  # of the last snapshot on disk
 
     def load(self) -> list[Entry]:
         """Restore the sources from disk; returns every entry now held."""
@@ -44,15 +54,23 @@ class StoreFile:
     def changed(self) -> None:
         self._dirty.set()
 
-    def write(self) -> None:
-        """Blocking."""
-        data = json.dumps(self.sources.snapshot())
+    def take(self) -> tuple[int, str]:
+        """The store now, to write (call in the event loop, where it changes)."""
+        self._generation += 1
+        return self._generation, json.dumps(self.sources.snapshot())
+
+    def write(self, taken: tuple[int, str] | None = None) -> None:
+        """Blocking: write `taken` (default: the store now) unless a newer one is on disk."""
+        generation, data = taken or self.take()
         with self._lock:
-            tmp = self.path.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-            os.replace(tmp, self.path)
+            if generation <= self._written:
+                return
+            write_atomic(self.path, data, 0o600)
+            self._written = generation
+
+    async def save(self) -> None:
+        """Durably, now (raises OSError)."""
+        await asyncio.to_thread(self.write, self.take())
 
     async def run(self) -> None:
         while True:
@@ -60,6 +78,6 @@ class StoreFile:
             await asyncio.sleep(self.delay_s)
             self._dirty.clear()
             try:
-                await asyncio.to_thread(self.write)
+                await self.save()
             except OSError as exc:
                 log.warning("cannot save the policy store: %s", exc)

@@ -10,6 +10,7 @@ HTTP routes and metrics."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -52,8 +53,8 @@ def peer_name(i: int) -> str:
 
 
 class Host:
-    def __init__(self, index: int, root: Path) -> None:
-        self.index, self.name = index, peer_name(index)
+    def __init__(self, index: int, root: Path, config: NpcServiceConfig = CONFIG) -> None:
+        self.index, self.name, self.config = index, peer_name(index), config
         self.state_dir = root / f"h{index}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.broker = MemoryBroker()
@@ -65,7 +66,7 @@ class Host:
         self.bus = MemoryBus(self.broker, "npc")
         self.registry = new_registry()
         ctx = ServiceContext("npc", for_service("npc", launch), self.bus, self.registry, RealClock(), Router())
-        self.app = NpcApp(CONFIG, runner=self.kernel.run)
+        self.app = NpcApp(self.config, runner=self.kernel.run)
         await self.app.start(ctx)
 
     async def stop(self) -> None:
@@ -276,3 +277,34 @@ async def test_status_http_routes_and_metrics(cluster):
     text = generate_latest(h1.registry).decode()
     assert "weavenpc_policy_enforcement_errors 2.0" in text
     assert h1.app.health()[0] is True
+
+
+@pytest.mark.parametrize("verb", ["apply", "delete"])
+async def test_what_npc_acknowledged_survives_its_crash_on_a_lone_host(tmp_path, verb):
+    """Durable before acknowledged (issue 19): no peer hears the broadcast, the store's
+    coalesced write is far off, and npc is killed the instant it answers: the restarted
+    npc still holds the applied policy, and does not bring back the deleted one."""
+    mesh, h1 = Mesh(), Host(1, tmp_path, dataclasses.replace(CONFIG, persist_delay_s=30.0))
+    await mesh.join(h1)
+    try:
+        await h1.start()
+        if verb == "delete":
+            await h1.apply(WEB)
+            await h1.stop()  # a clean stop writes the store: the policy is on disk
+            await h1.start()
+            await h1.request("delete", DeleteRequest(name="web"), DeleteReply)
+        else:
+            await h1.apply(WEB)
+        disk = {p.name: p.read_bytes() for p in h1.state_dir.iterdir() if p.is_file()}  # SIGKILL now
+        await h1.stop()
+        for p in h1.state_dir.iterdir():
+            if p.is_file():
+                p.unlink()
+        for name, data in disk.items():
+            (h1.state_dir / name).write_bytes(data)
+        await h1.start()
+        names = [o.ref.name for o in (await h1.request("list", ListRequest(), ListReply)).objects]
+        assert names == (["web"] if verb == "apply" else []), f"after a crash right after {verb}"
+    finally:
+        if h1.app is not None:
+            await h1.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dnslib import DNSRecord
 
+from services.dns import codec
 from services.dns.config import DnsConfig
 from services.dns.service import DnsApp
 from shared import subjects
@@ -19,6 +20,7 @@ from shared.clock import RealClock
 from shared.config import DnsSettings, LaunchConfig, ServiceConfig
 from shared.http import Router
 from shared.metrics import new_registry
+from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
 from shared.schemas.mesh import DNS_CHANNEL, MeshReceive, MeshSend, PeerInfo, PeersRequest, TopologyEvent
 from shared.service import ServiceContext
 
@@ -30,7 +32,8 @@ def peer_name(i: int) -> str:
 
 
 class Host:
-    def __init__(self, index: int, root: Path, incarnation: str = "run-1", clock=None, **settings) -> None:
+    def __init__(self, index: int, root: Path, incarnation: str = "run-1", clock=None, journal=None,
+                 **settings) -> None:
         self.index, self.name = index, peer_name(index)
         self.state_dir = root / f"h{index}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -43,6 +46,10 @@ class Host:
         self.bus: MemoryBus | None = None
         self.uid = 1
         self.clock = clock or RealClock()
+        self.journal = journal
+        """A Journal for the next start (None: the app's own)."""
+        self.attached: list[ContainerEvent] | None = None
+        """What this host's stand-in datapath answers to `containers` (None: no datapath)."""
 
     async def start(self) -> DnsApp:
         launch = LaunchConfig(state_dir=self.state_dir, name=self.name, nickname=f"h{self.index}")
@@ -52,9 +59,28 @@ class Host:
         ctx = ServiceContext("dns", ServiceConfig(service="dns", launch=launch, metrics_port=0,
                                                    settings=DnsSettings()), self.bus,
                              new_registry(), self.clock, Router())
-        self.app = DnsApp(config, incarnation=self.incarnation)
+        if self.attached is not None:
+            await self.bus.serve(subjects.request("datapath", "containers"), ContainersRequest, self._containers)
+        self.app = DnsApp(config, incarnation=self.incarnation, journal=self.journal)
         await self.app.start(ctx)
         return self.app
+
+    async def _containers(self, _: ContainersRequest) -> ContainersReply:
+        return ContainersReply(containers=tuple(self.attached or ()))
+
+    def disk(self) -> dict[str, bytes]:
+        """The state dir's files now: what a process killed at this instant leaves."""
+        return {p.name: p.read_bytes() for p in self.state_dir.iterdir() if p.is_file()}
+
+    async def crash(self, disk: dict[str, bytes]) -> None:
+        """Stop the app and put the state dir back as `disk` (taken at the crash point):
+        a SIGKILL then, as far as the next start can tell."""
+        await self.stop()
+        for p in self.state_dir.iterdir():
+            if p.is_file() and p.name != "resolv.conf":
+                p.unlink()
+        for name, data in disk.items():
+            (self.state_dir / name).write_bytes(data)
 
     async def stop(self) -> None:
         await self.app.stop()
@@ -118,6 +144,12 @@ class Mesh:
         for h in self.hosts:
             if h.app is not None:
                 await h.gossip_bus.publish(subjects.event("topology"), self.topology(h, removed))
+
+    async def gossip_all(self) -> None:
+        """Every running host gossips its full state to every other (a periodic round)."""
+        for h in self.hosts:
+            if h.app is not None:
+                await self._deliver(h, MeshSend(kind="gossip", payload=codec.encode(h.app.ns.gossip(h.clock.now()))))
 
     def leave(self, host: Host) -> None:
         self.hosts.remove(host)
