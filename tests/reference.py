@@ -1,25 +1,26 @@
-"""Where the reference material (weave-spec, wire captures, samples) lives.
-
-It sits beside the project checkout as `../shared/reference` (both for developers and
-in CI); WEAVE_REFERENCE_DIR overrides. Tests that need it fail loudly if it is gone,
-rather than skipping: the captures are the proof of wire compatibility.
+"""Where the reference material the tests read lives: `tests/fixtures/` in this
+repository (recorded facts from real Weave Net 2.8 and Weave Scope 1.13; see
+tests/fixtures/README.md for where each file came from). Nothing outside the checkout
+is read, so a plain clone tests itself.
 """
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def reference_dir() -> Path:
-    env = os.environ.get("WEAVE_REFERENCE_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "reference"
-    if not path.is_dir():
-        raise FileNotFoundError(f"reference material not found at {path}; set WEAVE_REFERENCE_DIR")
-    return path
+    """Weave Net 2.8's captures (`captures/`) and status samples (`samples/`)."""
+    return FIXTURES / "weave-2.8"
+
+
+def scope_dir() -> Path:
+    """Weave Scope 1.13's probe reports and app answers."""
+    return FIXTURES / "scope-1.13"
 
 
 @lru_cache(maxsize=None)
