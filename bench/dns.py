@@ -182,7 +182,7 @@ def handler_rate(name: str, n: int = 200_000) -> float:
 
     from services.dns.nameserver import Nameserver
     from services.dns.query import QueryHandler
-    from services.gossip.peer_name import PeerName
+    from shared.weave.peer_name import PeerName
 
     ns = Nameserver(PeerName.parse("aa:00:00:00:00:01"))
     ns.add("web.weave.local.", "weave:extern", 0x0A200005, time.time())

@@ -28,7 +28,7 @@ import math
 import random
 
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer, encode_peers
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.peers import Peers
 
 

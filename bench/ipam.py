@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam import codec
 from services.ipam.messages import GossipState
 from services.ipam.ring import Ring

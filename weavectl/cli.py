@@ -182,21 +182,23 @@ def cmd_reset(args: argparse.Namespace) -> int:
                 raise LaunchError(f"IPAM could not hand over this host's ranges: {exc.reason}",
                                   "use 'weave reset --force' to reset anyway") from None
         launcher.stop(state_dir)
-    from services.datapath.bridge import destroy_bridge
-    from services.datapath.fastpath import destroy_device
-
-    from services.datapath.host_iptables import HostIptables
-
-    removed = ["vxlan-6784"] if destroy_device("vethwe-bridge") else []
-    removed += destroy_bridge(None)
-    try:
-        HostIptables().remove()  # weaver's WEAVE / WEAVE-EXPOSE chains and jumps
-    except OSError:  # no iptables on this host: nothing of ours there either
-        pass
+    removed = _datapath_reset()
     if state_dir.exists():
         shutil.rmtree(state_dir)
     print(f"weave reset: removed {', '.join(removed) or 'no devices'} and {state_dir}")
     return 0
+
+
+def _datapath_reset() -> list[str]:
+    """The datapath's devices and weaver's chains, removed by the datapath's own entry
+    point (`weave-datapath reset`): the CLI does not import the datapath."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "services.datapath.service", "reset"], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        raise LaunchError(f"the datapath could not remove its devices: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout.split()
 
 
 def cmd_connect(args: argparse.Namespace) -> int:

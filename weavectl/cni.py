@@ -123,7 +123,7 @@ def _gateway(conf: dict, addr: ipaddress.IPv4Interface) -> ipaddress.IPv4Address
 
 # -- commands --------------------------------------------------------------------------
 def cmd_add(conf: dict) -> dict:
-    from services.datapath.netns import DatapathError, open_namespace
+    from shared.netns import NetnsError as DatapathError, open_namespace
     from shared.schemas.datapath import Attachment, AttachRequest
 
     container_id, netns, ifname = _env("CNI_CONTAINERID"), _env("CNI_NETNS"), _env("CNI_IFNAME")
@@ -212,7 +212,7 @@ def cmd_del(conf: dict) -> None:
 
 
 def cmd_check(conf: dict) -> None:
-    from services.datapath.netns import DatapathError, open_namespace
+    from shared.netns import NetnsError as DatapathError, open_namespace
 
     container_id, netns, ifname = _env("CNI_CONTAINERID"), _env("CNI_NETNS"), _env("CNI_IFNAME")
     prev = conf.get("prevResult") or {}

@@ -15,22 +15,22 @@ only bumps plain integers). Weave Net has no sleeve metrics; ours are `weave_sle
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from services.datapath.overlay_shell import OverlayShell
 from services.datapath.sleeve.forwarder import State
-
-if TYPE_CHECKING:
-    from services.datapath.service import DatapathApp
 
 
 class DatapathCollector:
-    def __init__(self, app: "DatapathApp") -> None:
-        self.app = app
+    def __init__(self, sleeve: Callable[[], OverlayShell | None], attached: Callable[[], int]) -> None:
+        """`sleeve`: the overlay shell now (None while it is not running); `attached`:
+        how many containers are attached now."""
+        self.sleeve, self.attached = sleeve, attached
 
     def collect(self) -> Iterator[Metric]:
-        shell = self.app.sleeve
+        shell = self.sleeve()
         frames = CounterMetricFamily("weave_sleeve_frames", "Frames through the sleeve overlay.", labels=["direction"])
         octets = CounterMetricFamily("weave_sleeve_bytes", "Bytes through the sleeve overlay.", labels=["direction"])
         packets = CounterMetricFamily("weave_sleeve_received_packets", "UDP datagrams received by the sleeve.")
@@ -60,5 +60,5 @@ class DatapathCollector:
             trains_sent.add_metric([], shell.trains_out.sent)
         yield from (frames, octets, packets, drops, fwds, trains, trains_sent)
         attached = GaugeMetricFamily("weave_attached_containers", "Containers attached to the weave bridge.")
-        attached.add_metric([], len(self.app.records.containers) if self.app.records else 0)
+        attached.add_metric([], self.attached())
         yield attached

@@ -43,7 +43,7 @@ from services.datapath.sleeve.train import Reassembler, TrainSender
 from services.datapath.topology import TopologyRoutes, peer_int
 from services.datapath.overlay_switch import FASTPATH, OverlaySwitch, SendHeartbeat, Switched
 from services.datapath.udp import MAX_DATAGRAM, UdpTransport
-from services.gossip.protocol import ProtocolTag
+from shared.weave.protocol_tags import ProtocolTag
 from shared import subjects
 from shared.bus import Bus, BusError, BusMsg
 from shared.schemas.base import Message, Ok

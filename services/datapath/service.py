@@ -29,6 +29,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 
 from services.datapath.bridge import BRIDGE, BRIDGE_PORT, PCAP_PORT, ensure_bridge, mac_of_peer_name
 from services.datapath.containers import Containers
@@ -88,7 +89,8 @@ class DatapathApp:
         self.sleeve = OverlayShell(bus, peer_int(launch.name), launch.host, launch.port, PCAP_PORT, mode=self.mode,
                                    bridge=BRIDGE, bridge_port=BRIDGE_PORT, our_mac=mac_of_peer_name(launch.name))
         await self.sleeve.start()
-        ctx.registry.register(DatapathCollector(self))
+        ctx.registry.register(DatapathCollector(lambda: self.sleeve,
+                                                lambda: len(self.records.containers) if self.records else 0))
         self._spawn(self._reconcile_loop())
         log.info("bridge %s (mtu %d) up; %d containers attached", self.bridge.name, self.bridge.mtu,
                  len(self.records.containers))
@@ -183,7 +185,15 @@ class DatapathApp:
 
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """`weave-datapath` runs the service; `weave-datapath reset` removes what it made
+    on this host (services/datapath/reset.py) and exits."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "reset":
+        from services.datapath.reset import main as reset_main
+        sys.exit(reset_main(argv[1:]))
+    if argv:
+        sys.exit(f"weave-datapath: unknown command {argv[0]!r}; expected no argument (run the service) or 'reset'")
     run_service("datapath", DatapathApp)
 
 

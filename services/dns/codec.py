@@ -17,7 +17,7 @@ read into stored order.
 from __future__ import annotations
 
 from services.dns.entry import Entry, GossipData
-from services.gossip.peer_name import NAME_MASK, PeerName
+from shared.weave.peer_name import NAME_MASK, PeerName
 from shared import gob
 from shared.errors import RemoteProtocolError
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Iterable
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError
 
 # Tombstones only need to outlive gossip propagation and the allowed clock skew: 30 min

@@ -9,21 +9,39 @@ reason; GET /name answers JSON whatever the Accept header says.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from services.dns import status
-from services.dns.names import BadAddress, BadName, check_fqdn, parse_ipv4
-from services.dns.nameserver import fqdn
+from services.dns.config import DnsConfig
+from services.dns.entry import Entry
+from services.dns.nameserver import Nameserver
 from shared.errors import WeaveError
 from shared.http import Request, Response, Router
+from shared.weave.dns_names import BadAddress, BadName, check_fqdn, fqdn, parse_ipv4
 
-if TYPE_CHECKING:
-    from services.dns.service import DnsApp
+
+class DnsApi(Protocol):
+    """What these routes need of the dns service (its shell implements it)."""
+
+    ns: Nameserver
+    config: DnsConfig
+
+    async def add(self, container_id: str, addrs: int | tuple[int, ...], name: str, *,
+                  bind: bool = False) -> tuple[Entry, ...]: ...
+
+    async def remove(self, *, hostname: str | None = None, container_id: str | None = None,
+                     addr: int | None = None, unbind: bool = False) -> tuple[Entry, ...]: ...
+
+    async def bind(self, container_id: str) -> None: ...
+
+    async def container_alive(self, container_id: str) -> bool | None: ...
+
+    def upstream_servers(self) -> tuple[str, ...]: ...
 
 NO_CONTENT = Response(204, b"")
 
 
-def api_router(app: "DnsApp") -> Router:
+def api_router(app: DnsApi) -> Router:
     http = Router()
 
     async def put_name(req: Request) -> Response:

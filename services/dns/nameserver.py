@@ -26,8 +26,9 @@ from services.dns.entry import (
     EntryKey,
     GossipData,
 )
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared.errors import RemoteProtocolError
+from shared.weave.dns_names import fqdn, is_subdomain  # noqa: F401 (part of this module's API)
 
 DEFAULT_DOMAIN = "weave.local."
 
@@ -268,16 +269,3 @@ def _set_or_pop(index: dict, key, value) -> None:
         index[key] = value
     else:
         index.pop(key, None)
-
-
-def fqdn(name: str) -> str:
-    """`name` with the trailing dot of a fully qualified name (miekg `dns.Fqdn`)."""
-    return name if name.endswith(".") else name + "."
-
-
-def is_subdomain(parent: str, child: str) -> bool:
-    """True if `child` equals `parent` or lies beneath it, ignoring case (miekg
-    `dns.IsSubDomain`)."""
-    p = [x for x in parent.lower().split(".") if x]
-    c = [x for x in child.lower().split(".") if x]
-    return len(c) >= len(p) and (not p or c[-len(p):] == p)

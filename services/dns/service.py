@@ -33,12 +33,12 @@ from services.dns import codec, snapshot
 from services.dns.config import DnsConfig
 from services.dns.entry import Entry, GossipData
 from services.dns.http import api_router
-from services.dns.names import BadAddress, BadName, check_fqdn, parse_ipv4
+from shared.weave.dns_names import BadAddress, BadName, check_fqdn, parse_ipv4
 from services.dns.nameserver import Nameserver, fqdn
 from services.dns.query import QueryHandler
 from services.dns.server import DnsServer, Forwarder, ResolvConf
 from services.dns.status import local_entry_count
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared import subjects
 from shared.bus import BusError, BusMsg
 from shared.durable import Journal, JournalWriter, write_atomic

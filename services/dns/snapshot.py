@@ -38,7 +38,7 @@ import json
 from dataclasses import dataclass, field
 
 from services.dns.entry import GOSSIP_WINDOW_S, Entry, merge_entry
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError, WeaveError
 
 FILE_NAME = "dns-entries.json"

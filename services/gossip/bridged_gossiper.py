@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.gossip.surrogate_gossiper import GOSSIP_INTERVAL, SurrogateGossipData, SurrogateGossiper
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from services.gossip.peer import ConnectionSummary
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 
 if TYPE_CHECKING:
     from services.gossip.peers import Peers

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.gossip.surrogate_gossiper import GOSSIP_INTERVAL, SurrogateGossiper
 from shared import gob
 from shared.errors import LocalProtocolError, RemoteProtocolError

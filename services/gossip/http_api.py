@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from services.gossip import status
+from services.gossip.router import Router as MeshRouter
+from shared.bus import Bus
 from shared.http import Request, Response, Router
 from shared.http_bus import forward
 
-if TYPE_CHECKING:
-    from services.gossip.service import GossipApp
+
+class GossipApi(Protocol):
+    """What these routes need of the gossip service (its shell implements it)."""
+
+    router: MeshRouter
+    bus: Bus
+
+    def connect(self, peers: list[str], replace: bool = False) -> None: ...
+
+    def forget(self, peers: list[str]) -> None: ...
 
 VIEWS = {"peers": status.peers_text, "connections": status.connections_text, "targets": status.targets_text}
 # Paths of Weave's API that other services own; requests are forwarded over the bus.
@@ -26,7 +36,7 @@ SECTION_SERVICES = ("ipam", "dns", "datapath", "npc")  # their GET /status and /
 VIEW_OWNERS = {"ipam": "ipam", "dns": "dns", "npc": "npc"}
 
 
-def add_status_routes(http: Router, app: "GossipApp") -> None:
+def add_status_routes(http: Router, app: GossipApi) -> None:
     """GET /status, /status/{peers,connections,targets}, /report."""
 
     async def get_status(_: Request) -> Response:
@@ -39,7 +49,7 @@ def add_status_routes(http: Router, app: "GossipApp") -> None:
     async def get_view(req: Request) -> Response:
         name = req.params["view"]
         if name in VIEW_OWNERS:
-            return await forward(app.ctx.bus, VIEW_OWNERS[name], Request("GET", f"/status/{name}", {}, {}, b""))
+            return await forward(app.bus, VIEW_OWNERS[name], Request("GET", f"/status/{name}", {}, {}, b""))
         view = VIEWS.get(name)
         if view is None:
             known = ", ".join([*VIEWS, *VIEW_OWNERS])
@@ -63,7 +73,7 @@ def add_status_routes(http: Router, app: "GossipApp") -> None:
     http.add("GET", "/report", get_report)
 
 
-def api_router(app: "GossipApp", registry: CollectorRegistry) -> Router:
+def api_router(app: GossipApi, registry: CollectorRegistry) -> Router:
     """The control port: the status routes plus POST /connect, POST /forget, GET /metrics."""
     http = Router()
     add_status_routes(http, app)
@@ -96,15 +106,15 @@ def api_router(app: "GossipApp", registry: CollectorRegistry) -> Router:
 SECTION_TIMEOUT_S = 5.0  # a service that does not answer in time is left out of the view
 
 
-async def _sections(app: "GossipApp", path: str) -> list[Response]:
+async def _sections(app: GossipApi, path: str) -> list[Response]:
     """Every other service's part of /status or /report, asked at once."""
-    return list(await asyncio.gather(*(forward(app.ctx.bus, svc, Request("GET", path, {}, {}, b""),
+    return list(await asyncio.gather(*(forward(app.bus, svc, Request("GET", path, {}, {}, b""),
                                                timeout=SECTION_TIMEOUT_S) for svc in SECTION_SERVICES)))
 
 
-def _forwarder(app: "GossipApp", service: str):
+def _forwarder(app: GossipApi, service: str):
     async def handler(req: Request) -> Response:
-        return await forward(app.ctx.bus, service, req)
+        return await forward(app.bus, service, req)
 
     return handler
 

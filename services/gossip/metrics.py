@@ -2,22 +2,21 @@
 core at scrape time (nothing to keep in sync)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.gossip.connection import ConnState
-
-if TYPE_CHECKING:
-    from services.gossip.service import GossipApp
+from services.gossip.router import Router
 
 
 class MeshCollector:
-    def __init__(self, app: "GossipApp") -> None:
-        self.app = app
+    def __init__(self, router: Callable[[], Router | None]) -> None:
+        """`router`: the mesh router now (None before the service started)."""
+        self.router = router
 
     def collect(self) -> Iterator[Metric]:
-        router = self.app.router
+        router = self.router()
         conns = GaugeMetricFamily("weave_connections", "Number of peer-to-peer connections.",
                                   labels=["state", "type", "encryption"])
         counts: dict[tuple[str, str, str], int] = {}

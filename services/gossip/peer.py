@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from shared import gob
 from shared.errors import LocalProtocolError, RemoteProtocolError
 

@@ -33,7 +33,7 @@ from services.gossip.peer import (
     decode_peers,
     encode_peers,
 )
-from services.gossip.peer_name import SHORT_ID_BITS, PeerName
+from shared.weave.peer_name import SHORT_ID_BITS, PeerName
 from services.gossip.routes import peer_routes
 from shared.errors import LocalProtocolError, RemoteProtocolError
 

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from services.gossip.peer_name import PeerName, PeerUID, ShortID
+from shared.weave.peer_name import PeerName, PeerUID, ShortID
 from services.gossip.protocol_crypto import (
     KEY_SIZE,
     SECRETBOX_OVERHEAD,
@@ -38,6 +38,7 @@ from services.gossip.protocol_crypto import (
 )
 from shared import gob
 from shared.errors import LocalProtocolError, RemoteProtocolError
+from shared.weave.protocol_tags import ProtocolTag
 
 PROTOCOL_MAGIC = b"weave"
 PROTOCOL_MIN_VERSION = 1
@@ -64,19 +65,6 @@ _UINT_TEXT = re.compile(r"[0-9]+")
 _GO_BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
              **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False)}
 """Exactly what Go's strconv.ParseBool accepts."""
-
-
-class ProtocolTag(enum.IntEnum):
-    """First byte of every message body after the features (append-only)."""
-
-    HEARTBEAT = 0
-    RESERVED1 = 1  # legacy sleeve control messages ("compat" overlay, spec §4)
-    RESERVED2 = 2
-    RESERVED3 = 3
-    GOSSIP = 4
-    GOSSIP_UNICAST = 5
-    GOSSIP_BROADCAST = 6
-    OVERLAY_CONTROL = 7
 
 
 class State(enum.Enum):

@@ -5,13 +5,7 @@ Contracts:
   Both ends derive the same key; the password never travels.
 - Each TCP message is a NaCl secretbox (XSalsa20-Poly1305) of the plaintext under an
   explicit 24-byte nonce; the wire carries the 16-byte tag + ciphertext, never the nonce.
-- Nonce layout, 24 bytes, all zero except:
-    byte 0 bit 7  1 if the *sender* dialled the TCP connection (outbound),
-    byte 0 bit 6  1 for TCP messages, 0 for sleeve UDP packets (so the two can share
-                  the session key without ever reusing a nonce),
-    bytes 16..23  big-endian sequence number (TCP: per-direction message counter
-                  starting at 0; sleeve: `seqNoAndDF`, bit 63 = DF channel).
-  A receiver uses the opposite polarity bit to its own `outbound`.
+- The nonce scheme (shared with the sleeve) is `shared.weave.nonce`.
 - Sequence numbers advance only after a message was sealed / opened successfully, as
   in mesh; a failed open leaves the counter where it was (the connection is dead anyway).
 """
@@ -29,16 +23,10 @@ from nacl.bindings import (
 from nacl.utils import random as random_bytes
 
 from shared.errors import LocalProtocolError, RemoteProtocolError
+from shared.weave.nonce import NONCE_SIZE, SECRETBOX_OVERHEAD, sleeve_nonce, tcp_nonce  # noqa: F401 (re-exported)
 
 KEY_SIZE = 32
 """Bytes in a Curve25519 key and in a session key."""
-NONCE_SIZE = 24
-SECRETBOX_OVERHEAD = 16
-"""Poly1305 tag prepended to every sealed message: wire length = plaintext + 16."""
-
-_OUTBOUND_BIT = 0x80
-_TCP_BIT = 0x40
-_SEQ_LIMIT = 1 << 64
 
 
 class DecryptError(RemoteProtocolError):
@@ -79,23 +67,6 @@ def form_session_key(remote_public: bytes, local_private: bytes, password: bytes
     _check_key(local_private, "private key")
     shared = crypto_box_beforenm(remote_public, local_private)
     return hashlib.sha256(shared + password).digest()
-
-
-def tcp_nonce(sender_outbound: bool, seq: int) -> bytes:
-    """Nonce of TCP message number `seq` sent by the side whose `outbound` is given."""
-    return _nonce(_TCP_BIT | (_OUTBOUND_BIT if sender_outbound else 0), seq)
-
-
-def sleeve_nonce(sender_outbound: bool, seq_no_and_df: int) -> bytes:
-    """Nonce of a sleeve UDP packet; `seq_no_and_df` is the 8-byte word sent in clear
-    before the secretbox (bit 63 = DF channel, low 63 bits = that channel's counter)."""
-    return _nonce(_OUTBOUND_BIT if sender_outbound else 0, seq_no_and_df)
-
-
-def _nonce(byte0: int, seq: int) -> bytes:
-    if not 0 <= seq < _SEQ_LIMIT:
-        raise LocalProtocolError(f"sequence number {seq} does not fit in 64 bits", seq=seq)
-    return bytes([byte0]) + bytes(15) + seq.to_bytes(8, "big")
 
 
 def _check_key(key: bytes, what: str) -> None:

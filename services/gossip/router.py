@@ -33,7 +33,7 @@ from services.gossip.connection import Connection, ConnState
 from services.gossip.connection_maker import ConnectionMaker, EndReason
 from services.gossip.gossip_channel import GOSSIP_INTERVAL, GossipChannels, Send
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer, TieBreak, break_tie
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.peers import TOPOLOGY_CHANNEL, Peers, TopologyChange, TopologyGossiper
 from services.gossip.protocol import HandshakeComplete, MeshProtocol, ProtocolTag, make_features
 from services.gossip.routes import RECALCULATE_DELAY, Routes

@@ -24,20 +24,27 @@ from __future__ import annotations
 
 import math
 import random
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import Iterator, Mapping, Protocol
 
-from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
+from services.gossip.peer import Peer
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 
-if TYPE_CHECKING:
-    from services.gossip.peer import Peer
-    from services.gossip.peers import Peers
+
+class PeerTable(Protocol):
+    """What routes are computed from (`peers.Peers` is one)."""
+
+    @property
+    def ourself(self) -> Peer: ...
+
+    @property
+    def by_name(self) -> Mapping[PeerName, Peer]: ...
 
 RECALCULATE_DELAY = 0.1
 """Seconds the shell waits to coalesce recalculation requests (mesh recalcDeferTime)."""
 
 
 def connected_peers(
-    peers: Mapping[PeerName, "Peer"], name: PeerName, symmetric: bool, exclude: Mapping | set = ()
+    peers: Mapping[PeerName, Peer], name: PeerName, symmetric: bool, exclude: Mapping | set = ()
 ) -> Iterator[PeerName]:
     """Names of peers `name` has a usable connection to, skipping `exclude`.
 
@@ -64,7 +71,7 @@ def connected_peers(
 
 
 def peer_routes(
-    peers: Mapping[PeerName, "Peer"],
+    peers: Mapping[PeerName, Peer],
     start: PeerName,
     symmetric: bool,
     stop_at: PeerName | None = None,
@@ -88,7 +95,7 @@ def peer_routes(
 class Routes:
     """Our routing tables, derived from `peers` (whose `ourself` is the local peer)."""
 
-    def __init__(self, peers: "Peers") -> None:
+    def __init__(self, peers: PeerTable) -> None:
         self._peers = peers
         self._ourself = peers.ourself.name
         self._unicast: dict[PeerName, PeerName] = {self._ourself: UNKNOWN_PEER_NAME}

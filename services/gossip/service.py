@@ -21,7 +21,7 @@ from pathlib import Path
 from services.gossip import http_api
 from services.gossip.connection import ConnState
 from services.gossip.metrics import MeshCollector
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.router import (Close, Dial, OverlayConn, OverlayDown, OverlayMessage, OverlayUp, Router,
                                     RouterConfig, TopologyChanged, Write)
 from opentelemetry.trace import SpanKind
@@ -75,11 +75,11 @@ class GossipApp:
 
     # -- life cycle ----------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
-        self.ctx = ctx
+        self.ctx, self.bus = ctx, ctx.bus
         self.launch = ctx.config.launch
         self.loop = asyncio.get_running_loop()
         self.router = Router(router_config(self.launch, ctx.config.settings), random.Random(), self.loop.time())
-        ctx.registry.register(MeshCollector(self))
+        ctx.registry.register(MeshCollector(lambda: self.router))
         self.server = await asyncio.start_server(self._on_accept, self.launch.host, self.launch.port,
                                                  reuse_address=True)
         api = http_api.api_router(self, ctx.registry)

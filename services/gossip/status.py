@@ -7,7 +7,7 @@ import datetime as _dt
 import time
 
 from services.gossip.connection import ConnState
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.gossip.protocol import PROTOCOL_MAX_VERSION, PROTOCOL_MIN_VERSION
 from services.gossip.router import Router
 

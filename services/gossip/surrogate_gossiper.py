@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 
 GOSSIP_INTERVAL = 30.0
 """Seconds between periodic full gossip rounds (mesh defaultGossipInterval)."""

@@ -2,20 +2,18 @@
 
 An operation is tried when it arrives, then again whenever the ring changes and on
 every 5 s tick, until `try_` returns True; by then it has replied exactly once.
-Claims live in claim.py. `alloc` is the Allocator; operations use only its small
-"operation support" surface (see allocator.py).
+Claims live in claim.py. `alloc` is the Allocator, seen through its "operation
+support" surface (allocator_state.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Hashable
+from typing import Hashable
 
 from services.ipam.address import CIDR, format_ip
 from services.ipam.errors import RequestError
 from services.ipam.owned import NO_CONTAINER_ID
-
-if TYPE_CHECKING:
-    from services.ipam.allocator import Allocator
+from services.ipam.allocator_state import AllocatorState
 
 
 def cancelled(kind: str, ident: str) -> RequestError:
@@ -29,14 +27,14 @@ class Prime:
     request_id: Hashable
     ident: str = ""
 
-    def try_(self, alloc: "Allocator") -> bool:
+    def try_(self, alloc: AllocatorState) -> bool:
         alloc.establish_ring()  # with a quorum of 1 this makes the ring at once
         if alloc.ring.empty():
             return False
         alloc.reply(self.request_id)
         return True
 
-    def cancel(self, alloc: "Allocator") -> None:
+    def cancel(self, alloc: AllocatorState) -> None:
         alloc.reply(self.request_id, error=cancelled("Prime", "prime"))
 
 
@@ -49,7 +47,7 @@ class Allocate:
     subnet: CIDR
     is_container: bool = True
 
-    def try_(self, alloc: "Allocator") -> bool:
+    def try_(self, alloc: AllocatorState) -> bool:
         existing = alloc.owned.in_range(self.ident, self.subnet.range())
         if existing:
             alloc.dead.pop(self.ident, None)  # heard it died; it is back
@@ -70,14 +68,14 @@ class Allocate:
         alloc.ask_for_space(self.subnet.host_range())
         return False
 
-    def _allocated(self, alloc: "Allocator", addr: int) -> None:
+    def _allocated(self, alloc: AllocatorState, addr: int) -> None:
         if self.ident == NO_CONTAINER_ID:
             self.ident = format_ip(addr)
         cidr = self.subnet.with_addr(addr)
         alloc.add_owned(self.ident, cidr, self.is_container)
         alloc.reply(self.request_id, cidr)
 
-    def cancel(self, alloc: "Allocator") -> None:
+    def cancel(self, alloc: AllocatorState) -> None:
         alloc.reply(self.request_id, error=cancelled("Allocate", self.ident))
 
     def describe(self) -> str:

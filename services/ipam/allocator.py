@@ -21,7 +21,7 @@ import functools
 import random
 from typing import Hashable, Iterable, Mapping
 
-from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam import codec, gossip
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.address import CIDR, AddressError, Range, format_ip, parse_cidr, parse_ip, parse_subnet

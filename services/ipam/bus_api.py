@@ -8,8 +8,6 @@ become the bus codes the schema documents.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from services.ipam import http, status
 from services.ipam.errors import RequestError
 from shared import subjects
@@ -21,9 +19,6 @@ from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, L
                                  PrimeRequest, ReleaseRequest, RingEntry, RmpeerReply, RmpeerRequest, StatusReply,
                                  StatusRequest)
 
-if TYPE_CHECKING:
-    from services.ipam.service import IpamApp
-
 BUS_CODES = {"bad_request": "bad_request", "out_of_range": "bad_request", "not_found": "not_found",
              "unknown_peer": "not_found", "in_use": "conflict", "owned_by_other_peer": "conflict",
              "cancelled": "unavailable"}
@@ -33,7 +28,7 @@ def bus_error(exc: RequestError) -> WeaveError:
     return WeaveError(exc.message, code=BUS_CODES.get(exc.code, "bad_request"))
 
 
-async def register(app: "IpamApp", bus: Bus, waiting: int) -> None:
+async def register(app: http.IpamApi, bus: Bus, waiting: int) -> None:
     """`waiting`: how many requests that may wait are handled at once, per subject."""
     api = BusApi(app)
     await serve_http(bus, "ipam", http.build_router(app))
@@ -47,7 +42,7 @@ async def register(app: "IpamApp", bus: Bus, waiting: int) -> None:
 
 
 class BusApi:
-    def __init__(self, app: "IpamApp") -> None:
+    def __init__(self, app: http.IpamApi) -> None:
         self.app = app
 
     async def _call(self, method: str, *args, **kwargs):
@@ -92,7 +87,7 @@ class BusApi:
         return status_reply(self.app)
 
 
-def status_reply(app: "IpamApp") -> StatusReply:
+def status_reply(app: http.IpamApi) -> StatusReply:
     alloc = app.alloc
     rep = status.report(alloc)
     entries = tuple(RingEntry(token=e["Token"], size=e["Size"], peer=e["Peer"], nickname=e["Nickname"],

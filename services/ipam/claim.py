@@ -15,16 +15,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Hashable
+from typing import Hashable
 
-from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam.address import CIDR, Range, format_ip
 from services.ipam.allocate import cancelled
 from services.ipam.errors import RequestError
 from services.ipam.owned import NO_CONTAINER_ID
+from services.ipam.allocator_state import AllocatorState
 
-if TYPE_CHECKING:
-    from services.ipam.allocator import Allocator
 
 MAX_UNREACHABLE_TRIES = 5
 
@@ -39,13 +38,13 @@ class Claim:
     replied: bool = False
     unreachable_tries: int = 0
 
-    def send_result(self, alloc: "Allocator", error: RequestError | None = None) -> None:
+    def send_result(self, alloc: AllocatorState, error: RequestError | None = None) -> None:
         """Reply once; later outcomes of a provisional success are not reported."""
         if not self.replied:
             self.replied = True
             alloc.reply(self.request_id, None, error)
 
-    def try_(self, alloc: "Allocator") -> bool:
+    def try_(self, alloc: AllocatorState) -> bool:
         addr = self.cidr.addr
         if not alloc.ring.contains(addr):
             if not alloc.owned.in_range(self.ident, Range.of(addr, 1)):  # Weave would record it twice
@@ -64,7 +63,7 @@ class Claim:
             return False
         return self._ask_owner(alloc, owner)
 
-    def _ask_owner(self, alloc: "Allocator", owner: PeerName) -> bool:
+    def _ask_owner(self, alloc: AllocatorState, owner: PeerName) -> bool:
         if alloc.send_space_request(owner, Range.of(self.cidr.addr, 1)):
             return False
         self.unreachable_tries += 1
@@ -75,7 +74,7 @@ class Claim:
         self.denied_by(alloc, owner)
         return True
 
-    def _claim_ours(self, alloc: "Allocator") -> None:
+    def _claim_ours(self, alloc: AllocatorState) -> None:
         addr, ident = self.cidr.addr, self.ident
         existing = alloc.owned.find_owner(addr)
         if existing == "":
@@ -97,17 +96,17 @@ class Claim:
             self.send_result(alloc, RequestError(
                 f"address {self.cidr} is already owned by {existing}", code="in_use", owner=existing))
 
-    def denied_by(self, alloc: "Allocator", owner: PeerName) -> None:
+    def denied_by(self, alloc: AllocatorState, owner: PeerName) -> None:
         nickname = alloc.nicknames.get(owner)
         name = f"{owner} ({nickname})" if nickname else str(owner)
         self.send_result(alloc, RequestError(
             f"address {self.cidr} is owned by other peer {name}", code="owned_by_other_peer", owner=owner))
 
-    def cancel(self, alloc: "Allocator") -> None:
+    def cancel(self, alloc: AllocatorState) -> None:
         self.send_result(alloc, cancelled("Claim", self.ident))
 
 
-def deny_claims(alloc: "Allocator", owner: PeerName, r: Range) -> None:
+def deny_claims(alloc: AllocatorState, owner: PeerName, r: Range) -> None:
     """The owner of r refused to give it up: pending claims in r fail."""
     for claim in [c for c in alloc.pending_claims if r.contains(c.cidr.addr)]:
         alloc.pending_claims.remove(claim)

@@ -28,7 +28,7 @@ omitted (`None`: an observer, or a peer with a ring); the receiver tells them ap
 """
 from __future__ import annotations
 
-from services.gossip.peer_name import NAME_MASK, PeerName
+from shared.weave.peer_name import NAME_MASK, PeerName
 from services.ipam.address import Range
 from services.ipam.entry import Entry
 from services.ipam.messages import (MSG_RING_UPDATE, MSG_SPACE_REQUEST, MSG_SPACE_REQUEST_DENIED,

@@ -21,9 +21,8 @@ our own request: we may ask again (allocator.ask_for_space keeps one in flight).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
-from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam.address import Range
 from services.ipam.claim import deny_claims
 from services.ipam.errors import DifferentRangeError, DifferentSeedsError
@@ -31,12 +30,11 @@ from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceR
 from services.ipam.ring import Ring
 from services.ipam.transfer import annotate
 from shared.errors import LocalProtocolError
-
-if TYPE_CHECKING:
-    from services.ipam.allocator import Allocator
+from services.ipam.allocator_state import AllocatorState
 
 
-def update(alloc: "Allocator", sender: PeerName, state: GossipState) -> None:
+
+def update(alloc: AllocatorState, sender: PeerName, state: GossipState) -> None:
     """Merge received state. A refused ring raises RingError before any change."""
     updated = merge_ring(alloc, state.ring) if state.ring is not None else False
     alloc.nicknames.update(state.nicknames)
@@ -53,7 +51,7 @@ def update(alloc: "Allocator", sender: PeerName, state: GossipState) -> None:
         alloc.establish_ring()
 
 
-def merge_ring(alloc: "Allocator", ring: Ring) -> bool:
+def merge_ring(alloc: AllocatorState, ring: Ring) -> bool:
     """Merge, with Weave's messages for the two configuration errors."""
     try:
         return alloc.ring.merge(ring, alloc.space.has_allocations)
@@ -67,7 +65,7 @@ def merge_ring(alloc: "Allocator", ring: Ring) -> bool:
             f"ours: {alloc.ring.range.as_cidr_string()})", **e.attrs) from e
 
 
-def paxos_update(alloc: "Allocator", state: GossipState) -> None:
+def paxos_update(alloc: AllocatorState, state: GossipState) -> None:
     if alloc.paxos is None or not alloc.paxos.update(state.paxos):
         return
     if alloc.paxos.think():
@@ -77,7 +75,7 @@ def paxos_update(alloc: "Allocator", state: GossipState) -> None:
         alloc.create_ring(consensus.value)
 
 
-def on_unicast(alloc: "Allocator", sender: PeerName, message: Unicast) -> None:
+def on_unicast(alloc: AllocatorState, sender: PeerName, message: Unicast) -> None:
     if isinstance(message, SpaceRequest):
         if not alloc.ring.empty():
             donate_space(alloc, message.range, sender)
@@ -91,7 +89,7 @@ def on_unicast(alloc: "Allocator", sender: PeerName, message: Unicast) -> None:
         raise LocalProtocolError(f"not an IPAM unicast: {message!r}")
 
 
-def donate_space(alloc: "Allocator", r: Range, to: PeerName) -> None:
+def donate_space(alloc: AllocatorState, r: Range, to: PeerName) -> None:
     chunk = alloc.space.donate(r)
     if chunk is None:
         alloc.send_space_request_denied(to, r)

@@ -11,16 +11,31 @@ with 200, or it blocks until the client gives up).
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 
 from services.ipam import status
+from services.ipam.allocator import Allocator
 from services.ipam.errors import RequestError
+from services.ipam.settings import IpamServiceConfig
 from shared.errors import WeaveError
 from shared.http import Request, Response, Router
 from shared.schemas.ipam import DEFAULT_WAIT_S
 
-if TYPE_CHECKING:
-    from services.ipam.service import IpamApp
+
+class IpamApi(Protocol):
+    """What the HTTP routes and bus endpoints (bus_api.py) need of the ipam service
+    (its shell implements it)."""
+
+    alloc: Allocator
+    settings: IpamServiceConfig
+    left: bool
+    """DELETE /peer handed our ranges over: no more requests are served."""
+    refused: str
+    """The last gossip we refused, '' if none."""
+
+    async def call(self, method: str, *args: Any, wait_s: float, what: str, **kwargs: Any) -> Any: ...
+
+    def leave(self) -> None: ...
 
 JSON = "application/json"
 
@@ -48,7 +63,7 @@ def _flag(req: Request, name: str) -> bool:
     return req.form().get(name, [""])[0] == "true"
 
 
-def build_router(app: "IpamApp") -> Router:
+def build_router(app: IpamApi) -> Router:
     r = Router()
 
     async def allocate(req: Request) -> Response:

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Hashable
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam import codec
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.allocator import Allocator

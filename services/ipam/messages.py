@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam.address import Range
 from services.ipam.paxos import GossipState as PaxosState
 from services.ipam.ring import Ring

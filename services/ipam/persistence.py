@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam.address import CIDR, AddressError, parse_cidr
 from services.ipam.errors import InvalidRingError
 from services.ipam.owned import Owned

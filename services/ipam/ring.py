@@ -18,7 +18,7 @@ import random
 from bisect import bisect_left, bisect_right
 from typing import Callable, Iterable, Sequence
 
-from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam.address import Range
 from services.ipam.entry import Entry, HasAllocations, merge_entries
 from services.ipam.errors import DifferentRangeError, DifferentSeedsError, InvalidRingError

@@ -27,7 +27,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam import bus_api, codec, settings, status
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.allocator import Allocator

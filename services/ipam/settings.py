@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam.address import parse_subnet
 from services.ipam.config import AllocatorConfig, parse_init_mode
 from shared.config import LaunchConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
-from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam.ring import Ring
 
 

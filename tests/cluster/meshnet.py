@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.bridged_gossiper import Deliver
 from services.gossip.router import Close, Dial, OverlayDown, OverlayMessage, OverlayUp, Router, RouterConfig, Write
 

@@ -16,7 +16,7 @@ import pytest
 from services.gossip.connection_maker import ConnectionMaker
 from services.gossip.gossip_channel import GOSSIP_UNICAST, GossipChannels
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer, TieBreak, break_tie
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.peers import TOPOLOGY_CHANNEL, Peers, TopologyGossiper
 from services.gossip.routes import Routes, peer_routes
 from services.gossip.surrogate_gossiper import GOSSIP_INTERVAL, SurrogateGossipData

@@ -2,7 +2,7 @@
 every message through the real codec. No sleeps: pump until quiet."""
 import pytest
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam import status
 from services.ipam.address import parse_cidr, parse_subnet
 from services.ipam.allocator import Allocator

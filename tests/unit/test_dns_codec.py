@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from services.dns import codec
 from services.dns.entry import Entry, GossipData
 from services.dns.nameserver import Nameserver
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared import gob
 from shared.errors import RemoteProtocolError
 from tests.reference import capture, reference_dir

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.dns.entry import Entry, GossipData, merge_entry
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError
 
 P1, P2 = PeerName(1), PeerName(2)

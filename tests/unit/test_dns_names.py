@@ -8,8 +8,8 @@ import pytest
 
 from services.dns import snapshot
 from services.dns.entry import GOSSIP_WINDOW_S, Entry
-from services.dns.names import BadAddress, BadName, check_fqdn, looks_like_address, parse_ipv4
-from services.gossip.peer_name import PeerName
+from shared.weave.dns_names import BadAddress, BadName, check_fqdn, looks_like_address, parse_ipv4
+from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError
 from weavectl.cli import build_parser
 from weavectl.commands.dns import parse_args

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from services.dns.entry import Entry, GossipData
 from services.dns.nameserver import Nameserver, fqdn, is_subdomain
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared.errors import RemoteProtocolError
 
 US, P2, P3 = PeerName(1), PeerName(2), PeerName(3)

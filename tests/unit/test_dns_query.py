@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.dns.nameserver import Nameserver
 from services.dns.query import Forward, QueryHandler, encode_name, parse_ip, presentation
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 
 US, P2 = PeerName(1), PeerName(2)
 NOW = 1_795_982_689

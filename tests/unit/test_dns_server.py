@@ -17,7 +17,7 @@ from services.dns.entry import Entry
 from services.dns.nameserver import Nameserver
 from services.dns.query import Forward, QueryHandler
 from services.dns.server import DnsServer, Forwarder, ResolvConf
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from tests.unit.dns_responder import Responder
 
 US = PeerName.parse("aa:00:00:00:00:01")

@@ -11,7 +11,7 @@ from dnslib import RCODE
 from services.dns import codec
 from services.dns.entry import Entry, GossipData
 from services.dns.http import api_router
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared import subjects
 from shared.bus import BusError
 from shared.schemas.datapath import ContainerEvent

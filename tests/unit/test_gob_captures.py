@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared.gob import (
     BOOL, BYTES, INT, STRING, UINT, Decoder, Encoder, GobError, Map, Ptr, Slice, Struct,
     decode, decode_all,

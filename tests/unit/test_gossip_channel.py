@@ -17,7 +17,7 @@ from services.gossip.gossip_channel import (
     encode_envelope,
 )
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer, decode_peers, encode_peers
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.peers import Peers, TopologyGossiper
 from services.gossip.routes import Routes
 from services.gossip.surrogate_gossiper import SurrogateGossipData, SurrogateGossiper, fnv64a

@@ -12,7 +12,7 @@ from services.gossip.connection_maker import (
     TargetState,
 )
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.peers import Peers
 
 N = PeerName

@@ -19,7 +19,7 @@ from services.gossip.peer import (
     decode_peers,
     encode_peers,
 )
-from services.gossip.peer_name import PeerName, PeerUID
+from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.peers import SHORT_ID_SPACE, Peers, TopologyGossipData
 from shared import gob
 from shared.errors import LocalProtocolError, RemoteProtocolError

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.bindings import crypto_secretbox_open
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.gossip.protocol import (
     HEADER_TIMEOUT,
     MAX_TCP_MSG_SIZE,

@@ -5,7 +5,7 @@ import random
 import pytest
 
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer
-from services.gossip.peer_name import UNKNOWN_PEER_NAME, PeerName, PeerUID
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName, PeerUID
 from services.gossip.peers import Peers
 from services.gossip.routes import Routes, peer_routes
 

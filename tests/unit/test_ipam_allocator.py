@@ -2,7 +2,7 @@
 ticks, shutdown; gossip it must refuse without changing anything."""
 import pytest
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam import codec, status
 from services.ipam.actions import Broadcast, Persist, Reply, SendUnicast
 from services.ipam.address import CIDR, Range, parse_cidr, parse_ip, parse_subnet

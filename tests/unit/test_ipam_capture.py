@@ -3,7 +3,7 @@ what h2 and h3 sent h1 plus h1's one allocation, and must say what h1 said and e
 with h1's /report IPAM section, byte for byte in JSON terms."""
 import json
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam import codec, status
 from services.ipam.actions import Broadcast, Reply, SendUnicast
 from services.ipam.address import format_ip, parse_subnet

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam.paxos import (AcceptedValue, Node, NodeClaims, NodeID, Observer, ProposalID,
                                  merge_claims)
 from shared.errors import LocalProtocolError

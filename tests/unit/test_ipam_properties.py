@@ -5,7 +5,7 @@ answered, the rings agree and cover the universe."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam.address import parse_subnet
 from services.ipam.allocator import Allocator
 from services.ipam.config import AllocatorConfig

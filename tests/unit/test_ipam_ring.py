@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.ipam.address import Range, parse_ip
 from services.ipam.entry import Entry
 from services.ipam.errors import (DifferentRangeError, DifferentSeedsError, InvalidRingError,

@@ -1,6 +1,6 @@
 import pytest
 
-from services.gossip.peer_name import PeerName, ShortID
+from shared.weave.peer_name import PeerName, ShortID
 
 
 @pytest.mark.parametrize(

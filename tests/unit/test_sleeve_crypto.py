@@ -10,7 +10,7 @@ from nacl.bindings import crypto_secretbox_open
 
 from services.datapath.sleeve import crypto as cr
 from services.datapath.sleeve import frame as fr
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from services.gossip.protocol_crypto import sleeve_nonce
 from shared.errors import RemoteProtocolError
 from tests.reference import capture

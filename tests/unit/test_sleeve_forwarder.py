@@ -19,7 +19,7 @@ from services.datapath.sleeve.forwarder import (
     SendPacket,
     State,
 )
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from tests.reference import capture
 
 H1 = PeerName.parse("aa:00:00:00:00:01")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.datapath.sleeve import frame as fr
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 from shared.errors import RemoteProtocolError
 from tests.reference import capture
 

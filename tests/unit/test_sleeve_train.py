@@ -16,7 +16,7 @@ from services.datapath.sleeve.forwarder import (OFFLOAD, OFFLOAD_REPLY, OFFLOAD_
                                                 PMTU_VERIFIED, Forwarder, MTUVerified, SendControl, SendPacket)
 from services.datapath.sleeve.train import HEADER_LEN, Reassembler, TrainSender, is_segment
 from services.datapath.udp import UdpTransport
-from services.gossip.peer_name import PeerName
+from shared.weave.peer_name import PeerName
 
 ADDR = ("192.168.77.2", 6783)
 SEG = 1472

@@ -19,8 +19,8 @@ import socket
 import sys
 from urllib.parse import quote
 
-from services.dns.names import BadAddress, BadName, check_fqdn, looks_like_address, parse_ipv4
-from services.dns.nameserver import is_subdomain
+from shared.weave.dns_names import BadAddress, BadName, check_fqdn, looks_like_address, parse_ipv4
+from shared.weave.dns_names import is_subdomain
 from shared import subjects
 from shared.bus import BusError
 from shared.config import state_dir_from_env

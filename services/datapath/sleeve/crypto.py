@@ -26,7 +26,7 @@ import nacl.exceptions
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open
 
 from services.datapath.sleeve.frame import FRAME_OVERHEAD, NAME_SIZE, frame_header, name_bytes
-from services.gossip.protocol_crypto import SECRETBOX_OVERHEAD, sleeve_nonce
+from shared.weave.nonce import SECRETBOX_OVERHEAD, sleeve_nonce
 from shared.errors import LocalProtocolError, RemoteProtocolError
 
 SEQ_SIZE = 8

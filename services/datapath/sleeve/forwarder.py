@@ -52,7 +52,7 @@ from typing import Any, Hashable, NamedTuple
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve import train
 from services.datapath.sleeve.crypto import NaClDecryptor, NaClPacker
-from services.gossip.protocol import ProtocolTag
+from shared.weave.protocol_tags import ProtocolTag
 
 FAST_HEARTBEAT = 0.5
 """Seconds between heartbeats until the peer acknowledges one (weave FastHeartbeat)."""

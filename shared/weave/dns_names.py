@@ -1,4 +1,5 @@
-"""Checking what a user gives weaveDNS: names and addresses (HTTP API, bus API, CLI).
+"""weaveDNS names and addresses as a user gives them (the dns service's HTTP and bus
+APIs, and the CLI, check them alike), and miekg/dns's `Fqdn` and `IsSubDomain`.
 
 Weave itself registers any string a caller PUTs. Here a name must be one the DNS can
 carry and a resolver can ask for: at most 255 bytes on the wire, labels of 1 to 63
@@ -77,3 +78,16 @@ def looks_like_address(text: str) -> bool:
 
 def _short(text: str, limit: int = 40) -> str:
     return repr(text) if len(text) <= limit else repr(text[:limit] + "...")
+
+
+def fqdn(name: str) -> str:
+    """`name` with the trailing dot of a fully qualified name (miekg `dns.Fqdn`)."""
+    return name if name.endswith(".") else name + "."
+
+
+def is_subdomain(parent: str, child: str) -> bool:
+    """True if `child` equals `parent` or lies beneath it, ignoring case (miekg
+    `dns.IsSubDomain`)."""
+    p = [x for x in parent.lower().split(".") if x]
+    c = [x for x in child.lower().split(".") if x]
+    return len(c) >= len(p) and (not p or c[-len(p):] == p)
