@@ -65,6 +65,8 @@ class Nameserver:
         self._live: dict[str, tuple[int, ...]] = {}
         self._reverse: dict[int, str] = {}
         self._sorted: tuple[Entry, ...] | None = None
+        self.generation = 0
+        """Bumped by every change of what a query can see (answer caches compare it)."""
 
     # ---- queries -------------------------------------------------------------------
 
@@ -246,6 +248,7 @@ class Nameserver:
 
     def _reindex(self, lname: str, addr: int) -> None:
         self._sorted = None
+        self.generation += 1
         named = sorted(self._by_name.get(lname, {}).values(), key=Entry.sort_key)
         live = tuple(e.addr for e in named if e.live)
         _set_or_pop(self._live, lname, live)

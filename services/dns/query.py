@@ -16,6 +16,13 @@ gets all of it. Garbage gets FORMERR when its header can be read, nothing otherw
 Replies are assembled here from bytes, not through dnslib, because this runs for every
 query: answers name the question by a compression pointer (0xc00c), and the store
 keeps a lower-cased name index. dnslib parses only what the fast path refuses.
+
+Answer cache: a reply depends only on the query's bytes after its ID, the transport and
+the store, except an A answer of several addresses (shuffled each time) and a Forward.
+So every other reply is kept as bytes keyed by (transport, query[2:]) and served again
+with only the ID patched, until the store changes (`Nameserver.generation`). At most
+CACHE_SIZE replies are kept; a full cache is emptied (a flood of random names cannot
+grow it).
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from dnslib import DNSRecord
 from services.dns.nameserver import Nameserver
 
 DEFAULT_TTL_S = 1
+CACHE_SIZE = 4096
 MIN_UDP_SIZE = 512
 MAX_TCP_SIZE = 65535
 MAX_NAME = 255
@@ -109,10 +117,38 @@ class QueryHandler:
         self.domain = nameserver.domain.lower()
         self._domain_labels = [lbl.encode() for lbl in self.domain.split(".") if lbl]
         self._a_prefix = struct.pack("!HHHIH", 0xC00C, TYPE_A, 1, ttl, 4)
+        self._cache: tuple[dict[bytes, bytes], dict[bytes, bytes]] = ({}, {})
+        self._cache_generation = -1
+        self._shuffled = False
+        self.cache_hits = 0
+
+    @property
+    def cached(self) -> int:
+        """Replies in the answer cache now."""
+        return len(self._cache[0]) + len(self._cache[1])
 
     def handle(self, data: bytes, tcp: bool = False) -> bytes | Forward | None:
         """Reply bytes, a Forward, or None when the message must be dropped."""
         data = bytes(data)
+        if self._cache_generation != self.nameserver.generation:
+            self._cache[0].clear()
+            self._cache[1].clear()
+            self._cache_generation = self.nameserver.generation
+        cache = self._cache[tcp]
+        body = data[2:]
+        hit = cache.get(body)
+        if hit is not None:
+            self.cache_hits += 1
+            return data[:2] + hit
+        self._shuffled = False
+        result = self._handle(data, tcp)
+        if result.__class__ is bytes and not self._shuffled and len(data) >= 12:
+            if len(cache) >= CACHE_SIZE:
+                cache.clear()
+            cache[body] = result[2:]
+        return result
+
+    def _handle(self, data: bytes, tcp: bool) -> bytes | Forward | None:
         if len(data) < 12:
             return None  # no header: any reply could be used for amplification
         qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
@@ -158,6 +194,7 @@ class QueryHandler:
         records = [prefix + a.to_bytes(4, "big") for a in addrs]
         if len(records) > 1:
             self.rng.shuffle(records)
+            self._shuffled = True
         return _answer(query, records, tcp)
 
     def _reverse(self, query: Query, key: str, data: bytes, tcp: bool) -> bytes | Forward:

@@ -33,6 +33,8 @@ from services.dns.upstream import Upstream
 
 log = logging.getLogger("weave.dns.server")
 _LEN = struct.Struct("!H")
+UDP_BATCH = 64
+"""Datagrams handled per wake-up of the UDP socket before yielding to other work."""
 
 
 class ResolvConf:
@@ -127,39 +129,67 @@ class Forwarder:
             writer.close()
 
 
-class _UdpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, server: "DnsServer") -> None:
-        self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-        self.paused = False
+class _UdpListener:
+    """The UDP side: a non-blocking socket read in the event loop's reader callback,
+    draining up to UDP_BATCH datagrams per wake-up (asyncio's datagram transport reads
+    one per wake-up; a query costs a few microseconds, an epoll round trip as much
+    again). A reply the kernel cannot take now (EAGAIN: the send buffer is full) is
+    dropped and counted: a client that does not read cannot grow our memory."""
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def __init__(self, server: "DnsServer", sock: socket.socket) -> None:
+        self.server, self.sock = server, sock
+        self.closed = False
 
-    def pause_writing(self) -> None:
-        self.paused = True
+    def start(self) -> None:
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._read_ready)
 
-    def resume_writing(self) -> None:
-        self.paused = False
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
 
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.server.queries += 1
-        result = self.server.handler.handle(data, False)
-        if result is None:
-            return
-        if isinstance(result, Forward):
-            self.server.forward(result, lambda reply: self.send(reply, addr))
-        else:
-            self.send(result, addr)
+    def _read_ready(self) -> None:
+        server, recv, handle = self.server, self.sock.recvfrom, self.server.handler.handle
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP errors surfacing on the socket
+                log.debug("UDP error: %s", exc)
+                return
+            server.queries += 1
+            result = handle(data, False)
+            if result is None:
+                continue
+            if result.__class__ is bytes:
+                self.send(result, addr)
+            else:
+                server.forward(result, lambda reply, addr=addr: self.send(reply, addr))
 
     def send(self, reply: bytes, addr) -> None:
-        if self.paused or self.transport is None or self.transport.is_closing():
+        if self.closed:
             self.server.dropped += 1
             return
-        self.transport.sendto(reply, addr)
+        try:
+            self.sock.sendto(reply, addr)
+        except (BlockingIOError, InterruptedError):
+            self.server.dropped += 1
+        except OSError as exc:
+            log.debug("UDP send to %s failed: %s", addr, exc)
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("UDP error: %s", exc)
+
+def _udp_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class DnsServer:
@@ -177,23 +207,23 @@ class DnsServer:
     async def start(self) -> None:
         """Bind UDP, then TCP on the same port (the UDP one when port 0 was asked for;
         then a TCP port already taken means another try with a new UDP port)."""
-        loop = asyncio.get_running_loop()
         host = self.config.listen_host
         for attempt in range(1 if self.config.listen_port else 20):
-            self._udp, self._udp_proto = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self), local_addr=(host, self.config.listen_port), reuse_port=False)
-            self.port = self._udp.get_extra_info("sockname")[1]
+            sock = _udp_socket(host, self.config.listen_port)
+            self.port = sock.getsockname()[1]
             try:
                 self._tcp = await asyncio.start_server(self._on_tcp, host, self.port, reuse_address=True)
                 break
             except OSError:
-                self._udp.close()
+                sock.close()
                 if self.config.listen_port or attempt == 19:
                     raise
+        self.udp = _UdpListener(self, sock)
+        self.udp.start()
         log.info("DNS listening on %s:%d (UDP and TCP)", host, self.port)
 
     async def stop(self) -> None:
-        self._udp.close()
+        self.udp.close()
         self._tcp.close()
         for task in list(self._tasks):
             task.cancel()

@@ -265,3 +265,45 @@ def test_fast_enough(handler):
             handler.handle(q)
     per_query = (time.perf_counter() - start) / 9000
     assert per_query < 100e-6
+
+
+# --- the answer cache -------------------------------------------------------------------
+
+def _raw(name: str, qid: int, qtype: str = "A") -> bytes:
+    q = DNSRecord.question(name, qtype)
+    q.header.id = qid
+    return q.pack()
+
+
+def test_a_cached_answer_differs_only_in_its_id(handler):
+    first = handler.handle(_raw("alpha.weave.local", 1))
+    again = handler.handle(_raw("alpha.weave.local", 2))
+    assert handler.cache_hits == 1
+    assert again[:2] == b"\x00\x02" and again[2:] == first[2:]
+    assert [str(rr.rdata) for rr in DNSRecord.parse(again).rr] == ["10.32.0.1"]
+
+
+def test_a_store_change_is_seen_by_the_next_query(handler):
+    assert DNSRecord.parse(handler.handle(_raw("late.weave.local", 1))).header.rcode == RCODE.NXDOMAIN
+    handler.nameserver.add("late.weave.local.", "c9", ip("10.32.0.9"), NOW)
+    reply = DNSRecord.parse(handler.handle(_raw("late.weave.local", 2)))
+    assert reply.header.rcode == RCODE.NOERROR and [str(rr.rdata) for rr in reply.rr] == ["10.32.0.9"]
+    handler.nameserver.delete(NOW + 1, hostname="alpha.weave.local.")
+    handler.handle(_raw("alpha.weave.local", 3))
+    assert DNSRecord.parse(handler.handle(_raw("alpha.weave.local", 4))).header.rcode == RCODE.NXDOMAIN
+
+
+def test_answers_of_several_addresses_are_shuffled_every_time_not_cached(handler):
+    orders = {tuple(str(rr.rdata) for rr in DNSRecord.parse(handler.handle(_raw("web.weave.local", i))).rr)
+              for i in range(20)}
+    assert len(orders) == 2 and handler.cache_hits == 0
+
+
+def test_udp_and_tcp_answers_are_cached_apart_and_the_cache_is_bounded(handler, monkeypatch):
+    udp = handler.handle(_raw("many.weave.local", 1, "MX"), tcp=False)
+    tcp = handler.handle(_raw("many.weave.local", 1, "MX"), tcp=True)
+    assert handler.cache_hits == 0 and udp == tcp  # an empty answer: same bytes, two entries
+    monkeypatch.setattr("services.dns.query.CACHE_SIZE", 8)
+    for i in range(50):
+        handler.handle(_raw(f"n{i}.weave.local", i))
+    assert handler.cached <= 8

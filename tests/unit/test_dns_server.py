@@ -155,13 +155,48 @@ async def test_tcp_serves_several_queries_per_connection_and_bounds_clients(serv
         w.close()
 
 
+class _FullSendBuffer:
+    """The listener's socket as it is when the kernel cannot take a reply (EAGAIN)."""
+
+    def __init__(self, sock) -> None:
+        self.sock = sock
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+    def sendto(self, data, addr):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+
 async def test_udp_replies_are_dropped_while_the_send_buffer_is_full(server):
-    server._udp_proto.pause_writing()
+    real = server.udp.sock
+    server.udp.sock = _FullSendBuffer(real)
     assert await asyncio.to_thread(udp_exchange, server.port, DNSRecord.question("web.weave.local").pack(),
                                    0.3) is None
     assert server.dropped == 1
-    server._udp_proto.resume_writing()
+    server.udp.sock = real
     assert await asyncio.to_thread(udp_exchange, server.port, DNSRecord.question("web.weave.local").pack())
+
+
+async def test_many_queries_in_one_wake_up_are_all_answered(server):
+    """The listener drains the socket: a burst of 200 queries sent before it reads gets
+    200 answers (several wake-ups of UDP_BATCH each)."""
+    def burst() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.settimeout(2.0)
+            for i in range(200):
+                q = DNSRecord.question("web.weave.local")
+                q.header.id = i
+                s.sendto(q.pack(), ("127.0.0.1", server.port))
+            ids = set()
+            try:
+                while len(ids) < 200:
+                    ids.add(DNSRecord.parse(s.recv(4096)).header.id)
+            except socket.timeout:
+                pass
+            return len(ids)
+    assert await asyncio.to_thread(burst) == 200
 
 
 def test_reply_truncation_is_the_handlers_job():
