@@ -5,7 +5,7 @@ set -euo pipefail
 declare -A want=(
   [ip]=iproute2 [iptables]=iptables [ipset]=ipset [iperf3]=iperf3
   [ethtool]=ethtool [dig]=dnsutils [tcpdump]=tcpdump [pkill]=procps
-  [bridge]=iproute2 [ping]=iputils-ping
+  [bridge]=iproute2 [ping]=iputils-ping [dnsperf]=dnsperf
 )
 missing=()
 for cmd in "${!want[@]}"; do
