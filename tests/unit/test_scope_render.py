@@ -209,7 +209,7 @@ def test_diff_names_added_updated_and_removed_nodes():
 
 
 # -- synthetic reports: pseudo nodes, containers, the overlay ----------------------------
-def host_node(name: str, networks=("10.0.0.0/24",), probe="aaaa") -> Node:
+def host_node(name: str, networks=("10.0.0.0/24", "10.32.0.0/12"), probe="aaaa") -> Node:
     return Node(f"{name};<host>", "host", latest={"host_name": (T0, name), "control_probe_id": (T0, probe),
                                                   "host_node_id": (T0, f"{name};<host>")},
                 sets={"local_networks": networks})
@@ -346,3 +346,66 @@ def test_every_pair_of_options_renders():
         nodes = rr.summaries("containers", {"system": system, "stopped": stopped, "pseudo": pseudo})
         real = {k for k, n in nodes.items() if not n.get("pseudo")}
         assert real == (set() if system == "system" or stopped == "stopped" else {"c1;<container>", "c2;<container>"})
+
+
+# -- ours: the overlay carrying each link, blocked attempts ------------------------------
+# The reports come from the probe's own reporters (services/scope/probe), so these tests
+# also hold the probe and the app to one key convention (docs/scope.md).
+def weave_report(sample: str, hostname: str, blocked=()) -> Report:
+    from services.scope.probe.overlay import OverlayReporter
+    status = json.loads((scope_dir().parent / "weave-2.8" / "samples" / sample).read_text())
+    r = Report.make(T0, "1")
+    r.overlay = OverlayReporter(hostname).report(status, list(blocked), T0)
+    r.host.add_node(host_node(hostname))
+    return r
+
+
+def test_weave_peers_carry_their_links_overlay_encryption_and_mtu():
+    from shared.schemas.npc import BlockedFlow
+    flow = BlockedFlow(protocol="tcp", src="10.32.0.9", sport=40000, dst="10.32.0.1", dport=80, at_unix=1.0, count=2)
+    rr = render(weave_report("report-h1-encrypted.json", "h1", [flow]))
+    peers = rr.summaries("weave", {})
+    assert set(peers) == {"#aa:00:00:00:00:01", "pseudo:unmanaged:h2", "pseudo:unmanaged:h3"}
+    h1 = peers["#aa:00:00:00:00:01"]
+    assert h1["weave_py_links"] == [
+        {"peer": "pseudo:unmanaged:h2", "peerName": "aa:00:00:00:00:02", "overlay": "sleeve", "encrypted": True,
+         "mtu": 1414, "state": "established"},
+        {"peer": "pseudo:unmanaged:h3", "peerName": "aa:00:00:00:00:03", "overlay": "sleeve", "encrypted": True,
+         "mtu": 1414, "state": "established"}]
+    assert h1["adjacency"] == ["pseudo:unmanaged:h3"]  # h1's outbound connection
+    assert {"id": "weave_encryption", "label": "Encryption", "value": "enabled", "priority": 4.0} in h1["metadata"]
+    assert {r["id"]: r["value"] for r in h1["metadata"]}["weave_py_blocked_count"] == "1"
+    tables = {t["id"]: t for t in h1["tables"]}
+    (link_row, _) = tables["weave_py_links_table_"]["rows"]
+    assert link_row["entries"]["weave_py_link_peer"] == "aa:00:00:00:00:02(h2)"
+    assert len(tables["weave_py_blocked_table_"]["rows"]) == 1
+    assert "weave_py_links" not in peers["pseudo:unmanaged:h2"]
+    detail = rr.details("weave", "#aa:00:00:00:00:01", {})
+    assert detail["weave_py_links"] == h1["weave_py_links"] and detail["parents"][0]["id"] == "h1;<host>"
+
+
+def test_a_peer_with_its_own_probe_is_its_own_node_in_links():
+    both = merge_reports([weave_report("report-h1.json", "h1"), weave_report("report-h1.json", "h1")])
+    peer = Node("#aa:00:00:00:00:02", "overlay", latest={"host_node_id": (T0, "h2;<host>"),
+                                                         "weave_peer_nick_name": (T0, "h2")})
+    both.overlay.add_node(peer)
+    links = render(both).summaries("weave", {})["#aa:00:00:00:00:01"]["weave_py_links"]
+    assert [(link["peer"], link["overlay"], link["encrypted"]) for link in links] == [
+        ("#aa:00:00:00:00:02", "sleeve", False), ("pseudo:unmanaged:h3", "sleeve", False)]
+
+
+def test_blocked_attempts_follow_the_nodes_up():
+    from services.scope.probe.endpoint import EndpointReporter
+    from shared.schemas.npc import BlockedFlow
+    r = synthetic()
+    flow = BlockedFlow(protocol="tcp", src="10.32.0.2", sport=41000, dst="10.32.0.1", dport=80, at_unix=1.0)
+    blocked, _ = EndpointReporter("h1").report([], [], [flow], {}, T0)  # h1's npc dropped db -> web:80
+    r.endpoint.merge_in(blocked)
+    rr = render(r)
+    conts = rr.summaries("containers", {})
+    assert conts["c2;<container>"]["weave_py_blocked"] == ["c1;<container>"]
+    assert "c1;<container>" in conts["c2;<container>"]["adjacency"]  # Scope's UI still draws the attempt
+    assert "weave_py_blocked" not in conts["c1;<container>"]
+    assert rr.summaries("hosts", {})["h2;<host>"]["weave_py_blocked"] == ["h1;<host>"]
+    assert rr.details("containers", "c2;<container>", {})["weave_py_blocked"] == ["c1;<container>"]
+    assert all("weave_py_blocked" not in n for n in render(synthetic()).summaries("containers", {}).values())

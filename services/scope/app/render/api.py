@@ -1,12 +1,12 @@
 """The bodies of Scope's read API for one merged report (sans-I/O: a report in, JSON-able
-values out). `ReportRender` is built once per merged report and caches every render, so
+values out), with our own fields beside Scope's (additions.py). `ReportRender` is built once per merged report and caches every render, so
 all answers about one report are consistent and rendering is a pure function of it.
 """
 from __future__ import annotations
 
 from typing import Mapping
 
-from services.scope.app.render import keys, topologies
+from services.scope.app.render import additions, keys, topologies
 from services.scope.app.render.detail import node_details
 from services.scope.app.render.pipeline import Render
 from services.scope.app.render.summary import node_summary
@@ -23,6 +23,7 @@ class ReportRender:
         self.view = view
         self._render = Render(view)
         self._summaries: dict[tuple, dict] = {}
+        self._blocked = additions.any_blocked(view)
 
     def topology_list(self, query: Mapping[str, str]) -> list[dict]:
         """`GET /api/topology`."""
@@ -40,6 +41,7 @@ class ReportRender:
                 s = node_summary(self.view, n)
                 if s is not None:
                     out[nid] = s
+            additions.annotate(topology_id, nodes.nodes, out, self._blocked)
             self._summaries[key] = out
         return out
 
@@ -54,7 +56,9 @@ class ReportRender:
             return None
         nodes = dict(topologies.transform(topology, query, unfiltered).nodes)
         node = nodes.setdefault(node_id, node)
-        return node_details(self.view, topology_id, nodes, node)
+        out = node_details(self.view, topology_id, nodes, node)
+        additions.annotate(topology_id, nodes, {node_id: out}, self._blocked)
+        return out
 
     def probes(self) -> list[dict]:
         """`GET /api/probes`: one entry per probe's host node in the report."""
