@@ -324,7 +324,8 @@ class Containers:
 
 def _event(kind: str, rec: ContainerRecord) -> ContainerEvent:
     return ContainerEvent(kind=kind, container_id=rec.container_id, cidrs=rec.cidrs if kind == "attached" else (),
-                          mac=rec.mac, fqdn=rec.fqdn, labels=rec.labels, namespace=rec.namespace)
+                          mac=rec.mac, fqdn=rec.fqdn, labels=rec.labels, namespace=rec.namespace,
+                          netns_inode=rec.netns_inode)
 
 
 def _info(rec: ContainerRecord, ifname: str, host_ifname: str, added: tuple[str, ...]) -> Attachment:

@@ -9,7 +9,8 @@ Inputs, each turned into store entries or objects and handed to the compiler:
 - `weave.events.containers`: this host's containers, which become pods everywhere;
 - optionally the Kubernetes API (kube.py).
 Output: the Enforcer keeps netfilter at the compiler's desired state (apply.py), and
-the NFLOG reader logs and counts what it drops (nflog.py). The store is kept in the
+the NFLOG reader logs and counts what it drops (nflog.py) and keeps the recent attempts
+for `weave.npc.blocked` (blocked_log.py). The store is kept in the
 state dir, so a restarted npc enforces what it enforced before it hears from anyone.
 The FORWARD/INPUT hooks are installed here (weaver's job in Weave Net); rules stay in
 place when the service stops, so a host without its npc fails closed, as with Weave.
@@ -33,13 +34,14 @@ from shared.http_bus import serve_http
 from shared.mesh_channel import MeshChannel
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
 from shared.schemas.mesh import POLICY_CHANNEL, MeshReceive, TopologyEvent
-from shared.schemas.npc import (ApplyReply, ApplyRequest, DeleteReply, DeleteRequest, ListReply, ListRequest,
-                                ObjectRef, PolicyInfo, StatusReply, StatusRequest)
+from shared.schemas.npc import (ApplyReply, ApplyRequest, BlockedReply, BlockedRequest, DeleteReply, DeleteRequest,
+                                ListReply, ListRequest, ObjectRef, PolicyInfo, StatusReply, StatusRequest)
 from shared.service import ServiceContext, run_service
 
 from . import status
 from .admission import AdmissionRefused, admit
 from .apply import Backend, Enforcer, Netfilter, Runner, state_counts
+from .blocked_log import BlockedLog
 from .config import STORE_FILE, NpcServiceConfig
 from .kube import KubeSource
 from .model import Namespace, NetworkPolicy
@@ -65,6 +67,7 @@ class NpcApp:
         self._nflog: NflogSocket | None = None
         self._seen_peers: set[str] = set()
         self.blocked_total = 0
+        self.blocked_log = BlockedLog()
         self.enforcer: Enforcer | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -88,6 +91,7 @@ class NpcApp:
         await bus.serve(subjects.request("npc", "delete"), DeleteRequest, self._on_delete)
         await bus.serve(subjects.request("npc", "list"), ListRequest, self._on_list)
         await bus.serve(subjects.request("npc", "status"), StatusRequest, self._on_status)
+        await bus.serve(subjects.request("npc", "blocked"), BlockedRequest, self._on_blocked_request)
         await bus.subscribe(subjects.event("containers"), self._on_container)
         await serve_http(bus, "npc", self._router())
         self._spawn(self.enforcer.run())
@@ -342,8 +346,13 @@ class NpcApp:
 
     def _on_blocked(self, b: Blocked) -> None:
         self.blocked_total += 1
+        self.blocked_log.add(b, self.ctx.clock.now())
         self.blocked_metric.labels(b.protocol, str(b.dport)).inc()
         log.warning("%s", b.log_line(self.world.describe(b.src), self.world.describe(b.dst)))
+
+    async def _on_blocked_request(self, req: BlockedRequest) -> BlockedReply:
+        log_ = self.blocked_log
+        return BlockedReply(flows=log_.since(req.since_unix), total=log_.total, capacity=log_.capacity)
 
 
 class _EnforcementErrors:

@@ -23,6 +23,8 @@ class ContainerEvent(Message):
     fqdn: str = Field("", description="DNS name given with --name, '' if none.")
     labels: dict[str, str] = Field(default_factory=dict, description="--label k=v pairs (NetworkPolicy podSelector).")
     namespace: str = Field("default", description="Policy namespace given with --namespace.")
+    netns_inode: int = Field(0, description="Inode of its network namespace (/proc/<pid>/ns/net), which tells its "
+                             "processes (Scope's probe); 0 for weave:expose and when not known.")
 
 
 class ContainersRequest(Message):

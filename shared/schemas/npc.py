@@ -1,4 +1,5 @@
-"""The npc service's bus API (`weave.npc.apply|delete|list|status`), used by `weave policy`.
+"""The npc service's bus API (`weave.npc.apply|delete|list|status|blocked`), used by `weave policy`
+and (blocked) by Scope's probe.
 
 Policies applied here are stored on the host, gossiped to every host on the
 `weave-py-policy` channel, and enforced everywhere. `apply` is all or nothing: if one
@@ -96,3 +97,29 @@ class StatusReply(Message):
     last_sync_unix: float = Field(description="Unix time of the last successful sync (0 = never).")
     enforcement_errors: int = Field(description="Failed apply attempts (weavenpc_policy_enforcement_errors).")
     blocked_connections: int = Field(description="Connection attempts blocked and logged since start.")
+
+
+class BlockedRequest(Message):
+    """Recent connection attempts this host's npc blocked (weave.npc.blocked)."""
+
+    since_unix: float = Field(0.0, description="Only attempts logged at or after this Unix time (0 = all kept).")
+
+
+class BlockedFlow(Message):
+    """One blocked connection attempt, as weave-npc logs it (a TCP SYN or a UDP packet)."""
+
+    protocol: Literal["tcp", "udp"] = Field(description="Transport protocol.")
+    src: str = Field(description="Source address.")
+    sport: int = Field(description="Source port.")
+    dst: str = Field(description="Destination address.")
+    dport: int = Field(description="Destination port.")
+    at_unix: float = Field(description="When it was logged, Unix seconds (the last time, if it was retried).")
+    count: int = Field(1, description="Packets of this attempt logged (TCP retransmits of the SYN).")
+
+
+class BlockedReply(Message):
+    """The answer to BlockedRequest, oldest first."""
+
+    flows: tuple[BlockedFlow, ...] = Field(description="The attempts kept (at most `capacity`, the most recent).")
+    total: int = Field(description="Attempts blocked and logged since npc started.")
+    capacity: int = Field(description="How many attempts npc keeps.")
