@@ -41,6 +41,15 @@ class LaunchConfig(BaseModel):
     no_dns: bool = Field(False, description="Do not run weaveDNS (Weave --no-dns).")
     no_npc: bool = Field(False, description="Do not run the network policy controller (as a plain Weave Net "
                          "`weave launch`, which has no weave-npc): no NetworkPolicy, no iptables on bridged frames.")
+    no_scope: bool = Field(False, description="Do not run Weave Scope's probe and app on this host (`weave launch "
+                           "--no-scope`: exactly the stack without Scope).")
+    scope_listen: str = Field("127.0.0.1:4040", description="ip:port of the Scope app's HTTP API and UI (Scope's "
+                              "--app.http.address; loopback by default: the app has no authentication yet).")
+    scope_targets: tuple[str, ...] = Field((), description="Other Scope apps the probe also POSTs every report to, "
+                                           "host[:port] or http(s)://host[:port] (Scope's probe targets).")
+    scope_token: str | None = Field(None, description="Scope service token: sent by the probe as `Authorization: "
+                                    "Scope-Probe token=<token>` (empty without one); the app will check it once "
+                                    "it authenticates probes.")
     dns_listen_address: str = Field("0.0.0.0:53", description="weaveDNS UDP+TCP address (Weave --dns-listen-address).")
     dns_domain: str = Field("weave.local.", description="weaveDNS domain (Weave --dns-domain).")
     dns_ttl: int = Field(1, description="TTL of weaveDNS answers, seconds (Weave --dns-ttl).")
@@ -137,20 +146,40 @@ class NpcSettings(ServiceSettings):
     TEST: ClassVar[dict] = {"resync_s": 2.0, "gossip_interval_s": 5.0}
 
 
+class ScopeProbeSettings(ServiceSettings):
+    spy_interval_s: float = Field(1.0, description="How often the probe reads /proc, sockets and conntrack (Scope's "
+                                  "--probe.spy.interval, 1 s).")
+    publish_interval_s: float = Field(3.0, description="How often it publishes a report (Scope's "
+                                      "--probe.publish.interval, 3 s).")
+    full_report_every: int = Field(3, description="Every Nth publish is a full report, the others deltas (Scope's "
+                                   "ticksPerFullReport, 3).")
+    weave_poll_s: float = Field(3.0, description="How often the router's /report and npc's blocked flows are asked "
+                                "for (Scope polls weave status with a 5 s backoff; 3 s keeps each report fresh).")
+    blocked_window_s: float = Field(15.0, description="Blocked flows this recent are reported (the app's window).")
+    TEST: ClassVar[dict] = {}
+
+
+class ScopeAppSettings(ServiceSettings):
+    window_s: float = Field(15.0, description="Reports kept per probe and merged (Scope app's --app.window, 15 s).")
+    TEST: ClassVar[dict] = {}
+
+
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "gossip": GossipSettings, "ipam": IpamSettings, "dns": DnsSettings,
-    "datapath": DatapathSettings, "npc": NpcSettings}
+    "datapath": DatapathSettings, "npc": NpcSettings, "scope-probe": ScopeProbeSettings,
+    "scope-app": ScopeAppSettings}
 
 
 # Loopback ports of each service's /metrics. gossip's is Weave Net's status port
 # (6782, which also serves /status there); npc's is weave-npc's 6781; the others are
 # ours, chosen next to Weave's range and outside nats' defaults.
-METRICS_PORTS: dict[str, int] = {"gossip": 6782, "npc": 6781, "ipam": 6790, "dns": 6791, "datapath": 6792}
+METRICS_PORTS: dict[str, int] = {"gossip": 6782, "npc": 6781, "ipam": 6790, "dns": 6791, "datapath": 6792,
+                                 "scope-probe": 6793, "scope-app": 6794}
 
 
 def for_service(service: str, launch: LaunchConfig) -> ServiceConfig:
     port = METRICS_PORTS[service]
-    override = os.environ.get(f"WEAVE_{service.upper()}_METRICS_PORT")
+    override = os.environ.get(f"WEAVE_{service.upper().replace('-', '_')}_METRICS_PORT")
     if override is not None:
         port = int(override)
     return ServiceConfig(service=service, launch=launch, metrics_port=port,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 
-SERVICES: tuple[str, ...] = ("gossip", "ipam", "dns", "datapath", "npc")
+SERVICES: tuple[str, ...] = ("gossip", "ipam", "dns", "datapath", "npc", "scope-probe", "scope-app")
+"""Every service process of a host, by bus name (`weave.<name>.*`). The Scope pair's
+modules are `services.scope.probe.service` and `services.scope.app.service`."""
 SUPERVISOR = "supervisor"
 
 # A subject token: no dots, wildcards or whitespace (NATS rules), not empty.

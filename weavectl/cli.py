@@ -22,8 +22,8 @@ VERSION = "0.1.0"
 
 def _add_launch(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("launch", help="start this host's weave stack", description=(
-        "Start nats-server and the gossip, ipam, dns, datapath and npc services on this host, "
-        "and return once all of them report healthy."))
+        "Start nats-server and the gossip, ipam, dns, datapath and npc services and Weave Scope's "
+        "probe and app on this host, and return once all of them report healthy."))
     p.add_argument("peers", nargs="*", help="peers to connect to, host[:port]")
     p.add_argument("--name", help="peer name (MAC form); default derived from the machine id")
     p.add_argument("--nickname", default=None, help="peer nickname; default the hostname")
@@ -36,6 +36,13 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dns", action="store_true", help="do not run weaveDNS")
     p.add_argument("--no-npc", action="store_true",
                    help="do not run the NetworkPolicy controller (plain Weave Net has no weave-npc)")
+    p.add_argument("--no-scope", action="store_true", help="do not run Weave Scope's probe and app")
+    p.add_argument("--scope-listen", default="127.0.0.1:4040", metavar="ADDR",
+                   help="ip:port of the Scope app (its API and UI)")
+    p.add_argument("--scope-target", action="append", default=[], metavar="ADDR", dest="scope_targets",
+                   help="also send the probe's reports to the Scope app at ADDR (repeatable)")
+    p.add_argument("--scope-token", default=os.environ.get("WEAVE_SCOPE_TOKEN"),
+                   help="Scope service token the probe presents (also WEAVE_SCOPE_TOKEN)")
     p.add_argument("--dns-listen-address", default="0.0.0.0:53", help="weaveDNS address, ip:port")
     p.add_argument("--dns-domain", default="weave.local.", help="weaveDNS domain")
     p.add_argument("--dns-ttl", type=int, default=1, help="TTL of weaveDNS answers, seconds")
@@ -64,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_launch(sub)
     sub.add_parser("stop", help="stop this host's stack")
     p = sub.add_parser("restart", help="restart one service of this host's stack")
-    p.add_argument("service", help="gossip, ipam, dns, datapath, npc or nats")
+    p.add_argument("service", help="gossip, ipam, dns, datapath, npc, scope-probe, scope-app or nats")
     p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), help="new datapath mode")
     sub.add_parser("ps-services", help="list this host's processes with pid and health")
     p = sub.add_parser("status", help="the router's status, or one view of it")
@@ -101,7 +108,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, password=args.password or None, peers=tuple(args.peers),
         ipalloc_range=args.ipalloc_range, ipalloc_init=args.ipalloc_init, no_dns=args.no_dns, no_npc=args.no_npc,
         dns_listen_address=args.dns_listen_address, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
-        conn_limit=args.conn_limit, no_discovery=args.no_discovery,
+        no_scope=args.no_scope, scope_listen=args.scope_listen, scope_targets=tuple(args.scope_targets),
+        scope_token=args.scope_token or None, conn_limit=args.conn_limit, no_discovery=args.no_discovery,
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
         bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile)
     if args.prepare_only:

@@ -66,8 +66,32 @@ def write_nats_conf(launch: LaunchConfig) -> Path:
     return path
 
 
+MODULES = {"scope-probe": "services.scope.probe.service", "scope-app": "services.scope.app.service"}
+"""Module of each service whose module is not `services.<name>.service`."""
+
+
+def service_module(name: str) -> str:
+    return MODULES.get(name, f"services.{name}.service")
+
+
+def _installed(name: str) -> bool:
+    """Whether the service's module exists in this installation (a stack built before
+    the Scope app existed runs the rest without it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(service_module(name)) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def services_for(launch: LaunchConfig) -> list[str]:
-    return [s for s in subjects.SERVICES if not (s == "dns" and launch.no_dns) and not (s == "npc" and launch.no_npc)]
+    """The services `weave launch` starts, in SERVICES order: all, less those switched
+    off (--no-dns, --no-npc, --no-scope: the Scope probe and app)."""
+    off = {"dns"} if launch.no_dns else set()
+    off |= {"npc"} if launch.no_npc else set()
+    off |= {"scope-probe", "scope-app"} if launch.no_scope else set()
+    return [s for s in subjects.SERVICES if s not in off and _installed(s)]
 
 
 @dataclass
@@ -99,7 +123,7 @@ class Supervisor:
         conf = self.launch.state_dir / NATS_CONF
         self.procs["nats"] = Proc("nats", [nats_server_path(), "-c", str(conf)])
         for svc in services_for(self.launch):
-            self.procs[svc] = Proc(svc, [sys.executable, "-m", f"services.{svc}.service"])
+            self.procs[svc] = Proc(svc, [sys.executable, "-m", service_module(svc)])
 
 
     def _record_pids(self) -> None:

@@ -7,11 +7,12 @@ from typing import Literal
 from pydantic import Field
 
 from shared.schemas.base import Message
+from shared.schemas.scope import SCOPE_CHANNEL  # ours: Scope probe reports, broadcast to every host's app
 
 IPAM_CHANNEL = "IPallocation"  # Weave Net's IPAM gossip channel
 DNS_CHANNEL = "nameserver"  # Weave Net's weaveDNS gossip channel
 POLICY_CHANNEL = "weave-py-policy"  # ours: network policies applied with `weave policy`
-BUS_CHANNELS = (IPAM_CHANNEL, DNS_CHANNEL, POLICY_CHANNEL)
+BUS_CHANNELS = (IPAM_CHANNEL, DNS_CHANNEL, POLICY_CHANNEL, SCOPE_CHANNEL)
 """Channels the gossip service bridges to local owners; any other is relayed only."""
 
 

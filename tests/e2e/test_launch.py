@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from shared.subjects import SERVICES
+from shared.config import LaunchConfig
+from weavectl.supervisor import services_for
 from tests.e2e.procs import wait_all_dead
 from tests.e2e.procs import wait_until
 
@@ -25,7 +26,8 @@ def test_launch_supervise_restart_stop(netns):
     out = netns.weave("launch", "--name", "aa:00:00:00:00:42", "--nickname", "e2e")
     assert out.returncode == 0, out.stderr
     table = service_table(netns)
-    assert set(table) == {"nats", *SERVICES}
+    assert set(table) == {"nats", *services_for(LaunchConfig(state_dir=netns.state_dir))}
+    assert {"scope-probe", "gossip", "npc"} <= set(table)
     assert all(h == "healthy" for _, h in table.values())
 
     # every service serves Prometheus metrics on its loopback port
