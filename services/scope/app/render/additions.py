@@ -4,15 +4,15 @@ clients ignore, for clients that know weave-py.
 - `weave_py_blocked` on any node: ids of the nodes (in the same topology) that its
   connection attempts were blocked to by a NetworkPolicy. The probe marks a blocked
   attempt's source endpoint `weave_py_blocked` = "true" with the destinations in its set
-  `weave_py_blocked_to`; an endpoint belongs to the rendered node that has it as a
-  child, so blocked edges follow the nodes up (processes, containers, hosts) as Scope's
-  edges do. The attempt is also an ordinary edge (the probe adds it to the adjacency):
+  `weave_py_blocked_to`; an endpoint belongs to the rendered node that has it among its
+  descendants, so blocked edges follow the nodes up (processes, containers, hosts) as
+  Scope's edges do. The attempt is also an ordinary edge (the probe adds it to the adjacency):
   Scope's UI draws it; ours can draw it as blocked.
 - `weave_py_links` on a Weave Net peer: one entry per link the probe's
   `weave_py_links_table_` rows describe: the peer's node id in the rendered topology
   (an unmanaged pseudo node when no probe runs there), its peer name, the overlay
-  carrying the link (`fastpath`/`weave-py-vxlan`, `fast-sleeve`, `sleeve`), encryption,
-  MTU and state.
+  carrying the link (the router's name: `weave-py-vxlan` = fastpath, `fast-sleeve`,
+  `sleeve`), encryption, MTU and state.
 """
 from __future__ import annotations
 
