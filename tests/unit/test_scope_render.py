@@ -409,3 +409,13 @@ def test_blocked_attempts_follow_the_nodes_up():
     assert rr.summaries("hosts", {})["h2;<host>"]["weave_py_blocked"] == ["h1;<host>"]
     assert rr.details("containers", "c2;<container>", {})["weave_py_blocked"] == ["c1;<container>"]
     assert all("weave_py_blocked" not in n for n in render(synthetic()).summaries("containers", {}).values())
+
+
+def test_cached_answers_are_bounded_and_still_right():
+    from services.scope.app.render.api import MAX_CACHED_ANSWERS
+    rr = render(real_app_report())
+    first = rr.summaries("processes", {})
+    for i in range(MAX_CACHED_ANSWERS + 5):
+        rr.summaries("processes", {"junk": str(i)})
+    assert len(rr._summaries) == MAX_CACHED_ANSWERS
+    assert rr.summaries("processes", {}) == first

@@ -14,6 +14,11 @@ from services.scope.app.render.view import ReportView
 from services.scope.report import format_rfc3339nano
 
 
+MAX_CACHED_ANSWERS = 64
+"""Summaries kept per report, by (topology, query): queries come from clients, so the
+cache is bounded (the oldest goes first)."""
+
+
 class UnknownTopology(KeyError):
     """The request named a topology Scope does not have (the API answers 404)."""
 
@@ -42,6 +47,8 @@ class ReportRender:
                 if s is not None:
                     out[nid] = s
             additions.annotate(topology_id, nodes.nodes, out, self._blocked)
+            if len(self._summaries) >= MAX_CACHED_ANSWERS:
+                del self._summaries[next(iter(self._summaries))]
             self._summaries[key] = out
         return out
 
