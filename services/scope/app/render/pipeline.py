@@ -13,6 +13,7 @@ local addresses are dropped (Scope 1.13 does; scope#1323). Joins carry the edges
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Callable
@@ -77,26 +78,64 @@ def derived(nid: str, n: RNode, topology: str) -> RNode:
 
 
 # -- the internet and other pseudo nodes -------------------------------------------------
-def local_networks(r: Render) -> list:
-    def compute() -> list:
-        nets = set()
-        for topology in (keys.HOST, keys.OVERLAY):
-            for n in r.view.nodes(topology).values():
-                for cidr in n.sets.get(keys.LOCAL_NETWORKS, ()):
-                    try:
-                        nets.add(ipaddress.ip_network(cidr, strict=False))
-                    except ValueError:
-                        continue
-        return list(nets)
+class LocalNetworks:
+    """The IPv4 networks of every host and overlay node (their `local_networks` sets):
+    a set of network numbers per prefix length, so a lookup costs one probe per prefix
+    length in use (Scope keeps a critbit tree), and answers are remembered per address."""
+
+    def __init__(self, cidrs) -> None:
+        self._by_len: dict[int, set[int]] = {}
+        for cidr in cidrs:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                continue
+            if net.version == 4:
+                self._by_len.setdefault(net.prefixlen, set()).add(int(net.network_address) >> (32 - net.prefixlen))
+        self._seen: dict[str, bool | None] = {}
+
+    def contains(self, addr: str) -> bool | None:
+        """Whether an IPv4 address is in a local network; None: not IPv4 (Scope's ParseIP
+        reads IPv4 only, so such an address is never the internet)."""
+        known = self._seen.get(addr, _UNSEEN)
+        if known is not _UNSEEN:
+            return known
+        try:
+            ip = int(ipaddress.IPv4Address(addr))
+        except ValueError:
+            answer = None
+        else:
+            answer = any((ip >> (32 - plen)) in nets for plen, nets in self._by_len.items())
+        self._seen[addr] = answer
+        return answer
+
+
+_UNSEEN = object()
+
+
+def local_networks(r: Render) -> LocalNetworks:
+    def compute() -> LocalNetworks:
+        return LocalNetworks(cidr for topology in (keys.HOST, keys.OVERLAY)
+                             for n in r.view.nodes(topology).values()
+                             for cidr in n.sets.get(keys.LOCAL_NETWORKS, ()))
     return r.memo("local_networks", compute)
 
 
+@functools.lru_cache(maxsize=10_000)  # as Scope's: names change rarely, the regexps cost
 def is_known_service(name: str) -> bool:
     return bool(_KNOWN_SERVICE.match(name)) and not _KNOWN_SERVICE_EXCLUDED.match(name)
 
 
 def pseudo_node_id(r: Render, n: RNode) -> str | None:
-    """The pseudo node an unowned endpoint belongs to, or None (then it is dropped)."""
+    """The pseudo node an unowned endpoint belongs to, or None (then it is dropped).
+    Remembered per endpoint: processes, containers and hosts all ask."""
+    memo = r.memo("pseudo_node_ids", dict)
+    if n.id not in memo:
+        memo[n.id] = _pseudo_node_id(r, n)
+    return memo[n.id]
+
+
+def _pseudo_node_id(r: Render, n: RNode) -> str | None:
     parsed = ids.parse_endpoint_node_id(n.id)
     if parsed is None:
         return None
@@ -105,11 +144,7 @@ def pseudo_node_id(r: Render, n: RNode) -> str | None:
     for name in forward + reverse:
         if is_known_service(name):
             return filters.SERVICE_NODE_ID_PREFIX + name
-    try:
-        ip = ipaddress.IPv4Address(addr)  # Scope's ParseIP reads IPv4 only
-    except ValueError:
-        return None
-    if any(ip in net for net in local_networks(r) if net.version == 4):
+    if local_networks(r).contains(addr) is not False:
         return None
     return filters.INCOMING_INTERNET_ID if n.adjacency else filters.OUTGOING_INTERNET_ID
 
