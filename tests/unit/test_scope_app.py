@@ -401,3 +401,13 @@ async def test_health(running):
     assert healthy and "0 probes" in detail
     await running.post(body(4), probe_headers(4))
     assert "1 probes" in running.app.health()[1]
+
+
+def test_config_from_the_launch_config():
+    from types import SimpleNamespace
+    config = AppConfig.from_launch(SimpleNamespace(scope_listen="[::1]:5050", scope_token="t", nickname="h1"),
+                                   SimpleNamespace(window_s=5.0))
+    assert (config.listen_host, config.listen_port, config.token, config.window_s, config.hostname) == (
+        "::1", 5050, "t", 5.0, "h1")
+    older = AppConfig.from_launch(SimpleNamespace(nickname="h2"), SimpleNamespace())  # before the scope fields
+    assert (older.listen_host, older.listen_port, older.token, older.window_s) == ("127.0.0.1", 4040, None, 15.0)

@@ -419,3 +419,27 @@ def test_cached_answers_are_bounded_and_still_right():
         rr.summaries("processes", {"junk": str(i)})
     assert len(rr._summaries) == MAX_CACHED_ANSWERS
     assert rr.summaries("processes", {}) == first
+
+
+@pytest.mark.parametrize("addr,local", [("10.0.0.7", True), ("10.0.1.7", False), ("10.47.255.1", True),
+                                        ("10.48.0.1", False), ("93.184.216.34", False), ("::1", None),
+                                        ("fe80::1", None), ("not-an-ip", None)])
+def test_local_networks(addr, local):
+    from services.scope.app.render.pipeline import LocalNetworks
+    nets = LocalNetworks(["10.0.0.1/24", "10.32.0.0/12", "garbage", "fd00::/8"])
+    assert nets.contains(addr) is local
+    assert nets.contains(addr) is local  # remembered, same answer
+
+
+def test_known_cloud_services_get_their_own_pseudo_node():
+    r = synthetic()
+    r.endpoint.add_node(endpoint(";10.32.0.1;40002", "h1", "10", (";52.1.2.3;443",)))
+    r.endpoint.add_node(endpoint(";52.1.2.3;443"))
+    r.endpoint.add_node(endpoint(";10.32.0.1;40003", "h1", "10", (";52.1.2.4;443",)))
+    r.endpoint.add_node(endpoint(";52.1.2.4;443"))
+    r.dns = {"52.1.2.3": (("s3.eu-west-1.amazonaws.com",), ()),
+             "52.1.2.4": (("ec2-52-1-2-4.compute.amazonaws.com",), ())}  # ec2 hosts: just the internet
+    procs = render(r).summaries("processes", {})
+    service = procs["service-s3.eu-west-1.amazonaws.com"]
+    assert (service["label"], service["shape"], service["pseudo"]) == ("s3.eu-west-1.amazonaws.com", "cloud", True)
+    assert procs["h1;10"]["adjacency"] == ["h2;20", "out-theinternet", "service-s3.eu-west-1.amazonaws.com"]
