@@ -107,6 +107,7 @@ async def test_every_fixture_body_is_taken_and_rendered(running):
     for i in range(1, 5):
         status, headers, data = await running.post(body(i), probe_headers(i))
         assert (status, data) == (200, b"")
+        assert headers["Content-Length"] == "0" and "Content-Type" not in headers  # as the real app
     reports = [decode_report(body(i), "application/msgpack", "gzip") for i in range(1, 5)]
     want = expected(*reports)
     for topology in ("processes", "processes-by-name", "hosts", "containers", "weave"):
