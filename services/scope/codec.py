@@ -81,12 +81,12 @@ def report_to_msgpack(report: Report) -> bytes:
     return msgpack.packb(wire, use_bin_type=False, unicode_errors="surrogateescape")
 
 
-def report_from_msgpack(data: bytes) -> Report:
+def report_from_msgpack(data: bytes | bytearray) -> Report:
     """A report from Scope's msgpack (not gzipped)."""
     return report_from_wire(unpack_msgpack(data), go_time_from_binary)
 
 
-def unpack_msgpack(data: bytes) -> Any:
+def unpack_msgpack(data: bytes | bytearray) -> Any:
     """msgpack bytes as Python values: strings as `str` (non-UTF-8 bytes escaped),
     one complete object and nothing after it."""
     try:
@@ -112,7 +112,7 @@ def report_to_json_bytes(report: Report) -> bytes:
         return json.dumps(wire, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
-def report_from_json_bytes(data: bytes) -> Report:
+def report_from_json_bytes(data: bytes | bytearray) -> Report:
     """A report from Scope's JSON bytes (not gzipped)."""
     try:
         obj = json.loads(data)
@@ -123,16 +123,20 @@ def report_from_json_bytes(data: bytes) -> Report:
 
 # ---------------------------------------------------------------- gzip, bounded
 
-def gunzip_bounded(body: bytes, max_bytes: int = MAX_REPORT_BYTES) -> bytes:
+_INFLATE_STEP = 1 << 20
+
+
+def gunzip_bounded(body: bytes, max_bytes: int = MAX_REPORT_BYTES) -> bytearray:
     """Inflate a gzip stream (several members, as Go reads them), refusing past
-    `max_bytes` of output without inflating further. RemoteProtocolError when it is
-    truncated, corrupt or too large."""
+    `max_bytes` of output without inflating further: memory stays under `max_bytes`
+    plus a 1 MiB step. RemoteProtocolError when it is truncated, corrupt or too large.
+    A bytearray (not bytes: a copy of up to `max_bytes` spared)."""
     out = bytearray()
     data = body
     while True:
         data = _inflate_member(data, out, max_bytes)
         if not data:
-            return bytes(out)
+            return out
 
 
 def _inflate_member(data: bytes, out: bytearray, max_bytes: int) -> bytes:
@@ -140,7 +144,8 @@ def _inflate_member(data: bytes, out: bytearray, max_bytes: int) -> bytes:
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
     try:
         while not inflater.eof:
-            room = max_bytes + 1 - len(out)  # >= 1: 0 would mean "no limit" to zlib
+            # >= 1 (0 would mean "no limit" to zlib); in steps, so no chunk is huge
+            room = min(max_bytes + 1 - len(out), _INFLATE_STEP)
             chunk = inflater.decompress(data, room)
             out += chunk
             if len(out) > max_bytes:
