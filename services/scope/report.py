@@ -325,12 +325,21 @@ class Node:
     def merge(self, other: Node) -> Node:
         if self is other:
             return self
+        a, b = self, other  # the empty-section checks inline: this is the app's hot loop
         return Node._make(
-            _max((self.id, other.id)), _max((self.topology, other.topology)),
-            merge_latest(self.latest, other.latest), merge_sets(self.sets, other.sets),
-            _union(self.adjacency, other.adjacency), merge_sets(self.parents, other.parents),
-            merge_metrics(self.metrics, other.metrics),
-            _merge_children(self.children, other.children))
+            a.id if a.id >= b.id else b.id,
+            a.topology if a.topology >= b.topology else b.topology,
+            (a.latest if not b.latest else b.latest if not a.latest
+             else _join_dicts(a.latest, b.latest, _newer)),
+            (a.sets if not b.sets else b.sets if not a.sets
+             else _join_dicts(a.sets, b.sets, _union)),
+            _union(a.adjacency, b.adjacency),
+            (a.parents if not b.parents else b.parents if not a.parents
+             else _join_dicts(a.parents, b.parents, _union)),
+            (a.metrics if not b.metrics else b.metrics if not a.metrics
+             else _join_dicts(a.metrics, b.metrics, _merge_metric)),
+            (a.children if not b.children else b.children if not a.children
+             else _merge_children(a.children, b.children)))
 
     def unmerge(self, prev: Node) -> Node | None:
         """What of this node a receiver holding `prev` lacks (Scope's UnsafeUnMerge).
@@ -426,20 +435,28 @@ class Topology:
 
     def merge_in(self, other: Topology) -> None:
         """Join `other` into this topology, which must be ours (see `copy`)."""
-        self.shape = _max((self.shape, other.shape))
-        self.tag = _max((self.tag, other.tag))
-        self.label, self.label_plural = _max(
-            ((self.label, self.label_plural), (other.label, other.label_plural)))
+        if other.shape > self.shape:
+            self.shape = other.shape
+        if other.tag > self.tag:
+            self.tag = other.tag
+        if (other.label != self.label or other.label_plural != self.label_plural) and (
+                (other.label, other.label_plural) > (self.label, self.label_plural)):
+            self.label, self.label_plural = other.label, other.label_plural
         nodes = self.nodes
         for key, node in other.nodes.items():
             have = nodes.get(key)
             nodes[key] = node if have is None else have.merge(node)
-        self.controls = _merge_plain_maps(self.controls, other.controls)
-        self.metadata_templates = _merge_plain_maps(self.metadata_templates,
-                                                    other.metadata_templates)
-        self.metric_templates = _merge_plain_maps(self.metric_templates,
-                                                  other.metric_templates)
-        self.table_templates = _merge_plain_maps(self.table_templates, other.table_templates)
+        if other.controls:
+            self.controls = _merge_plain_maps(self.controls, other.controls)
+        if other.metadata_templates:
+            self.metadata_templates = _merge_plain_maps(self.metadata_templates,
+                                                        other.metadata_templates)
+        if other.metric_templates:
+            self.metric_templates = _merge_plain_maps(self.metric_templates,
+                                                      other.metric_templates)
+        if other.table_templates:
+            self.table_templates = _merge_plain_maps(self.table_templates,
+                                                     other.table_templates)
 
     def merge(self, other: Topology) -> Topology:
         out = self.copy()
