@@ -1,8 +1,11 @@
 """The `weave` command line.
 
-Exit codes: 0 done, 1 the command failed (the reason and a hint are printed on stderr),
-2 the command line was wrong (argparse's usage message). Commands that talk to a host's
-stack find it through `--state-dir` (default /var/lib/weave, or WEAVE_STATE_DIR).
+Exit codes: 0 done, 1 the command failed, 2 the command line was wrong. A failure is
+one line on stderr, `weave <verb>: <what is wrong>`, maybe followed by one `hint:` or
+`usage:` line; never a traceback (an unexpected error is reported as such, in one
+line; WEAVE_DEBUG=1 shows the traceback). Commands that talk to a host's stack find it
+through `--state-dir` (default /var/lib/weave, or WEAVE_STATE_DIR), which may be given
+before or after the verb, as may the testbed's `--root` and `--prefix`.
 """
 from __future__ import annotations
 
@@ -18,6 +21,26 @@ from weavectl import api, launcher
 from weavectl.launcher import LaunchError
 
 VERSION = "0.1.0"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with Weave's one-line errors: `weave <verb>: <message>`, then the usage."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        usage = " ".join(self.format_usage().split())
+        self.exit(2, f"{self.prog}: {message}\n{usage}\n")
+
+
+def _accept_anywhere(parser: argparse.ArgumentParser, flags: dict[str, dict]) -> None:
+    """Let every subcommand (at any depth) take `flags` too, after its verb; the value
+    given last wins, and one not given after the verb leaves the earlier one alone."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                for flag, kw in flags.items():
+                    if flag not in sub._option_string_actions:
+                        sub.add_argument(flag, **{**kw, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS})
+                _accept_anywhere(sub, flags)
 
 
 def _add_launch(sub: argparse._SubParsersAction) -> None:
@@ -64,7 +87,7 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="weave", description="Weave Net, rebuilt in Python.")
+    parser = Parser(prog="weave", description="Weave Net, rebuilt in Python.")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="this host's state dir (default /var/lib/weave or WEAVE_STATE_DIR)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -93,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     testbed_cli.add_parser(sub)
     demo.add_parser(sub)
     commands.add_all(sub)
+    _accept_anywhere(parser, {"--state-dir": {"type": Path, "dest": "state_dir"}})
     return parser
 
 
@@ -128,8 +152,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    if not launcher.stop(_state_dir(args)):
-        print("weave is not running", file=sys.stderr)
+    state_dir = _state_dir(args)
+    if not launcher.stop(state_dir):
+        raise LaunchError(f"weave is not running here (state dir {state_dir}): nothing to stop")
     return 0
 
 
@@ -269,12 +294,35 @@ def main(argv: list[str] | None = None) -> int:
         with cli_span(args):
             return handler(args)
     except LaunchError as exc:
-        print(f"weave {args.command}: {exc.reason}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 1
+        return _fail(args, exc.reason, exc.hint)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - never a traceback for a user (WEAVE_DEBUG shows it)
+        return _unexpected(args, exc)
+
+
+def _fail(args: argparse.Namespace, reason: str, hint: str = "") -> int:
+    print(f"weave {args.command}: {reason}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return 1
+
+
+def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
+    """An error no command turned into a LaunchError: said in one line, with its kind."""
+    from shared.bus import BusError
+
+    if os.environ.get("WEAVE_DEBUG"):
+        import traceback
+        traceback.print_exc()
+    if isinstance(exc, BusError):
+        return _fail(args, f"{exc.code}: {exc.message}")
+    if isinstance(exc, PermissionError):
+        return _fail(args, f"permission denied: {exc.filename or exc}", "run it as root (sudo weave ...)")
+    if isinstance(exc, OSError):
+        return _fail(args, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+    return _fail(args, f"unexpected error ({type(exc).__name__}): {exc}",
+                 "this is a bug; WEAVE_DEBUG=1 shows where it happened")
 
 
 if __name__ == "__main__":

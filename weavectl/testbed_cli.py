@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     k = tsub.add_parser("kill", help="kill one service of a host (SIGKILL)")
     k.add_argument("target")
     k.add_argument("service")
+    for verb in tsub.choices.values():  # `weave testbed up --prefix p` as well as `weave testbed --prefix p up`
+        verb.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        verb.add_argument("--prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.set_defaults(handler=run_testbed)
 
 

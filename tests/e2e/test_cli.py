@@ -24,6 +24,18 @@ def test_report_template_status_sections_and_reset(testbed_factory):
         assert section in status
     ns = tb.add_container(h, 1)
     assert tb.exec("h1", ["ip", "link", "show", "weave"]).returncode == 0
+
+    # never exit 0 without effect: names for a container that is not attached, or nothing to remove
+    stray = tb.weave(h, "dns-add", "10.32.9.9", "somecontainer", "-h", "name.weave.local", check=False)
+    assert stray.returncode == 1 and "somecontainer is not attached" in stray.stderr
+    assert "weave dns-add IP... -h FQDN" in stray.stderr
+    assert "name.weave.local" not in tb.weave(h, "status", "dns").stdout
+    gone = tb.weave(h, "dns-remove", "10.32.9.9", "-h", "name.weave.local", check=False)
+    assert gone.returncode == 1 and "nothing removed" in gone.stderr
+    assert tb.weave(h, "dns-add", "10.32.9.9", "-h", "name.weave.local").returncode == 0
+    assert tb.weave(h, "dns-remove", "10.32.9.9", "-h", "name.weave.local").returncode == 0
+    after_verb = tb.exec("h1", [weave_bin(), "status", "peers", "--state-dir", h.state_dir])
+    assert after_verb.returncode == 0 and h.name in after_verb.stdout
     pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", h.ns], capture_output=True,
                                            text=True).stdout.split()]
     out = tb.weave(h, "reset")

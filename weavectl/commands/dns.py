@@ -25,6 +25,7 @@ from shared import subjects
 from shared.bus import BusError
 from shared.config import state_dir_from_env
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
+from shared.schemas.dns import ChangeReply, RemoveRequest
 from weavectl import api, launcher
 from weavectl.launcher import LaunchError
 
@@ -68,7 +69,7 @@ def parse_args(args: list[str], fqdn: str | None) -> tuple[list[str], str | None
 
 def cmd_dns_add(args: argparse.Namespace) -> int:
     ips, container, name = parse_args(list(args.args), args.fqdn)
-    if container is not None and (not ips or name is None):
+    if container is not None and container != EXTERN:  # Weave's dns-add fails for an unknown container too
         known = _attached(args, container)
         ips = ips or [c.split("/")[0] for c in known.cidrs]
         try:
@@ -90,10 +91,19 @@ def cmd_dns_add(args: argparse.Namespace) -> int:
 
 def cmd_dns_remove(args: argparse.Namespace) -> int:
     ips, container, name = parse_args(list(args.args), args.fqdn)
-    query = f"?fqdn={quote(name)}" if name is not None else ""
-    base = f"/name/{quote(container or EXTERN, safe=':')}"
-    for path in [f"{base}/{ip}" for ip in ips] or [base]:
-        api.call("DELETE", path + query)
+    state_dir = args.state_dir or state_dir_from_env()
+    removed = 0
+    for ip in ips or [None]:
+        req = RemoveRequest(container_id=container or EXTERN, ip=ip, fqdn=name)
+        try:
+            reply = launcher.bus_request(state_dir, subjects.request("dns", "remove"), req, ChangeReply)
+        except BusError as exc:
+            raise LaunchError(f"weaveDNS did not remove the names ({exc.code}: {exc.message})") from None
+        removed += len(reply.entries)
+    if not removed:
+        given = " ".join([*ips, *([container] if container else []), *(["-h", name] if name else [])])
+        raise LaunchError(f"no weaveDNS name of this host matches '{given}': nothing removed",
+                          "weave status dns lists the names; only the host that added a name can remove it")
     return 0
 
 
@@ -109,8 +119,9 @@ def _attached(args: argparse.Namespace, container: str) -> ContainerEvent:
     for known in reply.containers:
         if known.container_id == container:
             return known
-    raise LaunchError(f"container {container} is not attached to weave, so it has no addresses to name",
-                      "give the addresses on the command line, or attach it first")
+    raise LaunchError(f"container {container} is not attached to weave, so weaveDNS cannot name it",
+                      f"attach it first (weave attach --name FQDN {container}), or for a name without a "
+                      f"container: weave dns-add IP... -h FQDN")
 
 
 def cmd_dns_lookup(args: argparse.Namespace) -> int:

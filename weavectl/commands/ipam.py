@@ -84,6 +84,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cidr(text: str) -> str:
+    """argparse type: an IPv4 address with its prefix length, a.b.c.d/n."""
+    import ipaddress
+
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address with a prefix length, e.g. 10.32.0.5/12")
+    if "/" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a prefix length, e.g. {iface.ip}/12")
+    return text
+
+
+def _ip(text: str) -> str:
+    import ipaddress
+
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+    return text
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rmpeer", help="take over the IP ranges of dead peers")
     p.add_argument("peers", nargs="+", metavar="PEER", help="peer name or nickname")
@@ -96,21 +119,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         dest="ipam_command", metavar="ACTION", required=True)
     p = ipam.add_parser("allocate", help="an address for ID (the same one again if it has one)")
     p.add_argument("ident", metavar="ID")
-    p.add_argument("subnet", nargs="?", metavar="CIDR", help="subnet to allocate in (default: the default subnet)")
+    p.add_argument("subnet", nargs="?", metavar="CIDR", type=_cidr,
+                   help="subnet to allocate in (default: the default subnet)")
     p.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, help="seconds to wait (default 60)")
     p.set_defaults(handler=cmd_allocate)
     p = ipam.add_parser("claim", help="a specific address for ID")
     p.add_argument("ident", metavar="ID")
-    p.add_argument("cidr", metavar="IP/LEN")
+    p.add_argument("cidr", metavar="IP/LEN", type=_cidr)
     p.add_argument("--wait", type=float, default=DEFAULT_WAIT_S, help="seconds to wait (default 60)")
     p.set_defaults(handler=cmd_claim)
     p = ipam.add_parser("release", help="free ID's address IP, or all of ID's addresses")
     p.add_argument("ident", metavar="ID")
-    p.add_argument("addr", nargs="?", metavar="IP")
+    p.add_argument("addr", nargs="?", metavar="IP", type=_ip)
     p.set_defaults(handler=cmd_release)
     p = ipam.add_parser("lookup", help="the addresses ID holds")
     p.add_argument("ident", metavar="ID")
-    p.add_argument("subnet", nargs="?", metavar="CIDR")
+    p.add_argument("subnet", nargs="?", metavar="CIDR", type=_cidr)
     p.set_defaults(handler=cmd_lookup)
     p = ipam.add_parser("status", help="the allocator's state in one line (or --json)")
     p.add_argument("--json", action="store_true")
