@@ -26,9 +26,15 @@ def _token(kind: str, value: str) -> str:
     return value
 
 
+KUBE_PEERS = "kube-peers"
+"""The Kubernetes add-on's peer manager (`weave kube-peers run`, started by the
+DaemonSet's launch script beside the supervisor, not by it): it serves
+`weave.kube-peers.http` (its section of `weave status`, its readiness)."""
+
+
 def request(service: str, verb: str) -> str:
-    """Subject of a request served by `service` (one of SERVICES or the supervisor)."""
-    if service not in SERVICES and service != SUPERVISOR:
+    """Subject of a request served by `service` (one of SERVICES, the supervisor, or kube-peers)."""
+    if service not in SERVICES and service not in (SUPERVISOR, KUBE_PEERS):
         raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
     return f"weave.{service}.{_token('verb', verb)}"
 

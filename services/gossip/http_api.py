@@ -32,8 +32,9 @@ OWNED_PREFIXES = {
     "/name": "dns", "/domain": "dns", "/dns-address": "dns", "/dns-address-port": "dns",
     "/expose": "datapath", "/hide": "datapath",
 }
-SECTION_SERVICES = ("ipam", "dns", "datapath", "npc")  # their GET /status and /report parts
-VIEW_OWNERS = {"ipam": "ipam", "dns": "dns", "npc": "npc"}
+SECTION_SERVICES = ("ipam", "dns", "datapath", "npc", "kube-peers")  # their GET /status and /report parts
+# (kube-peers runs only in the Kubernetes add-on; elsewhere nobody answers and its part is left out)
+VIEW_OWNERS = {"ipam": "ipam", "dns": "dns", "npc": "npc", "kube-peers": "kube-peers"}
 
 
 def add_status_routes(http: Router, app: GossipApi) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -87,30 +89,128 @@ def test_kubernetes_validation_catches_mistakes(tmp_path):
     assert validate(bad).returncode != 0
 
 
+def manifest_docs() -> list[dict]:
+    return list(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "weave-daemonset.yaml").read_text()))
+
+
 def test_daemonset_speaks_weave_nets_environment():
-    docs = list(yaml.safe_load_all((REPO / "deploy" / "kubernetes" / "weave-daemonset.yaml").read_text()))
-    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    ds = next(d for d in manifest_docs() if d["kind"] == "DaemonSet")
     container = ds["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"] for e in container["env"]}
     assert {"IPALLOC_RANGE", "CONN_LIMIT", "IPALLOC_INIT", "WEAVE_PASSWORD", "WEAVE_NO_FASTDP"} <= env
-    assert container["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/status", "port": 6784}
+    assert "KUBE_PEERS" not in env, "the peers come from the API server"
+    assert container["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/status/kube-peers",
+                                                      "port": 6784}
     password = next(e for e in container["env"] if e["name"] == "WEAVE_PASSWORD")
     assert password["valueFrom"]["secretKeyRef"]["optional"] is True
 
 
-def test_kube_launch_script_maps_the_environment(tmp_path):
-    fake = tmp_path / "weave"
-    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+def test_rbac_grants_exactly_what_npc_and_kube_peers_do():
+    """Each grant is used (tests/unit/test_npc_kube.py, test_kube_peers_api.py run the real
+    client under these rules in tests/kube_api.py, which refuses anything else)."""
+    def grants(kind):
+        return {(g, r, v, tuple(rule.get("resourceNames", ())))
+                for d in manifest_docs() if d["kind"] == kind for rule in d["rules"]
+                for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert grants("ClusterRole") == {
+        ("", "pods", "list", ()), ("", "pods", "watch", ()), ("", "namespaces", "list", ()),
+        ("", "namespaces", "watch", ()), ("networking.k8s.io", "networkpolicies", "list", ()),
+        ("networking.k8s.io", "networkpolicies", "watch", ()),
+        ("", "nodes", "list", ()), ("", "nodes", "watch", ()), ("", "nodes/status", "patch", ())}
+    assert grants("Role") == {("", "configmaps", "get", ("weave-net",)), ("", "configmaps", "update", ("weave-net",)),
+                              ("", "configmaps", "create", ())}
+    role = next(d for d in manifest_docs() if d["kind"] == "Role")
+    assert role["metadata"]["namespace"] == "kube-system"
+
+
+FAKE_WEAVE = r"""#!/bin/sh
+# records every call; answers `kube-peers list` and `kube-peers check-peer-new` as told
+echo "$*" >> "$CALLS"
+case "$*" in
+  *"kube-peers list"*) [ -n "$NODES" ] || exit 3; printf "%s
+" $NODES ;;
+  *"kube-peers check-peer-new"*) exit "$CHECK" ;;
+  *"kube-peers run"*) exec sleep 30 ;;
+  *) printf "%s
+" "$@" ;;
+esac
+"""
+
+
+def kube_launch(tmp_path, **env) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run launch.sh with a fake `weave`; return it and every `weave` call it made
+    (the background kube-peers loop included, then killed with its process group)."""
+    fake = tmp_path / "bin" / "weave"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(FAKE_WEAVE)
     fake.chmod(0o755)
-    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", IPALLOC_RANGE="10.40.0.0/16",
-               IPALLOC_INIT="consensus=3", WEAVE_NO_FASTDP="1", KUBE_PEERS="10.0.0.2 10.0.0.3", HOSTNAME="node1")
-    out = subprocess.run(["sh", str(REPO / "deploy" / "kubernetes" / "launch.sh")], env=env,
-                         capture_output=True, text=True, check=True).stdout.split("\n")
-    assert out[:4] == ["--state-dir", "/weavedb", "launch", "--foreground"]
-    joined = " ".join(out)
-    for part in ("--ipalloc-range 10.40.0.0/16", "--ipalloc-init consensus=3", "--datapath sleeve",
-                 "--nickname node1", "10.0.0.2 10.0.0.3"):
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    full = {k: v for k, v in os.environ.items() if k not in ("KUBE_PEERS", "IPALLOC_INIT", "CONN_LIMIT")}
+    full.update(PATH=f"{fake.parent}:{os.environ['PATH']}", CALLS=str(calls), HOSTNAME="node1",
+                WEAVE_STATE_DIR=str(tmp_path / "state"), NODES="10.0.0.1 10.0.0.2 10.0.0.3", CHECK="9")
+    full.update(env)
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as f, err.open("w") as e:  # files: the background loop keeps pipes open
+        proc = subprocess.Popen(["sh", str(REPO / "deploy" / "kubernetes" / "launch.sh")], env=full, stdout=f,
+                                stderr=e, start_new_session=True)
+        try:
+            proc.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while "kube-peers run" not in calls.read_text() and proc.returncode == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read_text(), err.read_text())
+    return result, calls.read_text().splitlines()
+
+
+def test_kube_launch_script_takes_peers_from_the_api_and_maps_the_environment(tmp_path):
+    out, calls = kube_launch(tmp_path, IPALLOC_RANGE="10.40.0.0/16", WEAVE_NO_FASTDP="1")
+    assert out.returncode == 0, out.stderr
+    state = str(tmp_path / "state")
+    args = out.stdout.split("\n")
+    assert args[:4] == ["--state-dir", state, "launch", "--foreground"]
+    joined = " ".join(args)
+    for part in ("--ipalloc-range 10.40.0.0/16", "--ipalloc-init consensus=3", "--conn-limit 200",
+                 "--datapath sleeve", "--nickname node1", "10.0.0.1 10.0.0.2 10.0.0.3"):
         assert part in joined, part
+    assert f"--state-dir {state} kube-peers list" in calls
+    assert f"--state-dir {state} kube-peers run --node-name node1" in calls, "the daemon runs beside the stack"
+
+
+def test_kube_launch_script_with_peers_and_ipalloc_init_given(tmp_path):
+    out, calls = kube_launch(tmp_path, KUBE_PEERS="10.0.0.7 10.0.0.8", IPALLOC_INIT="observer", CONN_LIMIT="30")
+    assert out.returncode == 0, out.stderr
+    joined = " ".join(out.stdout.split("\n"))
+    assert "--ipalloc-init observer" in joined and "--conn-limit 30" in joined and "10.0.0.7 10.0.0.8" in joined
+    assert not any("kube-peers list" in c for c in calls)
+
+
+def test_kube_launch_script_fails_without_peers(tmp_path):
+    out, calls = kube_launch(tmp_path, NODES="")
+    assert out.returncode == 1 and "Failed to get peers" in out.stderr
+    assert not any("launch" in c.split() for c in calls)
+
+
+def test_kube_launch_script_drops_ipam_data_of_a_reclaimed_peer(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    for check, kept in (("9", True), ("0", False)):
+        (state / "ipam.db").write_text("ring")
+        (state / "peer-reclaim").write_text("")
+        out, calls = kube_launch(tmp_path, CHECK=check)
+        assert out.returncode == 0, out.stderr
+        assert f"--state-dir {state} kube-peers check-peer-new" in calls
+        assert (state / "ipam.db").exists() is kept
+    (state / "peer-reclaim").unlink()
+    (state / "ipam.db").write_text("ring")
+    out, calls = kube_launch(tmp_path, CHECK="0")
+    assert (state / "ipam.db").exists(), "before peer reclaim was in use, nothing is dropped (Weave's db flag)"
+    assert (state / "peer-reclaim").exists()
 
 
 def test_prepare_only_writes_state_without_starting_anything(tmp_path):

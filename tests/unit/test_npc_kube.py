@@ -1,14 +1,13 @@
-"""The Kubernetes source against a small in-test API server speaking list/watch over
-HTTP/1.1 (chunked watch streams, Content-Length lists): list then watch, events,
-bookmarks, re-watch from the last resourceVersion, 410 -> relist, HTTP errors retried,
-the bearer token; and an npc service taking its policies and pods from it."""
+"""The Kubernetes source (lightkube, shared/kube.py) against the fake API server of
+tests/kube_api.py serving the objects and the recorded watch stream of
+tests/fixtures/kubernetes over real HTTP: list then watch, events, bookmarks, re-watch
+from the last resourceVersion, 410 -> relist, HTTP errors retried, the bearer token,
+RBAC of the DaemonSet's manifest; and an npc service taking its policies and pods from it."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import replace
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -29,9 +28,7 @@ from shared.metrics import new_registry
 from shared.schemas.datapath import ContainerEvent
 from shared.schemas.npc import ListReply, ListRequest
 from shared.service import ServiceContext
-
-PATHS = {"Namespace": "/api/v1/namespaces", "Pod": "/api/v1/pods",
-         "NetworkPolicy": "/apis/networking.k8s.io/v1/networkpolicies"}
+from tests.kube_api import SA_TOKEN, FakeKubeApi, fixture
 
 
 def ns(name, rv="1", **labels):
@@ -43,92 +40,23 @@ def pod(name, ip, rv="1", namespace="default", **labels):
                          "labels": labels}, "status": {"podIP": ip, "phase": "Running"}}
 
 
-def netpol(name, rv="1"):
-    return {"metadata": {"name": name, "namespace": "default", "uid": f"np-{name}", "resourceVersion": rv},
-            "spec": {"podSelector": {"matchLabels": {"app": "web"}},
-                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "db"}}}]}]}}
+def seeded_api() -> FakeKubeApi:
+    """Namespace default, pod web (app=web), policy np (web accepts db) from the fixtures."""
+    api = FakeKubeApi()
+    api.seed("namespaces", fixture("namespaces.json"))
+    api.seed("pods", fixture("pods.json"))
+    api.seed("networkpolicies", fixture("networkpolicies.json"), group="networking.k8s.io")
+    return api
 
 
-class FakeApiServer:
-    """Lists from `items`; each watch streams what `push` queues, ends on `end_watches`."""
+def token_file(tmp_path):
+    path = tmp_path / "token"
+    path.write_text(SA_TOKEN + "\n")
+    return str(path)
 
-    def __init__(self) -> None:
-        self.items = {kind: {} for kind in PATHS}
-        self.rv = {kind: 10 for kind in PATHS}
-        self.requests: list[tuple[str, dict, dict]] = []  # (path, query, headers)
-        self.watchers: dict[str, list[asyncio.Queue]] = {kind: [] for kind in PATHS}
-        self.gone_below = 0
-        self.fail_lists: dict[str, int] = {}  # kind -> lists to answer with a 500
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def stop(self) -> None:
-        self.end_watches()
-        self.server.close()
-
-    def push(self, kind: str, event_type: str, obj: dict) -> None:
-        for q in self.watchers[kind]:
-            q.put_nowait({"type": event_type, "object": obj})
-
-    def end_watches(self) -> None:
-        for queues in self.watchers.values():
-            for q in queues:
-                q.put_nowait(None)
-
-    async def _handle(self, reader, writer) -> None:
-        try:
-            await self._serve(reader, writer)
-        except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
-            pass  # the test is over, or the client went away
-
-    async def _serve(self, reader, writer) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
-        url = urlsplit(head[0].split()[1])
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)}
-        self.requests.append((url.path, query, headers))
-        kind = next(k for k, p in PATHS.items() if p == url.path)
-        try:
-            if query.get("watch"):
-                await self._watch(kind, query, writer)
-            else:
-                await self._list(kind, writer)
-        finally:
-            writer.close()
-
-    async def _list(self, kind, writer) -> None:
-        if self.fail_lists.get(kind):
-            self.fail_lists[kind] -= 1
-            body = b'{"kind": "Status", "code": 500}'
-            writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            return
-        body = json.dumps({"kind": f"{kind}List", "metadata": {"resourceVersion": str(self.rv[kind])},
-                           "items": list(self.items[kind].values())}).encode()
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(body), body))
-
-    async def _watch(self, kind, query, writer) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
-        if int(query.get("resourceVersion") or 0) < self.gone_below:
-            self._chunk(writer, {"type": "ERROR", "object": {"kind": "Status", "code": 410, "message": "too old"}})
-        else:
-            q: asyncio.Queue = asyncio.Queue()
-            self.watchers[kind].append(q)
-            while (event := await q.get()) is not None:
-                self._chunk(writer, event)
-                await writer.drain()
-            self.watchers[kind].remove(q)
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    @staticmethod
-    def _chunk(writer, event) -> None:
-        data = json.dumps(event).encode() + b"\n"
-        half = len(data) // 2  # split one event over two chunks: the client must rejoin them
-        for part in (data[:half], data[half:]):
-            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+def watches(api, resource):
+    return [r for r in api.requests if r.resource == resource and r.verb == "watch"]
 
 
 async def until(cond, timeout=5.0, what="condition"):
@@ -167,15 +95,10 @@ def test_reflector_list_diff_and_events():
 # ---- the source against the fake server -------------------------------------------------------
 
 async def test_list_watch_rewatch_relist_and_errors(tmp_path):
-    api = FakeApiServer()
-    api.items["Namespace"]["default"] = ns("default")
-    api.items["Pod"]["web"] = pod("web", "10.32.0.1", app="web")
-    api.items["NetworkPolicy"]["np"] = netpol("np")
-    api.fail_lists = {"Pod": 1}  # the first list of pods fails with a 500: retried
+    api = seeded_api()
+    api.fail_next = {("list", "pods"): 1}  # the first list of pods fails with a 500: retried
     url = await api.start()
-    token = tmp_path / "token"
-    token.write_text("s3cret\n")
-    config = NpcServiceConfig(kube_api=url, kube_token_file=str(token), kube_resync_s=60)
+    config = NpcServiceConfig(kube_api=url, kube_token_file=token_file(tmp_path), kube_resync_s=60)
     controller = NetworkPolicyController()
     world = World(controller)
 
@@ -186,50 +109,52 @@ async def test_list_watch_rewatch_relist_and_errors(tmp_path):
     task = asyncio.get_running_loop().create_task(source.run())
     web, db = ipset_name("default:app=web"), ipset_name("default:app=db")
     members = lambda name: set(controller.desired_state().ipsets[name].members)  # noqa: E731
+    added, modified, bookmark, deleted = fixture("pods-watch.jsonl")
     try:
-        await until(lambda: len(source.synced) == 3 and all(api.watchers.values()), what="listed and watching")
+        await until(lambda: len(source.synced) == 3 and all(api.watchers[k] for k in api.watchers
+                                                               if k[1] in ("pods", "namespaces", "networkpolicies")),
+                    what="listed and watching")
         assert members(web) == {"10.32.0.1"}
-        assert all(h.get("authorization") == "Bearer s3cret" for _, _, h in api.requests)
+        assert all(r.headers.get("Authorization") == f"Bearer {SA_TOKEN}" for r in api.requests)
+        assert {r.status for r in api.requests if r.verb != "watch"} == {200, 500}, "RBAC allows what npc asks"
 
-        api.push("Pod", "ADDED", pod("db", "10.32.0.2", rv="11", app="db"))
+        api.replay([added])
         await until(lambda: members(db) == {"10.32.0.2"}, what="ADDED")
-        api.push("Pod", "MODIFIED", pod("db", "10.32.0.2", rv="12", app="other"))
+        api.replay([modified])
         await until(lambda: members(db) == set(), what="MODIFIED")
-        api.push("Pod", "BOOKMARK", {"metadata": {"resourceVersion": "15"}})
-        await until(lambda: source.reflectors["Pod"].resource_version == "15")
+        api.replay([bookmark])
+        await until(lambda: source.reflectors["Pod"].resource_version == "515")
 
         api.end_watches()  # the server ends every watch: we watch again from where we were
-        await until(lambda: sum(1 for p, q, _ in api.requests if p == PATHS["Pod"] and q.get("watch")) == 2)
-        rewatch = [q for p, q, _ in api.requests if p == PATHS["Pod"] and q.get("watch")][-1]
-        assert rewatch["resourceVersion"] == "15"
+        await until(lambda: len(watches(api, "pods")) == 2, what="a second pod watch")
+        assert watches(api, "pods")[-1].query["resourceVersion"] == "515"
 
-        del api.items["Pod"]["web"]  # gone while our resourceVersion got too old: relist
-        api.gone_below = 100
-        api.rv["Pod"] = 120
-        api.push("Pod", "DELETED", pod("db", "10.32.0.2", rv="16"))
+        # gone while our resourceVersion got too old (a deletion we never saw): relist
+        del api.objects[("", "pods")][("default", "web")]
+        api.replay([deleted])
+        api.version += 5
+        api.compact("", "pods")
         api.end_watches()
-        await until(lambda: members(web) == set() and source.reflectors["Pod"].resource_version == "120",
+        await until(lambda: members(web) == set() and source.reflectors["Pod"].resource_version == str(api.version),
                     what="relisted after 410")
-        lists = [p for p, q, _ in api.requests if p == PATHS["Pod"] and not q.get("watch")]
-        assert len(lists) == 3, "first (500), second, and the relist"
+        lists = [r for r in api.requests if r.resource == "pods" and r.verb == "list"]
+        assert [r.status for r in lists] == [500, 200, 200], "first (500), second, and the relist"
+        assert watches(api, "pods")[-1].query["resourceVersion"] == str(api.version), "watching from the relist"
     finally:
         task.cancel()
         await api.stop()
 
 
 async def test_npc_service_enforces_kubernetes_policies(tmp_path):
-    api = FakeApiServer()
-    api.items["Namespace"]["default"] = ns("default")
-    api.items["Pod"]["web"] = pod("web", "10.32.0.1", app="web")
-    api.items["Pod"]["db"] = pod("db", "10.32.0.2", app="db")
-    api.items["NetworkPolicy"]["np"] = netpol("np")
+    api = seeded_api()
+    api.replay([fixture("pods-watch.jsonl")[0]])  # pod db (app=db)
     url = await api.start()
     kernel, broker = MemoryKernel(), MemoryBroker()
     bus = MemoryBus(broker, "npc")
     launch = LaunchConfig(state_dir=tmp_path, name="aa:00:00:00:00:01", nickname="h1")
     ctx = ServiceContext("npc", for_service("npc", launch), bus, new_registry(), RealClock(), Router())
     config = replace(NpcServiceConfig(resync_interval_s=0.2, gossip_interval_s=5, persist_delay_s=0.01),
-                     kube_api=url, kube_token_file=str(tmp_path / "none"))
+                     kube_api=url, kube_token_file=token_file(tmp_path))
     app = NpcApp(config, runner=kernel.run)
     await app.start(ctx)
     try:
@@ -241,7 +166,8 @@ async def test_npc_service_enforces_kubernetes_policies(tmp_path):
         listing = await bus.request(subjects.request("npc", "list"), ListRequest(), ListReply)
         assert [(o.ref.name, o.source, o.enforced) for o in listing.objects] == [
             ("default", "kubernetes", True), ("np", "kubernetes", True)]
-        api.push("NetworkPolicy", "DELETED", netpol("np", rv="20"))
+        np = api.get("networking.k8s.io", "networkpolicies", "np", "default")
+        api.put("networking.k8s.io", "networkpolicies", np, event="DELETED")
         await until(lambda: web not in kernel.sets, what="policy deleted")
         assert app.status().pods == 2, "container events are not pods when Kubernetes is the source"
     finally:
