@@ -17,9 +17,9 @@ socket), conntrack's flows (short-lived ones included) and the flows npc blocked
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from services.scope.ids import make_endpoint_node_id, make_host_node_id
+from services.scope.ids import address_scope, make_host_node_id, make_scoped_endpoint_node_id
 from services.scope.probe import templates as t
 from services.scope.probe.conntrack import Flow
 from services.scope.probe.walker import NamespaceSockets
@@ -27,16 +27,15 @@ from services.scope.report import Dns, Node, Topology
 from shared.schemas.npc import BlockedFlow
 
 
-@dataclass(frozen=True)
-class FourTuple:
+class FourTuple(NamedTuple):
     from_addr: str
     to_addr: str
     from_port: int
     to_port: int
 
-    def key(self) -> tuple[str, str]:
+    def key(self) -> tuple[tuple[str, int], tuple[str, int]]:
         """Direction-free identity (Scope's fourTuple.key)."""
-        a, b = f"{self.from_addr}:{self.from_port}", f"{self.to_addr}:{self.to_port}"
+        a, b = (self.from_addr, self.from_port), (self.to_addr, self.to_port)
         return (a, b) if a <= b else (b, a)
 
     def reversed(self) -> "FourTuple":
@@ -48,17 +47,20 @@ class EndpointReporter:
         self.hostname = hostname
         self.host_id = make_host_node_id(hostname)
         self.local_networks = local_networks
+        self._scopes: dict[tuple[str, str], str] = {}
+        """(namespace, address) -> the scope of its endpoint ids (ids.address_scope)."""
 
     def report(self, namespaces: list[NamespaceSockets], flows: list[Flow], blocked: list[BlockedFlow],
                names: dict[str, tuple[str, ...]], now: int) -> tuple[Topology, Dns]:
         """`names`: address -> weaveDNS names (reverse DNS). Returns the topology and DNS."""
-        topo, dns = Topology(), {}
-        seen: dict[tuple[str, str], FourTuple] = {}
+        acc = _Endpoints(now, self.host_id)
+        seen: dict[tuple, FourTuple] = {}
         for flow in flows:
             ft = flow.four_tuple()
             tuple_ = FourTuple(ft.src, ft.dst, ft.sport, ft.dport)
             seen[tuple_.key()] = tuple_
-            self._connection(topo, dns, names, tuple_, "", None, now)
+            acc.edge(self._id("", tuple_.from_addr, tuple_.from_port), self._id("", tuple_.to_addr, tuple_.to_port))
+            acc.addresses.update((tuple_.from_addr, tuple_.to_addr))
         for ns in namespaces:
             for c in ns.connections:
                 local = FourTuple(c.local_addr, c.remote_addr, c.local_port, c.remote_port)
@@ -67,32 +69,58 @@ class EndpointReporter:
                 pid = ns.owners.get(c.inode, 0)
                 namespace = str(ns.netns) if pid else ""
                 ft = local.reversed() if incoming else local
-                self._connection(topo, dns, names, ft, namespace, (pid, incoming) if pid else None, now)
+                from_id = self._id(namespace, ft.from_addr, ft.from_port)
+                to_id = self._id(namespace, ft.to_addr, ft.to_port)
+                acc.edge(from_id, to_id)
+                if pid:  # the pid holds the local end: `to` when the connection is incoming
+                    acc.owner(to_id if incoming else from_id, pid)
+                acc.addresses.update((c.local_addr, c.remote_addr))
         for b in blocked:
-            self._blocked(topo, dns, names, b, now)
-        return topo, dns
+            src, dst = self._id("", b.src, b.sport), self._id("", b.dst, b.dport)
+            acc.edge(src, dst)
+            acc.blocked.setdefault(src, set()).add(dst)
+            acc.addresses.update((b.src, b.dst))
+        dns = {addr: ((), names.get(addr, ())) for addr in acc.addresses}
+        return acc.topology(), dns
 
-    def _connection(self, topo: Topology, dns: Dns, names: dict, ft: FourTuple, namespace: str,
-                    owner: tuple[int, bool] | None, now: int) -> None:
-        """`owner`: (pid, incoming): the pid holds the `to` end when the connection is incoming."""
-        from_id = make_endpoint_node_id(self.hostname, namespace, ft.from_addr, ft.from_port, self.local_networks)
-        to_id = make_endpoint_node_id(self.hostname, namespace, ft.to_addr, ft.to_port, self.local_networks)
-        from_node, to_node = Node(from_id, "endpoint", adjacency=(to_id,)), Node(to_id, "endpoint")
-        if owner is not None:
-            info = {t.PID: (now, str(owner[0])), t.HOST_NODE_ID: (now, self.host_id)}
-            if owner[1]:
-                to_node = Node(to_id, "endpoint", latest=info)
-            else:
-                from_node = Node(from_id, "endpoint", adjacency=(to_id,), latest=info)
-        topo.add_node(from_node).add_node(to_node)
-        for addr in (ft.from_addr, ft.to_addr):
-            dns.setdefault(addr, ((), names.get(addr, ())))
+    def _id(self, namespace: str, address: str, port: int) -> str:
+        key = (namespace, address)
+        scope = self._scopes.get(key)
+        if scope is None:
+            if len(self._scopes) >= 65536:
+                self._scopes.clear()
+            scope = self._scopes[key] = address_scope(self.hostname, namespace, address, self.local_networks)
+        return make_scoped_endpoint_node_id(scope, address, port)
 
-    def _blocked(self, topo: Topology, dns: Dns, names: dict, b: BlockedFlow, now: int) -> None:
-        src = make_endpoint_node_id(self.hostname, "", b.src, b.sport, self.local_networks)
-        dst = make_endpoint_node_id(self.hostname, "", b.dst, b.dport, self.local_networks)
-        topo.add_node(Node(src, "endpoint", adjacency=(dst,), latest={t.BLOCKED: (now, "true")},
-                           sets={t.BLOCKED_TO: (dst,)}))
-        topo.add_node(Node(dst, "endpoint"))
-        for addr in (b.src, b.dst):
-            dns.setdefault(addr, ((), names.get(addr, ())))
+
+class _Endpoints:
+    """One spy's endpoints, gathered as plain values, then made into nodes once each."""
+
+    def __init__(self, now: int, host_id: str) -> None:
+        self.now, self.host_id = now, host_id
+        self.adjacency: dict[str, set[str]] = {}
+        self.pids: dict[str, int] = {}
+        self.blocked: dict[str, set[str]] = {}
+        self.addresses: set[str] = set()
+
+    def edge(self, from_id: str, to_id: str) -> None:
+        self.adjacency.setdefault(from_id, set()).add(to_id)
+        self.adjacency.setdefault(to_id, set())
+
+    def owner(self, node_id: str, pid: int) -> None:
+        self.pids[node_id] = pid
+
+    def topology(self) -> Topology:
+        topo = Topology()
+        now, host_id = self.now, self.host_id
+        for node_id, adjacent in self.adjacency.items():
+            latest = {}
+            pid = self.pids.get(node_id)
+            if pid is not None:
+                latest = {t.PID: (now, str(pid)), t.HOST_NODE_ID: (now, host_id)}
+            sets = {}
+            if node_id in self.blocked:
+                latest[t.BLOCKED] = (now, "true")
+                sets = {t.BLOCKED_TO: self.blocked[node_id]}
+            topo.nodes[node_id] = Node(node_id, "endpoint", latest=latest, sets=sets, adjacency=adjacent)
+        return topo

@@ -11,8 +11,8 @@ IPv4, as Go's net.IP prints them.
 """
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
+import socket
+from typing import NamedTuple
 
 from services.scope.probe.procfs import ProcFormatError
 
@@ -20,9 +20,8 @@ TCP_ESTABLISHED, TCP_FIN_WAIT1, TCP_FIN_WAIT2, TCP_CLOSE_WAIT = 0x01, 0x04, 0x05
 LIVE_STATES = frozenset({"01", "04", "05", "08"})
 
 
-@dataclass(frozen=True)
-class Connection:
-    """One TCP socket of a namespace, seen from its own end."""
+class Connection(NamedTuple):
+    """One TCP socket of a namespace, seen from its own end (a tuple: thousands a second)."""
 
     local_addr: str
     local_port: int
@@ -32,21 +31,43 @@ class Connection:
     inode: int
 
 
+_ADDRESSES: dict[str, str] = {}
+"""hex address -> text: a namespace shows few distinct addresses, each in many rows."""
+_ADDRESSES_MAX = 4096
+
+
 def decode_address(field: str) -> tuple[str, int]:
     """'0100007F:1F90' -> ('127.0.0.1', 8080); 32 hex digits for IPv6."""
     hexaddr, _, hexport = field.partition(":")
     try:
-        raw = bytes.fromhex(hexaddr)
         port = int(hexport, 16)
+    except ValueError:
+        raise ProcFormatError("net/tcp", f"bad port in {field!r}") from None
+    text = _ADDRESSES.get(hexaddr)
+    if text is None:
+        text = _address(hexaddr, field)
+        if len(_ADDRESSES) >= _ADDRESSES_MAX:
+            _ADDRESSES.clear()
+        _ADDRESSES[hexaddr] = text
+    return text, port
+
+
+def _address(hexaddr: str, field: str) -> str:
+    try:
+        raw = bytes.fromhex(hexaddr)
     except ValueError:
         raise ProcFormatError("net/tcp", f"bad address {field!r}") from None
     if len(raw) not in (4, 16):
         raise ProcFormatError("net/tcp", f"bad address length in {field!r}")
     swapped = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
     if len(swapped) == 4:
-        return str(ipaddress.IPv4Address(swapped)), port
-    v6 = ipaddress.IPv6Address(swapped)
-    return (str(v6.ipv4_mapped) if v6.ipv4_mapped else str(v6)), port
+        return socket.inet_ntop(socket.AF_INET, swapped)
+    if swapped[:12] == _V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, swapped[12:])
+    return socket.inet_ntop(socket.AF_INET6, swapped)
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def parse_tcp(data: bytes, seen: set[int] | None = None) -> list[Connection]:
