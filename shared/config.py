@@ -43,13 +43,15 @@ class LaunchConfig(BaseModel):
                          "`weave launch`, which has no weave-npc): no NetworkPolicy, no iptables on bridged frames.")
     no_scope: bool = Field(False, description="Do not run Weave Scope's probe and app on this host (`weave launch "
                            "--no-scope`: exactly the stack without Scope).")
-    scope_listen: str = Field("127.0.0.1:4040", description="ip:port of the Scope app's HTTP API and UI (Scope's "
-                              "--app.http.address; loopback by default: the app has no authentication yet).")
+    scope_listen: str = Field("127.0.0.1:4040", description="ip:port of the Scope app's HTTP API and page (Scope's "
+                              "--app.http.address). Loopback by default; any other address needs scope_token.")
     scope_targets: tuple[str, ...] = Field((), description="Other Scope apps the probe also POSTs every report to, "
                                            "host[:port] or http(s)://host[:port] (Scope's probe targets).")
-    scope_token: str | None = Field(None, description="Scope service token: sent by the probe as `Authorization: "
-                                    "Scope-Probe token=<token>` (empty without one); the app will check it once "
-                                    "it authenticates probes.")
+    scope_token: str | None = Field(None, description="Scope token (--scope-token / WEAVE_SCOPE_TOKEN): when set, "
+                                    "every request to the app needs it (a bearer header, the cookie /login sets, "
+                                    "or a probe's `Authorization: Scope-Probe token=<token>`).")
+    scope_controls: bool = Field(False, description="Let the Scope app run controls (detach a container, restart a "
+                                 "service, a terminal into a container or the host). Needs scope_token.")
     dns_listen_address: str = Field("0.0.0.0:53", description="weaveDNS UDP+TCP address (Weave --dns-listen-address).")
     dns_domain: str = Field("weave.local.", description="weaveDNS domain (Weave --dns-domain).")
     dns_ttl: int = Field(1, description="TTL of weaveDNS answers, seconds (Weave --dns-ttl).")
@@ -184,6 +186,25 @@ def for_service(service: str, launch: LaunchConfig) -> ServiceConfig:
         port = int(override)
     return ServiceConfig(service=service, launch=launch, metrics_port=port,
                          settings=SETTINGS[service].for_profile(launch.profile))
+
+
+def scope_exposure_problem(listen: str, token: str | None, controls: bool) -> str | None:
+    """Why the Scope app must not start with these settings (None: it may). The app
+    serves what every probe sees and, with controls, shells: any address other than
+    loopback, and any control, needs a token."""
+    import ipaddress
+
+    host = listen.rpartition(":")[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not token and not loopback:
+        return (f"--scope-listen {listen} is not a loopback address: it needs --scope-token "
+                "(or WEAVE_SCOPE_TOKEN)")
+    if controls and not token:
+        return "--scope-controls needs --scope-token (or WEAVE_SCOPE_TOKEN)"
+    return None
 
 
 def state_dir_from_env() -> Path:

@@ -8,17 +8,22 @@ over `AppState`; every answer is rendered by `render.api`.
 - `GET /api/topology/<t>/ws?t=<Go duration>`: websocket (websocket.py).
 - `POST /api/report`: a probe's report, msgpack or JSON, gzipped or not; 200 with an
   empty body; 400 with the reason as a JSON string for anything else (the app goes on);
-  413 over `max_body_bytes`; 401 when a token is configured and not presented.
+  413 over `max_body_bytes`.
+- Node details list only the controls this app can run now (`AppState.control_offered`:
+  controls on, and the node's probe connected to this app).
+Beside these: the page (static.py), login, controls, pipes and traces (ui_api.py); and
+before all of them the token and origin rules (auth.py): 401 for any request without
+the token when one is configured.
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 
+from services.scope.app import auth, static, ui_api
 from services.scope.app.render.api import UnknownTopology
 from services.scope.app.state import AppState
 from services.scope.app.websocket import first_values as query_of
@@ -31,8 +36,11 @@ STATE = web.AppKey("state", AppState)
 
 
 def make_web_app(state: AppState) -> web.Application:
-    app = web.Application(client_max_size=state.config.max_body_bytes)
+    app = web.Application(client_max_size=state.config.max_body_bytes,
+                          middlewares=[auth.middleware(state.config.token, _count_refused(state))])
     app[STATE] = state
+    static.add_routes(app)
+    ui_api.add_routes(app, state)
     app.router.add_get("/api", api_details)
     app.router.add_get("/api/topology", topology_list)
     app.router.add_get("/api/topology/{rest:.+}", topology)
@@ -40,6 +48,13 @@ def make_web_app(state: AppState) -> web.Application:
     app.router.add_get("/api/probes", probes)
     app.router.add_post("/api/report", post_report)
     return app
+
+
+def _count_refused(state: AppState):
+    def count(request: web.Request) -> None:
+        if request.path == "/api/report":
+            state.rejected.labels("http", "unauthorized").inc()
+    return count
 
 
 def respond(request: web.Request, value, status: int = 200) -> web.Response:
@@ -81,7 +96,10 @@ async def topology(request: web.Request) -> web.StreamResponse:
             return await serve_websocket(request, state, parts[0])
         if len(parts) == 2:
             node = state.timed("node", state.render().details, parts[0], parts[1], query_of(request))
-            return respond(request, {"node": node}) if node is not None else not_found()
+            if node is None:
+                return not_found()
+            controls = [c for c in node.get("controls") or () if state.control_offered(c["probeId"])]
+            return respond(request, {"node": {**node, "controls": controls}})
     except UnknownTopology:
         pass
     return not_found()
@@ -100,13 +118,6 @@ async def probes(request: web.Request) -> web.Response:
     return respond(request, render.probes())
 
 
-def _authorized(request: web.Request, token: str | None) -> bool:
-    if not token:
-        return True
-    presented = request.headers.get("Authorization", "")
-    return hmac.compare_digest(presented.encode(), f"Scope-Probe token={token}".encode())
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, body=json.dumps(message).encode(), content_type="application/json",
                         headers={"Cache-Control": "no-cache"})
@@ -114,9 +125,6 @@ def _error(status: int, message: str) -> web.Response:
 
 async def post_report(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    if not _authorized(request, state.config.token):
-        state.rejected.labels("http", "unauthorized").inc()
-        return _error(401, "Scope-Probe token required")
     content_type = request.headers.get("Content-Type", "")
     if not content_type.startswith(("application/json", "application/msgpack")):
         state.rejected.labels("http", "unsupported_media_type").inc()

@@ -5,7 +5,8 @@ Takes probe reports from three places, all into one 15 s window (collector.py):
 - every other host's probe, from the mesh (`weave.mesh.weave-py-scope.in`, a
   `MeshReceive` whose payload is `encode_mesh(ProbeReport)`);
 - any Scope probe, by `POST /api/report` (http_api.py).
-Serves Scope 1.13's HTTP API and websockets on `scope_listen` (127.0.0.1:4040), with
+Serves Scope 1.13's HTTP API and websockets, the page, controls and pipes on
+`scope_listen` (127.0.0.1:4040; any other address needs the token, auth.py), with
 /metrics and /healthz on its service port (6794). A bad report from anywhere is logged,
 counted and dropped; the app goes on.
 
@@ -42,7 +43,11 @@ class ScopeApp:
         """The HTTP port actually bound (listen_port 0 picks a free one)."""
 
     async def start(self, ctx: ServiceContext) -> None:
-        config = self._config or AppConfig.from_launch(ctx.config.launch, ctx.config.settings)
+        try:
+            config = self._config or AppConfig.from_launch(ctx.config.launch, ctx.config.settings)
+        except ValueError as exc:  # what `weave launch` refuses too: never serve it open
+            log.error("scope-app will not start: %s", exc)
+            raise
         self.state = AppState(config, ctx.clock, ctx.registry)
         await ctx.bus.subscribe(subjects.event(REPORT_TOPIC), self._on_local_report)
         await ctx.bus.subscribe(subjects.mesh_in(SCOPE_CHANNEL), self._on_mesh_report)

@@ -15,6 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.scope.app.collector import Collector
 from services.scope.app.config import AppConfig
+from services.scope.app.controls import ControlRouter
+from services.scope.app.pipes import PipeRouter
+from services.scope.app.traces import TraceIndex
 from services.scope.app.render.api import ReportRender
 from services.scope.codec import decode_report
 from services.scope.report import Report
@@ -28,6 +31,9 @@ class AppState:
     def __init__(self, config: AppConfig, clock: Clock, registry: CollectorRegistry) -> None:
         self.config, self.clock = config, clock
         self.collector = Collector(config.window_s)
+        self.controls = ControlRouter()
+        self.pipes = PipeRouter(config.max_pipes, config.pipe_connect_timeout_s)
+        self.traces = TraceIndex(config.trace_dir)
         self._changed = asyncio.Event()
         self.reports = Counter("scope_app_reports_total", "Probe reports taken, by how they came.",
                                ["source"], registry=registry)
@@ -62,6 +68,10 @@ class AppState:
             self._changed = asyncio.Event()
 
     # -- readers -------------------------------------------------------------------------
+    def control_offered(self, probe_id: str) -> bool:
+        """Whether this app can run a control of that probe's nodes now."""
+        return self.config.controls and self.controls.connected(probe_id)
+
     def render(self) -> ReportRender:
         return self.collector.render(self.clock.monotonic())
 
