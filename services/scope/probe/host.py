@@ -55,14 +55,30 @@ class HostReporter:
 
 # -- reading (the shell's side) ------------------------------------------------------------
 
-def read_host_facts(proc_root: str = "/proc") -> HostFacts:
-    """Blocking reads of /proc and the namespace's addresses (run in a thread)."""
+def read_host_facts(proc_root: str = "/proc", networks: tuple[str, ...] | None = None) -> HostFacts:
+    """Blocking reads of /proc and, unless `networks` is given, of the namespace's
+    addresses (run in a thread)."""
     uname = os.uname()
     used, total = procfs.parse_meminfo(_read(f"{proc_root}/meminfo"))
     return HostFacts(kernel=f"{uname.release} {uname.version}", uptime_s=procfs.parse_uptime(_read(
         f"{proc_root}/uptime")), load1=procfs.parse_loadavg(_read(f"{proc_root}/loadavg")),
         cpu=procfs.parse_cpu_times(_read(f"{proc_root}/stat")), mem_used=used, mem_total=total,
-        local_networks=local_networks())
+        local_networks=local_networks() if networks is None else networks)
+
+
+class LocalNetworks:
+    """The namespace's addresses, read again at most every `refresh_s` (a netlink dump
+    costs more than the rest of the host's facts together; addresses rarely change)."""
+
+    def __init__(self, refresh_s: float = 10.0) -> None:
+        self.refresh_s = refresh_s
+        self._value: tuple[str, ...] = ()
+        self._read_at: float | None = None
+
+    def get(self, now: float) -> tuple[str, ...]:
+        if self._read_at is None or now - self._read_at >= self.refresh_s:
+            self._value, self._read_at = local_networks(), now
+        return self._value
 
 
 def local_networks() -> tuple[str, ...]:

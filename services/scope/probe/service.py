@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily
 from services.scope.codec import encode_report
 from services.scope.probe.app_client import AppClient, report_headers
 from services.scope.probe.conntrack import ConntrackSocket, FlowTracker, events_supported
+from services.scope.probe.host import LocalNetworks
 from services.scope.probe.probe import Probe, Publication, Schedule, SpyInputs
 from services.scope.probe.sources import WEAVE_REPORT_URL, Remote, read_local
 from services.scope.probe.walker import ProcWalker
@@ -72,6 +73,7 @@ class ProbeApp:
         self.probe = Probe(self.hostname, self.probe_id, self.version, full_every=self.settings.full_report_every)
         self.walker = ProcWalker(self.proc_root)
         self.host_netns = self.walker.netns_of("self")
+        self.networks = LocalNetworks()
         self.remote = Remote(ctx.bus, ctx.clock, self.settings.blocked_window_s, self.weave_url)
         self.tracker = FlowTracker()
         self.session = aiohttp.ClientSession()
@@ -129,7 +131,9 @@ class ProbeApp:
     async def _spy(self) -> None:
         started = time.perf_counter()
         containers = self.remote.container_namespaces()
-        facts, samples, sockets = await asyncio.to_thread(read_local, self.walker, self.host_netns, containers)
+        networks = await asyncio.to_thread(self.networks.get, self.ctx.clock.monotonic())
+        facts, samples, sockets = await asyncio.to_thread(read_local, self.walker, self.host_netns, containers,
+                                                          networks)
         inputs = SpyInputs(host=facts, processes=samples, sockets=sockets, flows=self.tracker.walk(),
                            containers=list(self.remote.containers.values()), weave_status=self.remote.weave_status,
                            blocked=self.remote.blocked)

@@ -33,12 +33,14 @@ REQUEST_TIMEOUT_S = 2.0
 STATUS_TIMEOUT_S = 8.0  # the router waits up to 5 s for each service's part of /report
 
 
-def read_local(walker: ProcWalker, host_netns: int, containers: dict[int, str]
+def read_local(walker: ProcWalker, host_netns: int, containers: dict[int, str],
+               networks: tuple[str, ...] | None = None
                ) -> tuple[HostFacts, list[ProcessSample], list[NamespaceSockets]]:
     """Blocking: host facts, the processes of the host's and the containers' network
     namespaces, and each namespace's connections (read through one of its processes;
-    a container namespace without processes has no sockets to show)."""
-    facts = read_host_facts(walker.root)
+    a container namespace without processes has no sockets to show). `networks`: the
+    host's addresses when the caller keeps them (host.LocalNetworks), else read now."""
+    facts = read_host_facts(walker.root, networks)
     samples = walker.walk({host_netns, *containers})
     readers: dict[int, int | str] = {host_netns: "self"}
     for s in samples:
