@@ -40,15 +40,16 @@ def dns_names(events: list[ContainerEvent]) -> dict[str, tuple[str, ...]]:
 
 
 class ContainerReporter:
-    def __init__(self, hostname: str, probe_id: str) -> None:
-        self.hostname, self.probe_id = hostname, probe_id
+    def __init__(self, hostname: str, probe_id: str, controls: bool = False) -> None:
+        """`controls`: this host runs controls (`active_controls` offers them)."""
+        self.hostname, self.probe_id, self.controls = hostname, probe_id, controls
         self.host_id = make_host_node_id(hostname)
 
     def report(self, events: list[ContainerEvent], samples: list[ProcessSample], cpu_pct: dict[int, float],
                cpus: int, mem_total: int, now: int) -> Topology:
         """`cpu_pct`: pid -> CPU percent of this spy (processes measured twice or more)."""
         topo = Topology(metadata_templates=t.CONTAINER_METADATA, metric_templates=t.CONTAINER_METRICS,
-                        table_templates=t.CONTAINER_TABLES)
+                        table_templates=t.CONTAINER_TABLES, controls=t.CONTAINER_CONTROLS if self.controls else {})
         by_netns: dict[int, list[ProcessSample]] = {}
         for s in samples:
             by_netns.setdefault(s.netns, []).append(s)
@@ -65,6 +66,8 @@ class ContainerReporter:
         if e.fqdn:
             latest[t.WEAVE_DNS_HOSTNAME] = latest[t.CONTAINER_HOSTNAME] = e.fqdn.rstrip(".")
         latest.update({t.LABEL_PREFIX + k: v for k, v in e.labels.items()})
+        if self.controls:
+            latest[t.ACTIVE_CONTROLS] = ";".join(t.CONTAINER_CONTROLS)
         ips = sorted({str(ipaddress.ip_interface(c).ip) for c in e.cidrs})
         sets = {t.CONTAINER_IPS: ips, t.CONTAINER_IPS_WITH_SCOPES: [make_address_node_id(self.hostname, ip) for ip in ips],
                 t.CONTAINER_NETWORKS: ["weave"]}

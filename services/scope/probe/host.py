@@ -31,8 +31,10 @@ class HostFacts:
 
 
 class HostReporter:
-    def __init__(self, hostname: str, probe_id: str, version: str) -> None:
+    def __init__(self, hostname: str, probe_id: str, version: str, controls: bool = False) -> None:
+        """`controls`: this host runs controls (`active_controls` offers them)."""
         self.hostname, self.probe_id, self.version = hostname, probe_id, version
+        self.controls = controls
         self.node_id = make_host_node_id(hostname)
         self._prev_cpu = procfs.CpuTimes(0, 0, 1)
 
@@ -43,14 +45,17 @@ class HostReporter:
         node = Node(self.node_id, "host", latest={k: (now, v) for k, v in {
             t.CONTROL_PROBE_ID: self.probe_id, t.TIMESTAMP: format_rfc3339nano(now), t.HOST_NAME: self.hostname,
             t.OS: "linux", t.KERNEL_VERSION: facts.kernel, t.UPTIME: str(facts.uptime_s),
-            t.SCOPE_VERSION: self.version, t.ACTIVE_CONTROLS: t.HOST_EXEC, t.HOST_NODE_ID: self.node_id}.items()},
+            t.SCOPE_VERSION: self.version, t.HOST_NODE_ID: self.node_id, **self._controls()}.items()},
             sets={t.LOCAL_NETWORKS: facts.local_networks}, parents={"host": (self.node_id,)},
             metrics={t.HOST_CPU: Metric.single(now, cpu, max=100.0),
                      t.HOST_MEMORY: Metric.single(now, facts.mem_used, max=facts.mem_total),
                      t.LOAD1: Metric.single(now, facts.load1)})
         topo = Topology(metadata_templates=t.HOST_METADATA, metric_templates=t.HOST_METRICS,
-                        controls=t.HOST_CONTROLS)
+                        controls=t.HOST_CONTROLS_ON if self.controls else t.HOST_CONTROLS)
         return topo.add_node(node)
+
+    def _controls(self) -> dict[str, str]:
+        return {t.ACTIVE_CONTROLS: ";".join(t.HOST_CONTROLS_ON)} if self.controls else {}
 
 
 # -- reading (the shell's side) ------------------------------------------------------------

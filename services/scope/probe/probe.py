@@ -96,14 +96,15 @@ def _rearm(deadline: float, interval: float, now: float) -> float:
 
 class Probe:
     def __init__(self, hostname: str, probe_id: str, version: str, *, full_every: int = 3,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, controls: bool = False) -> None:
+        """`controls`: offer this host's controls in its reports (`--scope-controls`)."""
         self.hostname, self.probe_id, self.version = hostname, probe_id, version
         self.full_every = full_every
         self.rng = rng or random.Random()
-        self.host = HostReporter(hostname, probe_id, version)
+        self.host = HostReporter(hostname, probe_id, version, controls)
         self.processes = ProcessReporter(hostname)
         self.endpoints = EndpointReporter(hostname)
-        self.containers = ContainerReporter(hostname, probe_id)
+        self.containers = ContainerReporter(hostname, probe_id, controls)
         self.overlay = OverlayReporter(hostname)
         self._pending: Report | None = None
         self._last_full: Report | None = None

@@ -9,6 +9,9 @@ third time, a delta otherwise) is encoded once (gzip + msgpack, Scope's POST bod
 - broadcast on the mesh channel `weave-py-scope` (`encode_mesh`) for every other
   host's app,
 - offered to each `--scope-target` app (app_client.py; never waited for).
+Controls: a control websocket to this host's app and to each `--scope-target` app
+(control_client.py) serves their controls (controls.py), refused unless this host was
+launched with `--scope-controls`.
 A failure to publish on the bus makes the next report full (Scope's rule). Conntrack is
 followed by a second task when this namespace has conntrack events; without them,
 connections come from /proc alone. `weave.scope-probe.status` answers what it costs.
@@ -28,6 +31,9 @@ from prometheus_client.core import CounterMetricFamily
 from services.scope.codec import encode_report
 from services.scope.probe.app_client import AppClient, report_headers
 from services.scope.probe.conntrack import ConntrackSocket, FlowTracker, events_supported
+from services.scope.probe.container import attached
+from services.scope.probe.control_client import ControlClient, local_app_target
+from services.scope.probe.controls import Controls
 from services.scope.probe.host import LocalNetworks
 from services.scope.probe.probe import Probe, Publication, Schedule, SpyInputs
 from services.scope.probe.sources import WEAVE_REPORT_URL, Remote, read_local
@@ -70,7 +76,9 @@ class ProbeApp:
         self.ctx, launch = ctx, ctx.config.launch
         self.settings = self._settings or ctx.config.settings
         self.hostname = launch.nickname
-        self.probe = Probe(self.hostname, self.probe_id, self.version, full_every=self.settings.full_report_every)
+        controls_on = bool(getattr(launch, "scope_controls", False))
+        self.probe = Probe(self.hostname, self.probe_id, self.version, full_every=self.settings.full_report_every,
+                           controls=controls_on)
         self.walker = ProcWalker(self.proc_root)
         self.host_netns = self.walker.netns_of("self")
         self.networks = LocalNetworks()
@@ -79,6 +87,10 @@ class ProbeApp:
         self.session = aiohttp.ClientSession()
         headers = report_headers(self.probe_id, self.version, launch.scope_token)
         self.targets = [AppClient(target, headers) for target in launch.scope_targets]
+        self.controls = Controls(self.hostname, ctx.bus, controls_on,
+                                 lambda: {e.container_id for e in attached(list(self.remote.containers.values()))})
+        self.control_clients = [ControlClient(app, headers, self.controls)
+                                for app in (local_app_target(launch.scope_listen), *launch.scope_targets)]
         self._metrics(ctx)
         await ctx.bus.serve(subjects.request(NAME, "status"), ProbeStatusRequest, self._on_status)
         self.mesh = MeshChannel(ctx.bus, SCOPE_CHANNEL)
@@ -89,6 +101,8 @@ class ProbeApp:
         self._spawn(self._follow_conntrack())
         for client in self.targets:
             self._spawn(client.run(self.session))
+        for control_client in self.control_clients:
+            self._spawn(control_client.run(self.session))
         self.schedule = Schedule(self.settings.spy_interval_s, self.settings.publish_interval_s,
                                  ctx.clock.monotonic())
         self._spawn(self._timer_loop())
@@ -99,6 +113,10 @@ class ProbeApp:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for control_client in getattr(self, "control_clients", ()):
+            await control_client.close()
+        if hasattr(self, "controls"):
+            self.controls.close()
         await self.session.close()
 
     def health(self) -> tuple[bool, str]:

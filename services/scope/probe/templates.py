@@ -108,6 +108,16 @@ HOST_METRICS = _by_id(
     metric(HOST_CPU, "CPU", 1, format="percent"), metric(HOST_MEMORY, "Memory", 2, format="filesize"),
     metric(LOAD1, "Load (1m)", 11, group="load"))
 HOST_CONTROLS = {HOST_EXEC: {"id": HOST_EXEC, "human": "Exec shell", "icon": "fa fa-terminal", "rank": 0}}
+# controls of ours and the docker ones we run (probe/controls.py): offered in reports
+# only while this host's controls are on (`active_controls`)
+RESTART_SERVICE, CONTAINER_EXEC, DETACH_CONTAINER = (
+    "weave_py_restart_service", "docker_exec_container", "weave_py_detach_container")
+HOST_CONTROLS_ON = {**HOST_CONTROLS, RESTART_SERVICE: {"id": RESTART_SERVICE, "human": "Restart a service",
+                                                       "icon": "fa fa-refresh", "rank": 1}}
+CONTAINER_CONTROLS = {
+    CONTAINER_EXEC: {"id": CONTAINER_EXEC, "human": "Exec shell", "icon": "fa fa-terminal", "rank": 0},
+    DETACH_CONTAINER: {"id": DETACH_CONTAINER, "human": "Detach from weave", "icon": "fa fa-chain-broken",
+                       "rank": 1}}
 
 PROCESS_METADATA = _by_id(
     metadata(PID, "PID", 1, datatype="number"), metadata(CMDLINE, "Command", 2),
