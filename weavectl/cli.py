@@ -65,7 +65,9 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scope-target", action="append", default=[], metavar="ADDR", dest="scope_targets",
                    help="also send the probe's reports to the Scope app at ADDR (repeatable)")
     p.add_argument("--scope-token", default=os.environ.get("WEAVE_SCOPE_TOKEN"),
-                   help="Scope service token the probe presents (also WEAVE_SCOPE_TOKEN)")
+                   help="token every request to the Scope app needs, probes' too (also WEAVE_SCOPE_TOKEN)")
+    p.add_argument("--scope-controls", action="store_true",
+                   help="let the Scope app detach containers, restart services and open terminals (needs a token)")
     p.add_argument("--dns-listen-address", default="0.0.0.0:53", help="weaveDNS address, ip:port")
     p.add_argument("--dns-domain", default="weave.local.", help="weaveDNS domain")
     p.add_argument("--dns-ttl", type=int, default=1, help="TTL of weaveDNS answers, seconds")
@@ -127,13 +129,21 @@ def _state_dir(args: argparse.Namespace) -> Path:
 def cmd_launch(args: argparse.Namespace) -> int:
     import socket
 
+    from shared.config import scope_exposure_problem
+
+    problem = None if args.no_scope else scope_exposure_problem(args.scope_listen, args.scope_token,
+                                                                args.scope_controls)
+    if problem is not None:
+        raise LaunchError(problem, "the Scope app shows every host and, with controls, opens shells: "
+                          "anything but a loopback address needs a token")
     cfg = LaunchConfig(
         state_dir=_state_dir(args), name=args.name, nickname=args.nickname or socket.gethostname(),
         host=args.host, port=args.port, password=args.password or None, peers=tuple(args.peers),
         ipalloc_range=args.ipalloc_range, ipalloc_init=args.ipalloc_init, no_dns=args.no_dns, no_npc=args.no_npc,
         dns_listen_address=args.dns_listen_address, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
         no_scope=args.no_scope, scope_listen=args.scope_listen, scope_targets=tuple(args.scope_targets),
-        scope_token=args.scope_token or None, conn_limit=args.conn_limit, no_discovery=args.no_discovery,
+        scope_token=args.scope_token or None, scope_controls=args.scope_controls, conn_limit=args.conn_limit,
+        no_discovery=args.no_discovery,
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
         bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile)
     if args.prepare_only:
@@ -256,6 +266,13 @@ TRACED = {"attach", "detach", "expose", "hide", "dns-add", "dns-remove", "connec
           "policy", "restart"}
 
 
+def _container_of(args: argparse.Namespace) -> str:
+    """The CONTAINER a command acts on (`weave attach|detach [ADDR...] CONTAINER`), or ""."""
+    if args.command in ("attach", "detach") and getattr(args, "args", None):
+        return str(args.args[-1])
+    return ""
+
+
 class cli_span:
     """The root span of a command that changes something (one `weave attach`, one trace):
     recorded in the host's trace files when its stack is running here."""
@@ -273,7 +290,10 @@ class cli_span:
         self.provider = setup_tracing("cli", host=launch.nickname, trace_dir=launch.trace_dir,
                                       endpoint=launch.otlp_endpoint)
         self.span = tracer("weave.cli").start_as_current_span(f"weave {self.args.command}")
-        self.span.__enter__()
+        span = self.span.__enter__()
+        container = _container_of(self.args)
+        if container:  # Scope's page lists a container's traces by it (services/scope/app/traces.py)
+            span.set_attribute("weave.container", container)
 
     def __exit__(self, *exc) -> None:
         if self.span is not None:
