@@ -134,8 +134,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
     problem = None if args.no_scope else scope_exposure_problem(args.scope_listen, args.scope_token,
                                                                 args.scope_controls)
     if problem is not None:
-        raise LaunchError(problem, "the Scope app shows every host and, with controls, opens shells: "
-                          "anything but a loopback address needs a token")
+        raise LaunchError(problem)  # one line: the reason says what to add
     cfg = LaunchConfig(
         state_dir=_state_dir(args), name=args.name, nickname=args.nickname or socket.gethostname(),
         host=args.host, port=args.port, password=args.password or None, peers=tuple(args.peers),
