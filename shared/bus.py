@@ -32,6 +32,8 @@ R = TypeVar("R", bound=Message)
 
 DEFAULT_TIMEOUT_S = 2.0
 CLOSE_GRACE_S = 3.0  # on close, how long handlers already running may take to answer
+QUIET_SUFFIX = ".health"
+"""Subjects ending so (health probes, `subjects.health`) are not traced."""
 PENDING_LIMIT = 10_000  # per subscription; past it messages are dropped (NATS "slow consumer")
 
 
@@ -110,11 +112,18 @@ class BusCore:
                                                 attributes=_attrs(subject, "publish")):
             await self._raw_publish(subject, _encode(message), tracing.inject(headers))
 
+    def _span(self, name: str, subject: str, **kw):
+        """A span for one message, except for health probes: a liveness check is not an
+        operation anyone follows, and tracing it would write spans while all is idle."""
+        if subject.endswith(QUIET_SUFFIX):
+            return trace.use_span(trace.INVALID_SPAN)
+        return self._tracer.start_as_current_span(name, **kw)
+
     async def request(self, subject: str, message: Message, reply_type: type[R], *,
                       timeout: float = DEFAULT_TIMEOUT_S) -> R:
         """Send a request and return the typed reply; an ErrorReply raises BusError."""
-        with self._tracer.start_as_current_span(f"{subject} request", kind=SpanKind.CLIENT,
-                                                attributes=_attrs(subject, "request")) as span:
+        with self._span(f"{subject} request", subject, kind=SpanKind.CLIENT,
+                        attributes=_attrs(subject, "request")) as span:
             data = await self._raw_request(subject, _encode(message), tracing.inject(), timeout)
             try:
                 reply = parse_reply(data, reply_type)
@@ -134,8 +143,8 @@ class BusCore:
         Never raises: whatever goes wrong becomes an ErrorReply for the caller.
         """
         ctx = tracing.extract(headers)
-        with self._tracer.start_as_current_span(f"{subject} process", context=ctx, kind=SpanKind.SERVER,
-                                                attributes=_attrs(subject, "process")) as span:
+        with self._span(f"{subject} process", subject, context=ctx, kind=SpanKind.SERVER,
+                        attributes=_attrs(subject, "process")) as span:
             try:
                 request = request_type.model_validate_json(data)
             except ValidationError as exc:

@@ -17,8 +17,8 @@ from typing import Iterator, Mapping, Sequence
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -69,6 +69,89 @@ class JsonLinesSpanExporter(SpanExporter):
         pass
 
 
+class QuietBatchSpanProcessor(SpanProcessor):
+    """Batches finished spans to an exporter on a thread of its own that sleeps until a
+    span arrives: no wake-up at all while a service is idle (OpenTelemetry's
+    BatchSpanProcessor wakes every `schedule_delay` whether or not there is work).
+
+    After the first span of a batch it waits `delay_s` for more, then exports them in one
+    call. The queue is bounded (`max_queue`): past it spans are dropped and counted, so
+    tracing never holds up or grows a service. Shutdown exports what is queued."""
+
+    def __init__(self, exporter: SpanExporter, *, delay_s: float = 0.5, max_queue: int = 2048,
+                 max_batch: int = 512) -> None:
+        self.exporter, self.delay_s, self.max_queue, self.max_batch = exporter, delay_s, max_queue, max_batch
+        self.dropped = 0
+        self._queue: list[ReadableSpan] = []
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._flush_waiters: list[threading.Event] = []
+        self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
+        self._thread.start()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._restart_in_child)
+
+    def _restart_in_child(self) -> None:
+        """A forked process has no copy of our thread: start one (its queue starts empty)."""
+        self._cond = threading.Condition()
+        self._queue, self._flush_waiters = [], []
+        self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
+        self._thread.start()
+
+    @property
+    def native_id(self) -> int | None:
+        """The export thread's kernel id (its wake-ups are counted in /proc)."""
+        return self._thread.native_id
+
+    def on_start(self, span, parent_context=None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        with self._cond:
+            if len(self._queue) >= self.max_queue:
+                self.dropped += 1
+                return
+            self._queue.append(span)
+            if len(self._queue) == 1:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping and not self._flush_waiters:
+                    self._cond.wait()  # asleep while idle: no timeout
+                if not (self._stopping or self._flush_waiters):
+                    self._cond.wait(self.delay_s)  # gather the rest of the batch
+                batch, self._queue = self._queue, []
+                waiters, self._flush_waiters = self._flush_waiters, []
+                stopping = self._stopping
+            for i in range(0, len(batch), self.max_batch):
+                try:
+                    self.exporter.export(batch[i:i + self.max_batch])
+                except Exception:  # an exporter must never take the service down
+                    pass
+            for event in waiters:
+                event.set()
+            if stopping:
+                return
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        done = threading.Event()
+        with self._cond:
+            self._flush_waiters.append(done)
+            self._cond.notify()
+        return done.wait(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(5.0)
+        self.exporter.shutdown()
+
+
 def span_to_dict(span: ReadableSpan) -> dict:
     ctx = span.get_span_context()
     parent = span.parent
@@ -96,10 +179,11 @@ def setup_tracing(service: str, *, host: str, trace_dir: Path | None = None,
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")))
+        provider.add_span_processor(QuietBatchSpanProcessor(
+            OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces"), delay_s=1.0))
     elif trace_dir is not None:
         exporter = JsonLinesSpanExporter(Path(trace_dir) / f"{service}.jsonl")
-        provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=2048, schedule_delay_millis=500))
+        provider.add_span_processor(QuietBatchSpanProcessor(exporter, delay_s=0.5))
     trace.set_tracer_provider(provider)
     return provider
 

@@ -306,6 +306,9 @@ COMMANDS = {"launch": cmd_launch, "stop": cmd_stop, "restart": cmd_restart, "ps-
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    logging.getLogger("shared.nats_bus").setLevel(logging.ERROR)  # the CLI says what failed itself
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or args.handler

@@ -123,20 +123,36 @@ def _write_token(state_dir: Path) -> None:
 
 
 def wait_healthy(cfg: LaunchConfig, timeout: float) -> ServicesReply:
-    """Poll the supervisor until every process is running and healthy."""
-    deadline = time.monotonic() + timeout
+    """Ask the supervisor, every 50 ms over one bus connection, until every process is
+    running and healthy."""
+    return asyncio.run(_wait_healthy(cfg, timeout))
+
+
+async def _wait_healthy(cfg: LaunchConfig, timeout: float) -> ServicesReply:
+    from shared.nats_bus import NatsBus
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + timeout
     last: ServicesReply | None = None
-    while time.monotonic() < deadline:
-        if supervisor_pid(cfg.state_dir) is None and time.monotonic() > deadline - timeout + 2:
-            raise LaunchError("the supervisor exited during launch",
-                              f"see {cfg.log_dir / 'supervisor.log'}:\n{_tail(cfg.log_dir / 'supervisor.log')}")
-        try:
-            last = asyncio.run(_bus_request(cfg, subjects.supervisor("ps"), ServicesRequest(), ServicesReply, 1.0))
-            if all(p.healthy for p in last.processes):
-                return last
-        except (BusError, FileNotFoundError):
-            pass
-        time.sleep(0.1)
+    bus = None
+    try:
+        while loop.time() < deadline:
+            if supervisor_pid(cfg.state_dir) is None and loop.time() > started + 2:
+                raise LaunchError("the supervisor exited during launch",
+                                  f"see {cfg.log_dir / 'supervisor.log'}:\n{_tail(cfg.log_dir / 'supervisor.log')}")
+            try:
+                if bus is None:
+                    bus = await NatsBus.connect(cfg.bus_url, cfg.bus_token(), "cli", timeout=0.2)
+                last = await bus.request(subjects.supervisor("ps"), ServicesRequest(), ServicesReply, timeout=1.5)
+                if all(p.healthy for p in last.processes):
+                    return last
+            except (BusError, FileNotFoundError):
+                pass
+            await asyncio.sleep(0.05)
+    finally:
+        if bus is not None:
+            await bus.close()
     bad = [p.name for p in last.processes if not p.healthy] if last else ["nats"]
     name = bad[0]
     raise LaunchError(f"service {name} did not become healthy within {timeout:g} s"

@@ -8,7 +8,11 @@ Started detached by `weave launch`; lives until `weave stop` (bus request
   it has run 30 s); the others are not touched.
 - `weave.supervisor.restart` restarts one process on purpose, at once, optionally with
   config overrides (e.g. another datapath mode) passed as WEAVE_OVERRIDE_* variables.
-- Health: every second each service is asked `weave.<svc>.health`; nats by a TCP connect.
+- Services are forked from a warm fork server that imported their modules once
+  (weavectl/forkserver.py): a start or restart takes milliseconds; nats-server is exec'd.
+- Health is asked when someone wants it (`weave.supervisor.ps`, which `weave launch`
+  polls until the stack is healthy): each service by `weave.<svc>.health`, nats by a
+  TCP connect. Nothing polls while all is idle.
 - `processes.json` in the state dir always names every live pid, so a crashed
   supervisor's children can still be found and stopped by pid.
 """
@@ -32,11 +36,17 @@ from shared.schemas import (HealthReply, HealthRequest, Ok, RestartRequest, Serv
                             ServicesRequest, StopRequest)
 from shared.service import setup_logging
 from shared.tracing import setup_tracing
+from weavectl import forkserver
+from weavectl.services import service_module
 
 log = logging.getLogger("weave.supervisor")
 BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_AFTER_S = 0.5, 10.0, 30.0
 STOP_GRACE_S = 5.0
-HEALTH_INTERVAL_S, HEALTH_TIMEOUT_S = 1.0, 1.0
+HEALTH_TIMEOUT_S = 1.0
+NATS_START_S = 5.0  # how long services wait for nats-server to listen before they start anyway
+FORK = os.environ.get("WEAVE_FORKSERVER", "1") != "0"
+"""Services are forked from the warm fork server (weavectl/forkserver.py); WEAVE_FORKSERVER=0
+execs each one as `python -m <module>` instead (slower, more memory; for debugging)."""
 PID_FILE, PROCESSES_FILE, NATS_CONF = "supervisor.pid", "processes.json", "nats.conf"
 
 
@@ -66,14 +76,6 @@ def write_nats_conf(launch: LaunchConfig) -> Path:
     return path
 
 
-MODULES = {"scope-probe": "services.scope.probe.service", "scope-app": "services.scope.app.service"}
-"""Module of each service whose module is not `services.<name>.service`."""
-
-
-def service_module(name: str) -> str:
-    return MODULES.get(name, f"services.{name}.service")
-
-
 def _installed(name: str) -> bool:
     """Whether the service's module exists in this installation (a stack built before
     the Scope app existed runs the rest without it)."""
@@ -98,8 +100,12 @@ def services_for(launch: LaunchConfig) -> list[str]:
 class Proc:
     name: str
     argv: list[str]
+    """What to exec for a process that is not forked (nats-server, or any service when
+    the fork server is off)."""
+    module: str = ""
+    """A service's module, forked from the fork server ('' for nats-server)."""
     env: dict[str, str] = field(default_factory=dict)
-    process: asyncio.subprocess.Process | None = None
+    process: "asyncio.subprocess.Process | forkserver.ForkedProcess | None" = None
     state: str = "starting"
     restarts: int = 0
     started_at: float = 0.0
@@ -112,8 +118,13 @@ class Proc:
 
 
 class Supervisor:
-    def __init__(self, launch: LaunchConfig) -> None:
+    def __init__(self, launch: LaunchConfig, forks: "forkserver.ForkClient | None" = None) -> None:
+        """`forks`: the fork server to start services from; None: exec each one."""
         self.launch = launch
+        self.forks = forks
+        self.incarnation = _incarnation(os.getpid())
+        """This run of the stack (pid and start time): services that keep state per run
+        (dns) tell a restart of their own from a new run of the stack by it."""
         self.procs: dict[str, Proc] = {}
         self.stopping = asyncio.Event()
         self.bus = None
@@ -123,7 +134,7 @@ class Supervisor:
         conf = self.launch.state_dir / NATS_CONF
         self.procs["nats"] = Proc("nats", [nats_server_path(), "-c", str(conf)])
         for svc in services_for(self.launch):
-            self.procs[svc] = Proc(svc, [sys.executable, "-m", service_module(svc)])
+            self.procs[svc] = Proc(svc, [sys.executable, "-m", service_module(svc)], service_module(svc))
 
 
     def _record_pids(self) -> None:
@@ -134,11 +145,16 @@ class Supervisor:
 
     async def _spawn(self, proc: Proc) -> None:
         self.launch.log_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, WEAVE_STATE_DIR=str(self.launch.state_dir), **proc.env)
-        with open(self.launch.log_dir / f"{proc.name}.log", "ab") as logf:
-            proc.process = await asyncio.create_subprocess_exec(
-                *proc.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
-                start_new_session=False)
+        env = dict(os.environ, WEAVE_STATE_DIR=str(self.launch.state_dir),
+                   WEAVE_INCARNATION=self.incarnation, **proc.env)
+        log_path = self.launch.log_dir / f"{proc.name}.log"
+        if proc.module and self.forks is not None:
+            proc.process = await self.forks.spawn(proc.name, proc.module, env, str(log_path))
+        else:
+            with open(log_path, "ab") as logf:
+                proc.process = await asyncio.create_subprocess_exec(
+                    *proc.argv, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+                    start_new_session=False)
         proc.started_at, proc.state, proc.healthy = time.time(), "starting", False
         self._record_pids()
         log.info("started %s (pid %d)", proc.name, proc.process.pid)
@@ -186,16 +202,12 @@ class Supervisor:
         if proc.healthy and proc.state == "starting":
             proc.state = "running"
 
-    async def _health_loop(self) -> None:
-        while not self.stopping.is_set():
-            await asyncio.gather(*(self._check(p) for p in self.procs.values()))
-            try:
-                await asyncio.wait_for(self.stopping.wait(), HEALTH_INTERVAL_S)
-            except asyncio.TimeoutError:
-                pass
-
     # -- bus API -----------------------------------------------------------------
     async def _on_ps(self, _: ServicesRequest) -> ServicesReply:
+        """The process table, each process's health asked now (in parallel, 1 s at most):
+        health is checked when someone wants to know, never on a timer (idle means
+        asleep: a 1 s poll woke every service and nats-server 5 times a second)."""
+        await asyncio.gather(*(self._check(p) for p in self.procs.values()))
         return ServicesReply(host=self.launch.nickname, supervisor_pid=os.getpid(), processes=tuple(
             ServiceProcess(name=p.name, pid=p.pid, state=p.state, healthy=p.healthy, restarts=p.restarts,
                            started_at=p.started_at if p.pid else 0.0) for p in self.procs.values()))
@@ -221,19 +233,21 @@ class Supervisor:
 
         (self.launch.state_dir / PID_FILE).write_text(str(os.getpid()))
         write_nats_conf(self.launch)
+        if self.forks is not None:
+            self.forks.start()
         self._make_procs()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         watchers = [asyncio.create_task(self._watch(self.procs["nats"]))]
+        await _wait_port("127.0.0.1", self.launch.bus_port, NATS_START_S)  # (a bus client retries slower)
+        watchers += [asyncio.create_task(self._watch(p)) for n, p in self.procs.items() if n != "nats"]
         self.bus = await NatsBus.connect(self.launch.bus_url, self.launch.bus_token(), "supervisor", timeout=30)
         await self.bus.serve(subjects.supervisor("ps"), ServicesRequest, self._on_ps)
         await self.bus.serve(subjects.supervisor("restart"), RestartRequest, self._on_restart)
         await self.bus.serve(subjects.supervisor("stop"), StopRequest, self._on_stop)
-        watchers += [asyncio.create_task(self._watch(p)) for n, p in self.procs.items() if n != "nats"]
-        health = asyncio.create_task(self._health_loop())
         await self.stopping.wait()
-        await self._shutdown(watchers + [health])
+        await self._shutdown(watchers)
 
     async def _shutdown(self, tasks: list[asyncio.Task]) -> None:
         log.info("stopping the stack")
@@ -251,6 +265,14 @@ class Supervisor:
         log.info("stack stopped")
 
 
+def _incarnation(pid: int) -> str:
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{pid}:{start}"
+
+
 async def _terminate(process: asyncio.subprocess.Process) -> None:
     """SIGTERM, then SIGKILL after STOP_GRACE_S."""
     if process.returncode is not None:
@@ -265,6 +287,16 @@ async def _terminate(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+async def _wait_port(host: str, port: int, timeout: float) -> bool:
+    """Poll until something accepts on host:port (nats-server starts in milliseconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await _port_open(host, port):
+            return True
+        await asyncio.sleep(0.005)
+    return False
+
+
 async def _port_open(host: str, port: int) -> bool:
     try:
         _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
@@ -275,10 +307,15 @@ async def _port_open(host: str, port: int) -> bool:
 
 
 def run_foreground(launch: LaunchConfig) -> int:
-    """The supervisor in the calling process (a container's or a systemd unit's main)."""
-    setup_logging("supervisor")
+    """The supervisor in the calling process (a container's or a systemd unit's main):
+    this process becomes the fork server (it stays PID 1 in a container)."""
+    os.execv(sys.executable, [sys.executable, "-m", "weavectl.supervisor", "--state-dir", str(launch.state_dir)])
+    return 1  # not reached
+
+
+def _supervise(launch: LaunchConfig, forks: "forkserver.ForkClient | None") -> int:
     setup_tracing("supervisor", host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
-    asyncio.run(Supervisor(launch).run())
+    asyncio.run(Supervisor(launch, forks).run())
     return 0
 
 
@@ -288,8 +325,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
-    setup_tracing("supervisor", host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
-    asyncio.run(Supervisor(launch).run())
+    if not FORK:
+        sys.exit(_supervise(launch, None))
+    modules = [service_module(name) for name in services_for(launch)]
+    sys.exit(forkserver.serve(lambda sock: _supervise(launch, forkserver.ForkClient(sock)), modules))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ class DnsApp:
         `journal` None: `dns-journal.jsonl` in the state dir (tests pass one that crashes)."""
         self._config = config
         self._journal = journal
-        self.incarnation = incarnation if incarnation is not None else incarnation_of(os.getppid())
+        if incarnation is None:  # the supervisor says which run this is; else our parent (the supervisor)
+            incarnation = os.environ.get("WEAVE_INCARNATION") or incarnation_of(os.getppid())
+        self.incarnation = incarnation
         self.rng = rng or random.Random()
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()

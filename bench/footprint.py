@@ -1,0 +1,276 @@
+"""What one host's stack costs at rest (issue 15): memory, idle CPU, wake-ups, start-up.
+
+On a 2-host testbed (each host a network namespace running `weave launch --no-scope`,
+connected to the other, one container attached on each), per host:
+- PSS and private (unshared) memory of every process of the stack (supervisor,
+  nats-server, each service), from /proc/<pid>/smaps_rollup;
+- CPU while idle over `--idle` seconds (utime + stime), and wake-ups per second
+  (voluntary context switches), per process;
+- CPU to start the stack: the CPU time of every stack process from `weave launch` until
+  it reports healthy (plus the `weave launch` CLI itself), and that wall time.
+Printed next to the goals of issue 15 and the real Weave Net 2.8 router's figures
+measured on this kind of machine (reference/baseline.md: one Go process per host); the
+Go router cannot run here, so its column is quoted, not re-measured. `bench.launch`
+gives launch-to-full-mesh.
+
+    .venv/bin/python -m bench.footprint [--idle 30] [--json]
+    .venv/bin/python -m bench.footprint --soak 600    # churn attach/detach + DNS queries;
+                                                      # PSS per process each minute
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from weavectl.testbed import Testbed
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+GO = {"pss_mb": 49.0, "idle_cpu_s_per_30s": 0.03, "start_cpu_s": 0.07, "launch_to_mesh_s": 0.62}
+GOAL = {"pss_mb": 100.0, "idle_cpu_s_per_30s": 0.10, "start_cpu_s": 0.6, "launch_to_mesh_s": 1.5}
+
+
+def stack_pids(state_dir: Path) -> dict[str, int]:
+    """Every process of a host's stack by name: the supervisor and what it runs."""
+    data = json.loads((state_dir / "processes.json").read_text())
+    pids = {"supervisor": int(data["supervisor"])}
+    pids.update({name: int(pid) for name, pid in data["processes"].items() if pid})
+    parent = _ppid(pids["supervisor"])  # the fork server the supervisor was forked from
+    if parent and b"weavectl.supervisor" in Path(f"/proc/{parent}/cmdline").read_bytes():
+        pids["forkserver"] = parent
+    for extra in _children(int(data["supervisor"])):  # anything else it started
+        if extra not in pids.values():
+            pids[_comm(extra)] = extra
+    return pids
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    """Every process whose parent is `pid` (scanned from /proc/*/stat)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        text = b" ".join(cmd).decode(errors="replace")
+        for name in ("forkserver", "resource_tracker"):
+            if name in text:
+                return name
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return f"pid {pid}"
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, private clean + private dirty) in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, value = line.split(":", 1)
+        fields[key] = int(value.split()[0])
+    return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def cpu_s(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[11]) + int(stat[12])) / CLK_TCK
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of `pid`."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def children_cpu_s(pid: int) -> float:
+    """CPU of `pid`'s waited-for children (cutime + cstime): a CLI's helpers."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(stat[13]) + int(stat[14])) / CLK_TCK
+
+
+def launch_and_measure_start(tb: Testbed, h) -> dict:
+    """`weave launch` on h, timed; CPU of the stack's processes (and the CLI) until healthy."""
+    argv = ["ip", "netns", "exec", h.ns, *_weave(tb, h, tb.launch_args(h, launch_args=("--no-scope",)))]
+    started = time.monotonic()
+    before = os.times()
+    subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    wall = time.monotonic() - started
+    after = os.times()
+    cli_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    h.launched = True
+    pids = stack_pids(Path(h.state_dir))
+    stack_cpu = sum(_safe(cpu_s, p, 0.0) for name, p in pids.items() if name != "supervisor")
+    supervisor = _safe(cpu_s, pids["supervisor"], 0.0)
+    return {"wall_s": wall, "cpu_s": stack_cpu + supervisor + cli_cpu, "cli_cpu_s": cli_cpu}
+
+
+def _weave(tb: Testbed, h, args: list[str]) -> list[str]:
+    from weavectl.testbed import weave_bin
+    return [weave_bin(), "--state-dir", h.state_dir, *args]
+
+
+def _safe(fn, pid, default):
+    try:
+        return fn(pid)
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def snapshot(state_dir: Path) -> dict[str, dict]:
+    out = {}
+    for name, pid in stack_pids(state_dir).items():
+        try:
+            pss, private = memory_kb(pid)
+            out[name] = {"pid": pid, "pss_kb": pss, "private_kb": private, "cpu_s": cpu_s(pid),
+                         "wakeups": wakeups(pid)}
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
+def idle(state_dirs: list[Path], seconds: float) -> list[dict[str, dict]]:
+    """Per host, per process: memory now, CPU and wake-ups over `seconds` (all hosts at once)."""
+    a = [snapshot(d) for d in state_dirs]
+    time.sleep(seconds)
+    out = []
+    for before_all, d in zip(a, state_dirs):
+        host = {}
+        for name, after in snapshot(d).items():
+            before = before_all.get(name)
+            if before is None or before["pid"] != after["pid"]:
+                continue
+            host[name] = {**after, "idle_cpu_s": after["cpu_s"] - before["cpu_s"],
+                          "wakeups_per_s": (after["wakeups"] - before["wakeups"]) / seconds}
+        out.append(host)
+    return out
+
+
+def build(root: Path) -> tuple[Testbed, list[dict]]:
+    tb = Testbed(root, prefix=f"wfp{os.getpid() % 1000}")
+    tb.up(2, launch=False)
+    starts = []
+    for h in tb.hosts:
+        starts.append(launch_and_measure_start(tb, h))
+    for h in tb.hosts:
+        tb.weave(h, "connect", *[o.addr for o in tb.hosts if o is not h])
+    for h in tb.hosts:
+        tb.add_container(h, 1)
+    return tb, starts
+
+
+def established(tb: Testbed) -> bool:
+    return all(" established " in tb.weave(h, "status", "connections", check=False).stdout for h in tb.hosts)
+
+
+def report(starts: list[dict], per_host: list[dict[str, dict]], seconds: float) -> dict:
+    hosts = []
+    for start, procs in zip(starts, per_host):
+        hosts.append({
+            "start_wall_s": round(start["wall_s"], 2), "start_cpu_s": round(start["cpu_s"], 2),
+            "pss_mb": round(sum(p["pss_kb"] for p in procs.values()) / 1024, 1),
+            "private_mb": round(sum(p["private_kb"] for p in procs.values()) / 1024, 1),
+            "idle_cpu_s_per_30s": round(sum(p["idle_cpu_s"] for p in procs.values()) * 30 / seconds, 3),
+            "processes": {n: {"pss_mb": round(p["pss_kb"] / 1024, 1), "private_mb": round(p["private_kb"] / 1024, 1),
+                              "idle_cpu_s": round(p["idle_cpu_s"], 3), "wakeups_per_s": round(p["wakeups_per_s"], 1)}
+                          for n, p in sorted(procs.items())}})
+    return {"idle_seconds": seconds, "hosts": hosts}
+
+
+def print_report(rep: dict) -> None:
+    print(f"one host's stack (weave launch --no-scope; 2 peers, 1 container; idle {rep['idle_seconds']:.0f} s)")
+    print(f"{'per host':<34}{'Weave Net 2.8':>14}{'goal':>8}" + "".join(f"{'h' + str(i + 1):>10}"
+                                                                    for i in range(len(rep['hosts']))))
+    rows = [("memory, PSS of all processes (MB)", "pss_mb"), ("CPU while idle (s per 30 s)", "idle_cpu_s_per_30s"),
+            ("CPU to start the stack (s)", "start_cpu_s")]
+    for label, key in rows:
+        print(f"{label:<34}{GO[key]:>14}{GOAL[key]:>8}" + "".join(f"{h[key]:>10}" for h in rep["hosts"]))
+    print(f"{'private memory (MB)':<34}{'':>14}{'':>8}" + "".join(f"{h['private_mb']:>10}" for h in rep["hosts"]))
+    print(f"{'weave launch to healthy (s)':<34}{'':>14}{'':>8}" + "".join(f"{h['start_wall_s']:>10}"
+                                                                       for h in rep["hosts"]))
+    print("\nper process (h1): PSS MB, private MB, idle CPU s, wake-ups/s")
+    for name, p in rep["hosts"][0]["processes"].items():
+        print(f"  {name:<12}{p['pss_mb']:>8}{p['private_mb']:>8}{p['idle_cpu_s']:>8}{p['wakeups_per_s']:>8}")
+
+
+def soak(tb: Testbed, seconds: float) -> None:
+    """attach/detach one container a second and DNS queries, for `seconds`; PSS per process
+    each minute; the growth of each process after the first minute."""
+    h = tb.hosts[0]
+    state = Path(h.state_dir)
+    samples: list[dict[str, int]] = []
+    end = time.monotonic() + seconds
+    next_sample = time.monotonic() + 60
+    n = 0
+    ns = f"{h.ns}soak"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        while time.monotonic() < end:
+            n += 1
+            tb.weave(h, "attach", "--name", f"soak{n}.weave.local", ns, check=False)
+            tb.exec(h.nickname, ["dig", "@127.0.0.1", "+time=1", "+tries=1", f"soak{n}.weave.local"], check=False)
+            tb.weave(h, "detach", ns, check=False)
+            if time.monotonic() >= next_sample:
+                samples.append({k: v["pss_kb"] for k, v in snapshot(state).items()})
+                print(f"minute {len(samples)}: " + ", ".join(f"{k} {v / 1024:.1f}" for k, v in sorted(samples[-1].items())),
+                      flush=True)
+                next_sample += 60
+            time.sleep(1.0)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    if len(samples) >= 2:
+        first, last = samples[0], samples[-1]
+        print("growth after the first minute (PSS): " + ", ".join(
+            f"{k} {100 * (last[k] - first[k]) / first[k]:+.1f}%" for k in sorted(first) if k in last))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle measurement")
+    ap.add_argument("--soak", type=float, default=0.0, help="seconds of attach/detach + DNS churn instead")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tb, starts = build(Path(tmp))
+        try:
+            deadline = time.monotonic() + 30
+            while not established(tb) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if args.soak:
+                soak(tb, args.soak)
+                return
+            time.sleep(5)  # let start-up work (first gossip, consensus) finish
+            per_host = idle([Path(h.state_dir) for h in tb.hosts], args.idle)
+            rep = report(starts, per_host, args.idle)
+            print(json.dumps(rep, indent=1)) if args.json else print_report(rep)
+        finally:
+            tb.down()
+
+
+if __name__ == "__main__":
+    main()

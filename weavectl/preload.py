@@ -1,0 +1,26 @@
+"""What the fork server (weavectl/forkserver.py) imports before it forks: the modules of
+the services this stack runs, then `gc.freeze()`, so the objects made by these imports
+are left out of later collections (a collection touches every object it scans, which
+would copy the shared pages into each child)."""
+from __future__ import annotations
+
+import gc
+import importlib
+import logging
+
+log = logging.getLogger("weave.preload")
+
+
+COMMON = ("shared.service", "shared.nats_bus", "nats.micro")
+"""What every service imports when it starts rather than at import time (the bus client
+alone is a third of a second), loaded before the services' own modules."""
+
+
+def load(modules: list[str]) -> None:
+    for module in (*COMMON, *modules):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # the supervisor reports it when the service fails to start
+            log.warning("cannot preload %s: %s", module, exc)
+    gc.collect()
+    gc.freeze()
