@@ -201,3 +201,26 @@ async def test_an_absent_scope_app_and_absent_services_do_not_stop_the_probe(tmp
         await app.stop()
         await bus.close()
         await watcher.close()
+
+
+def test_scope_target_urls_as_scope_probe_takes_them():
+    from services.scope.probe.app_client import report_url
+    assert report_url("10.0.0.9") == "http://10.0.0.9:4040/api/report"
+    assert report_url("10.0.0.9:4041") == "http://10.0.0.9:4041/api/report"
+    assert report_url("http://scope.example/prefix/") == "http://scope.example:4040/prefix/api/report"
+    assert report_url("https://scope.example") == "https://scope.example/api/report"
+    assert report_url("[fd00::1]:4040") == "http://[fd00::1]:4040/api/report"
+    with pytest.raises(ValueError):
+        report_url("http://:4040")
+
+
+def test_local_networks_of_this_namespace_read_at_most_every_refresh(monkeypatch):
+    from services.scope.probe import host
+    real = host.local_networks()
+    assert "127.0.0.1/8" in real
+    reads = []
+    monkeypatch.setattr(host, "local_networks", lambda: reads.append(1) or real)
+    nets = host.LocalNetworks(refresh_s=10.0)
+    assert [nets.get(t) for t in (100.0, 105.0, 109.9)] == [real] * 3 and len(reads) == 1
+    nets.get(110.0)
+    assert len(reads) == 2
