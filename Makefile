@@ -1,10 +1,13 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they
-# need (Debian packages, a venv with the project) and are cheap on a second run.
+# need (Debian packages, a venv with the project, the Scope page's npm packages from
+# their lockfile and its bundle) and are cheap on a second run.
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+WEB    := services/scope/app/web
+WEB_SRC := $(wildcard $(WEB)/src/*) $(WEB)/index.html $(WEB)/build.mjs
 
-.PHONY: demo test test-unit deps venv bench clean
+.PHONY: demo test test-unit deps venv web bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -17,10 +20,20 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-demo: deps venv
+# The Scope page: npm ci installs exactly the lockfile's packages (no network at run
+# time: the bundle is served by the app), esbuild bundles them with our sources.
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json $(WEB)/package.json
+	@cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+
+$(WEB)/dist/app.js: $(WEB)/node_modules/.package-lock.json $(WEB_SRC)
+	@cd $(WEB) && node build.mjs
+
+web: $(WEB)/dist/app.js
+
+demo: deps venv web
 	$(VENV)/bin/weave demo
 
-test: deps venv
+test: deps venv web
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 test-unit: venv
@@ -30,4 +43,4 @@ bench: deps venv
 	$(PY) -m bench.launch
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(WEB)/node_modules $(WEB)/dist
