@@ -17,8 +17,8 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.durable import write_atomic
+from shared.paths import DEFAULT_STATE_DIR, state_dir_from_env  # noqa: F401 (part of this module's API)
 
-DEFAULT_STATE_DIR = Path("/var/lib/weave")
 LAUNCH_FILE = "launch.json"
 TOKEN_FILE = "bus.token"
 Profile = Literal["production", "test"]
@@ -62,6 +62,12 @@ class LaunchConfig(BaseModel):
     bus_port: int = Field(6785, description="Loopback port of this host's nats-server.")
     otlp_endpoint: str | None = Field(None, description="OTLP/HTTP collector; None = traces to state-dir files.")
     profile: Profile = Field("production", description="Timer profile: production or test.")
+    docker_host: str | None = Field(None, description="The Docker engine of this host (unix:///var/run/docker.sock, "
+                                    "or --docker-host): the docker-plugin service runs, the CLI resolves Docker "
+                                    "container names and Scope reports Docker containers. None: no engine (or "
+                                    "--no-docker).")
+    docker_plugin_dir: str = Field("/run/docker/plugins", description="Where the Docker plugin's sockets are made "
+                                   "(weave.sock, weavemesh.sock): the directory the engine looks in for plugins.")
 
     def save(self) -> Path:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -166,17 +172,23 @@ class ScopeAppSettings(ServiceSettings):
     TEST: ClassVar[dict] = {}
 
 
+class DockerPluginSettings(ServiceSettings):
+    reconnect_s: float = Field(2.0, description="Wait before the event stream is opened again after the engine went "
+                               "away (a restarting dockerd).")
+    TEST: ClassVar[dict] = {}
+
+
 SETTINGS: dict[str, type[ServiceSettings]] = {
     "gossip": GossipSettings, "ipam": IpamSettings, "dns": DnsSettings,
     "datapath": DatapathSettings, "npc": NpcSettings, "scope-probe": ScopeProbeSettings,
-    "scope-app": ScopeAppSettings}
+    "scope-app": ScopeAppSettings, "docker-plugin": DockerPluginSettings}
 
 
 # Loopback ports of each service's /metrics. gossip's is Weave Net's status port
 # (6782, which also serves /status there); npc's is weave-npc's 6781; the others are
 # ours, chosen next to Weave's range and outside nats' defaults.
 METRICS_PORTS: dict[str, int] = {"gossip": 6782, "npc": 6781, "ipam": 6790, "dns": 6791, "datapath": 6792,
-                                 "scope-probe": 6793, "scope-app": 6794}
+                                 "scope-probe": 6793, "scope-app": 6794, "docker-plugin": 6795}
 
 
 def for_service(service: str, launch: LaunchConfig) -> ServiceConfig:
@@ -205,7 +217,3 @@ def scope_exposure_problem(listen: str, token: str | None, controls: bool) -> st
     if controls and not token:
         return "--scope-controls needs --scope-token (or WEAVE_SCOPE_TOKEN)"
     return None
-
-
-def state_dir_from_env() -> Path:
-    return Path(os.environ.get("WEAVE_STATE_DIR", str(DEFAULT_STATE_DIR)))

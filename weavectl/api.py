@@ -1,11 +1,12 @@
 """The CLI's client for a host's HTTP API (127.0.0.1:6784, as Weave Net's script uses)."""
 from __future__ import annotations
 
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 
-from weavectl.launcher import LaunchError
+from weavectl.errors import LaunchError
 
 API = "http://127.0.0.1:6784"
 TIMEOUT_S = 10.0
@@ -18,9 +19,8 @@ def call(method: str, path: str, form: dict[str, list[str]] | None = None, accep
         req.add_header("Content-Type", "application/x-www-form-urlencoded")
     if accept:
         req.add_header("Accept", accept)
-    from shared.tracing import inject
-
-    for key, value in inject().items():  # the CLI's span, when `weave` records one
+    tracing = sys.modules.get("shared.tracing")  # loaded only by a command that records a span
+    for key, value in (tracing.inject().items() if tracing else ()):
         req.add_header(key, value)
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:

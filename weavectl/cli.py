@@ -10,15 +10,33 @@ before or after the verb, as may the testbed's `--root` and `--prefix`.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from shared.config import LaunchConfig, state_dir_from_env
-from weavectl import api, launcher
-from weavectl.launcher import LaunchError
+from shared.paths import state_dir_from_env
+from weavectl.errors import LaunchError
+
+
+class _Lazy:
+    """A module imported on first use: `weave status` needs none of the launcher's
+    imports (pydantic, the bus client), and a CLI verb should answer in well under
+    200 ms (issue 15)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        module = importlib.import_module(self._name)
+        self.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+        return getattr(module, attr)
+
+
+api = _Lazy("weavectl.api")
+launcher = _Lazy("weavectl.launcher")
 
 VERSION = "0.1.0"
 
@@ -76,6 +94,12 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trusted-subnets", default="", help="comma-separated CIDRs of trusted peers")
     p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), default="auto",
                    help="overlays this host may use")
+    p.add_argument("--docker-host", default=None, metavar="URL",
+                   help="this host's Docker engine (default DOCKER_HOST, else /var/run/docker.sock if there): "
+                        "runs the Docker network plugin, names Docker containers in attach/ps/dns-add")
+    p.add_argument("--no-docker", action="store_true", help="ignore any Docker engine on this host")
+    p.add_argument("--docker-plugin-dir", default="/run/docker/plugins", metavar="DIR",
+                   help="where the Docker engine looks for plugin sockets")
     p.add_argument("--bus-port", type=int, default=6785, help="loopback port of this host's bus")
     p.add_argument("--otlp-endpoint", default=None, help="OTLP/HTTP collector for traces")
     p.add_argument("--profile", choices=("production", "test"), default="production", help=argparse.SUPPRESS)
@@ -88,7 +112,26 @@ def _add_launch(sub: argparse._SubParsersAction) -> None:
                       help="run the supervisor in this process until stopped (for a container or systemd)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+OWN_VERBS = ("launch", "stop", "restart", "ps-services", "status", "report", "reset", "connect", "forget",
+             "version")
+
+
+def verb_of(argv: list[str]) -> str | None:
+    """The verb of a command line (the first word not an option or --state-dir's value)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--state-dir":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `verb`, only what that verb needs besides this module's
+    own verbs (a verb no one claims, or None, builds everything)."""
     parser = Parser(prog="weave", description="Weave Net, rebuilt in Python.")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="this host's state dir (default /var/lib/weave or WEAVE_STATE_DIR)")
@@ -113,11 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("forget", help="stop connecting to peers")
     p.add_argument("peers", nargs="+", metavar="PEER", help="host[:port]")
     sub.add_parser("version", help="print the version")
-    from weavectl import commands, demo, testbed_cli
+    from weavectl import commands
 
-    testbed_cli.add_parser(sub)
-    demo.add_parser(sub)
-    commands.add_all(sub)
+    if verb in OWN_VERBS:
+        pass
+    elif verb == "testbed":
+        importlib.import_module("weavectl.testbed_cli").add_parser(sub)
+    elif verb == "demo":
+        importlib.import_module("weavectl.demo").add_parser(sub)
+    elif verb and any(verb in verbs for verbs in commands.VERBS.values()):
+        commands.add_all(sub, verb)
+    else:
+        importlib.import_module("weavectl.testbed_cli").add_parser(sub)
+        importlib.import_module("weavectl.demo").add_parser(sub)
+        commands.add_all(sub)
     _accept_anywhere(parser, {"--state-dir": {"type": Path, "dest": "state_dir"}})
     return parser
 
@@ -129,7 +181,9 @@ def _state_dir(args: argparse.Namespace) -> Path:
 def cmd_launch(args: argparse.Namespace) -> int:
     import socket
 
-    from shared.config import scope_exposure_problem
+    from shared.config import LaunchConfig, scope_exposure_problem
+
+    from shared.docker import engine_url
 
     problem = None if args.no_scope else scope_exposure_problem(args.scope_listen, args.scope_token,
                                                                 args.scope_controls)
@@ -144,7 +198,9 @@ def cmd_launch(args: argparse.Namespace) -> int:
         scope_token=args.scope_token or None, scope_controls=args.scope_controls, conn_limit=args.conn_limit,
         no_discovery=args.no_discovery,
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
-        bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile)
+        bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile,
+        docker_host=None if args.no_docker else engine_url(args.docker_host),
+        docker_plugin_dir=args.docker_plugin_dir)
     if args.prepare_only:
         cfg = launcher.prepare(cfg, resume=args.resume)
         print(f"prepared {cfg.state_dir} for peer {cfg.name} ({cfg.nickname})")
@@ -283,6 +339,7 @@ class cli_span:
         state_dir = self.args.state_dir or state_dir_from_env()
         if self.args.command not in TRACED or not (state_dir / "launch.json").exists():
             return
+        from shared.config import LaunchConfig
         from shared.tracing import setup_tracing, tracer
 
         launch = LaunchConfig.load(state_dir)
@@ -309,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("shared.nats_bus").setLevel(logging.ERROR)  # the CLI says what failed itself
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(verb_of(argv) if "-h" not in argv and "--help" not in argv else None)
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or args.handler
     try:

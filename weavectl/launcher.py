@@ -22,19 +22,12 @@ from shared import subjects
 from shared.bus import BusError
 from shared.config import TOKEN_FILE, LaunchConfig
 from shared.schemas import Message, Ok, RestartRequest, ServicesReply, ServicesRequest, StopRequest
+from weavectl.errors import LaunchError  # noqa: F401 (commands import it from here too)
 from weavectl.supervisor import PID_FILE, PROCESSES_FILE, write_nats_conf
 
 R = TypeVar("R", bound=Message)
 PEER_NAME_PREFIX = b"9oBJ0Jmip-"  # weave:net/uuid.go
 PEERS_FILE = "gossip-peers.json"  # the gossip service's direct peers (services/gossip/service.py)
-
-
-class LaunchError(Exception):
-    """A launch/stop failure with a one-line reason and a hint for the user."""
-
-    def __init__(self, reason: str, hint: str = "") -> None:
-        super().__init__(reason)
-        self.reason, self.hint = reason, hint
 
 
 def derive_peer_name() -> str:
