@@ -88,8 +88,10 @@ class ProbeConnection:
 class ControlRouter:
     """Probe id -> its control connection (the newest, when a probe reconnects)."""
 
-    def __init__(self) -> None:
+    def __init__(self, websockets=None) -> None:
+        """`websockets`: a set the shell closes at stop; each probe's socket joins it."""
         self.probes: dict[str, ProbeConnection] = {}
+        self.websockets = websockets if websockets is not None else set()
 
     def connected(self, probe_id: str) -> bool:
         return probe_id in self.probes
@@ -153,6 +155,7 @@ async def serve_probe_websocket(request: web.Request, router: ControlRouter, max
                             content_type="application/json")
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_frame)
     await ws.prepare(request)
+    router.websockets.add(ws)
     conn = ProbeConnection(probe_id, ws)
     router.register(conn)
     log.info("probe %s connected its control websocket from %s", probe_id, request.remote)

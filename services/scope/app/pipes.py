@@ -38,8 +38,10 @@ class Pipe:
 
 
 class PipeRouter:
-    def __init__(self, max_pipes: int = 32, connect_timeout_s: float = 60.0) -> None:
+    def __init__(self, max_pipes: int = 32, connect_timeout_s: float = 60.0, websockets=None) -> None:
+        """`websockets`: a set the shell closes at stop; each end's socket joins it."""
         self.max_pipes, self.connect_timeout_s = max_pipes, connect_timeout_s
+        self.websockets = websockets if websockets is not None else set()
         self.pipes: dict[str, Pipe] = {}
 
     def announce(self, pipe_id: str, probe_id: str) -> Pipe:
@@ -73,6 +75,7 @@ class PipeRouter:
             return web.Response(status=409, text=f"the pipe's {end} end is connected already\n")
         ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=max_frame)
         await ws.prepare(request)
+        self.websockets.add(ws)
         pipe.ends.add(end)
         pipe.connected_once.add(end)
         other = PROBE if end == UI else UI

@@ -14,6 +14,7 @@ Run: `python -m services.scope.app.service` (console script `weave-scope-app`).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -60,6 +61,9 @@ class ScopeApp:
         log.info("Scope app on http://%s:%d (window %.0f s)", config.listen_host, self.port, config.window_s)
 
     async def stop(self) -> None:
+        if self.state is not None:  # clients reconnect (the page retries); do not wait for them
+            await asyncio.gather(*(ws.close(code=1001, message=b"app stopping") for ws in list(self.state.websockets)),
+                                 return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
 

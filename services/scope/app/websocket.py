@@ -65,6 +65,7 @@ async def serve_websocket(request: web.Request, state: AppState, topology_id: st
         return web.Response(status=503, text="too many websockets\n")
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
+    state.websockets.add(ws)
     state.open_websockets += 1
     reader = asyncio.ensure_future(_drain(ws))
     try:

@@ -5,7 +5,7 @@
 // changed in place, removes the removed, and puts each added node beside the nodes it
 // is connected to (or under the graph), leaving every other node where it is. A whole
 // layout runs on a reset (new topology, options, reconnect), when more than a third of
-// the nodes are new, or on "re-layout" (`layouts` counts them).
+// the nodes are new (`layouts` counts them). Weave Net peers, a mesh, go on a circle.
 import cytoscape from 'cytoscape';
 import dagre from 'cytoscape-dagre';
 import { linkLabel } from './format.js';
@@ -139,8 +139,11 @@ export class Graph {
 
   layout() {
     this.layouts += 1;
-    this.cy.layout({ name: 'dagre', rankDir: 'TB', nodeSep: 50, rankSep: 90, edgeSep: 10, fit: true, padding: 40,
-                     animate: false }).run();
+    // Weave Net peers form a mesh (no clients, no servers): a circle shows every link
+    const options = this.topologyId === 'weave'
+      ? { name: 'circle', fit: true, padding: 80, avoidOverlap: true, spacingFactor: 1.4, animate: false }
+      : { name: 'dagre', rankDir: 'TB', nodeSep: 50, rankSep: 90, edgeSep: 10, fit: true, padding: 40, animate: false };
+    this.cy.layout(options).run();
     if (this.cy.zoom() > 1.2) { this.cy.zoom(1.2); this.cy.center(); }
   }
 
