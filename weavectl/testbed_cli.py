@@ -21,6 +21,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), default="auto")
     up.add_argument("--containers", type=int, default=0, help="container namespaces per host")
     up.add_argument("--no-launch", action="store_true", help="make the namespaces only")
+    up.add_argument("--docker", action="store_true",
+                    help="a Docker engine on every host (dockerd of Debian's docker.io), torn down with the testbed")
+    im = tsub.add_parser("images", help="build (once per machine) and load the Docker images into every engine")
+    im.add_argument("which", nargs="*", choices=("busybox", "stack"), default=["busybox", "stack"],
+                    help="busybox: test containers; stack: weave-py's own image (compose.yaml)")
     tsub.add_parser("down", help="remove everything the testbed made")
     st = tsub.add_parser("status", help="hosts, underlay addresses, containers")
     st.add_argument("--json", action="store_true")
@@ -57,8 +62,12 @@ def run_testbed(args: argparse.Namespace) -> int:
 def _dispatch(tb: Testbed, args: argparse.Namespace) -> int:
     if args.verb == "up":
         tb.up(args.hosts, password=args.password, datapath=args.datapath, containers=args.containers,
-              launch=not args.no_launch)
+              launch=not args.no_launch, docker=args.docker)
         _print_status(tb.status())
+    elif args.verb == "images":
+        for which in args.which:
+            for host, ref in tb.load_image(which).items():
+                print(f"{host}: {ref}")
     elif args.verb == "down":
         tb.down()
     elif args.verb == "status":
