@@ -130,6 +130,8 @@ def busybox_archive() -> Path:
     binary = Path("/bin/busybox")
     if not binary.exists():
         raise ImageError("/bin/busybox is missing: apt-get install busybox-static (scripts/install-deps.sh)")
+    if b"ld-linux" in binary.read_bytes()[:8192]:  # an ELF interpreter: a dynamic build, useless alone
+        raise ImageError("/bin/busybox is not static: apt-get install busybox-static")
     key = _sha(RECIPE, binary.read_bytes())[:16]
     out = cache_dir() / f"busybox-{key}.tar"
     if out.exists():
