@@ -108,7 +108,7 @@ def allowed(rules: list[dict], t: Target) -> bool:
 
 class FakeKubeApi:
     def __init__(self, manifest: Path = MANIFEST, log_file: Path | None = None) -> None:
-        self.version = 1000
+        self.version = 0  # the last resourceVersion given (one counter for all, as etcd's revision)
         self.objects: dict[tuple[str, str], dict[tuple[str | None, str], dict]] = {k: {} for k in KINDS}
         self.history: dict[tuple[str, str], list[tuple[int, str, dict]]] = {k: [] for k in KINDS}
         self.compacted: dict[tuple[str, str], int] = {k: 0 for k in KINDS}
@@ -119,6 +119,7 @@ class FakeKubeApi:
         self.before_update: Callable[[dict], None] | None = None
         self.log_file = log_file
         self.runner: web.AppRunner | None = None
+        self.closing = False
 
     # -- state -------------------------------------------------------------------------
     def seed(self, resource: str, body: dict, group: str = "") -> None:
@@ -152,10 +153,15 @@ class FakeKubeApi:
         return obj
 
     def replay(self, events: list[dict], group: str = "") -> None:
-        """A recorded watch stream: each event applied as it was recorded (its object's
-        resourceVersion kept), so lists and watches agree with it."""
+        """A recorded watch stream: each event applied in order (its object's
+        resourceVersion kept if it is later than ours, else the next one: versions only
+        grow), so lists and watches agree with it."""
         for ev in events:
-            if ev["type"] == "BOOKMARK":
+            if ev["type"] == "BOOKMARK":  # carries the current resourceVersion, or the recorded one if later
+                ev = copy.deepcopy(ev)
+                meta = ev["object"]["metadata"]
+                self.version = max(self.version, int(meta["resourceVersion"]))
+                meta["resourceVersion"] = str(self.version)
                 for q in self.watchers[(group, _resource_of(ev["object"]["kind"]))]:
                     q.put_nowait(ev)
                 continue
@@ -194,6 +200,7 @@ class FakeKubeApi:
         return f"http://{host}:{port}"
 
     async def stop(self) -> None:
+        self.closing = True  # a watch that starts from now on ends at once
         self.end_watches()
         if self.runner is not None:
             await self.runner.cleanup()
@@ -274,13 +281,15 @@ class FakeKubeApi:
 
     async def _watch(self, req: web.Request, key: tuple[str, str], namespace: str | None,
                      query: dict[str, str]) -> web.StreamResponse:
+        queue: asyncio.Queue = asyncio.Queue()
+        self.watchers[key].add(queue)  # before any await: end_watches() must reach every watch
+        if self.closing:
+            queue.put_nowait(None)
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.enable_chunked_encoding()
-        await resp.prepare(req)
         since = query.get("resourceVersion") or ""
-        queue: asyncio.Queue = asyncio.Queue()
-        self.watchers[key].add(queue)
         try:
+            await resp.prepare(req)
             if since not in ("", "0") and int(since) < self.compacted[key]:
                 expired = fixture("watch-expired.json")
                 expired["object"]["message"] = f"too old resource version: {since} ({self.compacted[key]})"
@@ -292,6 +301,7 @@ class FakeKubeApi:
                 backlog = [{"type": e, "object": o} for v, e, o in self.history[key] if v > int(since)]
             for ev in backlog:
                 await _send(resp, ev)
+            sent = max([_version_of(ev) for ev in backlog] + [int(since or 0)])
             timeout = float(query.get("timeoutSeconds") or 1800)
             deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
@@ -301,6 +311,8 @@ class FakeKubeApi:
                     break
                 if ev is None:
                     break
+                if _version_of(ev) <= sent:  # queued while the backlog went out: sent already
+                    continue
                 if namespace is None or ev["object"].get("metadata", {}).get("namespace") in (None, namespace):
                     await _send(resp, ev)
             return resp
@@ -331,6 +343,10 @@ class FakeKubeApi:
             conditions[c["type"]] = {**conditions.get(c["type"], {}), **c}
         node["status"]["conditions"] = list(conditions.values())
         return 200, _json(200, self.put(t.group, t.resource, node, event="MODIFIED"))
+
+
+def _version_of(event: dict) -> int:
+    return int(event["object"].get("metadata", {}).get("resourceVersion") or 0)
 
 
 def _resource_of(kind: str) -> str:

@@ -5,7 +5,9 @@ on the testbed's underlay from a namespace of its own, and `weave kube-peers run
 every host as the DaemonSet runs it. The hosts find each other from the Node list,
 every host turns ready (the readiness probe's GET /status/kube-peers), and when h3's
 Node is deleted its address space is taken over by exactly one of h1 and h2, which
-race for it (no reclaim delay) under the weave-net ConfigMap's annotations."""
+race for it (no reclaim delay) under the weave-net ConfigMap's annotations; when the
+Node comes back, h3 (its IPAM data dropped, as launch.sh does for a reclaimed peer)
+rejoins, turns ready and gets an address: scaling down and up leaves no space behind."""
 from __future__ import annotations
 
 import json
@@ -28,7 +30,9 @@ PEERS_KEY = "kube-peers.weave.works/peers"
 
 ADMIN = r"""
 import json, sys, urllib.request
-req = urllib.request.Request(sys.argv[2], method=sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[3]})
+body = sys.argv[4].encode() if len(sys.argv) > 4 else None
+req = urllib.request.Request(sys.argv[2], method=sys.argv[1], data=body,
+                             headers={"Authorization": "Bearer " + sys.argv[3], "Content-Type": "application/json"})
 with urllib.request.urlopen(req, timeout=10) as r:
     print(r.read().decode())
 """
@@ -61,7 +65,7 @@ class KubeTestbed:
 
     def start_kube_peers(self, host: str) -> None:
         h = self.tb.host(host)
-        log = open(Path(h.state_dir) / "kube-peers.log", "w")
+        log = open(self.root / f"kube-peers-{host}.log", "a")  # beside the API's log, kept by pytest
         self.daemons[host] = subprocess.Popen(
             ["ip", "netns", "exec", h.ns, weave_bin(), "--state-dir", h.state_dir, "kube-peers", "run", "--api", API,
              "--token-file", str(self.token), "--node-name", h.nickname, "--reclaim-delay", "0",
@@ -76,9 +80,15 @@ class KubeTestbed:
             proc.kill()
             proc.wait(5)
 
-    def admin(self, method: str, path: str) -> dict:
-        out = self.tb.exec("h1", [sys.executable, "-c", ADMIN, method, API + path, ADMIN_TOKEN], check=True)
-        return json.loads(out.stdout)
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        """The test's `kubectl`: a request as the cluster's admin, from h1."""
+        argv = [sys.executable, "-c", ADMIN, method, API + path, ADMIN_TOKEN] + ([json.dumps(body)] if body else [])
+        return json.loads(self.tb.exec("h1", argv, check=True).stdout)
+
+    def check_peer_new(self, host: str) -> int:
+        h = self.tb.host(host)
+        return self.tb.exec(host, [weave_bin(), "--state-dir", h.state_dir, "kube-peers", "check-peer-new", "--api",
+                                   API, "--token-file", str(self.token)]).returncode
 
     def peer_list(self) -> list[dict]:
         cm = self.admin("GET", "/api/v1/namespaces/kube-system/configmaps/weave-net")
@@ -163,8 +173,8 @@ def test_a_mesh_from_the_node_list_and_one_reclaim_per_deleted_node(kube):
     kube.stop_kube_peers("h3")
     tb.weave(h3, "stop", timeout=30)
     kube.admin("DELETE", "/api/v1/nodes/h3")
-    wait_until(lambda: [p["PeerName"] for p in kube.peer_list()] == [h1.name, h2.name], timeout=60,
-               what="h3's peer released from the ConfigMap")
+    wait_until(lambda: sorted(p["PeerName"] for p in kube.peer_list()) == [h1.name, h2.name], timeout=60,
+               what="h3's peer released from the ConfigMap")  # (in the order the peers registered)
     for host in ("h1", "h2"):
         wait_until(lambda host=host: h3.name not in owned(tb, host), timeout=60, what=f"{host}: h3 owns nothing")
     after = owned(tb, "h1")
@@ -180,6 +190,23 @@ def test_a_mesh_from_the_node_list_and_one_reclaim_per_deleted_node(kube):
     for host, other in (("h1", h2), ("h2", h1)):
         assert status(tb, host, "/status/targets")[1].split() == [other.addr], f"{host} forgot h3's address"
         assert status(tb, host, "/status/kube-peers")[0] == 200, f"{host} still ready"
+
+    # the cluster scales up again: h3's Node comes back, and its pod starts as launch.sh does
+    assert (kube.check_peer_new("h3"), kube.check_peer_new("h1")) == (0, 9), "h3's peer was reclaimed, h1's not"
+    for f in Path(h3.state_dir).glob("ipam.db*"):  # its ring would clash with the one that took its space over
+        f.unlink()
+    node = next(n for n in json.loads((FIXTURES / "testbed-nodes.json").read_text())["items"]
+                if n["metadata"]["name"] == "h3")
+    kube.admin("POST", "/api/v1/nodes", {**node, "metadata": {**node["metadata"], "resourceVersion": None}})
+    tb.launch(h3, profile="test", connect=False, launch_args=("--ipalloc-init", f"consensus={len(listed)}"))
+    kube.start_kube_peers("h3")
+    for host in ("h1", "h2", "h3"):
+        wait_until(lambda host=host: status(tb, host, "/status/kube-peers")[0] == 200, timeout=90,
+                   what=f"{host} ready again ({status(tb, host, '/status/kube-peers')[1]!r})")
+    code, cidr = http(tb, "h3", ("POST", "/ip/kube-h3-again"))[0]
+    assert code == 200, f"h3 gets an address after coming back: {cidr}"
+    wait_until(lambda: (o := owned(tb, "h3")).get(h3.name) and o == owned(tb, "h1"), what="one ring, h3 in it")
+    assert sorted(p["PeerName"] for p in kube.peer_list()) == [h1.name, h2.name, h3.name]
 
     requests = kube.requests()
     assert not [r for r in requests if r["status"] == 403], "RBAC granted everything kube-peers asked"

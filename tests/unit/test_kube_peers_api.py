@@ -173,8 +173,8 @@ async def daemon(tmp_path, api: FakeKubeApi, **overrides):
         yield app, host, bus
     finally:
         await app.stop()
+        await api.stop()  # ends every watch stream, so the client's connections close
         await client.close()
-        await api.stop()
 
 
 def seeded(configmap: bool = True) -> FakeKubeApi:

@@ -139,7 +139,8 @@ async def test_list_watch_rewatch_relist_and_errors(tmp_path):
                     what="relisted after 410")
         lists = [r for r in api.requests if r.resource == "pods" and r.verb == "list"]
         assert [r.status for r in lists] == [500, 200, 200], "first (500), second, and the relist"
-        assert watches(api, "pods")[-1].query["resourceVersion"] == str(api.version), "watching from the relist"
+        await until(lambda: watches(api, "pods")[-1].query["resourceVersion"] == str(api.version),
+                    what="watching from the relist's resourceVersion")
     finally:
         task.cancel()
         await api.stop()

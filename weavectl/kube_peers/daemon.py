@@ -49,6 +49,7 @@ from .readiness import Readiness, readiness
 
 log = logging.getLogger("weave.kube-peers")
 BUS_TIMEOUT_S = 5.0
+STOP_GRACE_S = 2.0
 
 
 class KubePeers:
@@ -79,9 +80,13 @@ class KubePeers:
         log.info("kube-peers started for node %s, peer %s", self.config.node_name, self.me)
 
     async def stop(self) -> None:
+        """Cancel every task and wait a moment for them (an HTTP stream being torn down may
+        linger until the server ends it; the process is exiting anyway)."""
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, pending = await asyncio.wait(self._tasks, timeout=STOP_GRACE_S)
+        if pending:
+            log.info("%d task(s) still closing their API streams; leaving them", len(pending))
 
     # -- nodes -> router -------------------------------------------------------------------
     async def on_change(self, change: TargetChange) -> None:
