@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,7 @@ def test_a_mesh_from_the_node_list_and_one_reclaim_per_deleted_node(kube):
     h1, h2, h3 = (tb.host(h) for h in ("h1", "h2", "h3"))
     code, body = status(tb, "h1", "/status/kube-peers")
     assert code == 503 and "kube-peers service did not answer" in body, "not ready without kube-peers"
+    started = time.monotonic()
     for host in ("h1", "h2", "h3"):
         kube.start_kube_peers(host)
 
@@ -155,6 +157,7 @@ def test_a_mesh_from_the_node_list_and_one_reclaim_per_deleted_node(kube):
         assert sorted(report["Router"]["Targets"]) == [o.addr for o in tb.hosts if o.nickname != host], \
             "the other Nodes' addresses, told by kube-peers"
         assert report["KubePeers"]["Ready"] is True and report["IPAM"]["Entries"]
+    ready_s = time.monotonic() - started
     text = status(tb, "h2", "/status")[1]
     assert "Service: kube-peers" in text and "Status: ready" in text
     assert sorted((p["PeerName"], p["NodeName"]) for p in kube.peer_list()) == \
@@ -172,11 +175,13 @@ def test_a_mesh_from_the_node_list_and_one_reclaim_per_deleted_node(kube):
     # h3's node goes away: its stack stops, then its Node is deleted
     kube.stop_kube_peers("h3")
     tb.weave(h3, "stop", timeout=30)
+    deleted = time.monotonic()
     kube.admin("DELETE", "/api/v1/nodes/h3")
     wait_until(lambda: sorted(p["PeerName"] for p in kube.peer_list()) == [h1.name, h2.name], timeout=60,
                what="h3's peer released from the ConfigMap")  # (in the order the peers registered)
     for host in ("h1", "h2"):
         wait_until(lambda host=host: h3.name not in owned(tb, host), timeout=60, what=f"{host}: h3 owns nothing")
+    reclaim_s = time.monotonic() - deleted
     after = owned(tb, "h1")
     assert owned(tb, "h2") == after, "h1 and h2 agree on the ring"
     gained = {h.nickname: after[h.name] - before[h.name] for h in (h1, h2)}
@@ -212,5 +217,6 @@ def test_a_mesh_from_the_node_list_and_one_reclaim_per_deleted_node(kube):
     assert not [r for r in requests if r["status"] == 403], "RBAC granted everything kube-peers asked"
     updates = [r["status"] for r in requests if r["verb"] == "update" and r["resource"] == "configmaps"]
     print(f"ConfigMap updates: {len(updates)}, of which 409 Conflict: {updates.count(409)}; "
-          f"reclaimed by {reclaimers[0]}; h3's space: {before[h3.name]} addresses")
+          f"reclaimed by {reclaimers[0]}; h3's space: {before[h3.name]} addresses; all ready {ready_s:.1f} s "
+          f"after kube-peers started; h3's space in h1's and h2's rings {reclaim_s:.1f} s after its Node went")
     assert all(running(p.pid) for p in kube.daemons.values())
