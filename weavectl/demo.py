@@ -4,21 +4,29 @@ Steps, each announced as it runs: hosts launched with a password, the encrypted 
 2 named containers per host (IPAM addresses, weaveDNS names); every container pings
 every other across the sleeve overlay; every name resolves from every host; `weave
 status` of each host; a datapath swap under a running ping, with the measured outage;
-the trace of one `weave attach` across hosts. A summary at the end, exit 1 if anything
-failed; the testbed is torn down unless --keep.
+the trace of one `weave attach` across hosts; Weave Scope: h1's app (launched with
+controls and a token) shows every host and container, and its page is forwarded to this
+machine's loopback (weavectl/scope_forward.py). A summary at the end, exit 1 if anything
+failed; the testbed is torn down unless --keep, and the last line is the page's URL
+(with --keep it stays up: a live view of the testbed, terminals included).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
 import subprocess
 import sys
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weavectl.testbed import DEFAULT_ROOT, Testbed, TestbedError
 
 CONTAINERS_PER_HOST = 2
+SCOPE_PORT = 4040
+"""Where the page is forwarded on this machine (any free port when that one is taken)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +48,8 @@ class Demo:
     def __init__(self, tb: Testbed, args: argparse.Namespace) -> None:
         self.tb, self.args = tb, args
         self.results: list[tuple[str, bool, str]] = []
+        self.scope_token = secrets.token_hex(8)
+        self.scope_url = ""
 
     def check(self, what: str, ok: bool, detail: str = "") -> bool:
         self.results.append((what, ok, detail))
@@ -50,7 +60,8 @@ class Demo:
     def launch(self) -> None:
         step(f"launching {self.args.hosts} hosts (network namespaces) with --password")
         started = time.monotonic()
-        self.tb.up(self.args.hosts, password=self.args.password)
+        self.tb.up(self.args.hosts, password=self.args.password,
+                   launch_args=("--scope-controls", "--scope-token", self.scope_token))
         self.check("stacks healthy", True, f"{time.monotonic() - started:.1f} s")
         want = len(self.tb.hosts) - 1
         ok = self._wait(lambda: all(len(self.established(h)) == want for h in self.tb.hosts), 30)
@@ -132,6 +143,52 @@ class Demo:
         self.check("one trace spans the CLI, local services and other hosts", len(hosts) > 1,
                    f"spans on {', '.join(sorted(hosts)) or 'no host'}")
 
+    def scope(self) -> None:
+        step("Weave Scope: h1's app shows the testbed; its page is forwarded to this machine")
+        base = self._forward()
+        if not self.check("the page is forwarded from h1", bool(base), base or "the forwarder did not start"):
+            return
+        want = {h.nickname for h in self.tb.hosts}
+        containers = {ns.split("-", 1)[1] for h in self.tb.hosts for ns in h.containers}
+        seen: dict = {}
+
+        def shown() -> bool:
+            seen["hosts"] = {n["label"] for n in self._scope(base, "/api/topology/hosts").values()}
+            seen["containers"] = {n["label"].split("-", 1)[-1] for n in self._scope(base, "/api/topology/containers")
+                                  .values() if not n.get("pseudo")}
+            return seen["hosts"] == want and containers <= seen["containers"]
+
+        ok = self._wait(shown, 30)
+        self.check("h1's Scope app shows every host and container", ok,
+                   f"{len(seen.get('hosts', ()))} hosts, {len(seen.get('containers', ()))} containers")
+        self.scope_url = f"{base}/login?token={self.scope_token}"
+
+    def _forward(self) -> str:
+        """Start the forwarder into h1 (detached: it lives as long as the testbed); its URL."""
+        log = self.tb.root / "scope-forward.log"
+        for listen in (f"127.0.0.1:{SCOPE_PORT}", "127.0.0.1:0"):
+            with open(log, "w") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "weavectl.scope_forward", "--netns",
+                                         self.tb.hosts[0].ns, "--listen", listen], stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 10
+            while proc.poll() is None and time.monotonic() < deadline:
+                line = log.read_text()
+                if line.startswith("listening on "):
+                    return "http://" + line.split()[2]
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+        return ""
+
+    def _scope(self, base: str, path: str) -> dict:
+        req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {self.scope_token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=3) as resp:
+                return json.loads(resp.read()).get("nodes", {})
+        except (OSError, ValueError):
+            return {}
+
     def _wait(self, cond, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -144,7 +201,7 @@ class Demo:
         steps = [self.launch, self.containers, self.pings, self.names, self.status]
         if not self.args.quick:
             steps.append(self.swap)
-        steps.append(self.trace)
+        steps += [self.trace, self.scope]
         for fn in steps:
             try:
                 fn()
@@ -163,15 +220,22 @@ def run_demo(args: argparse.Namespace) -> int:
     if tb.namespaces():
         step(f"removing a previous demo testbed ({args.prefix}-*)")
         tb.down()
-    code = 1
+    code, demo = 1, None
     try:
-        code = Demo(tb, args).run()
+        demo = Demo(tb, args)
+        code = demo.run()
     finally:
         if args.keep and code == 0:
             step(f"testbed left up: 'weave testbed --root {args.root} --prefix {args.prefix} status|exec|down'")
         else:
             step("tearing the testbed down")
             tb.down()
+    if demo is not None and demo.scope_url:
+        if args.keep and code == 0:
+            print(f"Weave Scope, live view of the testbed (h1's app, controls on): {demo.scope_url}", flush=True)
+        else:
+            print(f"Weave Scope was at {demo.scope_url} (gone with the testbed; 'weave demo --keep' keeps it)",
+                  flush=True)
     return code
 
 

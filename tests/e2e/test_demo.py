@@ -14,5 +14,8 @@ def test_demo_quick(tmp_path):
     assert summary and summary[0].split("summary: ")[1].split(" checks")[0].split(" of ")[0] == \
         summary[0].split(" of ")[1].split(" ")[0]
     assert "one trace spans" in out.stdout and "names resolve across hosts" in out.stdout
+    assert "[ok] h1's Scope app shows every host and container" in out.stdout
+    last = out.stdout.rstrip().splitlines()[-1]  # the demo ends with the page's URL
+    assert last.startswith("Weave Scope was at http://127.0.0.1:") and "/login?token=" in last
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "wtdm-" not in left

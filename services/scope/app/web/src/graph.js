@@ -165,6 +165,13 @@ export class Graph {
 
   resize() { this.cy.resize(); }
 
+  // The graph's area changed (a panel opened or closed): show it all in what is left.
+  refit() {
+    this.cy.resize();
+    this.cy.fit(undefined, 40);
+    if (this.cy.zoom() > 1.2) { this.cy.zoom(1.2); this.cy.center(); }
+  }
+
   positions() {
     const out = {};
     this.cy.nodes().forEach((n) => { out[n.id()] = { ...n.position() }; });

@@ -35,7 +35,7 @@ class App {
     this.table = new Table($('#table'), { onSelect: (id) => this.showNode(this.topologyId, id) });
     this.resources = new Resources($('#resources'), { onSelect: (id, t) => this.showNode(t, id) });
     this.details = new Details($('#details'), this);
-    this.terminal = new TerminalPanel($('#terminal-panel'), { onClose: () => {} });
+    this.terminal = new TerminalPanel($('#terminal-panel'), { onClose: () => this.panels() });
     this.readHash();
   }
 
@@ -207,9 +207,20 @@ class App {
     if (topologyId && topologyId !== this.topologyId && this.byId.has(topologyId)) this.setTopology(topologyId);
     this.graph.select(nodeId);
     this.details.open(topologyId || this.topologyId, nodeId);
+    this.panels();
   }
 
-  detailsClosed() { this.graph.select(null); }
+  detailsClosed() { this.graph.select(null); this.panels(); }
+
+  // The graph keeps clear of the open panels (it is fitted again, not laid out).
+  panels() {
+    const main = $('main');
+    const details = this.details.isOpen, terminal = this.terminal.isOpen;
+    if (main.classList.contains('with-details') === details && main.classList.contains('with-terminal') === terminal) return;
+    main.classList.toggle('with-details', details);
+    main.classList.toggle('with-terminal', terminal);
+    this.graph.refit();
+  }
 
   async runControl(control, args, node, report) {
     report(`${control.human}…`, true);
@@ -217,6 +228,7 @@ class App {
       const result = await postJson(controlUrl(control), args);
       if (result && result.pipe) {
         this.terminal.open(result, control, `${node.label} · ${control.human}`);
+        this.panels();
         report('terminal open', true);
       } else {
         report((result && result.value) || 'done', true);
