@@ -12,7 +12,10 @@ Contracts:
   namespace's inode in hex: netns inodes are 0xF0000000 plus a unique index, so the
   name is 15 characters, unique among live namespaces, and the same whether the
   container was named by namespace name, path or pid. (Weave uses the pid, cut to 7
-  characters, which is neither unique nor stable across names.)
+  characters, which is neither unique nor stable across names.) A Docker plugin
+  endpoint's interface (endpoints.py) is made before its container exists, so its host
+  end keeps Weave's plugin name, `vethwl<endpoint id>`: such an interface is ours too
+  (attach adopts it, ps lists it), found as the peer of the container's `ifname`.
 - Unlike Weave, the container's ethwe keeps the kernel's offloads (tx checksum, TSO):
   the datapath captures with virtio-net headers and moves GSO superframes whole
   between weave-py peers (sleeve/offload.py). Its gso_max_size is set to GSO_MAX_SIZE
@@ -38,7 +41,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from services.datapath.bridge import BRIDGE, CONTAINER_VETH_PREFIX, Host, bridge_link
+from services.datapath.bridge import BRIDGE, CONTAINER_VETH_PREFIX, PORT_PREFIXES, Host, bridge_link
 from services.datapath.netns import (NETNS_RUN_DIR, BadRequest, Conflict, DatapathError, Namespace,
                                      NotFound, open_namespace, using_namespace)
 from services.datapath.sleeve.offload import GSO_MAX_SIZE
@@ -179,7 +182,7 @@ def list_attached(host: Host = None, *, bridge: str = BRIDGE) -> list[Attachment
     with using_namespace(host) as hns, hns.iproute() as ipr:
         br = bridge_link(ipr, bridge)
         ports = [link for link in ipr.get_links() if link.get("master") == br["index"]
-                 and link.get("ifname").startswith(CONTAINER_VETH_PREFIX)
+                 and link.get("ifname").startswith(PORT_PREFIXES)
                  and link.get("IFLA_LINK_NETNSID") is not None]
         found = _namespaces_by_nsid(ipr, {p.get("IFLA_LINK_NETNSID") for p in ports})
         try:
@@ -248,8 +251,9 @@ def _create_veth(hipr: IPRoute, cns: Namespace, cipr: IPRoute, ifname: str, br: 
 
 
 def _check_ours(hipr: IPRoute, cns: Namespace, link: dict, bridge_index: int, mac: str | None) -> None:
-    """`link` (inside the container) must be the peer of our vethwepl port on the bridge."""
-    port = find_link(hipr, host_ifname_for(cns))
+    """`link` (inside the container) must be the peer of our vethwepl port on the bridge,
+    or of a Docker plugin endpoint's vethwl port."""
+    port = find_link(hipr, host_ifname_for(cns)) or _docker_port(hipr, link)
     ifname = link.get("ifname")
     if port is None or port.get("master") != bridge_index or port.get("IFLA_LINK") != link["index"] \
             or port.get("IFLA_LINK_NETNSID") is None:
@@ -258,6 +262,18 @@ def _check_ours(hipr: IPRoute, cns: Namespace, link: dict, bridge_index: int, ma
     if mac is not None and link.get("address") != mac:
         raise Conflict(f"{ifname} in container {cns.ident} has MAC {link.get('address')}, not {mac}: "
                        "detach it first to change the MAC", container=cns.ident, mac=link.get("address"))
+
+
+def _docker_port(hipr: IPRoute, link: dict) -> dict | None:
+    """The plugin endpoint's host end whose peer is `link` (None if there is none)."""
+    peer = link.get("IFLA_LINK")
+    if not peer:
+        return None
+    try:
+        port = hipr.get_links(peer)[0]
+    except (NetlinkError, IndexError):
+        return None
+    return port if port.get("ifname", "").startswith(PORT_PREFIXES[1]) else None
 
 
 def _configure(cns: Namespace, cipr: IPRoute, link: dict, cidrs: list[IPv4Interface],
@@ -337,17 +353,17 @@ def _label(ns: Namespace) -> str:
     return ns.path
 
 
-def _describe(label: str, cns: Namespace, cipr: IPRoute, index: int) -> Attachment:
+def _describe(label: str, cns: Namespace, cipr: IPRoute, index: int, host_ifname: str = "") -> Attachment:
     link = cipr.get_links(index)[0]
     cidrs = tuple(str(c) for c in _addresses(cipr, index))
     return Attachment(container=label, mac=link.get("address"), cidrs=cidrs, ifname=link.get("ifname"),
-                      host_ifname=host_ifname_for(cns), netns_inode=cns.inode)
+                      host_ifname=host_ifname or host_ifname_for(cns), netns_inode=cns.inode)
 
 
 def _describe_port(port: dict, label: str, cns: Namespace) -> Attachment | None:
     try:
         with cns.iproute() as cipr:
-            return _describe(label, cns, cipr, port.get("IFLA_LINK"))
+            return _describe(label, cns, cipr, port.get("IFLA_LINK"), port.get("ifname"))
     except NetlinkError as exc:  # the container side vanished meanwhile
         log.info("container %s: no interface %s: %s", label, port.get("IFLA_LINK"), exc)
         return None

@@ -39,12 +39,17 @@ from services.datapath.netns import BadRequest, Conflict, Namespace, using_names
 from services.datapath.veth import (check_mac, configure_arp_cache, create_veth, delete_link, find_link, link_kind,
                                     require_link, set_tx_checksum_off)
 
+from shared.weave.docker_veth import HOST_PREFIX
+
 log = logging.getLogger(__name__)
 
 BRIDGE = "weave"
 BRIDGE_PORT = "vethwe-bridge"  # the overlay's port on the bridge
 PCAP_PORT = "vethwe-pcap"  # its peer: where the datapath captures and injects
 CONTAINER_VETH_PREFIX = "vethwepl"  # host ends of container veths (see attach.py)
+DOCKER_VETH_PREFIX = HOST_PREFIX  # host ends of the Docker plugin's endpoints (Weave's plugin names, endpoints.py)
+PORT_PREFIXES = (CONTAINER_VETH_PREFIX, DOCKER_VETH_PREFIX)
+"""Bridge ports that lead into a container."""
 DEFAULT_MTU = 65535  # Weave's bridge-mode default (config.MTU == 0)
 MIN_MTU = 68  # the IPv4 minimum
 IFF_UP = 0x1
@@ -118,7 +123,7 @@ def destroy_bridge(host: Host = None, *, name: str = BRIDGE) -> list[str]:
         names = [BRIDGE_PORT, PCAP_PORT]
         if bridge is not None:
             names[:0] = [link.get("ifname") for link in ipr.get_links() if link.get("master") == bridge["index"]
-                         and link.get("ifname").startswith(CONTAINER_VETH_PREFIX)]
+                         and link.get("ifname").startswith(PORT_PREFIXES)]
             names.append(name)
         for ifname in names:
             if delete_link(ipr, ifname):  # False for the peer of a veth deleted just before

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Publish = Callable[[ContainerEvent], Awaitable[None]]
 OnExposed = Callable[[ExposeRecord], Awaitable[None]]
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+NO_CONTAINER_IDENT = "_"
+"""IPAM's ident for addresses filed under themselves (the Docker plugin's)."""
 
 
 # -- ADDR arguments --------------------------------------------------------------------
@@ -103,11 +105,13 @@ class Containers:
         if old and fqdn and old.fqdn and fqdn != old.fqdn:
             raise Conflict(f"container {old.container_id} is attached as {old.fqdn}: detach it before "
                            f"attaching it as {fqdn}", fqdn=fqdn)
-        cid = old.container_id if old else att._label(ns)
+        cid = req.container_id or (old.container_id if old else att._label(ns))
         explicit = [w for w in wanted if isinstance(w, IPv4Interface)]
+        if not req.ipam and len(explicit) != len(wanted):
+            raise BadRequest("without IPAM (ipam=false) give the addresses themselves, not net:", container=cid)
         if explicit:  # before IPAM records a claim we would have to take back
             await asyncio.to_thread(att.check_free, ns, explicit, host=self.host)
-        cidrs, fresh = await self._addresses(cid, wanted)
+        cidrs, fresh = await self._addresses(cid, wanted) if req.ipam else (explicit, [])
         try:
             got = await asyncio.to_thread(att.attach, ns, cidrs, host=self.host,
                                           multicast_route=req.multicast_route, ifname=req.ifname)
@@ -118,7 +122,8 @@ class Containers:
         keep = old if old is not None and not req.labels and req.namespace == "default" else None
         rec = ContainerRecord(cid, ns.path, ns.inode, got.mac, got.cidrs, fqdn or (old.fqdn if old else ""),
                               keep.labels if keep else dict(req.labels), keep.namespace if keep else req.namespace,
-                              req.multicast_route, tuple(c for c in ipam_cidrs if c in got.cidrs), req.ifname)
+                              req.multicast_route, tuple(c for c in ipam_cidrs if c in got.cidrs), req.ifname,
+                              "" if req.ipam else NO_CONTAINER_IDENT)
         self.records.put(rec)
         await self.publish(_event("attached", rec))
         return _info(rec, got.ifname, got.host_ifname, tuple(map(str, cidrs)))
@@ -325,7 +330,7 @@ class Containers:
 def _event(kind: str, rec: ContainerRecord) -> ContainerEvent:
     return ContainerEvent(kind=kind, container_id=rec.container_id, cidrs=rec.cidrs if kind == "attached" else (),
                           mac=rec.mac, fqdn=rec.fqdn, labels=rec.labels, namespace=rec.namespace,
-                          netns_inode=rec.netns_inode)
+                          netns_inode=rec.netns_inode, ipam_ident=rec.ipam_ident)
 
 
 def _info(rec: ContainerRecord, ifname: str, host_ifname: str, added: tuple[str, ...]) -> Attachment:

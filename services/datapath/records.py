@@ -48,6 +48,8 @@ class ContainerRecord:
     """The subset of `cidrs` IPAM handed out or recorded a claim for (released on detach)."""
     ifname: str = "ethwe"
     """Its interface inside the container (CNI pods name theirs)."""
+    ipam_ident: str = ""
+    """'_' when its addresses are the Docker plugin IPAM driver's (attach with ipam=False), else ''."""
 
 
 @dataclass(frozen=True)

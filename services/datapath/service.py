@@ -8,7 +8,8 @@ launch host address, capture/inject on vethwe-pcap, a forwarder per mesh connect
 overlay_shell.py).
 
 Bus API (schemas in shared/schemas/datapath.py): weave.datapath.attach, detach, ps,
-expose, hide, containers; Weave's HTTP routes POST /expose/{ip}/{len} and
+expose, hide, containers, endpoint_create and endpoint_delete (the Docker plugin's
+veths, endpoints.py); Weave's HTTP routes POST /expose/{ip}/{len} and
 /hide/{ip}/{len} (forwarded by the gossip service from 127.0.0.1:6784).
 
 The fastpath (fastpath.py; mode from WEAVE_OVERRIDE_DATAPATH, set by `weave restart
@@ -31,6 +32,7 @@ import logging
 import os
 import sys
 
+from services.datapath import endpoints
 from services.datapath.bridge import BRIDGE, BRIDGE_PORT, PCAP_PORT, ensure_bridge, mac_of_peer_name
 from services.datapath.containers import Containers
 from services.datapath.fastpath import destroy_device
@@ -45,8 +47,9 @@ from shared import subjects
 from shared.errors import WeaveError
 from shared.http import Request, Response, Router
 from shared.http_bus import serve_http
+from shared.schemas import Ok
 from shared.schemas.datapath import (AttachRequest, ContainerEvent, ContainersReply, ContainersRequest, DetachRequest,
-                                     ExposeRequest, HideRequest, PsRequest)
+                                     EndpointReply, EndpointRequest, ExposeRequest, HideRequest, PsRequest)
 from shared.service import ServiceContext, run_service
 
 log = logging.getLogger("weave.datapath")
@@ -84,6 +87,8 @@ class DatapathApp:
         await bus.serve(subjects.request("datapath", "expose"), ExposeRequest, self.containers.expose)
         await bus.serve(subjects.request("datapath", "hide"), HideRequest, self.containers.hide)
         await bus.serve(subjects.request("datapath", "containers"), ContainersRequest, self._on_containers)
+        await bus.serve(subjects.request("datapath", "endpoint_create"), EndpointRequest, self._on_endpoint_create)
+        await bus.serve(subjects.request("datapath", "endpoint_delete"), EndpointRequest, self._on_endpoint_delete)
         await serve_http(bus, "datapath", self._http_routes())
         self.mode = datapath_mode(launch.datapath, os.environ)
         self.sleeve = OverlayShell(bus, peer_int(launch.name), launch.host, launch.port, PCAP_PORT, mode=self.mode,
@@ -139,6 +144,17 @@ class DatapathApp:
 
     async def _on_containers(self, _: ContainersRequest) -> ContainersReply:
         return ContainersReply(containers=tuple(self.containers.events()))
+
+    async def _on_endpoint_create(self, req: EndpointRequest) -> EndpointReply:
+        """A Docker plugin endpoint's veth (endpoints.py), under the attach lock."""
+        async with self.containers.lock:
+            ep = await asyncio.to_thread(endpoints.create, req.endpoint_id)
+        return EndpointReply(host_ifname=ep.host_ifname, guest_ifname=ep.guest_ifname, mac=ep.mac)
+
+    async def _on_endpoint_delete(self, req: EndpointRequest) -> Ok:
+        async with self.containers.lock:
+            await asyncio.to_thread(endpoints.delete, req.endpoint_id)
+        return Ok()
 
     async def _reconcile_loop(self) -> None:
         while True:

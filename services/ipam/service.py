@@ -48,6 +48,7 @@ REFUSED_LOG_INTERVAL_S = 60.0  # the same refused ring arrives with every gossip
 RECLAIM_WAIT_S = 3600.0  # background re-claims of attached containers wait this long for a ring
 RECLAIM_RETRIES_S = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # pauses before each ask for the attached containers
 EXPOSE_IDENT = "weave:expose"
+NO_CONTAINER_ID = "_"  # owned.py's: the address is filed under itself
 
 
 class IpamApp:
@@ -266,6 +267,9 @@ class IpamApp:
             self._refused_logged = (self.now(), reason)
 
     async def _on_topology(self, event: TopologyEvent) -> None:
+        """Under the ident that holds them: the container's, or `_` (each address under
+        itself) for a Docker plugin container's, which are Docker's to release."""
+        ident = event.ipam_ident or event.container_id
         me = str(self.alloc.our_name)
         known = [PeerName.parse(p.name) for p in event.peers if p.reachable and p.name != me]
         nicknames = {PeerName.parse(p.name): p.nickname for p in event.peers}
@@ -289,7 +293,7 @@ class IpamApp:
 
     def _reclaim(self, event: ContainerEvent) -> None:
         for cidr in event.cidrs:
-            self._spawn(self._claim_quietly(event.container_id, cidr, event.container_id != EXPOSE_IDENT))
+            self._spawn(self._claim_quietly(ident, cidr, ident not in (EXPOSE_IDENT, NO_CONTAINER_ID)))
 
     async def _claim_quietly(self, ident: str, cidr: str, is_container: bool) -> None:
         try:

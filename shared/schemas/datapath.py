@@ -25,6 +25,8 @@ class ContainerEvent(Message):
     namespace: str = Field("default", description="Policy namespace given with --namespace.")
     netns_inode: int = Field(0, description="Inode of its network namespace (/proc/<pid>/ns/net), which tells its "
                              "processes (Scope's probe); 0 for weave:expose and when not known.")
+    ipam_ident: str = Field("", description="The IPAM ident its addresses are held under: '' = its container_id; "
+                            "'_' = each under itself (the Docker plugin's IPAM driver, as Weave's).")
 
 
 class ContainersRequest(Message):
@@ -69,6 +71,25 @@ class AttachRequest(Message):
     namespace: str = Field("default", description="--namespace: its policy namespace.")
     multicast_route: bool = Field(True, description="Route 224.0.0.0/4 via ethwe (--no-multicast-route: False).")
     ifname: str = Field("ethwe", description="Interface name inside the container (the CNI plugin's CNI_IFNAME).")
+    container_id: str = Field("", description="Record the container under this id (a Docker container's full id); "
+                              "'' = as CONTAINER names it.")
+    ipam: bool = Field(True, description="False: the addresses are someone else's to allocate and release (the "
+                       "Docker plugin's IPAM driver, Docker's own): only explicit ADDRs, none claimed or released "
+                       "here. The interface may then be an existing Docker plugin endpoint's (adopted).")
+
+
+class EndpointRequest(Message):
+    """weave.datapath.endpoint_create / endpoint_delete: the veth of a Docker plugin
+    endpoint (Docker's CreateEndpoint / DeleteEndpoint); create is replied with an
+    EndpointReply, delete with Ok."""
+
+    endpoint_id: str = Field(description="Docker's endpoint id (hex).")
+
+
+class EndpointReply(Message):
+    host_ifname: str = Field(description="vethwl<id> on the weave bridge.")
+    guest_ifname: str = Field(description="vethwg<id>, in the host namespace until Docker moves it into the container.")
+    mac: str = Field(description="The guest end's MAC (the endpoint's).")
 
 
 class DetachRequest(Message):

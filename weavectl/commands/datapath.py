@@ -7,8 +7,12 @@ served by the host's datapath over the bus.
     weave expose [ADDR ...] [-h FQDN] [--without-masquerade]
     weave hide [ADDR ...]
 
-CONTAINER: an `ip netns` name, a namespace path (/var/run/netns/x, /proc/<pid>/ns/net)
-or a pid. ADDR: ip/len | net:<cidr> | net:default (none: net:default, from IPAM).
+CONTAINER: an `ip netns` name, a namespace path (/var/run/netns/x, /proc/<pid>/ns/net),
+a pid, or a Docker container's name or ID (weavectl/docker_names.py: resolved through
+this host's engine; attached under its full ID, so IPAM and weaveDNS know it by that,
+and detached by the docker-plugin's watcher when it stops). ADDR: ip/len | net:<cidr> |
+net:default (none: net:default, from IPAM). `weave ps` names Docker containers by their
+Docker name.
 attach, detach, expose and hide print the addresses they gave or took, without the
 prefix length, as Weave does; ps prints `<container> <mac> <cidr>...` per line,
 weave:expose first.
@@ -24,7 +28,7 @@ from shared.config import state_dir_from_env
 from shared.schemas.base import Message
 from shared.schemas.datapath import (Attachment, AttachRequest, DetachReply, DetachRequest, ExposeRequest,
                                      HideRequest, PsReply, PsRequest)
-from weavectl import launcher
+from weavectl import docker_names, launcher
 from weavectl.launcher import LaunchError
 
 TIMEOUT_S = 40.0
@@ -84,24 +88,42 @@ def _labels(pairs: list[str]) -> dict[str, str]:
 
 def cmd_attach(args: argparse.Namespace) -> int:
     *addrs, container = args.args
+    docker = docker_names.running(args, container)
+    fqdn, labels = args.name, _labels(args.label)
+    if docker is not None:
+        container, fqdn = docker.netns_path, fqdn or _docker_fqdn(docker)
+        labels = {**docker.labels, **labels}
     reply = _request(args, "attach", AttachRequest(
-        container=container, addrs=tuple(addrs), fqdn=args.name, labels=_labels(args.label),
-        namespace=args.namespace, multicast_route=not args.no_multicast_route), Attachment)
+        container=container, addrs=tuple(addrs), fqdn=fqdn, labels=labels, namespace=args.namespace,
+        multicast_route=not args.no_multicast_route, container_id=docker.id if docker else ""), Attachment)
     print(_ips(reply.added))
     return 0
 
 
+def _docker_fqdn(c) -> str:
+    """Weave's attach names a Docker container by its hostname when it has a domain name."""
+    return f"{c.hostname}.{c.domainname}" if c.domainname else ""
+
+
 def cmd_detach(args: argparse.Namespace) -> int:
     *addrs, container = args.args
+    docker = docker_names.resolve(args, container)
+    if docker is not None:  # its namespace while it runs; once it has stopped, its record
+        container = docker.netns_path if docker.running else docker.id
     reply = _request(args, "detach", DetachRequest(container=container, addrs=tuple(addrs)), DetachReply)
     print(_ips(reply.removed))
     return 0
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
-    reply = _request(args, "ps", PsRequest(containers=tuple(args.containers)), PsReply)
+    wanted = []
+    for ref in args.containers:
+        docker = docker_names.resolve(args, ref)
+        wanted.append(docker.netns_path if docker is not None and docker.running else ref)
+    reply = _request(args, "ps", PsRequest(containers=tuple(wanted)), PsReply)
+    named = docker_names.names(args) if any(len(a.container_id) == 64 for a in reply.attachments) else {}
     for a in reply.attachments:
-        sys.stdout.write(" ".join((a.container_id, a.mac, *a.cidrs)) + "\n")
+        sys.stdout.write(" ".join((named.get(a.container_id, a.container_id), a.mac, *a.cidrs)) + "\n")
     return 0
 
 

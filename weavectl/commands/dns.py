@@ -67,8 +67,19 @@ def parse_args(args: list[str], fqdn: str | None) -> tuple[list[str], str | None
     return ips, container, name
 
 
+def _docker_id(args: argparse.Namespace, container: str | None) -> str | None:
+    """A Docker container's name or ID -> its full ID (what weaveDNS knows it by)."""
+    if container is None or container == EXTERN:
+        return container
+    from weavectl import docker_names
+
+    docker = docker_names.resolve(args, container)
+    return docker.id if docker is not None else container
+
+
 def cmd_dns_add(args: argparse.Namespace) -> int:
     ips, container, name = parse_args(list(args.args), args.fqdn)
+    container = _docker_id(args, container)
     if container is not None and container != EXTERN:  # Weave's dns-add fails for an unknown container too
         known = _attached(args, container)
         ips = ips or [c.split("/")[0] for c in known.cidrs]
@@ -91,6 +102,7 @@ def cmd_dns_add(args: argparse.Namespace) -> int:
 
 def cmd_dns_remove(args: argparse.Namespace) -> int:
     ips, container, name = parse_args(list(args.args), args.fqdn)
+    container = _docker_id(args, container)
     state_dir = args.state_dir or state_dir_from_env()
     removed = 0
     for ip in ips or [None]:
