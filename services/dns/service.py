@@ -1,12 +1,12 @@
 """The `dns` service (asyncio shell): weaveDNS with entries gossiped on the mesh.
 
 Wires the sans-I/O `Nameserver` store and `QueryHandler` to:
-- the mesh, through `MeshChannel` on Weave's `nameserver` channel: every add and
-  tombstone is broadcast (tag 6, as Weave); the full state goes to random neighbours
-  every `gossip_interval_s` and down the connection to every neighbour that appears
-  (a new peer, or a restarted one with a new UID); received gossip is merged, and our
-  own entries that it contradicts are re-asserted and broadcast. Topology events keep
-  the set of known peers (entries of unknown or departed peers are dropped);
+- the mesh, through `OwnedChannel` (shared/mesh_channel.py) on Weave's `nameserver`
+  channel: every add and tombstone is broadcast (tag 6, as Weave); the library sends
+  the full state to random neighbours every `gossip_interval_s` and down the
+  connection to every new neighbour; received gossip is merged, and our own entries
+  that it contradicts are re-asserted and broadcast. Topology events keep the set of
+  known peers (entries of unknown or departed peers are dropped);
 - the DNS listeners (`server.py`), answering from this process's store;
 - the bus (`weave.dns.add|remove|lookup|list`), Weave's HTTP routes (`http.py`) and
   container events from the datapath (attached with a name -> add; detached ->
@@ -15,8 +15,8 @@ Wires the sans-I/O `Nameserver` store and `QueryHandler` to:
   journaled (appended and fsynced, grouped across concurrent callers) before it is
   acknowledged or broadcast, and the store is restored from them before this process
   takes part in gossip; see that module for what is restored when;
-- one timer: periodic gossip, tombstone purge (30 min after deletion) and snapshot
-  writes (which compact the journal), whichever is due first.
+- one timer: tombstone purge (30 min after deletion) and snapshot writes (which
+  compact the journal), whichever is due first.
 """
 from __future__ import annotations
 
@@ -38,17 +38,17 @@ from services.dns.nameserver import Nameserver, fqdn
 from services.dns.query import QueryHandler
 from services.dns.server import DnsServer, Forwarder, ResolvConf
 from services.dns.status import local_entry_count
-from shared.weave.peer_name import PeerName
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from shared import subjects
 from shared.bus import BusError, BusMsg
 from shared.durable import Journal, JournalWriter, write_atomic
 from shared.errors import RemoteProtocolError, WeaveError
 from shared.http_bus import serve_http
-from shared.mesh_channel import MeshChannel
+from shared.mesh_channel import OwnedChannel
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
 from shared.schemas.dns import (AddRequest, ChangeReply, DnsEntry, ListReply, ListRequest, LookupReply,
                                 LookupRequest, RemoveRequest)
-from shared.schemas.mesh import DNS_CHANNEL, MeshReceive, TopologyEvent
+from shared.schemas.mesh import DNS_CHANNEL, TopologyEvent
 from shared.service import ServiceContext, run_service
 
 log = logging.getLogger("weave.dns")
@@ -81,8 +81,8 @@ class DnsApp:
         self._tasks: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._dirty = False
-        self._neighbours: set[tuple[str, int]] = set()
         self.server: DnsServer | None = None
+        self.channel: OwnedChannel | None = None
         self.writer: JournalWriter | None = None
         self.bound: set[str] = set()
         """Containers whose names we hold because they were attached (snapshot.py)."""
@@ -111,14 +111,15 @@ class DnsApp:
                                 self.config)
         await self.server.start()
         ctx.registry.register(_EntriesCollector(self))
-        self.mesh = MeshChannel(ctx.bus, DNS_CHANNEL)
+        self.channel = OwnedChannel(ctx.bus, DNS_CHANNEL, self, self.config.gossip_interval_s)
         await self._serve_bus()
-        await self.mesh.start(self._on_gossip, self._on_topology)
-        self._next_gossip = self.clock.monotonic() + self.config.gossip_interval_s
+        await self.channel.start()
         self._spawn(self._timer_loop())
         self._spawn(self._register_attached())
 
     async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -202,17 +203,7 @@ class DnsApp:
             log.error("cannot journal a dns change to %s: %s", self.writer.journal.path, exc)
             raise WeaveError(f"cannot save the change to disk: {exc}", code="not_saved") from None
         if entries:
-            self._spawn(self._send("broadcast", GossipData.of(self.clock.now(), entries)))
-
-    async def _send(self, kind: str, data: GossipData, neighbour: str | None = None) -> None:
-        """Publish gossip for the mesh; a bus that is down loses it (periodic gossip repairs)."""
-        try:
-            if kind == "broadcast":
-                await self.mesh.broadcast(codec.encode(data))
-            else:
-                await self.mesh.gossip(codec.encode(data), neighbour=neighbour)
-        except Exception as exc:  # nats raises several kinds while reconnecting
-            log.warning("cannot send nameserver %s: %s", kind, exc)
+            self.channel.broadcast(codec.encode(GossipData.of(self.clock.now(), entries)))
 
     async def container_alive(self, container_id: str) -> bool | None:
         """Whether the datapath has the container attached; None when it cannot say."""
@@ -223,43 +214,47 @@ class DnsApp:
             return None
         return any(c.container_id == container_id for c in reply.containers)
 
-    # -- gossip and topology -------------------------------------------------------------
-    async def _on_gossip(self, msg: MeshReceive) -> None:
-        if msg.kind == "unicast":
-            return  # Weave's OnGossipUnicast ignores them
+    # -- gossip and topology (the ChannelOwner of nameserver) -----------------------------
+    def gossip(self) -> list[bytes]:
+        return [codec.encode(self.ns.gossip(self.clock.now()))]
+
+    async def on_gossip(self, payload: bytes) -> None:
+        self._merge("gossip", UNKNOWN_PEER_NAME, payload)
+
+    async def on_gossip_broadcast(self, src: PeerName, payload: bytes) -> None:
+        self._merge("broadcast", src, payload)
+
+    async def on_gossip_unicast(self, src: PeerName, payload: bytes) -> None:
+        """Weave's OnGossipUnicast ignores them."""
+
+    def _merge(self, kind: str, src: PeerName, payload: bytes) -> None:
         try:
-            outcome = self.ns.on_gossip(codec.decode(msg.payload), self.clock.now())
+            outcome = self.ns.on_gossip(codec.decode(payload), self.clock.now())
         except RemoteProtocolError as exc:
-            log.warning("dropping nameserver %s from %s: %s", msg.kind, msg.src, exc)
+            log.warning("dropping nameserver %s from %s: %s", kind, src, exc)
             return
         if outcome.broadcast is not None:
             log.info("re-asserting %d entries of ours that gossip contradicted", len(outcome.broadcast.entries))
-            await self._send("broadcast", outcome.broadcast)
+            self.channel.broadcast(codec.encode(outcome.broadcast))
         if outcome.new is not None or outcome.broadcast is not None:
             self._mark_dirty()
 
-    async def _on_topology(self, event: TopologyEvent) -> None:
+    async def on_topology(self, event: TopologyEvent) -> None:
         dropped = self.ns.set_known_peers(PeerName.parse(p.name) for p in event.peers)
         for name in event.removed:
             dropped += self.ns.peer_gone(PeerName.parse(name))
         if dropped:
             log.info("dropped %d entries of peers that left", dropped)
             self._mark_dirty()
-        neighbours = {(p.name, p.uid) for p in event.peers
-                      if p.reachable and p.address and p.name != event.ourself}
-        for name, _ in sorted(neighbours - self._neighbours):
-            await self._send("gossip", self.ns.gossip(self.clock.now()), neighbour=name)
-        self._neighbours = neighbours
 
     # -- timer ---------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
-        """Periodic gossip, tombstone purge and snapshot writes, whichever comes first.
-        Changes wake it at most once per snapshot write (see `_mark_dirty`)."""
+        """Tombstone purge and snapshot writes, whichever comes first. Changes wake it
+        at most once per snapshot write (see `_mark_dirty`)."""
         next_write = 0.0
         while True:
             now = self.clock.monotonic()
-            deadline = min(self._next_gossip, now + self._purge_delay(),
-                           max(next_write, now) if self._dirty else float("inf"))
+            deadline = min(now + self._purge_delay(), max(next_write, now) if self._dirty else float("inf"))
             try:
                 async with asyncio.timeout(max(0.0, deadline - now)):
                     await self._wake.wait()
@@ -268,16 +263,13 @@ class DnsApp:
             self._wake.clear()
             try:
                 next_write = await self._tick(next_write)
-            except Exception:  # a bug in one tick must not stop gossip for good
+            except Exception:  # a bug in one tick must not stop the purge and the writes for good
                 log.exception("dns timer tick failed")
                 await asyncio.sleep(1.0)
 
     async def _tick(self, next_write: float) -> float:
         """Do what is due; returns when the snapshot may next be written."""
         now = self.clock.monotonic()
-        if now >= self._next_gossip:
-            self._next_gossip = now + self.config.gossip_interval_s
-            await self._send("gossip", self.ns.gossip(self.clock.now()))
         due = self.ns.next_deadline()
         if due is not None and self.clock.now() >= due and self.ns.delete_tombstones(self.clock.now()):
             self._dirty = True

@@ -2,20 +2,21 @@
 `Allocator` (allocator.py).
 
 Inputs, each handed to the core with `now`, whose actions are then carried out:
-- gossip on channel IPallocation through MeshChannel (the gossip service has relayed
-  it already): on_gossip / on_gossip_broadcast / on_gossip_unicast. A refused ring
-  (different seeds or range, a conflict) changes nothing; it is logged and shown in
-  the bus status (`refused`);
-- topology events: reachable peers and nicknames to `set_peers`; a new neighbour gets
-  our full state at once (mesh's catch-up of a new connection);
+- gossip on channel IPallocation through OwnedChannel (shared/mesh_channel.py; the
+  gossip service has relayed it already): on_gossip / on_gossip_broadcast /
+  on_gossip_unicast. A refused ring (different seeds or range, a conflict) changes
+  nothing; it is logged and shown in the bus status (`refused`);
+- topology events: reachable peers and nicknames to `set_peers` (the library then
+  gossips our full state down to each new neighbour);
 - requests from the bus and Weave's HTTP routes (bus_api.py, http.py); ones that must
   wait (no ring yet, space asked of a peer) stay pending in the core until answered or
   until the caller's `wait_s` runs out, when they are cancelled;
 - container events from the datapath: `attached` re-claims the container's addresses
   (Weave's attach and reclaim at start), `detached` frees them after the core's
   container-died timeout unless the container asks again;
-- one timer at the core's next deadline, and full-state gossip every gossip interval.
-Actions: Broadcast and SendUnicast leave in order through a bounded outbox; Persist
+- one timer at the core's next deadline; the library gossips the full state every
+  gossip interval.
+Actions: Broadcast and SendUnicast leave in order through the channel's bounded outbox; Persist
 saves a snapshot to sqlite (store.py); a Reply resolves its waiting request only once
 every change made so far is saved, so an answered allocation survives `kill -9`.
 """
@@ -25,9 +26,9 @@ import asyncio
 import itertools
 import logging
 import sqlite3
-from typing import Any
+from typing import Any, Callable
 
-from shared.weave.peer_name import PeerName
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam import bus_api, codec, settings, status
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.allocator import Allocator
@@ -37,13 +38,12 @@ from services.ipam.store import Store
 from shared import subjects
 from shared.bus import BusError, BusMsg
 from shared.errors import WeaveError
-from shared.mesh_channel import MeshChannel
+from shared.mesh_channel import OwnedChannel
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
-from shared.schemas.mesh import IPAM_CHANNEL, MeshReceive, TopologyEvent
+from shared.schemas.mesh import IPAM_CHANNEL, TopologyEvent
 from shared.service import ServiceContext, run_service
 
 log = logging.getLogger("weave.ipam")
-OUTBOX_LIMIT = 10_000  # gossip messages waiting for the bus; past it they are dropped (periodic gossip repairs)
 REFUSED_LOG_INTERVAL_S = 60.0  # the same refused ring arrives with every gossip; log it this often
 RECLAIM_WAIT_S = 3600.0  # background re-claims of attached containers wait this long for a ring
 RECLAIM_RETRIES_S = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)  # pauses before each ask for the attached containers
@@ -60,7 +60,6 @@ class IpamApp:
         self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task] = set()
-        self._neighbours: set[tuple[str, int]] = set()  # (peer name, uid) of direct neighbours
         self._dirty = self._saved = 0  # persist generations asked for / written
         self._armed: float | None = None  # the deadline the timer sleeps until
         self._save_error = ""
@@ -74,16 +73,14 @@ class IpamApp:
         self._clock0 = (ctx.clock.now(), ctx.clock.monotonic())
         self._wake = asyncio.Event()
         self._save_lock = asyncio.Lock()
-        self._outbox: asyncio.Queue[tuple[str, bytes, str | None]] = asyncio.Queue(maxsize=OUTBOX_LIMIT)
+        self.channel = OwnedChannel(ctx.bus, IPAM_CHANNEL, self, self.settings.gossip_interval_s)
         self.store = await asyncio.to_thread(Store, launch.state_dir / settings.DB_FILE)
         self.alloc = await self._restore(Allocator(self.settings.allocator))
         self.apply(self.alloc.start(now=self.now()))
         ctx.registry.register(IpamCollector(lambda: self.alloc))
         await bus_api.register(self, ctx.bus, self.settings.max_waiting_requests)
-        self.mesh = MeshChannel(ctx.bus, IPAM_CHANNEL)
-        for loop in (self._sender(), self._timer_loop(), self._gossip_loop()):
-            self._spawn(loop)
-        await self.mesh.start(self._on_receive, self._on_topology)
+        self._spawn(self._timer_loop())
+        await self.channel.start()
         await ctx.bus.subscribe(subjects.event("containers"), self._on_container)
         self._spawn(self._reclaim_attached())
         log.info("%s(%s): range %s, %s, status %s", self.alloc.our_name, launch.nickname,
@@ -107,6 +104,7 @@ class IpamApp:
         for rid in list(self._waiting):
             self.apply(self.alloc.cancel(rid, now=self.now()))
         await self._save(self._dirty)
+        await self.channel.stop()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -172,9 +170,9 @@ class IpamApp:
             if isinstance(action, Reply):
                 replies.append(action)
             elif isinstance(action, Broadcast):
-                self._send("broadcast", codec.encode_gossip(action.state))
+                self.channel.broadcast(codec.encode_gossip(action.state))
             elif isinstance(action, SendUnicast):
-                self._send("unicast", codec.encode_unicast(action.message), str(action.dest))
+                self.channel.unicast(action.dest, codec.encode_unicast(action.message))
             elif isinstance(action, Persist):
                 self._dirty += 1
                 self._spawn(self._save(self._dirty))
@@ -212,20 +210,6 @@ class IpamApp:
                 alloc.owned.changed(delta["owned"])  # written with the next save
             self._saved = target
 
-    def _send(self, kind: str, payload: bytes, dst: str | None = None) -> None:
-        try:
-            self._outbox.put_nowait((kind, payload, dst))
-        except asyncio.QueueFull:
-            log.warning("dropping IPAM %s for %s: outbox full", kind, dst or "the mesh")
-
-    async def _sender(self) -> None:
-        while True:
-            kind, payload, dst = await self._outbox.get()
-            try:
-                await self.mesh.send(kind, payload, dst)
-            except Exception as exc:  # the bus is restarting; periodic gossip repairs
-                log.warning("cannot send IPAM %s: %s", kind, exc)
-
     # -- timers --------------------------------------------------------------------------
     async def _timer_loop(self) -> None:
         """Sleep until the core's deadline (woken early if an input moved it), then tick."""
@@ -240,48 +224,39 @@ class IpamApp:
             self._wake.clear()
             self.apply(self.alloc.tick(now=self.now()))
 
-    async def _gossip_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.gossip_interval_s)
-            self._send("gossip", self.alloc.gossip(self.now()))
+    # -- mesh (the ChannelOwner of IPallocation) ------------------------------------------
+    def gossip(self) -> list[bytes]:
+        return [self.alloc.gossip(self.now())]
 
-    # -- mesh ----------------------------------------------------------------------------
-    async def _on_receive(self, msg: MeshReceive) -> None:
+    async def on_gossip(self, payload: bytes) -> None:
+        self._merge("gossip", UNKNOWN_PEER_NAME, lambda: self.alloc.on_gossip(payload, now=self.now()))
+
+    async def on_gossip_broadcast(self, src: PeerName, payload: bytes) -> None:
+        self._merge("broadcast", src, lambda: self.alloc.on_gossip_broadcast(src, payload, now=self.now()))
+
+    async def on_gossip_unicast(self, src: PeerName, payload: bytes) -> None:
+        self._merge("unicast", src, lambda: self.alloc.on_gossip_unicast(src, payload, now=self.now()))
+
+    def _merge(self, kind: str, src: PeerName, merge: Callable[[], list[Action]]) -> None:
         try:
-            if msg.kind == "gossip":
-                actions = self.alloc.on_gossip(msg.payload, now=self.now())
-            elif msg.kind == "broadcast":
-                actions = self.alloc.on_gossip_broadcast(PeerName.parse(msg.src), msg.payload, now=self.now())
-            else:
-                actions = self.alloc.on_gossip_unicast(PeerName.parse(msg.src), msg.payload, now=self.now())
-        except (WeaveError, ValueError) as exc:  # RingError, RemoteProtocolError, a bad peer name
-            self._refuse(msg, str(exc))
+            actions = merge()
+        except (WeaveError, ValueError) as exc:  # RingError, RemoteProtocolError
+            self._refuse(kind, src, str(exc))
             return
         self.apply(actions)
 
-    def _refuse(self, msg: MeshReceive, reason: str) -> None:
-        self.refused = f"{msg.kind} from {msg.src}: {reason}"
+    def _refuse(self, kind: str, src: PeerName, reason: str) -> None:
+        self.refused = f"{kind} from {src}: {reason}"
         last_at, last = self._refused_logged
         if reason != last or self.now() - last_at > REFUSED_LOG_INTERVAL_S:
             log.error("refused IPAM %s: %s", self.refused, "nothing changed")
             self._refused_logged = (self.now(), reason)
 
-    async def _on_topology(self, event: TopologyEvent) -> None:
-        """Under the ident that holds them: the container's, or `_` (each address under
-        itself) for a Docker plugin container's, which are Docker's to release."""
-        ident = event.ipam_ident or event.container_id
+    async def on_topology(self, event: TopologyEvent) -> None:
         me = str(self.alloc.our_name)
         known = [PeerName.parse(p.name) for p in event.peers if p.reachable and p.name != me]
         nicknames = {PeerName.parse(p.name): p.nickname for p in event.peers}
         self.apply(self.alloc.set_peers(known, nicknames, now=self.now()))
-        uids = {p.name: p.uid for p in event.peers}
-        # Keyed by name and UID: a neighbour whose router restarted is new again.
-        neighbours = {(dest, uids.get(dest, 0)) for dest, via in event.unicast.items() if dest == via}
-        fresh, self._neighbours = neighbours - self._neighbours, neighbours
-        if fresh:
-            payload = self.alloc.gossip(self.now())
-            for name, _ in sorted(fresh):
-                self._send("gossip", payload, name)
 
     # -- containers (from the datapath) -----------------------------------------------------
     async def _on_container(self, msg: BusMsg) -> None:
@@ -292,6 +267,9 @@ class IpamApp:
             self._reclaim(event)
 
     def _reclaim(self, event: ContainerEvent) -> None:
+        """Under the ident that holds them: the container's, or `_` (each address under
+        itself) for a Docker plugin container's, which are Docker's to release."""
+        ident = event.ipam_ident or event.container_id
         for cidr in event.cidrs:
             self._spawn(self._claim_quietly(ident, cidr, ident not in (EXPOSE_IDENT, NO_CONTAINER_ID)))
 

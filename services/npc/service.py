@@ -3,9 +3,11 @@
 Inputs, each turned into store entries or objects and handed to the compiler:
 - `weave policy apply|delete` (weave.npc.*): NetworkPolicy and Namespace objects,
   admitted all or nothing (admission.py), written to the gossiped store (sources.py);
-- gossip on `weave-py-policy`: other hosts' policies and their pods (broadcast on
-  change, full store every gossip interval, unicast to a peer that appears and in
-  answer to a restarted peer's pull);
+- gossip on `weave-py-policy` through OwnedChannel (shared/mesh_channel.py): other
+  hosts' policies and their pods (broadcast on change; the library sends the full
+  store every gossip interval, down to each new neighbour, and by unicast in answer
+  to a pull, PULL, which it sends to each new neighbour: a restarted npc so gets
+  every neighbour's store at once);
 - `weave.events.containers`: this host's containers, which become pods everywhere;
 - optionally the Kubernetes API (kube.py).
 Output: the Enforcer keeps netfilter at the compiler's desired state (apply.py), and
@@ -31,12 +33,13 @@ from shared.bus import BusError, BusMsg
 from shared.errors import RemoteProtocolError, WeaveError
 from shared.http import Router
 from shared.http_bus import serve_http
-from shared.mesh_channel import MeshChannel
+from shared.mesh_channel import OwnedChannel
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
-from shared.schemas.mesh import POLICY_CHANNEL, MeshReceive, TopologyEvent
+from shared.schemas.mesh import POLICY_CHANNEL, TopologyEvent
 from shared.schemas.npc import (ApplyReply, ApplyRequest, BlockedReply, BlockedRequest, DeleteReply, DeleteRequest,
                                 ListReply, ListRequest, ObjectRef, PolicyInfo, StatusReply, StatusRequest)
 from shared.service import ServiceContext, run_service
+from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 
 from . import status
 from .admission import AdmissionRefused, admit
@@ -65,7 +68,7 @@ class NpcApp:
         self._runner = runner
         self._tasks: set[asyncio.Task] = set()
         self._nflog: NflogSocket | None = None
-        self._seen_peers: set[str] = set()
+        self.channel: OwnedChannel | None = None
         self.blocked_total = 0
         self.blocked_log = BlockedLog()
         self.enforcer: Enforcer | None = None
@@ -78,6 +81,7 @@ class NpcApp:
         self.world = World(self.controller)
         self.sources = PolicySources((launch.name or "00:00:00:00:00:00").lower())
         self.store = StoreFile(Path(launch.state_dir) / STORE_FILE, self.sources, self.config.persist_delay_s)
+        self.channel = OwnedChannel(ctx.bus, POLICY_CHANNEL, self, self.config.gossip_interval_s, pull=PULL)
         self._ingest(self.store.load())
         if self._runner is None:
             await asyncio.to_thread(_ensure_bridge_nf)
@@ -98,9 +102,7 @@ class NpcApp:
         self._spawn(self.store.run())
         if self._runner is None:
             self._spawn(self._nflog_loop())
-        self.mesh = MeshChannel(bus, POLICY_CHANNEL)
-        await self.mesh.start(self._on_gossip, self._on_topology)
-        self._spawn(self._gossip_loop())
+        await self.channel.start()
         if not self.config.kube_api:
             self._spawn(self._container_snapshot())
         else:
@@ -110,6 +112,8 @@ class NpcApp:
                  netfilter.backend.value, len(self.sources.state.entries), len(self.world.pods()))
 
     async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._nflog is not None:
@@ -158,14 +162,11 @@ class NpcApp:
             except OSError as exc:
                 log.error("cannot save the policy store: %s", exc)
                 raise WeaveError(f"cannot save the policy store to disk: {exc}", code="not_saved") from None
-        await self._send("broadcast", entries)
+        self._broadcast(entries)
 
-    async def _send(self, kind: str, entries: list[Entry], dst: str | None = None) -> None:
-        try:
-            for payload in encode_chunks(entries):
-                await self.mesh.send(kind, payload, dst)
-        except Exception as exc:  # the bus may be restarting: periodic gossip repairs it
-            log.warning("cannot send policy gossip: %s", exc)
+    def _broadcast(self, entries: list[Entry]) -> None:
+        for payload in encode_chunks(entries):
+            self.channel.broadcast(payload)
 
     async def _wait_enforced(self) -> bool:
         try:
@@ -282,41 +283,34 @@ class NpcApp:
             return
         await self._commit(self.sources.container_snapshot(reply.containers))
 
-    # -- gossip ------------------------------------------------------------------------------
-    async def _on_gossip(self, msg: MeshReceive) -> None:
-        if msg.payload == PULL:
-            if msg.kind == "unicast":
-                await self._send("unicast", list(self.sources.state.entries.values()), msg.src)
-            return
+    # -- gossip (the ChannelOwner of weave-py-policy) -------------------------------------------
+    def gossip(self) -> list[bytes]:
+        return encode_chunks(self.sources.state.entries.values())
+
+    async def on_gossip(self, payload: bytes) -> None:
+        self._merge(UNKNOWN_PEER_NAME, payload)
+
+    async def on_gossip_broadcast(self, src: PeerName, payload: bytes) -> None:
+        self._merge(src, payload)
+
+    async def on_gossip_unicast(self, src: PeerName, payload: bytes) -> None:
+        self._merge(src, payload)
+
+    def _merge(self, src: PeerName, payload: bytes) -> None:
         try:
-            entries = decode(msg.payload)
+            entries = decode(payload)
         except RemoteProtocolError as exc:
-            log.warning("dropping policy gossip from %s: %s", msg.src, exc.message)
+            log.warning("dropping policy gossip from %s: %s", src, exc.message)
             return
         changed, corrections = self.sources.receive(entries)
         self._ingest(changed)
         if corrections:
-            await self._send("broadcast", corrections)
+            self._broadcast(corrections)
 
-    async def _on_topology(self, event: TopologyEvent) -> None:
-        reachable = {p.name.lower() for p in event.peers if p.reachable} - {self.sources.ourself}
-        new = reachable - self._seen_peers
-        self._seen_peers |= reachable
-        if new:
-            full = list(self.sources.state.entries.values())
-            for peer in sorted(new):  # catch-up both ways: our store to it, and its store to us
-                await self._send("unicast", full, peer)
-                await self.mesh.unicast(peer, PULL)
+    async def on_topology(self, event: TopologyEvent) -> None:
         removed = [name.lower() for name in event.removed]
         if removed:
-            self._seen_peers -= set(removed)
             await self._commit(self.sources.peers_removed(removed))
-
-    async def _gossip_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.gossip_interval_s)
-            if self.sources.state.entries:
-                await self._send("gossip", list(self.sources.state.entries.values()))
 
     # -- Kubernetes ----------------------------------------------------------------------------
     async def _on_kube(self, key: str, objects: list) -> None:

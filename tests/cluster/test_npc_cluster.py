@@ -257,6 +257,9 @@ async def test_status_http_routes_and_metrics(cluster):
     await h1.container("c1", "10.32.0.1", {"app": "web"})
     await h2.apply(WEB)
     await eventually(lambda: h1.members(WEB_SET) == {"10.32.0.1"})
+    # the members show at the sync's first step (ipset restore); status counts the state
+    # once the whole sync is done: wait for it, else the kernel is compared mid-sync
+    await h1.app.enforcer.wait_applied()
     status = await h1.request("status", StatusRequest(), StatusReply)
     assert (status.policies, status.pods, status.local_pods, status.backend, status.synced) == (1, 1, 1, "nft", True)
     assert status.ipsets == len(h1.kernel.sets) and status.chains == 7

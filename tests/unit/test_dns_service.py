@@ -141,7 +141,7 @@ async def test_our_entries_survive_a_restart_of_the_dns_process(cluster):
     await h1.start()
     assert await h1.addresses("keep.weave.local") == ["10.32.0.7"], "ours: from the snapshot"
     assert await h1.addresses("other.weave.local") == ["10.32.0.8"], "theirs: snapshot, fresh and same run"
-    await h2.app._send("gossip", h2.app.ns.gossip(h2.app.clock.now()))  # peers gossip our entry back to us
+    h2.app.channel.gossip_round()  # peers gossip our entry back to us
     await wait_for(lambda: _eq(h2.addresses("keep.weave.local"), ["10.32.0.7"]))
     listed = await h1.bus.request(subjects.request("dns", "list"), ListRequest(tombstones=True), ListReply)
     assert {(e.hostname, e.tombstone) for e in listed.entries} == {("keep.weave.local.", 0),
@@ -158,7 +158,7 @@ async def test_a_new_run_of_the_stack_tombstones_our_stale_entries(cluster):
     h1.incarnation, h1.uid = "run-2", 2
     await h1.start()
     assert (await h1.query("stale.weave.local")).header.rcode == RCODE.NXDOMAIN
-    await h2.app._send("gossip", h2.app.ns.gossip(h2.app.clock.now()))
+    h2.app.channel.gossip_round()
     for h in (h1, h2, h3):
         await wait_for(lambda h=h: _rcode(h, "stale.weave.local", RCODE.NXDOMAIN), what="stale name gone")
 
