@@ -126,11 +126,39 @@ class OverlayMessage:
     """An overlay control message (tags 1-3, 7) from a peer, for the datapath."""
 
     peer: PeerName
+    conn_uid: int
+    """The connection it came on (the datapath's forwarder for it)."""
     tag: int
     payload: bytes
 
 
 Action = Write | Close | Dial | TopologyChanged | OverlayMessage | Deliver | OverlayUp | OverlayDown
+
+
+# -- queries -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PeerView:
+    """One peer as the router knows it now (what the rest of the host is told)."""
+
+    name: PeerName
+    nickname: str
+    uid: PeerUID
+    short_id: int
+    reachable: bool
+    """A route over established, symmetric connections exists (always, for ourselves)."""
+    address: str
+    """Underlay IP of our direct connection to it; "" without one."""
+
+
+@dataclass(frozen=True)
+class TopologyView:
+    ourself: PeerName
+    peers: tuple[PeerView, ...]
+    """Every known peer, ourselves included, in name order."""
+    unicast: dict[PeerName, PeerName]
+    """Data-plane next hop per other peer (established, symmetric connections)."""
+    broadcast: dict[PeerName, tuple[PeerName, ...]]
+    """Data-plane broadcast next hops per source peer."""
 
 
 @dataclass
@@ -342,6 +370,22 @@ class Router:
             int(conn.hello.remote_short_id) if conn.hello.remote_short_id is not None else None)
         self._out.append(OverlayUp(conn.overlay_conn))
 
+    def topology_view(self) -> TopologyView:
+        """Peers, reachability and data-plane routes now (recalculated first if stale)."""
+        self.routes.ensure_recalculated()
+        addrs = {c.remote.name: c.remote_addr.rsplit(":", 1)[0] for c in self.conns.values() if c.remote}
+        me = self.config.name
+        peers = tuple(PeerView(p.name, p.nickname, p.uid, p.short_id,
+                               p.name == me or self.routes.unicast(p.name) is not None, addrs.get(p.name, ""))
+                      for p in sorted(self.peers, key=lambda p: p.name))
+        unicast = {d: v for d, v in self.routes.unicast_table(symmetric=True).items() if d != me}
+        broadcast = {p.name: tuple(self.routes.broadcast(p.name)) for p in self.peers}
+        return TopologyView(me, peers, unicast, broadcast)
+
+    def established_count(self) -> int:
+        """Connections whose overlay confirmed them."""
+        return sum(1 for c in self.conns.values() if c.state is ConnState.ESTABLISHED)
+
     def overlay_connections(self) -> list[OverlayConn]:
         return [c.overlay_conn for c in self.conns.values() if c.overlay_conn is not None]
 
@@ -423,7 +467,7 @@ class Router:
             self._trace, conn.pending_trace = conn.pending_trace, None
             self._queue_sends(self.channels.handle(tag, payload, now))
         elif tag in OVERLAY_TAGS and conn.remote is not None:
-            self._out.append(OverlayMessage(conn.remote.name, tag, payload))
+            self._out.append(OverlayMessage(conn.remote.name, conn.conn_uid, tag, payload))
         else:
             log.warning("%s: ignoring unknown message tag %d", conn, tag)
 

@@ -19,7 +19,6 @@ import struct
 from pathlib import Path
 
 from services.gossip import http_api
-from services.gossip.connection import ConnState
 from services.gossip.metrics import MeshCollector
 from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.router import (Close, Dial, OverlayConn, OverlayDown, OverlayMessage, OverlayUp, Router,
@@ -115,8 +114,7 @@ class GossipApp:
     def health(self) -> tuple[bool, str]:
         if self.router is None:
             return False, "starting"
-        n = sum(1 for c in self.router.conns.values() if c.state is ConnState.ESTABLISHED)
-        return True, f"{n} established connections"
+        return True, f"{self.router.established_count()} established connections"
 
     def now(self) -> float:
         return self.loop.time()
@@ -177,10 +175,8 @@ class GossipApp:
                 self._publish(subjects.event("overlay_connection"),
                               OverlayConnectionEvent(kind=kind, connection=_overlay_schema(action.conn)))
             elif isinstance(action, OverlayMessage):
-                conn_uid = self.router.conns[self.router.by_peer[action.peer]].conn_uid \
-                    if action.peer in self.router.by_peer else 0
                 self._publish(subjects.event("overlay_message"), OverlayMessageEvent(
-                    peer=str(action.peer), conn_uid=conn_uid, tag=action.tag, payload=action.payload))
+                    peer=str(action.peer), conn_uid=action.conn_uid, tag=action.tag, payload=action.payload))
 
     def _write(self, key: int, data: bytes) -> None:
         writer = self.writers.get(key)
@@ -252,18 +248,13 @@ class GossipApp:
         self._topology_dirty = True
 
     def topology(self) -> TopologyEvent:
-        r = self.router
-        r.routes.ensure_recalculated()
-        addrs = {c.remote.name: c.remote_addr.rsplit(":", 1)[0] for c in r.conns.values() if c.remote}
+        view = self.router.topology_view()
         peers = tuple(PeerInfo(name=str(p.name), nickname=p.nickname, uid=int(p.uid), short_id=p.short_id,
-                               reachable=p.name == r.config.name or r.routes.unicast(p.name) is not None,
-                               address=addrs.get(p.name, ""))
-                      for p in sorted(r.peers, key=lambda p: p.name))
-        unicast = {str(d): str(v) for d, v in r.routes.unicast_table(symmetric=True).items() if d != r.config.name}
-        broadcast = {str(p.name): tuple(str(h) for h in r.routes.broadcast(p.name)) for p in r.peers}
-        return TopologyEvent(ourself=str(r.config.name), peers=peers,
+                               reachable=p.reachable, address=p.address) for p in view.peers)
+        return TopologyEvent(ourself=str(view.ourself), peers=peers,
                              removed=tuple(str(n) for n in sorted(self._removed)),
-                             unicast=unicast, broadcast=broadcast)
+                             unicast={str(d): str(v) for d, v in view.unicast.items()},
+                             broadcast={str(s): tuple(str(h) for h in hops) for s, hops in view.broadcast.items()})
 
     async def _publish_topology(self) -> None:
         event = self.topology()

@@ -32,7 +32,7 @@ from services.ipam.errors import RequestError
 from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied, Unicast
 from services.ipam.owned import Owned
 from services.ipam.paxos import Node, Observer, Participant
-from services.ipam.persistence import load_snapshot, make_snapshot
+from services.ipam.persistence import load_snapshot, make_delta, make_snapshot
 from services.ipam.ring import Ring
 from services.ipam.space import Space, coalesce
 from services.ipam.transfer import lookup_peername, pick_heir
@@ -102,6 +102,16 @@ class Allocator:
     def snapshot(self) -> dict:
         """Plain-data persistence snapshot: peer name, range, ring, owned addresses."""
         return make_snapshot(self.our_name, self.universe, self.ring, self.owned)
+
+    def take_delta(self) -> dict:
+        """What a store that writes only changes needs now (persistence.make_delta):
+        the snapshot's keys, with `owned` holding only the idents changed since the last
+        delta. Taking it forgets those changes: call `delta_not_saved` if its write fails."""
+        return make_delta(self.our_name, self.universe, self.ring, self.owned)
+
+    def delta_not_saved(self, delta: dict) -> None:
+        """The write of `delta` failed: its owned changes go with the next delta."""
+        self.owned.changed(delta["owned"])
 
     def next_deadline(self) -> float | None:
         """When `tick` is next due; None once we have left (shutdown): nothing is due."""

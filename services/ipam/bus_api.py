@@ -8,6 +8,8 @@ become the bus codes the schema documents.
 """
 from __future__ import annotations
 
+from typing import Awaitable, TypeVar
+
 from services.ipam import http, status
 from services.ipam.errors import RequestError
 from shared import subjects
@@ -19,6 +21,7 @@ from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, L
                                  PrimeRequest, ReleaseRequest, RingEntry, RmpeerReply, RmpeerRequest, StatusReply,
                                  StatusRequest)
 
+T = TypeVar("T")
 BUS_CODES = {"bad_request": "bad_request", "out_of_range": "bad_request", "not_found": "not_found",
              "unknown_peer": "not_found", "in_use": "conflict", "owned_by_other_peer": "conflict",
              "cancelled": "unavailable"}
@@ -45,31 +48,34 @@ class BusApi:
     def __init__(self, app: http.IpamApi) -> None:
         self.app = app
 
-    async def _call(self, method: str, *args, **kwargs):
+    @staticmethod
+    async def _call(request: Awaitable[T]) -> T:
+        """The request's result, with the core's refusal as the bus error the schema names."""
         try:
-            return await self.app.call(method, *args, **kwargs)
+            return await request
         except RequestError as exc:
             raise bus_error(exc) from None
 
     async def allocate(self, req: AllocateRequest) -> AllocateReply:
-        cidr = await self._call("allocate", req.ident, req.subnet, req.is_container, wait_s=req.wait_s,
-                                what=f"allocate for {req.ident}")
+        cidr = await self._call(self.app.allocate(req.ident, req.subnet, req.is_container, wait_s=req.wait_s,
+                                                  what=f"allocate for {req.ident}"))
         return AllocateReply(cidr=str(cidr))
 
     async def claim(self, req: ClaimRequest) -> Ok:
-        await self._call("claim", req.ident, req.cidr, req.is_container, no_error_on_unknown=req.no_error_on_unknown,
-                         wait_s=req.wait_s, what=f"claim of {req.cidr} for {req.ident}")
+        await self._call(self.app.claim(req.ident, req.cidr, req.is_container,
+                                        no_error_on_unknown=req.no_error_on_unknown, wait_s=req.wait_s,
+                                        what=f"claim of {req.cidr} for {req.ident}"))
         return Ok()
 
     async def prime(self, req: PrimeRequest) -> Ok:
-        await self._call("prime", wait_s=req.wait_s, what="prime")
+        await self._call(self.app.prime(wait_s=req.wait_s, what="prime"))
         return Ok()
 
     async def release(self, req: ReleaseRequest) -> Ok:
         if req.addr is None:
-            await self._call("delete", req.ident, wait_s=5.0, what=f"delete of {req.ident}")
+            await self._call(self.app.delete(req.ident, wait_s=5.0, what=f"delete of {req.ident}"))
         else:
-            await self._call("release", req.ident, req.addr, wait_s=5.0, what=f"release of {req.addr}")
+            await self._call(self.app.release(req.ident, req.addr, wait_s=5.0, what=f"release of {req.addr}"))
         return Ok()
 
     async def lookup(self, req: LookupRequest) -> LookupReply:
@@ -80,7 +86,7 @@ class BusApi:
         return LookupReply(cidrs=tuple(str(c) for c in cidrs))
 
     async def rmpeer(self, req: RmpeerRequest) -> RmpeerReply:
-        gained = await self._call("rmpeer", req.peer, wait_s=5.0, what=f"rmpeer {req.peer}")
+        gained = await self._call(self.app.rmpeer(req.peer, wait_s=5.0, what=f"rmpeer {req.peer}"))
         return RmpeerReply(peer=req.peer, taken_over=gained)
 
     async def status(self, _: StatusRequest) -> StatusReply:

@@ -11,9 +11,10 @@ with 200, or it blocks until the client gives up).
 from __future__ import annotations
 
 import json
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 from services.ipam import status
+from services.ipam.address import CIDR
 from services.ipam.allocator import Allocator
 from services.ipam.errors import RequestError
 from services.ipam.settings import IpamServiceConfig
@@ -33,7 +34,20 @@ class IpamApi(Protocol):
     refused: str
     """The last gossip we refused, '' if none."""
 
-    async def call(self, method: str, *args: Any, wait_s: float, what: str, **kwargs: Any) -> Any: ...
+    # Requests that wait up to `wait_s` for the allocator (IpamApp documents the errors).
+    async def allocate(self, ident: str, subnet: str | None = None, is_container: bool = True, *,
+                       wait_s: float, what: str) -> CIDR: ...
+
+    async def claim(self, ident: str, cidr: str, is_container: bool = True, *, no_error_on_unknown: bool = False,
+                    wait_s: float, what: str) -> None: ...
+
+    async def prime(self, *, wait_s: float, what: str) -> None: ...
+
+    async def release(self, ident: str, addr: str, *, wait_s: float, what: str) -> None: ...
+
+    async def delete(self, ident: str, *, wait_s: float, what: str) -> None: ...
+
+    async def rmpeer(self, peer: str, *, wait_s: float, what: str) -> int: ...
 
     def leave(self) -> None: ...
 
@@ -68,13 +82,13 @@ def build_router(app: IpamApi) -> Router:
 
     async def allocate(req: Request) -> Response:
         subnet = _cidr(req) if "ip" in req.params else None
-        cidr = await app.call("allocate", req.params["id"], subnet, wait_s=DEFAULT_WAIT_S,
-                              what=f"allocate for {req.params['id']}")
+        cidr = await app.allocate(req.params["id"], subnet, wait_s=DEFAULT_WAIT_S,
+                                  what=f"allocate for {req.params['id']}")
         return Response(200, str(cidr))
 
     async def claim(req: Request) -> Response:
-        await app.call("claim", req.params["id"], _cidr(req), no_error_on_unknown=_flag(req, "noErrorOnUnknown"),
-                       wait_s=DEFAULT_WAIT_S, what=f"claim of {_cidr(req)} for {req.params['id']}")
+        await app.claim(req.params["id"], _cidr(req), no_error_on_unknown=_flag(req, "noErrorOnUnknown"),
+                        wait_s=DEFAULT_WAIT_S, what=f"claim of {_cidr(req)} for {req.params['id']}")
         return Response(204)
 
     async def lookup(req: Request) -> Response:
@@ -93,15 +107,15 @@ def build_router(app: IpamApi) -> Router:
         return Response(200, json.dumps({"owned": rows or None}, separators=(",", ":")) + "\n", JSON)
 
     async def release(req: Request) -> Response:
-        await app.call("release", req.params["id"], req.params["ip"], wait_s=5.0, what="release")
+        await app.release(req.params["id"], req.params["ip"], wait_s=5.0, what="release")
         return Response(204)
 
     async def delete(req: Request) -> Response:
-        await app.call("delete", req.params["id"], wait_s=5.0, what="delete")
+        await app.delete(req.params["id"], wait_s=5.0, what="delete")
         return Response(204)
 
     async def prime(_: Request) -> Response:
-        await app.call("prime", wait_s=DEFAULT_WAIT_S, what="prime")
+        await app.prime(wait_s=DEFAULT_WAIT_S, what="prime")
         return Response(200)
 
     async def leave(_: Request) -> Response:
@@ -112,7 +126,7 @@ def build_router(app: IpamApi) -> Router:
     async def rmpeer(req: Request) -> Response:
         peer = req.params["id"]
         try:
-            gained = await app.call("rmpeer", peer, wait_s=5.0, what=f"rmpeer {peer}")
+            gained = await app.rmpeer(peer, wait_s=5.0, what=f"rmpeer {peer}")
         except RequestError as exc:
             return Response(404 if exc.code == "unknown_peer" else 400, exc.message + "\n")
         return Response(200, f"{gained} IPs taken over from {peer}\n")

@@ -26,14 +26,15 @@ import asyncio
 import itertools
 import logging
 import sqlite3
+from functools import partial
 from typing import Any, Callable
 
 from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam import bus_api, codec, settings, status
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
+from services.ipam.address import CIDR
 from services.ipam.allocator import Allocator
 from services.ipam.metrics import IpamCollector
-from services.ipam.persistence import make_delta
 from services.ipam.store import Store
 from shared import subjects
 from shared.bus import BusError, BusMsg
@@ -132,11 +133,35 @@ class IpamApp:
         return task
 
     # -- requests ------------------------------------------------------------------------
-    async def call(self, method: str, *args: Any, wait_s: float, what: str, **kwargs: Any) -> Any:
-        """Run the allocator request `method` (allocate, claim, prime, release, delete,
-        rmpeer) and wait up to `wait_s` for its reply. Returns the result; raises the
-        core's RequestError, or WeaveError("unavailable") when the wait ran out (the
-        pending operation is then cancelled: nothing stays behind)."""
+    # Each waits up to `wait_s` for the core's reply and returns its result; raises the
+    # core's RequestError, or WeaveError("unavailable") when the wait ran out (the pending
+    # operation is then cancelled: nothing stays behind) or we stop or left. `what` names
+    # the request in that error.
+    async def allocate(self, ident: str, subnet: str | None = None, is_container: bool = True, *,
+                       wait_s: float, what: str) -> CIDR:
+        return await self._request(partial(self.alloc.allocate, ident=ident, subnet=subnet,
+                                           is_container=is_container), wait_s, what)
+
+    async def claim(self, ident: str, cidr: str, is_container: bool = True, *, no_error_on_unknown: bool = False,
+                    wait_s: float, what: str) -> None:
+        await self._request(partial(self.alloc.claim, ident=ident, cidr=cidr, is_container=is_container,
+                                    no_error_on_unknown=no_error_on_unknown), wait_s, what)
+
+    async def prime(self, *, wait_s: float, what: str) -> None:
+        await self._request(self.alloc.prime, wait_s, what)
+
+    async def release(self, ident: str, addr: str, *, wait_s: float, what: str) -> None:
+        await self._request(partial(self.alloc.release, ident=ident, addr=addr), wait_s, what)
+
+    async def delete(self, ident: str, *, wait_s: float, what: str) -> None:
+        await self._request(partial(self.alloc.delete, ident=ident), wait_s, what)
+
+    async def rmpeer(self, peer: str, *, wait_s: float, what: str) -> int:
+        """Returns how many addresses we took over."""
+        return await self._request(partial(self.alloc.rmpeer, peer=peer), wait_s, what)
+
+    async def _request(self, start: Callable[..., list[Action]], wait_s: float, what: str) -> Any:
+        """Start the core's request (`start(request_id, now=)`) and wait for its Reply."""
         if self.stopping or self.left:
             why = "the ipam service is stopping" if self.stopping else \
                 "this peer has left IP allocation (DELETE /peer); relaunch it to allocate again"
@@ -145,7 +170,7 @@ class IpamApp:
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = future
         try:
-            self.apply(getattr(self.alloc, method)(rid, *args, now=self.now(), **kwargs))
+            self.apply(start(rid, now=self.now()))
             async with asyncio.timeout(wait_s):
                 reply = await future
         except TimeoutError:
@@ -199,15 +224,14 @@ class IpamApp:
         async with self._save_lock:
             if self._saved >= generation or self._closed:
                 return
-            alloc = self.alloc
-            target, delta = self._dirty, make_delta(alloc.our_name, alloc.universe, alloc.ring, alloc.owned)
+            target, delta = self._dirty, self.alloc.take_delta()
             try:
                 await asyncio.to_thread(self.store.save, delta)
                 self._save_error = ""
             except (sqlite3.Error, OSError) as exc:
                 log.error("cannot save IPAM state to %s: %s", self.store.path, exc)
                 self._save_error = str(exc)
-                alloc.owned.changed(delta["owned"])  # written with the next save
+                self.alloc.delta_not_saved(delta)  # written with the next save
             self._saved = target
 
     # -- timers --------------------------------------------------------------------------
@@ -275,8 +299,8 @@ class IpamApp:
 
     async def _claim_quietly(self, ident: str, cidr: str, is_container: bool) -> None:
         try:
-            await self.call("claim", ident, cidr, is_container, no_error_on_unknown=True, wait_s=RECLAIM_WAIT_S,
-                            what=f"re-claim of {cidr} for {ident}")
+            await self.claim(ident, cidr, is_container, no_error_on_unknown=True, wait_s=RECLAIM_WAIT_S,
+                             what=f"re-claim of {cidr} for {ident}")
         except WeaveError as exc:
             log.warning("cannot re-claim %s for attached container %s: %s", cidr, ident, exc.message)
 

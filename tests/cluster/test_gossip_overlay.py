@@ -54,7 +54,7 @@ def test_control_messages_cross_the_mesh():
     net.apply(a, ra.send_overlay(rb.config.name, ca.conn_uid, 7, b"\x00\x01", net.now))
     net.pump()
     msgs = [e for e in net.overlay_events[b] if isinstance(e, OverlayMessage)]
-    assert [(m.peer, m.tag, m.payload) for m in msgs] == [(ra.config.name, 7, b"\x00\x01")]
+    assert [(m.peer, m.conn_uid, m.tag, m.payload) for m in msgs] == [(ra.config.name, ca.conn_uid, 7, b"\x00\x01")]
     # a stale conn_uid is ignored
     net.apply(a, ra.send_overlay(rb.config.name, ca.conn_uid ^ 1, 7, b"\x00\x02", net.now))
     net.pump()
@@ -95,3 +95,25 @@ def test_connection_lines_in_weaves_format():
                                             {"mtu": 1414 if encrypted else 1438, "encrypted": encrypted},
                                             conn_uid=ca.conn_uid))
         assert connections_text(ra).splitlines() == [expected]
+
+
+def test_the_topology_view_says_who_is_reachable_and_by_which_connection():
+    """What the shell publishes as TopologyEvent: reachable only once the overlay
+    established the connection both ways; the address of the direct connection."""
+    net, a, b = pair()
+    ra, rb = net.routers[a], net.routers[b]
+    (ca,) = ups(net, a)
+    view = ra.topology_view()
+    assert view.ourself == ra.config.name and ra.established_count() == 0
+    assert [(p.name, p.reachable, p.address) for p in view.peers] == [
+        (ra.config.name, True, ""), (rb.config.name, False, b)]
+    assert view.unicast == {}
+    for ip, r, other in ((a, ra, rb), (b, rb, ra)):
+        net.apply(ip, r.overlay_established(other.config.name, net.now, "sleeve", {}, conn_uid=ca.conn_uid))
+    net.run(5)
+    view = ra.topology_view()
+    assert ra.established_count() == 1
+    assert [(p.name, p.uid, p.nickname, p.reachable) for p in view.peers] == [
+        (ra.config.name, ra.config.uid, "p1", True), (rb.config.name, rb.config.uid, "p2", True)]
+    assert view.unicast == {rb.config.name: rb.config.name}
+    assert view.broadcast == {ra.config.name: (rb.config.name,), rb.config.name: ()}

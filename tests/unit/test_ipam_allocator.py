@@ -50,6 +50,18 @@ def test_allocation_persists_and_reports_free_space():
     assert a.snapshot()["owned"] == {"c1": {"is_container": True, "cidrs": ["10.32.0.1/24"]}}
 
 
+def test_a_delta_holds_what_changed_since_the_last_one_and_a_failed_write_gives_it_back():
+    a = alloc()
+    a.allocate(1, "c1", now=1)
+    first = a.take_delta()
+    assert (first["peer_name"], first["range"], first["ring"]) == (str(US), "10.32.0.0/24", a.ring.to_dict())
+    assert first["owned"] == {"c1": {"is_container": True, "cidrs": ["10.32.0.1/24"]}}
+    assert a.take_delta()["owned"] == {}, "taken: not in the next delta"
+    a.delta_not_saved(first)
+    a.delete(2, "c1", now=2)
+    assert a.take_delta()["owned"] == {"c1": None}, "given back, and now released"
+
+
 @pytest.mark.parametrize("method,args,code,message", [
     ("allocate", ("c", "10.32.0.0/33"), "bad_request", "invalid CIDR"),
     ("allocate", ("c", "10.32.0.1/24"), "bad_request", "not all zero"),
