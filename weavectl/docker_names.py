@@ -3,7 +3,7 @@ Weave's script resolves them through the Docker engine.
 
 A CONTAINER argument is a Docker container when it is not a network namespace the
 datapath can open by itself (an `ip netns` name, a path, a pid) and this host's
-engine knows it (launch.json's docker_host, else DOCKER_HOST or the default socket).
+engine knows it (DOCKER_HOST, else launch.json's docker_host, else the default socket).
 Without an engine every argument is passed on as before. The engine is asked through
 shared/docker.py (aiodocker).
 """
@@ -22,6 +22,10 @@ NETNS_DIR = "/var/run/netns"
 
 
 def engine(args: argparse.Namespace) -> str | None:
+    """DOCKER_HOST (the user's word for where their engine is), else launch.json's
+    docker_host (None when launched --no-docker), else the default socket if there."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
     state_dir = getattr(args, "state_dir", None) or state_dir_from_env()
     try:
         launch = json.loads((Path(state_dir) / "launch.json").read_text())

@@ -34,7 +34,8 @@ def test_compose_file_is_valid_and_has_every_service():
     ok, err = compose_valid()
     assert ok, err
     services = set(compose("config", "--services").stdout.split())
-    assert services == {"init", "nats", "gossip", "ipam", "dns", "datapath", "npc"}
+    assert services == {"init", "nats", "gossip", "ipam", "dns", "datapath", "npc", "scope-probe", "scope-app",
+                        "docker-plugin"}
     with_obs = set(compose("--profile", "observability", "config", "--services").stdout.split())
     assert {"jaeger", "prometheus"} <= with_obs
 
@@ -45,11 +46,14 @@ def test_compose_services_have_health_checks_restart_and_host_network():
         assert svc["network_mode"] == "host", name
         if name != "init":
             assert svc["restart"] == "always", name
-        if name in ("nats", "gossip", "ipam", "dns", "datapath", "npc"):
+        if name in ("nats", "gossip", "ipam", "dns", "datapath", "npc", "scope-probe", "scope-app", "docker-plugin"):
             assert "healthcheck" in svc, name
             assert svc["depends_on"]["init"]["condition"] == "service_completed_successfully"
     assert "NET_ADMIN" in doc["services"]["datapath"]["cap_add"]
     assert "NET_ADMIN" in doc["services"]["npc"]["cap_add"]
+    assert "systempaths=unconfined" in doc["services"]["datapath"]["security_opt"]  # it writes /proc/sys
+    plugin = doc["services"]["docker-plugin"]["volumes"]
+    assert {v["target"] for v in plugin} >= {"/run/docker/plugins", "/var/run/docker.sock"}
 
 
 def test_compose_swaps_the_datapath_mode_of_that_service_alone():
