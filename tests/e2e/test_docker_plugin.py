@@ -10,6 +10,7 @@ hosts, each with its own dockerd (which finds its host's plugin socket in its ow
   stops is detached with its names gone, as Weave's watcher does."""
 from __future__ import annotations
 
+import json
 import re
 import secrets
 
@@ -146,3 +147,37 @@ def test_attach_by_docker_name_and_detach_when_it_stops(tb):
     wait_until(lambda: active_ips(tb, "h2") == held, what="its address released")
     refused = tb.weave("h2", "attach", "plain", check=False)
     assert refused.returncode == 1 and "not running" in refused.stderr
+
+
+def scope(tb: Testbed, host: str, path: str):
+    out = tb.exec(host, ["curl", "-sf", "--max-time", "3", f"http://127.0.0.1:4040{path}"], timeout=10)
+    return json.loads(out.stdout) if out.returncode == 0 and out.stdout else {}
+
+
+def scope_sees_docker(tb: Testbed, cid: str):
+    """None once h1's Scope app shows the container, its image and its processes; else what is missing."""
+    node = scope(tb, "h1", "/api/topology/containers").get("nodes", {}).get(f"{cid};<container>")
+    if not node or node.get("label") != "scoped":
+        return f"container node {node}"
+    images = {n.get("label") for n in scope(tb, "h1", "/api/topology/containers-by-image").get("nodes", {}).values()}
+    if "weave-busybox" not in images:
+        return f"images {images}"
+    detail = json.dumps(scope(tb, "h1", f"/api/topology/containers/{cid};<container>"))
+    if not all(word in detail for word in ('"tier"', "weave-busybox", "sleep 600")):
+        return f"label, image and command in the details: {detail[:300]}"
+    procs = scope(tb, "h1", "/api/topology/processes").get("nodes", {}).values()
+    linked = [p for p in procs if any(par.get("id") == f"{cid};<container>" for par in p.get("parents") or [])]
+    return None if linked else "no process linked to the container"
+
+
+def test_scope_sees_docker_containers_images_and_their_processes(tb):
+    cid = run(tb, "h1", "scoped", "--label", "tier=scoped", cmd="sleep 600")  # Docker's bridge, not weave
+    why: list = [None]
+
+    def shown() -> bool:
+        why[0] = scope_sees_docker(tb, cid)
+        return why[0] is None
+    try:
+        wait_until(shown, timeout=30, what="Scope showing the Docker container")
+    except AssertionError:
+        raise AssertionError(f"h1's Scope does not show the Docker container: {why[0]}") from None

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 
 from services.scope.probe.conntrack import Flow
 from services.scope.probe.container import ContainerReporter, container_namespaces, dns_names
+from services.scope.probe.docker import DockerReporter
 from services.scope.probe.endpoint import EndpointReporter
 from services.scope.probe.host import HostFacts, HostReporter
 from services.scope.probe.overlay import OverlayReporter
 from services.scope.probe.process import ProcessReporter
 from services.scope.probe.walker import NamespaceSockets, ProcessSample
 from services.scope.report import Node, Report
+from shared.docker import DockerContainer
 from shared.schemas.datapath import ContainerEvent
 from shared.schemas.npc import BlockedFlow
 
@@ -38,6 +40,10 @@ class SpyInputs:
     containers: list[ContainerEvent] = field(default_factory=list)
     weave_status: dict | None = None
     blocked: list[BlockedFlow] = field(default_factory=list)
+    docker: list[DockerContainer] = field(default_factory=list)
+    """The Docker engine's containers (docker_source.py), where the host has one."""
+    docker_pids: dict[int, str] = field(default_factory=dict)
+    """pid -> Docker container id of the walked processes that are a container's."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class Probe:
         self.processes = ProcessReporter(hostname)
         self.endpoints = EndpointReporter(hostname)
         self.containers = ContainerReporter(hostname, probe_id, controls)
+        self.docker = DockerReporter(hostname, probe_id)
         self.overlay = OverlayReporter(hostname)
         self._pending: Report | None = None
         self._last_full: Report | None = None
@@ -118,8 +125,17 @@ class Probe:
         r.host.merge_in(self.host.report(inputs.host, now))
         netns_to_container = container_namespaces(inputs.containers)
         r.process.merge_in(self.processes.report(inputs.processes, inputs.host.cpu, netns_to_container, now))
-        r.container.merge_in(self.containers.report(inputs.containers, inputs.processes, self.processes.cpu_pct,
+        docker_ids = {c.id for c in inputs.docker}  # the Docker reporter reports those (docker.py)
+        r.container.merge_in(self.containers.report([e for e in inputs.containers if e.container_id not in docker_ids],
+                                                     inputs.processes, self.processes.cpu_pct,
                                                      inputs.host.cpu.cpus, inputs.host.mem_total, now))
+        if inputs.docker:
+            conts, images = self.docker.report(inputs.docker, inputs.containers, inputs.processes, inputs.docker_pids,
+                                               self.processes.cpu_pct, inputs.host.cpu.cpus, inputs.host.mem_total,
+                                               now)
+            r.container.merge_in(conts)
+            r.container_image.merge_in(images)
+            self.docker.link_processes(r.process, inputs.docker_pids, now)
         endpoints, dns = self.endpoints.report(inputs.sockets, inputs.flows, inputs.blocked,
                                                dns_names(inputs.containers), now)
         r.endpoint.merge_in(endpoints)

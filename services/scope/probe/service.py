@@ -34,6 +34,7 @@ from services.scope.probe.conntrack import ConntrackSocket, FlowTracker, events_
 from services.scope.probe.container import attached
 from services.scope.probe.control_client import ControlClient, local_app_target
 from services.scope.probe.controls import Controls
+from services.scope.probe.docker_source import DockerSource
 from services.scope.probe.host import LocalNetworks
 from services.scope.probe.probe import Probe, Publication, Schedule, SpyInputs
 from services.scope.probe.sources import WEAVE_REPORT_URL, Remote, read_local
@@ -98,6 +99,9 @@ class ProbeApp:
         await self.remote.start()
         await self.remote.poll(self.session)  # containers and status before the first spy
         self._spawn(self.remote.poll_forever(self.settings.weave_poll_s, self.session))
+        self.docker = DockerSource(launch.docker_host, self.proc_root) if launch.docker_host else None
+        if self.docker is not None:  # Scope sees Docker where the host runs an engine
+            self._spawn(self.docker.poll_forever(self.settings.weave_poll_s))
         self._spawn(self._follow_conntrack())
         for client in self.targets:
             self._spawn(client.run(self.session))
@@ -149,12 +153,17 @@ class ProbeApp:
     async def _spy(self) -> None:
         started = time.perf_counter()
         containers = self.remote.container_namespaces()
+        if self.docker is not None:
+            containers = {**self.docker.netns, **containers}
         networks = await asyncio.to_thread(self.networks.get, self.ctx.clock.monotonic())
         facts, samples, sockets = await asyncio.to_thread(read_local, self.walker, self.host_netns, containers,
                                                           networks)
         inputs = SpyInputs(host=facts, processes=samples, sockets=sockets, flows=self.tracker.walk(),
                            containers=list(self.remote.containers.values()), weave_status=self.remote.weave_status,
                            blocked=self.remote.blocked)
+        if self.docker is not None:
+            inputs.docker = self.docker.containers
+            inputs.docker_pids = await asyncio.to_thread(self.docker.pids, samples)
         self.probe.spy(inputs, _ns(self.ctx.clock.now()))
         self.spies += 1
         self.spy_duration.observe(time.perf_counter() - started)
