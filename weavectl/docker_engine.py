@@ -4,9 +4,13 @@ Each engine runs inside its host's network namespace and in a mount namespace of
 own, with every path under the host's testbed dir `<root>/h<N>/docker/`:
 
     data/      --data-root (images, containers, volumes; containerd's state)
-    exec/      --exec-root (containerd's socket, shims, the sandboxes' netns files)
     plugins/   bind-mounted on /run/docker/plugins inside the engine's mount namespace
     docker.sock, docker.pid, dockerd.log, cgroup parent /<prefix>-h<N>-docker
+
+but --exec-root (containerd's sockets, the shims', the sandboxes' netns files) is
+`/run/weave-tb/<prefix>-h<N>`: unix socket paths are limited to 104-108 bytes and
+containerd's debug socket under a test's temporary root went past that. It is removed
+at stop like the rest.
 
 Why this shape:
 - `nsenter --net=/var/run/netns/<host>`, not `ip netns exec`: the latter remounts /sys
@@ -33,6 +37,7 @@ import time
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+EXEC_ROOTS = Path("/run/weave-tb")
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
 DOCKERD = "dockerd"
@@ -53,6 +58,7 @@ class Engine:
         self.dir = Path(host_dir) / "docker"
         self.netns = netns
         self.cgroup = cgroup.strip("/")
+        self.exec_root = EXEC_ROOTS / netns
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -76,7 +82,7 @@ class Engine:
         return self.dir / "dockerd.log"
 
     def argv(self) -> list[str]:
-        return [DOCKERD, "--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec"),
+        return [DOCKERD, "--data-root", str(self.dir / "data"), "--exec-root", str(self.exec_root),
                 "-H", self.url, "--pidfile", str(self.pidfile), "--cgroup-parent", f"/{self.cgroup}",
                 "--exec-opt", "native.cgroupdriver=cgroupfs", "--userland-proxy=false", "--log-level", "warn"]
 
@@ -85,8 +91,9 @@ class Engine:
         """Start dockerd and wait until it answers; returns its pid."""
         if shutil.which(DOCKERD) is None:
             raise EngineError("dockerd is not installed: apt-get install docker.io (scripts/install-deps.sh)")
-        for sub in ("data", "exec", "plugins"):
+        for sub in ("data", "plugins"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        self.exec_root.mkdir(parents=True, exist_ok=True)
         argv = ["nsenter", f"--net=/var/run/netns/{self.netns}", "unshare", "--mount", "--propagation",
                 "unchanged", "sh", "-c", _MOUNT_SCRIPT, "dockerd-ns", str(self.plugin_dir), *self.argv()]
         with open(self.log, "ab") as log:
@@ -131,6 +138,7 @@ class Engine:
         self._kill_cgroup()
         self._remove_cgroups()
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.exec_root, ignore_errors=True)
 
     def _kill_cgroup(self) -> None:
         pids = cgroup_pids(self.cgroup)

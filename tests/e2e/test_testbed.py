@@ -66,3 +66,36 @@ def test_exec_in_unknown_target_is_an_error(testbed_factory):
         tb.exec("h7", ["true"])
     with pytest.raises(TestbedError, match="no container"):
         tb.exec("h1c9", ["true"])
+
+
+def test_docker_engines_come_and_go_with_the_testbed(testbed_factory):
+    """`up --docker`: a dockerd per host, in the host's network namespace, each seeing its
+    own /run/docker/plugins; `exec` talks to the host's engine; `down` leaves no engine,
+    container process, cgroup or mount."""
+    import os
+    from pathlib import Path
+
+    from weavectl.testbed import weave_bin
+
+    tb = testbed_factory()
+    tb.up(2, launch=False, docker=True)
+    engines = [tb.engine(h) for h in tb.hosts]
+    pids = [e.pid() for e in engines]
+    assert all(pids), pids
+    for h, pid in zip(tb.hosts, pids):
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/var/run/netns/{h.ns}").st_ino
+    (engines[0].plugin_dir / "marker").write_text("h1")
+    assert Path(f"/proc/{pids[0]}/root/run/docker/plugins/marker").read_text() == "h1"
+    assert not Path(f"/proc/{pids[1]}/root/run/docker/plugins/marker").exists(), "each engine its own plugin dir"
+    out = subprocess.run([weave_bin(), "testbed", "--root", str(tb.root), "--prefix", tb.prefix, "exec", "h2", "--",
+                          "docker", "info", "--format", "{{.DockerRootDir}}"], capture_output=True, text=True)
+    assert out.stdout.strip() == str(engines[1].dir / "data"), out.stderr
+    tb.load_image("busybox")
+    run = tb.exec("h1", ["docker", "run", "-d", "weave-busybox", "sleep", "600"])
+    assert run.returncode == 0, run.stderr
+    inner = int(tb.exec("h1", ["docker", "inspect", "-f", "{{.State.Pid}}", run.stdout.strip()]).stdout)
+    tb.down()
+    assert wait_all_dead(pids + [inner], timeout=10) == []
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/{tb.prefix}-h*-docker"))
+    assert str(tb.root) not in Path("/proc/self/mountinfo").read_text()
+    assert not tb.root.exists() and not any(e.exec_root.exists() for e in engines)
