@@ -127,13 +127,33 @@ async def _serve_forever(name: str, app: ServiceApp) -> None:
     await runner.stop()
 
 
+def _trace_allocations() -> None:
+    import tracemalloc
+
+    tracemalloc.start(12)
+    last = [tracemalloc.take_snapshot()]
+
+    def dump(*_) -> None:
+        now = tracemalloc.take_snapshot()
+        top = now.compare_to(last[0], "traceback")[:8]
+        log.warning("allocations grown since the last dump:\n%s", "\n\n".join(
+            f"{s.size_diff / 1024:+.1f} KiB, {s.count_diff:+d} blocks:\n" + "\n".join(s.traceback.format())
+            for s in top))
+        last[0] = now
+    signal.signal(signal.SIGUSR2, dump)
+
+
 def run_service(name: str, app_factory: Callable[[], ServiceApp]) -> None:
     """Entry point body of `weave-<name>`: run until SIGTERM. Exits 1 on a start failure.
 
     SIGUSR1 dumps every thread's stack to the log (for a service that seems stuck).
+    With WEAVE_TRACEMALLOC=1, SIGUSR2 logs the 8 call stacks whose allocations grew most
+    since the previous SIGUSR2 (for a service whose memory grows).
     """
     setup_logging(name)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    if os.environ.get("WEAVE_TRACEMALLOC") == "1":
+        _trace_allocations()
     try:
         asyncio.run(_serve_forever(name, app_factory()))
     except Exception as exc:
