@@ -46,7 +46,6 @@ from .admission import AdmissionRefused, admit
 from .apply import Backend, Enforcer, Netfilter, Runner, state_counts
 from .blocked_log import BlockedLog
 from .config import STORE_FILE, NpcServiceConfig
-from .kube import KubeSource
 from .model import Namespace, NetworkPolicy
 from .nflog import Blocked, NflogSocket, blocked_connection
 from .policy import NetworkPolicyController, NPCConfig
@@ -106,6 +105,8 @@ class NpcApp:
         if not self.config.kube_api:
             self._spawn(self._container_snapshot())
         else:
+            from .kube import KubeSource  # the Kubernetes client only where there is an API server (issue 15)
+
             self.kube = KubeSource(self.config, self._on_kube)
             self._spawn(self.kube.run())
         log.info("npc started as %s: iptables-%s, %d stored objects, %d pods", self.sources.ourself,

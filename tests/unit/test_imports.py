@@ -118,3 +118,16 @@ def test_the_checks_see_what_they_must():
     assert "shared.weave.peer_name" in g["services.ipam.ring"]
     assert "services.dns.nameserver" in g["services.dns.service"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_services_import_heavy_clients_only_where_used():
+    """issue 15: npc imports the Kubernetes client only when it has an API server to watch,
+    and no Weave Net service imports the Docker or Scope HTTP stacks."""
+    import subprocess
+    import sys
+    code = ("import sys, importlib\n"
+            "for m in ('services.gossip.service', 'services.ipam.service', 'services.dns.service', "
+            "'services.datapath.service', 'services.npc.service'): importlib.import_module(m)\n"
+            "print(sorted(m for m in ('lightkube', 'aiohttp', 'aiodocker', 'httpx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
