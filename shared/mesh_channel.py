@@ -24,6 +24,7 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, Protocol
 
+from opentelemetry import context as otel_context
 from pydantic import ValidationError
 
 from shared import subjects
@@ -117,7 +118,7 @@ class OwnedChannel:
         self.mesh = MeshChannel(bus, channel)
         self.channel, self.owner = channel, owner
         self._interval_s, self._pull = gossip_interval_s, pull
-        self._outbox: asyncio.Queue[MeshSend] = asyncio.Queue(maxsize=outbox_limit)
+        self._outbox: asyncio.Queue[tuple[MeshSend, otel_context.Context]] = asyncio.Queue(maxsize=outbox_limit)
         self._tasks: list[asyncio.Task] = []
         self.core: GossipOwnerCore | None = None
 
@@ -155,18 +156,23 @@ class OwnedChannel:
         self._run([SendState("gossip")])
 
     def _send(self, msg: MeshSend) -> None:
+        """Queue `msg` with the trace context it was made in: the publish, in the sender
+        task, continues the trace (one `weave attach` is followed onto other hosts)."""
         try:
-            self._outbox.put_nowait(msg)
+            self._outbox.put_nowait((msg, otel_context.get_current()))
         except asyncio.QueueFull:
             log.warning("%s: dropping a %s for %s: outbox full", self.channel, msg.kind, msg.dst or "the mesh")
 
     async def _sender(self) -> None:
         while True:
-            msg = await self._outbox.get()
+            msg, ctx = await self._outbox.get()
+            token = otel_context.attach(ctx)
             try:
                 await self.mesh.bus.publish(subjects.mesh_out(self.channel), msg)
             except Exception as exc:  # nats raises several kinds while reconnecting; periodic gossip repairs
                 log.warning("%s: cannot send a %s: %s", self.channel, msg.kind, exc)
+            finally:
+                otel_context.detach(token)
 
     # -- the core's actions ----------------------------------------------------------------
     def _run(self, actions: list[Action]) -> list[HandToOwner]:

@@ -29,7 +29,11 @@ def test_full_mesh_with_password(testbed_factory):
     for h in ("h1", "h2", "h3"):
         lines = wait_until(lambda h=h: len(established(tb, h)) == 2 and established(tb, h), what=f"{h} mesh")
         assert all("encrypted " in line and "unencrypted" not in line for line in lines), lines
-    rep = report(tb, "h1")["Router"]
+    def routed() -> dict | None:  # routes follow the topology gossip that makes a link symmetric
+        rep = report(tb, "h1")["Router"]
+        return rep if {r["Dest"] for r in rep["UnicastRoutes"] or ()} >= {"aa:00:00:00:00:02", "aa:00:00:00:00:03"} \
+            else None
+    rep = wait_until(routed, what="h1's unicast routes to h2 and h3")
     assert rep["Encryption"] is True and rep["Name"] == "aa:00:00:00:00:01"
     assert sorted(p["NickName"] for p in rep["Peers"]) == ["h1", "h2", "h3"]
     assert {r["Dest"]: r["Via"] for r in rep["UnicastRoutes"]}["aa:00:00:00:00:03"] == "aa:00:00:00:00:03"
