@@ -20,16 +20,17 @@ from typing import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.datapath.overlay_shell import OverlayShell
+from services.datapath.sleeve.forwarder import State
 
 
 class DatapathCollector:
-    def __init__(self, overlay: Callable[[], OverlayShell | None], attached: Callable[[], int]) -> None:
-        """`overlay`: the overlay shell now (None while it is not running); `attached`:
+    def __init__(self, sleeve: Callable[[], OverlayShell | None], attached: Callable[[], int]) -> None:
+        """`sleeve`: the overlay shell now (None while it is not running); `attached`:
         how many containers are attached now."""
-        self.overlay, self.attached = overlay, attached
+        self.sleeve, self.attached = sleeve, attached
 
     def collect(self) -> Iterator[Metric]:
-        overlay = self.overlay()
+        shell = self.sleeve()
         frames = CounterMetricFamily("weave_sleeve_frames", "Frames through the sleeve overlay.", labels=["direction"])
         octets = CounterMetricFamily("weave_sleeve_bytes", "Bytes through the sleeve overlay.", labels=["direction"])
         packets = CounterMetricFamily("weave_sleeve_received_packets", "UDP datagrams received by the sleeve.")
@@ -39,8 +40,7 @@ class DatapathCollector:
         trains = CounterMetricFamily("weave_sleeve_trains", "Segment trains received whole, by how they were read.",
                                      labels=["read"])
         trains_sent = CounterMetricFamily("weave_sleeve_trains_sent", "Segment trains sent.")
-        if overlay is not None:
-            shell = overlay.sleeve
+        if shell is not None:
             s = shell.overlay.stats
             for direction in ("captured", "injected", "forwarded", "relayed"):
                 frames.add_metric([direction], getattr(s, direction))
@@ -50,7 +50,10 @@ class DatapathCollector:
             packets.add_metric([], s.received_packets)
             for reason, n in sorted(shell.drop_counts().items()):
                 drops.add_metric([reason], n)
-            for state, n in shell.forwarder_states().items():
+            states = {st.value: 0 for st in State}
+            for fwd, _ in shell.conns.values():
+                states[fwd.state.value] += 1
+            for state, n in states.items():
                 fwds.add_metric([state], n)
             trains.add_metric(["whole"], shell.trains_in.whole)
             trains.add_metric(["pieces"], shell.trains_in.trains - shell.trains_in.whole)

@@ -17,12 +17,12 @@ def peer_int(name: str) -> int:
 
 
 class TopologyRoutes:
-    """Unicast and broadcast next hops, and the set of known peers (`peers`: a new
-    frozenset at every update, never changed in place; pass it on to who needs it)."""
+    """Unicast and broadcast next hops, and the set of known peers (`peers` is kept as
+    the same set object, so an overlay holding it sees every update)."""
 
     def __init__(self) -> None:
         self.ourself: int | None = None
-        self.peers: frozenset[int] = frozenset()
+        self.peers: set[int] = set()
         self._unicast: dict[int, int] = {}
         self._broadcast: dict[int, list[int]] = {}
         self.nicknames: dict[int, str] = {}
@@ -36,7 +36,8 @@ class TopologyRoutes:
     def update(self, event: TopologyEvent) -> list[int]:
         """Take a new event; returns the peers it says were removed."""
         self.ourself = peer_int(event.ourself)
-        self.peers = frozenset(peer_int(p.name) for p in event.peers)
+        self.peers.clear()
+        self.peers.update(peer_int(p.name) for p in event.peers)
         self.nicknames = {peer_int(p.name): p.nickname for p in event.peers}
         self._unicast = {peer_int(d): peer_int(v) for d, v in event.unicast.items()}
         self._broadcast = {peer_int(s): [peer_int(h) for h in hops] for s, hops in event.broadcast.items()}

@@ -1,36 +1,29 @@
-"""The datapath's pure and bus-facing parts without devices: ADDR parsing, DNS names,
-the records file, topology routes, the IPAM client against an in-memory ipam (and
-without one), address rollback, and, without a loop, how the sleeve meets the mesh
-(control messages as tag 7 or compat tags; its forwarders' verdicts through the
-overlay switch to gossip-service requests: established with the MTU, failed), PMTU
-per host, and the /report Router fields."""
+"""The datapath shell's pure and bus-facing parts without devices: ADDR parsing, DNS
+names, the records file, topology routes, the IPAM client against an in-memory ipam
+(and without one), address rollback, and the overlay shell's mapping of forwarder
+actions to gossip-service requests (control messages as tag 7 or compat tags,
+established with the MTU, failed)."""
 from __future__ import annotations
 
+import asyncio
 from ipaddress import IPv4Interface, IPv4Network
 
 import pytest
 
 from services.datapath import overlay_shell as osh
-from services.datapath import sleeve_mesh
 from services.datapath.containers import Containers, check_fqdn, parse_addr_args
 from services.datapath.ipam_client import Ipam, IpamUnavailable
 from services.datapath.netns import BadRequest, DatapathError
 from services.datapath.records import ContainerRecord, ExposeRecord, Records
-from services.datapath.overlay_report import FastpathStatus, router_report
-from services.datapath.overlay_switch import Fail, OverlaySwitch, Report, SleeveStatus
-from services.datapath.sleeve import frame as fr
-from services.datapath.sleeve.forwarder import (CONNECTION_ESTABLISHED, Failed, MTUVerified, SendControl, SendPacket,
-                                                State)
-from services.datapath.sleeve.mac_cache import MacCache
-from services.datapath.sleeve.overlay import SleeveOverlay
+from services.datapath.sleeve.forwarder import CONNECTION_ESTABLISHED, Failed, State
 from services.datapath.topology import TopologyRoutes, peer_int
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.errors import WeaveError
 from shared.schemas import HealthReply, HealthRequest, Ok
 from shared.schemas.ipam import AllocateReply, AllocateRequest, ClaimRequest, ReleaseRequest
-from shared.schemas.mesh import (OverlayConnection, OverlayEstablished, OverlayFailed, OverlaySend, PeerInfo,
-                                 TopologyEvent)
+from shared.schemas.mesh import (OverlayConnection, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
+                                 OverlaySend, PeerInfo, TopologyEvent)
 
 H1, H2, H3 = "aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:03"
 
@@ -71,13 +64,12 @@ def test_records_survive_a_reload_and_a_corrupt_file_is_empty(tmp_path):
 
 def test_topology_routes_follow_events():
     routes = TopologyRoutes()
-    before = routes.peers
+    peers = routes.peers
     removed = routes.update(TopologyEvent(
         ourself=H1, peers=tuple(PeerInfo(name=n, nickname=n[-1], uid=1, short_id=1, reachable=True)
                                 for n in (H1, H2, H3)),
         removed=("aa:00:00:00:00:09",), unicast={H2: H2, H3: H2}, broadcast={H1: (H2,), H3: ()}))
-    assert routes.peers == {peer_int(H1), peer_int(H2), peer_int(H3)}
-    assert before == frozenset(), "replaced, never changed in place: who holds the old set keeps it"
+    assert routes.peers is peers and peers == {peer_int(H1), peer_int(H2), peer_int(H3)}
     assert routes.unicast(peer_int(H3)) == peer_int(H2) and routes.unicast(0x1) is None
     assert routes.broadcast(peer_int(H1)) == [peer_int(H2)] and routes.broadcast(peer_int(H2)) == []
     assert removed == [0xAA0000000009]
@@ -174,104 +166,78 @@ async def test_a_failed_allocation_releases_what_this_request_got(tmp_path):
     assert fake.held["c1"] == set()
 
 
-# -- the sleeve and the mesh: control messages and verdicts, without a loop -----------------
+# -- the overlay shell's bus side, with in-memory sockets --------------------------------
+class FakeUdp:
+    gro = False  # no segment trains offered (tests/unit/test_sleeve_train.py has them)
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple, bool]] = []
+        self.drops = {}
+
+    def send(self, payload, addr, df):
+        self.sent.append((bytes(payload), addr, df))
+
+    def forget(self, ip):
+        pass
+
+
+def shell_with(conn: OverlayConnection) -> osh.OverlayShell:
+    shell = osh.OverlayShell(bus=None, ourself=peer_int(H1), host="192.168.77.1", port=6783, pcap_ifname="x")
+    shell.loop = asyncio.get_running_loop()
+    shell.udp = FakeUdp()
+    shell.add(conn, resumed=False)
+    return shell
+
+
+def posted(shell) -> list:
+    out = []
+    while not shell._outbox.empty():
+        out.append(shell._outbox.get_nowait()[1])
+    return out
+
+
 def conn(compat=False, outbound=True) -> OverlayConnection:
     return OverlayConnection(peer=H2, nickname="h2", conn_uid=77, outbound=outbound, remote_addr="192.168.77.2:6783",
                              local_addr="192.168.77.1:41000", overlays=("sleeve",), compat=compat)
 
 
-def sleeve_for(c: OverlayConnection):
-    """The sleeve core and the switch as the shells set them up for connection `c`."""
-    overlay = SleeveOverlay(peer_int(H1), frozenset({peer_int(H1), peer_int(H2)}), TopologyRoutes())
-    addr = ("192.168.77.2", 6783) if c.outbound else None
-    fwd = overlay.make_forwarder(peer_int(H2), c.conn_uid, c.outbound, addr, c.session_key, offload=not c.compat)
-    switch = OverlaySwitch("sleeve")
-    switch.add(c.peer, c.conn_uid, "192.168.77.2", c.overlays, c.session_key, 0.0)
-    return overlay, fwd, switch
-
-
-def told(switch: OverlaySwitch, fwd, actions) -> list:
-    """What gossip hears of a forwarder's actions: its words, through the switch."""
-    out = []
-    for a in actions:
-        word = sleeve_mesh.sleeve_word(fwd, a)
-        if word is not None:
-            out += [osh.gossip_request(x)[1] for x in switch.sleeve(fwd.conn_uid, word)]
-    return out
-
-
-def test_forwarder_actions_become_gossip_requests():
-    c = conn()
-    overlay, fwd, switch = sleeve_for(c)
-    out = overlay.confirm(fwd, 0.0)
-    (offer,) = [sleeve_mesh.control_to_mesh(c, a) for a in out if isinstance(a, SendControl)]
+async def test_shell_maps_forwarder_actions_to_gossip_requests():
+    shell = shell_with(conn())
+    (offer,) = posted(shell)
     assert offer == OverlaySend(peer=H2, conn_uid=77, tag=7, payload=bytes([0, 0x80, 0x01]))
-    sent = [a for a in out if isinstance(a, SendPacket)]
-    assert sent and all(p.addr == ("192.168.77.2", 6783) and p.df for p in sent)
+    assert shell.udp.sent and all(addr == ("192.168.77.2", 6783) and df for _, addr, df in shell.udp.sent)
 
-    sub = sleeve_mesh.control_from_mesh(c, 7, bytes([0, CONNECTION_ESTABLISHED]))
-    acts = fwd.control_message(*sub, 0.1)
+    ack = OverlayMessageEvent(peer=H2, conn_uid=77, tag=7, payload=bytes([0, CONNECTION_ESTABLISHED]))
+    await shell._on_message(type("M", (), {"data": ack.model_dump_json().encode()})())
+    fwd, _ = shell.conns[77]
     assert fwd.state is State.ESTABLISHED
-    assert told(switch, fwd, acts) == [OverlayEstablished(peer=H2, conn_uid=77, overlay="sleeve", mtu=0,
-                                                          encrypted=False)]
-    assert osh.gossip_request(Report(H2, 77, "sleeve", 0, False))[0] == subjects.request("gossip",
-                                                                                        "overlay_established")
+    assert OverlayEstablished(peer=H2, conn_uid=77, overlay="sleeve", mtu=0, encrypted=False) in posted(shell)
 
-    failed = told(switch, fwd, [Failed(peer_int(H2), "timed out waiting for UDP heartbeat")])
-    assert failed == [OverlayFailed(peer=H2, conn_uid=77, reason="timed out waiting for UDP heartbeat")]
-    assert osh.gossip_request(Fail(H2, 77, "x"))[0] == subjects.request("gossip", "overlay_failed")
-    overlay.stop(fwd)
-    assert overlay.connections == {} and overlay.forwarders == {}
+    shell._run([Failed(peer_int(H2), "timed out waiting for UDP heartbeat")], 0.0)
+    assert posted(shell) == [OverlayFailed(peer=H2, conn_uid=77, reason="timed out waiting for UDP heartbeat")]
+    shell.remove(77)
+    assert shell.conns == {} and shell.overlay.forwarders == {}
 
 
-def test_compat_connections_use_raw_tags_and_no_offload_offer():
-    c = conn(compat=True, outbound=False)
-    overlay, fwd, _ = sleeve_for(c)
-    out = overlay.confirm(fwd, 0.0)
-    assert out == []  # inbound: no address until a heartbeat; compat: no offload offer
-    assert sleeve_mesh.control_from_mesh(conn(compat=True), 1, b"") == (1, b"")
-    assert sleeve_mesh.control_from_mesh(conn(), 1, b"") is None  # raw tags only on compat connections
-    assert sleeve_mesh.control_from_mesh(conn(), 7, bytes([1, 1])) is None  # index 1: no such overlay
-    assert sleeve_mesh.control_from_mesh(conn(), 7, bytes([0, 3, 5, 0x9e])) == (3, bytes([5, 0x9e]))
-    assert sleeve_mesh.control_to_mesh(c, SendControl(peer_int(H2), 1, b"\x05")) == OverlaySend(
-        peer=H2, conn_uid=77, tag=1, payload=b"\x05")
+async def test_compat_connections_use_raw_tags_and_no_offload_offer():
+    shell = shell_with(conn(compat=True, outbound=False))
+    assert posted(shell) == [] and shell.udp.sent == []  # inbound: no address until a heartbeat
+    assert osh._sub_message(conn(compat=True), 1, b"") == (1, b"")
+    assert osh._sub_message(conn(), 1, b"") is None  # raw tags only on compat connections
+    assert osh._sub_message(conn(), 7, bytes([1, 1])) is None  # index 1: no such overlay
+    assert osh._sub_message(conn(), 7, bytes([0, 3, 5, 0x9e])) == (3, bytes([5, 0x9e]))
 
 
-def test_the_sleeves_word_after_an_mtu_or_a_rename():
-    c = conn()
-    overlay, fwd, switch = sleeve_for(c)
-    overlay.confirm(fwd, 0.0)
-    assert sleeve_mesh.sleeve_word(fwd, MTUVerified(peer_int(H2), 1438)) is None, "not established, not resumed"
-    fwd.control_message(*sleeve_mesh.control_from_mesh(c, 7, bytes([0, CONNECTION_ESTABLISHED])), 0.1)
-    word = sleeve_mesh.sleeve_word(fwd, MTUVerified(peer_int(H2), 1438))
-    assert word == SleeveStatus("sleeve", 0, False, True)
-    assert sleeve_mesh.renamed(fwd, "sleeve") is None, "still the plain sleeve"
-    assert sleeve_mesh.renamed(fwd, "fast-sleeve") == SleeveStatus("sleeve", 0, False, True)
-
-
-def test_pmtu_reaches_every_forwarder_to_that_host():
-    overlay = SleeveOverlay(peer_int(H1), frozenset({peer_int(H1), peer_int(H2), peer_int(H3)}), TopologyRoutes())
-    a = overlay.make_forwarder(peer_int(H2), 1, True, ("192.168.77.2", 6783))
-    b = overlay.make_forwarder(peer_int(H3), 2, True, ("192.168.77.3", 6783))
-    for fwd in (a, b):
-        overlay.confirm(fwd, 0.0)
-    assert overlay.uses_host("192.168.77.2") and not overlay.uses_host("192.168.77.9")
-    overlay.msg_too_big(("192.168.77.2", 6783), 1400, 1.0)
-    assert a.mtu < 1400 and b.mtu == fr.DEFAULT_MTU
-    overlay.topology_changed(frozenset({peer_int(H1), peer_int(H3)}), [peer_int(H2)])
-    assert peer_int(H2) not in overlay.peers
-
-
-def test_report_has_weaves_router_fields_from_the_mac_cache():
+async def test_report_has_weaves_router_fields_from_the_mac_cache():
     import re
     import time
 
-    macs = MacCache()
-    now = 1000.0
-    macs.add(bytes.fromhex("56a6ca7fbf1e"), peer_int(H1), now - 5)
-    macs.add_forced(bytes.fromhex("aa0000000002"), peer_int(H2), now)
-    nicknames = {peer_int(H1): "h1", peer_int(H2): "h2"}
-    r = router_report(macs.entries(), nicknames, (0, 0), "x", None, time.time() - now)
+    shell = shell_with(conn())
+    shell.routes.nicknames = {peer_int(H1): "h1", peer_int(H2): "h2"}
+    now = shell.loop.time()
+    shell.overlay.router.macs.add(bytes.fromhex("56a6ca7fbf1e"), peer_int(H1), now - 5)
+    shell.overlay.router.macs.add_forced(bytes.fromhex("aa0000000002"), peer_int(H2), now)
+    r = shell.report()
     assert list(r) == ["OverlayDiagnostics", "Interface", "CaptureStats", "MACs"]
     assert r["OverlayDiagnostics"] == {"sleeve": None}  # mode sleeve: no fastpath part
     assert r["Interface"] == "x (via AF_PACKET)"
@@ -282,9 +248,6 @@ def test_report_has_weaves_router_fields_from_the_mac_cache():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", second["LastSeen"])
     seen = time.mktime(time.strptime(second["LastSeen"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert abs(seen - time.time()) < 5
-    fast = router_report({}, {}, (7, 1), "x", FastpathStatus(1450, [peer_int(H3), peer_int(H2)]), 0.0)
-    assert fast["OverlayDiagnostics"]["weave-py-vxlan"] == {"Device": "vxlan-6784", "MTU": 1450, "Peers": [H2, H3]}
-    assert fast["CaptureStats"] == {"PacketsDropped": 1, "PacketsIfDropped": 0, "PacketsReceived": 7}
 
 
 def test_gossip_merges_the_datapaths_router_fields_in_weaves_order():

@@ -27,7 +27,7 @@ passed in: write them out before reusing that buffer.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Container, Hashable, Iterable, NamedTuple
+from typing import Container, Hashable, NamedTuple
 
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve import offload
@@ -58,8 +58,7 @@ class Stats:
 
 class SleeveOverlay:
     """Sleeve for local peer `ourself`. `peers` answers `name in peers` for the peers
-    the topology knows (`topology_changed` replaces it); `routes` gives unicast/broadcast
-    next hops."""
+    the topology knows; `routes` gives unicast/broadcast next hops."""
 
     def __init__(
         self, ourself: int, peers: Container[int], routes: Routes, macs: MacCache | None = None
@@ -69,9 +68,6 @@ class SleeveOverlay:
         self.router = Router(ourself, routes, macs)
         self.forwarders: dict[int, Forwarder] = {}
         """Confirmed forwarders by remote peer: only these receive and send."""
-        self.connections: dict[int, Forwarder] = {}
-        """Every forwarder made and not stopped, by connection UID (an older connection
-        to a peer keeps its forwarder until it is stopped, out of `forwarders`)."""
         self.drops: Counter[str] = Counter()
         self.stats = Stats()
 
@@ -82,10 +78,8 @@ class SleeveOverlay:
     ) -> Forwarder:
         """A forwarder for a new mesh connection; it takes part only once confirmed.
         `first_seq`: see crypto.NaClPacker (a resumed connection must not start at 0)."""
-        fwd = Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key, offload, resumed,
-                        first_seq, trains)
-        self.connections[conn_uid] = fwd
-        return fwd
+        return Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key, offload, resumed,
+                         first_seq, trains)
 
     def confirm(self, fwd: Forwarder, now: float) -> list:
         """The mesh confirmed the connection: `fwd` becomes the forwarder to its peer."""
@@ -96,37 +90,7 @@ class SleeveOverlay:
         """The connection is gone; a newer forwarder for the same peer stays."""
         if self.forwarders.get(fwd.remote) is fwd:
             del self.forwarders[fwd.remote]
-        if self.connections.get(fwd.conn_uid) is fwd:
-            del self.connections[fwd.conn_uid]
         fwd.stop()
-
-    def topology_changed(self, peers: Container[int], removed: Iterable[int] = ()) -> None:
-        """The peers the topology knows now; MACs behind `removed` peers are forgotten."""
-        self.peers = peers
-        for name in removed:
-            self.router.macs.delete_peer(name)
-
-    def msg_too_big(self, addr: tuple, pmtu: int, now: float) -> list:
-        """The kernel refused a DF datagram to `addr` (EMSGSIZE; `pmtu` = IP_MTU of the
-        path): the path MTU is the host's, so every forwarder to that host (an address's
-        first element) learns it."""
-        out: list = []
-        for fwd in list(self.forwarders.values()):
-            if fwd.remote_addr is not None and fwd.remote_addr[0] == addr[0]:
-                out += fwd.msg_too_big(pmtu, now)
-        return out
-
-    def uses_host(self, host: str) -> bool:
-        """Some forwarder sends to `host` (an address's first element)."""
-        return any(f.remote_addr is not None and f.remote_addr[0] == host for f in self.connections.values())
-
-    def expire_macs(self, now: float) -> None:
-        """Forget MACs not seen for the cache's max age (call every EXPIRY_INTERVAL)."""
-        self.router.macs.expire(now)
-
-    def macs(self) -> dict[bytes, tuple[int, float]]:
-        """MAC -> (peer behind it, when last seen)."""
-        return self.router.macs.entries()
 
     def receive(self, packet: bytes, sender: Hashable, now: float) -> list:
         """Handle one UDP payload from address `sender`."""
