@@ -6,10 +6,11 @@ import ipaddress
 import json
 import subprocess
 import time
+from pathlib import Path
 
 from weavectl.testbed import weave_bin
 
-PLUGIN = weave_bin().replace("/weave", "/weave-net")
+PLUGIN = str(Path(weave_bin()).with_name("weave-net"))
 
 
 def cni(tb, host, command, container, netns, conf, ifname="eth0"):

@@ -37,8 +37,10 @@ def test_full_mesh_with_password(testbed_factory):
     assert rep["Encryption"] is True and rep["Name"] == "aa:00:00:00:00:01"
     assert sorted(p["NickName"] for p in rep["Peers"]) == ["h1", "h2", "h3"]
     assert {r["Dest"]: r["Via"] for r in rep["UnicastRoutes"]}["aa:00:00:00:00:03"] == "aa:00:00:00:00:03"
-    status = tb.weave("h2", "status").stdout
-    assert "Encryption: enabled" in status and "Peers: 3 (with 6 established connections)" in status
+    status = wait_until(lambda: (out := tb.weave("h2", "status").stdout) and
+                        "Peers: 3 (with 6 established connections)" in out and out,
+                        what="h2 knowing every peer's connections")
+    assert "Encryption: enabled" in status
     metrics = tb.exec("h1", ["python3", "-c", "import urllib.request;print(urllib.request.urlopen("
                                                "'http://127.0.0.1:6782/metrics').read().decode())"]).stdout
     established_encrypted = [line for line in metrics.splitlines()
