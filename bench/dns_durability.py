@@ -50,7 +50,7 @@ async def run_variant(journal_cls, root: Path, adds: int, concurrency: int) -> l
     (state / "resolv.conf").write_text("")
     launch = LaunchConfig(state_dir=state, name="aa:00:00:00:00:01", nickname="h1")
     config = DnsConfig(listen_host="127.0.0.1", listen_port=0, domain="weave.local.", ttl_s=1,
-                       resolv_conf=state / "resolv.conf", snapshot_delay_s=5.0)
+                       settings=DnsSettings(resolv_conf=state / "resolv.conf", snapshot_delay_s=5.0))
     bus = MemoryBus(MemoryBroker(), "dns")
     ctx = ServiceContext("dns", ServiceConfig(service="dns", launch=launch, metrics_port=0, settings=DnsSettings()),
                          bus, new_registry(), RealClock(), Router())

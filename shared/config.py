@@ -1,16 +1,29 @@
-"""Configuration: what `weave launch` was given, and one settings class per service.
+"""The configuration, all of it: what `weave launch` was given, and each service's settings.
 
-`weave launch` writes `LaunchConfig` to `<state-dir>/launch.json` (mode 0600: it may
-hold the password). Each service process reads it once at start (the environment is
-read only here, STYLE.md 11) and builds its own settings with `for_service`. Option
-names follow Weave Net's flags. Profiles: `production` keeps Weave Net's timers;
-`test` shortens the slow ones so e2e tests converge quickly.
+One documented structure with named default profiles, as memberlist's `Config`:
+- `LaunchConfig`: the host's options, written by `weave launch` to
+  `<state-dir>/launch.json` (mode 0600: it may hold the password). Field names follow
+  Weave Net's flags, and the CLI takes its defaults from here.
+- One settings class per service (`SETTINGS`): every tunable of that service, each
+  field documented once, here. The field defaults are the `production` profile
+  (Weave's and mesh's values); the class's `TEST` holds the `test` profile (slow timers
+  shortened so end-to-end tests converge in seconds). Cores whose defaults are these
+  values take them from here (e.g. `GossipSettings().heartbeat_s`), so each number is
+  written once.
+- `for_service` builds what one process runs with. The environment is read only here
+  and in the `from_environment` of a settings class (STYLE.md 11): the supervisor's
+  overrides for one process (`WEAVE_OVERRIDE_<FIELD>`, `weave restart SVC --FIELD`),
+  `WEAVE_<SERVICE>_METRICS_PORT`, and the variables a field's description names.
+
+tests/unit/test_config.py holds that every field is read by the code of the service it
+belongs to, so a setting no code reads fails the tests.
 """
 from __future__ import annotations
 
 import json
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -18,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.durable import write_atomic
 from shared.paths import DEFAULT_STATE_DIR, state_dir_from_env  # noqa: F401 (part of this module's API)
+from shared.schemas.scope import MAX_BODY
 
 LAUNCH_FILE = "launch.json"
 TOKEN_FILE = "bus.token"
@@ -69,6 +83,30 @@ class LaunchConfig(BaseModel):
     docker_plugin_dir: str = Field("/run/docker/plugins", description="Where the Docker plugin's sockets are made "
                                    "(weave.sock, weavemesh.sock): the directory the engine looks in for plugins.")
 
+    RESTART_OVERRIDES: ClassVar[tuple[str, ...]] = ("datapath",)
+    """Fields `weave restart SVC --FIELD VALUE` may change for one process: the
+    supervisor passes each as WEAVE_OVERRIDE_<FIELD> (`override_environment`), and
+    `for_service` applies it (`with_overrides`); compose passes the same variable."""
+
+    @classmethod
+    def override_environment(cls, overrides: Mapping[str, str]) -> dict[str, str]:
+        """The environment that carries `overrides` to one service process. ValueError
+        names a field that cannot be overridden."""
+        wrong = sorted(set(overrides) - set(cls.RESTART_OVERRIDES))
+        if wrong:
+            raise ValueError(f"cannot override {', '.join(wrong)} at restart; only "
+                             f"{', '.join(cls.RESTART_OVERRIDES)}")
+        return {f"WEAVE_OVERRIDE_{field.upper()}": value for field, value in overrides.items()}
+
+    def with_overrides(self, environ: Mapping[str, str]) -> "LaunchConfig":
+        """This config with the overrides `environ` carries (an empty one: none).
+        ValidationError for a value the field refuses."""
+        updates = {field: value for field in self.RESTART_OVERRIDES
+                   if (value := environ.get(f"WEAVE_OVERRIDE_{field.upper()}"))}
+        if not updates:
+            return self
+        return type(self).model_validate({**self.model_dump(), **updates})
+
     def save(self) -> Path:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         path = self.state_dir / LAUNCH_FILE
@@ -97,61 +135,132 @@ class LaunchConfig(BaseModel):
 
 
 class ServiceConfig(BaseModel):
-    """Settings every service has, plus its own (`settings`, one class per service)."""
+    """What one service process runs with: the host's launch settings (with the
+    supervisor's overrides for this process) and its own settings for the profile."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     service: str = Field(description="Service name.")
     launch: LaunchConfig = Field(description="The host's launch settings.")
     metrics_port: int = Field(description="127.0.0.1 port of /metrics and /healthz (0 = any free port).")
-    health_interval_s: float = Field(1.0, description="How often the supervisor may ask; informational.")
     settings: "ServiceSettings" = Field(description="This service's own tunables for the launch profile.")
 
 
 class ServiceSettings(BaseModel):
-    """Base of the per-service tunables. `production` keeps Weave Net's values (and says
-    why); `test` shortens the slow timers so end-to-end tests converge in seconds."""
+    """Base of the per-service tunables, each field documented once, here. The field
+    defaults are the `production` profile (Weave's and mesh's values, and why); `TEST`
+    holds the `test` profile's changes (slow timers shortened so end-to-end tests
+    converge in seconds); `from_environment` the few fields the environment sets."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    @classmethod
-    def for_profile(cls, profile: Profile) -> "ServiceSettings":
-        return cls() if profile == "production" else cls(**cls.TEST)  # type: ignore[attr-defined]
-
     TEST: ClassVar[dict] = {}
+
+    @classmethod
+    def for_profile(cls, profile: Profile, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
+        values = {} if profile == "production" else dict(cls.TEST)
+        values.update(cls.from_environment(environ or {}))
+        return cls(**values)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> dict:
+        """Fields the environment sets (named in their descriptions); none by default."""
+        return {}
 
 
 class GossipSettings(ServiceSettings):
-    gossip_interval_s: float = Field(30.0, description="Periodic full gossip (mesh defaultGossipInterval).")
-    heartbeat_s: float = Field(30.0, description="TCP heartbeat; the read timeout is twice this (mesh).")
-    topology_defer_s: float = Field(1.0, description="Local topology changes coalesced this long (mesh).")
+    gossip_interval_s: float = Field(30.0, description="Periodic gossip of every channel to random neighbours "
+                                     "(mesh's defaultGossipInterval; repairs lost broadcasts).")
+    heartbeat_s: float = Field(30.0, description="TCP heartbeat on every mesh connection; a connection silent "
+                               "for twice this is dropped (mesh's TCPHeartbeat).")
+    topology_defer_s: float = Field(1.0, description="Local topology changes are coalesced this long before "
+                                    "they are broadcast (mesh).")
     TEST: ClassVar[dict] = {"gossip_interval_s": 5.0}
 
 
 class IpamSettings(ServiceSettings):
-    tick_s: float = Field(5.0, description="Retry of pending allocations and paxos proposals (weave ipam).")
-    gossip_interval_s: float = Field(30.0, description="Periodic full ring gossip (mesh default).")
-    TEST: ClassVar[dict] = {"tick_s": 1.0, "gossip_interval_s": 5.0}
+    tick_s: float = Field(5.0, description="Retry of pending allocations and paxos proposals (Weave's "
+                          "tickInterval).")
+    container_died_s: float = Field(30.0, description="A dead container's addresses are freed after this "
+                                    "(Weave's containerDiedTimeout).")
+    gossip_interval_s: float = Field(30.0, description="Periodic full ring gossip to random neighbours (mesh's "
+                                     "gossip interval; with it a lost broadcast costs up to this long).")
+    max_waiting_requests: int = Field(4096, description="Requests held at once while they wait for a ring or "
+                                      "space: far above a host's container churn, and bounded memory.")
+    TEST: ClassVar[dict] = {"tick_s": 1.0, "container_died_s": 3.0, "gossip_interval_s": 5.0}
 
 
 class DnsSettings(ServiceSettings):
-    gossip_interval_s: float = Field(30.0, description="Periodic full gossip of entries (mesh default).")
-    tombstone_purge_s: float = Field(1800.0, description="Tombstones kept this long (weaveDNS, 30 min).")
-    upstream_timeout_s: float = Field(5.0, description="Wait for an upstream resolver (weaveDNS).")
-    TEST: ClassVar[dict] = {"gossip_interval_s": 5.0, "tombstone_purge_s": 60.0}
+    gossip_interval_s: float = Field(30.0, description="Periodic full gossip of entries to random neighbours "
+                                     "(mesh's gossip interval).")
+    tombstone_timeout_s: float = Field(1800.0, description="Tombstones of deleted names are kept this long "
+                                       "(weaveDNS, 30 min).")
+    resolv_conf: Path = Field(Path("/etc/resolv.conf"), description="The resolv.conf upstream servers are taken "
+                              "from (Weave's --resolv-conf; environment WEAVE_DNS_RESOLV_CONF).")
+    upstream_port: int = Field(53, description="Port of every resolv.conf server (the file has none; miekg uses "
+                               "53). Tests change it.")
+    upstream_timeout_s: float = Field(5.0, description="Wait per upstream server (Weave's DefaultClientTimeout).")
+    upstream_udp_size: int = Field(4096, description="Largest upstream UDP reply read (Weave's udpBuffSize); a "
+                                   "bigger one counts as a failure.")
+    max_forwards: int = Field(512, description="Upstream exchanges in flight; past it a query gets SERVFAIL at "
+                              "once (bounds memory when a flood asks for names we must forward).")
+    max_tcp_clients: int = Field(128, description="TCP connections served at once; more are closed on accept.")
+    tcp_idle_timeout_s: float = Field(10.0, description="A TCP client silent this long is dropped (frees its "
+                                      "slot).")
+    snapshot_delay_s: float = Field(1.0, description="Changes are written to the snapshot at most this often "
+                                    "(coalesced; each is in the fsynced journal first).")
+    TEST: ClassVar[dict] = {"gossip_interval_s": 5.0, "tombstone_timeout_s": 60.0}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> dict:
+        path = environ.get("WEAVE_DNS_RESOLV_CONF")
+        return {"resolv_conf": Path(path)} if path else {}
 
 
 class DatapathSettings(ServiceSettings):
-    fast_heartbeat_s: float = Field(0.5, description="Sleeve heartbeat until established (weave sleeve).")
-    slow_heartbeat_s: float = Field(10.0, description="Sleeve heartbeat once established (weave sleeve).")
-    mac_expiry_s: float = Field(600.0, description="Learnt MACs forgotten after this (weave mac cache).")
+    fast_heartbeat_s: float = Field(0.5, description="Sleeve heartbeat until the peer acknowledges one (weave's "
+                                    "FastHeartbeat).")
+    slow_heartbeat_s: float = Field(10.0, description="Sleeve heartbeat once established (weave's SlowHeartbeat); "
+                                    "6 missed ones fail the connection's sleeve.")
+    mac_expiry_s: float = Field(600.0, description="A learnt MAC unseen this long is forgotten (weave's MAC cache "
+                                "maxAge: longer than ARP caches keep an entry); expiry passes run every tenth of it.")
     TEST: ClassVar[dict] = {}
 
 
 class NpcSettings(ServiceSettings):
-    resync_s: float = Field(60.0, description="Re-read iptables/ipset and repair drift this often.")
-    gossip_interval_s: float = Field(30.0, description="Periodic full gossip of policies and pods.")
-    TEST: ClassVar[dict] = {"resync_s": 2.0, "gossip_interval_s": 5.0}
+    resync_s: float = Field(30.0, description="The kernel's iptables and ipsets are read again and hand-made "
+                            "damage repaired this often, even when nothing changed.")
+    retry_initial_s: float = Field(0.2, description="First wait after a failed apply; doubles per failure.")
+    retry_max_s: float = Field(10.0, description="Cap of that wait: a broken iptables is retried forever.")
+    gossip_interval_s: float = Field(30.0, description="Periodic gossip of the whole policy store to random "
+                                     "neighbours (mesh's gossip interval).")
+    persist_delay_s: float = Field(0.5, description="Store writes caused by gossip and containers are coalesced "
+                                   "this long (policy changes asked for are written at once).")
+    allow_mcast: bool = Field(True, description="Multicast is allowed past policies (weave-npc --allow-mcast).")
+    iptables_backend: Literal["nft", "legacy"] | None = Field(None, description="Force the iptables backend "
+                                                              "(environment WEAVE_NPC_IPTABLES); None: detect.")
+    kube_api: str | None = Field(None, description="Kubernetes API server to watch (environment WEAVE_NPC_KUBE_API, "
+                                 "else the in-cluster KUBERNETES_SERVICE_HOST/PORT); None: no Kubernetes source.")
+    kube_token_file: str = Field("/var/run/secrets/kubernetes.io/serviceaccount/token",
+                                 description="The service account token for the API server.")
+    kube_ca_file: str = Field("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+                              description="The API server's CA certificate.")
+    kube_resync_s: float = Field(300.0, description="Kubernetes objects are listed again this often even while "
+                                 "watches are healthy.")
+    TEST: ClassVar[dict] = {"resync_s": 2.0, "retry_initial_s": 0.1, "retry_max_s": 1.0, "gossip_interval_s": 5.0,
+                            "persist_delay_s": 0.1, "kube_resync_s": 30.0}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> dict:
+        values: dict = {}
+        if environ.get("WEAVE_NPC_IPTABLES"):
+            values["iptables_backend"] = environ["WEAVE_NPC_IPTABLES"]
+        api = environ.get("WEAVE_NPC_KUBE_API")
+        if not api and environ.get("KUBERNETES_SERVICE_HOST"):
+            api = f"https://{environ['KUBERNETES_SERVICE_HOST']}:{environ.get('KUBERNETES_SERVICE_PORT', '443')}"
+        if api:
+            values["kube_api"] = api
+        return values
 
 
 class ScopeProbeSettings(ServiceSettings):
@@ -169,6 +278,23 @@ class ScopeProbeSettings(ServiceSettings):
 
 class ScopeAppSettings(ServiceSettings):
     window_s: float = Field(15.0, description="Reports kept per probe and merged (Scope app's --app.window, 15 s).")
+    max_body_bytes: int = Field(MAX_BODY, description="Largest POSTed report body, as sent (gzipped or not): the "
+                                "mesh's bound for a report (8 MiB).")
+    max_control_body_bytes: int = Field(64 << 10, description="Largest `POST /api/control/...` body (a JSON map "
+                                        "of a few arguments).")
+    max_ws_frame_bytes: int = Field(1 << 20, description="Largest websocket message taken from a client or probe "
+                                    "(control RPCs, pipe data); a larger one closes that websocket (1009).")
+    control_timeout_s: float = Field(15.0, description="How long a control may take on the probe before the app "
+                                     "answers with an error (a service restart takes a few seconds).")
+    max_pipes: int = Field(32, description="Open pipes (terminals) at once.")
+    pipe_connect_timeout_s: float = Field(60.0, description="A pipe whose two ends have not both connected by "
+                                          "then is closed (Scope: 1 min).")
+    ws_interval_s: float = Field(1.0, description="Websocket update interval without `?t=` (Scope's "
+                                 "websocketLoop).")
+    ws_min_interval_s: float = Field(0.1, description="Shortest `?t=` honoured: a client cannot make the app "
+                                     "render in a loop.")
+    max_websockets: int = Field(256, description="Open topology websockets at most (each renders once per "
+                                "interval).")
     TEST: ClassVar[dict] = {}
 
 
@@ -182,6 +308,13 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
     "gossip": GossipSettings, "ipam": IpamSettings, "dns": DnsSettings,
     "datapath": DatapathSettings, "npc": NpcSettings, "scope-probe": ScopeProbeSettings,
     "scope-app": ScopeAppSettings, "docker-plugin": DockerPluginSettings}
+"""Each service's settings class: with LaunchConfig, the whole configuration."""
+
+
+def profile(name: Profile) -> dict[str, ServiceSettings]:
+    """A named profile, every service's settings (memberlist's DefaultLANConfig and
+    friends): `production` or `test`, without the environment."""
+    return {service: cls.for_profile(name) for service, cls in SETTINGS.items()}
 
 
 # Loopback ports of each service's /metrics. gossip's is Weave Net's status port
@@ -191,13 +324,17 @@ METRICS_PORTS: dict[str, int] = {"gossip": 6782, "npc": 6781, "ipam": 6790, "dns
                                  "scope-probe": 6793, "scope-app": 6794, "docker-plugin": 6795}
 
 
-def for_service(service: str, launch: LaunchConfig) -> ServiceConfig:
+def for_service(service: str, launch: LaunchConfig, environ: Mapping[str, str] | None = None) -> ServiceConfig:
+    """What `service` runs with: `launch` with the supervisor's overrides, its metrics
+    port and its settings for the launch profile. `environ` None: os.environ."""
+    env = os.environ if environ is None else environ
+    launch = launch.with_overrides(env)
     port = METRICS_PORTS[service]
-    override = os.environ.get(f"WEAVE_{service.upper().replace('-', '_')}_METRICS_PORT")
+    override = env.get(f"WEAVE_{service.upper().replace('-', '_')}_METRICS_PORT")
     if override is not None:
         port = int(override)
     return ServiceConfig(service=service, launch=launch, metrics_port=port,
-                         settings=SETTINGS[service].for_profile(launch.profile))
+                         settings=SETTINGS[service].for_profile(launch.profile, env))
 
 
 def scope_exposure_problem(listen: str, token: str | None, controls: bool) -> str | None:

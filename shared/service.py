@@ -73,9 +73,8 @@ class IdleApp:
 
 
 class ServiceRunner:
-    def __init__(self, name: str, app: ServiceApp, config: ServiceConfig, bus: Bus,
-                 clock: Clock | None = None) -> None:
-        self.name, self.app, self.config, self.bus = name, app, config, bus
+    def __init__(self, app: ServiceApp, config: ServiceConfig, bus: Bus, clock: Clock | None = None) -> None:
+        self.name, self.app, self.config, self.bus = config.service, app, config, bus
         self.clock = clock or RealClock()
         self.registry = new_registry()
         self.started_mono = time.monotonic()
@@ -116,7 +115,7 @@ async def _serve_forever(name: str, app: ServiceApp) -> None:
     config = for_service(name, launch)
     setup_tracing(name, host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
     bus = await NatsBus.connect(launch.bus_url, launch.bus_token(), name, timeout=30.0)
-    runner = ServiceRunner(name, app, config, bus)
+    runner = ServiceRunner(app, config, bus)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

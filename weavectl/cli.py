@@ -61,48 +61,66 @@ def _accept_anywhere(parser: argparse.ArgumentParser, flags: dict[str, dict]) ->
                 _accept_anywhere(sub, flags)
 
 
-def _add_launch(sub: argparse._SubParsersAction) -> None:
+def _launch_defaults() -> tuple[dict, dict[str, tuple[str, ...]]]:
+    """LaunchConfig's defaults by field, and the choices of its `datapath` and
+    `profile`: the CLI states none of its own (the model is the one place; importing it
+    loads pydantic, so only the verbs that take these options ask)."""
+    import typing
+
+    from shared.config import LaunchConfig
+
+    fields = LaunchConfig.model_fields
+    return ({name: f.default for name, f in fields.items()},
+            {name: typing.get_args(fields[name].annotation) for name in ("datapath", "profile")})
+
+
+def _add_launch(sub: argparse._SubParsersAction, options: bool = True) -> None:
     p = sub.add_parser("launch", help="start this host's weave stack", description=(
         "Start nats-server and the gossip, ipam, dns, datapath and npc services and Weave Scope's "
         "probe and app on this host, and return once all of them report healthy."))
+    if not options:  # another verb: the launch options are not parsed, so not built
+        return
+    d, choices = _launch_defaults()
     p.add_argument("peers", nargs="*", help="peers to connect to, host[:port]")
-    p.add_argument("--name", help="peer name (MAC form); default derived from the machine id")
+    p.add_argument("--name", default=d["name"], help="peer name (MAC form); default derived from the machine id")
     p.add_argument("--nickname", default=None, help="peer nickname; default the hostname")
-    p.add_argument("--host", default="0.0.0.0", help="address to listen on for the mesh")
-    p.add_argument("--port", type=int, default=6783, help="mesh TCP port and sleeve UDP port")
-    p.add_argument("--password", default=os.environ.get("WEAVE_PASSWORD"),
+    p.add_argument("--host", default=d["host"], help="address to listen on for the mesh")
+    p.add_argument("--port", type=int, default=d["port"], help="mesh TCP port and sleeve UDP port")
+    p.add_argument("--password", default=os.environ.get("WEAVE_PASSWORD", d["password"]),
                    help="encrypt the mesh with this password (also WEAVE_PASSWORD)")
-    p.add_argument("--ipalloc-range", default="10.32.0.0/12", help="IP range for automatic allocation")
-    p.add_argument("--ipalloc-init", default=None, help="consensus[=N] | seed=<names> | observer")
-    p.add_argument("--no-dns", action="store_true", help="do not run weaveDNS")
-    p.add_argument("--no-npc", action="store_true",
+    p.add_argument("--ipalloc-range", default=d["ipalloc_range"], help="IP range for automatic allocation")
+    p.add_argument("--ipalloc-init", default=d["ipalloc_init"], help="consensus[=N] | seed=<names> | observer")
+    p.add_argument("--no-dns", action="store_true", default=d["no_dns"], help="do not run weaveDNS")
+    p.add_argument("--no-npc", action="store_true", default=d["no_npc"],
                    help="do not run the NetworkPolicy controller (plain Weave Net has no weave-npc)")
-    p.add_argument("--no-scope", action="store_true", help="do not run Weave Scope's probe and app")
-    p.add_argument("--scope-listen", default="127.0.0.1:4040", metavar="ADDR",
+    p.add_argument("--no-scope", action="store_true", default=d["no_scope"],
+                   help="do not run Weave Scope's probe and app")
+    p.add_argument("--scope-listen", default=d["scope_listen"], metavar="ADDR",
                    help="ip:port of the Scope app (its API and UI)")
-    p.add_argument("--scope-target", action="append", default=[], metavar="ADDR", dest="scope_targets",
-                   help="also send the probe's reports to the Scope app at ADDR (repeatable)")
-    p.add_argument("--scope-token", default=os.environ.get("WEAVE_SCOPE_TOKEN"),
+    p.add_argument("--scope-target", action="append", default=list(d["scope_targets"]), metavar="ADDR",
+                   dest="scope_targets", help="also send the probe's reports to the Scope app at ADDR (repeatable)")
+    p.add_argument("--scope-token", default=os.environ.get("WEAVE_SCOPE_TOKEN", d["scope_token"]),
                    help="token every request to the Scope app needs, probes' too (also WEAVE_SCOPE_TOKEN)")
-    p.add_argument("--scope-controls", action="store_true",
+    p.add_argument("--scope-controls", action="store_true", default=d["scope_controls"],
                    help="let the Scope app detach containers, restart services and open terminals (needs a token)")
-    p.add_argument("--dns-listen-address", default="0.0.0.0:53", help="weaveDNS address, ip:port")
-    p.add_argument("--dns-domain", default="weave.local.", help="weaveDNS domain")
-    p.add_argument("--dns-ttl", type=int, default=1, help="TTL of weaveDNS answers, seconds")
-    p.add_argument("--conn-limit", type=int, default=200, help="max mesh connections (0 = unlimited)")
-    p.add_argument("--no-discovery", action="store_true", help="do not connect to peers learnt from gossip")
-    p.add_argument("--trusted-subnets", default="", help="comma-separated CIDRs of trusted peers")
-    p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), default="auto",
-                   help="overlays this host may use")
-    p.add_argument("--docker-host", default=None, metavar="URL",
+    p.add_argument("--dns-listen-address", default=d["dns_listen_address"], help="weaveDNS address, ip:port")
+    p.add_argument("--dns-domain", default=d["dns_domain"], help="weaveDNS domain")
+    p.add_argument("--dns-ttl", type=int, default=d["dns_ttl"], help="TTL of weaveDNS answers, seconds")
+    p.add_argument("--conn-limit", type=int, default=d["conn_limit"], help="max mesh connections (0 = unlimited)")
+    p.add_argument("--no-discovery", action="store_true", default=d["no_discovery"],
+                   help="do not connect to peers learnt from gossip")
+    p.add_argument("--trusted-subnets", default=",".join(d["trusted_subnets"]),
+                   help="comma-separated CIDRs of trusted peers")
+    p.add_argument("--datapath", choices=choices["datapath"], default=d["datapath"], help="overlays this host may use")
+    p.add_argument("--docker-host", default=d["docker_host"], metavar="URL",
                    help="this host's Docker engine (default DOCKER_HOST, else /var/run/docker.sock if there): "
                         "runs the Docker network plugin, names Docker containers in attach/ps/dns-add")
     p.add_argument("--no-docker", action="store_true", help="ignore any Docker engine on this host")
-    p.add_argument("--docker-plugin-dir", default="/run/docker/plugins", metavar="DIR",
+    p.add_argument("--docker-plugin-dir", default=d["docker_plugin_dir"], metavar="DIR",
                    help="where the Docker engine looks for plugin sockets")
-    p.add_argument("--bus-port", type=int, default=6785, help="loopback port of this host's bus")
-    p.add_argument("--otlp-endpoint", default=None, help="OTLP/HTTP collector for traces")
-    p.add_argument("--profile", choices=("production", "test"), default="production", help=argparse.SUPPRESS)
+    p.add_argument("--bus-port", type=int, default=d["bus_port"], help="loopback port of this host's bus")
+    p.add_argument("--otlp-endpoint", default=d["otlp_endpoint"], help="OTLP/HTTP collector for traces")
+    p.add_argument("--profile", choices=choices["profile"], default=d["profile"], help=argparse.SUPPRESS)
     p.add_argument("--launch-timeout", type=float, default=30.0, help="seconds to wait for a healthy stack")
     p.add_argument("--resume", action="store_true", help="reconnect to the peers of the previous run")
     mode = p.add_mutually_exclusive_group()
@@ -136,11 +154,12 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="this host's state dir (default /var/lib/weave or WEAVE_STATE_DIR)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_launch(sub)
+    _add_launch(sub, options=verb in (None, "launch"))
     sub.add_parser("stop", help="stop this host's stack")
     p = sub.add_parser("restart", help="restart one service of this host's stack")
     p.add_argument("service", help="gossip, ipam, dns, datapath, npc, scope-probe, scope-app or nats")
-    p.add_argument("--datapath", choices=("sleeve", "fastpath", "auto"), help="new datapath mode")
+    p.add_argument("--datapath", choices=_launch_defaults()[1]["datapath"] if verb in (None, "restart") else None,
+                   help="new datapath mode")
     sub.add_parser("ps-services", help="list this host's processes with pid and health")
     p = sub.add_parser("status", help="the router's status, or one view of it")
     p.add_argument("view", nargs="?", choices=("peers", "connections", "targets", "ipam", "dns", "npc"),
@@ -178,7 +197,8 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return args.state_dir or state_dir_from_env()
 
 
-def cmd_launch(args: argparse.Namespace) -> int:
+def launch_config(args: argparse.Namespace):
+    """The LaunchConfig `weave launch` was given (LaunchError for what it refuses)."""
     import socket
 
     from shared.config import LaunchConfig, scope_exposure_problem
@@ -189,7 +209,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
                                                                 args.scope_controls)
     if problem is not None:
         raise LaunchError(problem)  # one line: the reason says what to add
-    cfg = LaunchConfig(
+    return LaunchConfig(
         state_dir=_state_dir(args), name=args.name, nickname=args.nickname or socket.gethostname(),
         host=args.host, port=args.port, password=args.password or None, peers=tuple(args.peers),
         ipalloc_range=args.ipalloc_range, ipalloc_init=args.ipalloc_init, no_dns=args.no_dns, no_npc=args.no_npc,
@@ -201,6 +221,10 @@ def cmd_launch(args: argparse.Namespace) -> int:
         bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile,
         docker_host=None if args.no_docker else engine_url(args.docker_host),
         docker_plugin_dir=args.docker_plugin_dir)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    cfg = launch_config(args)
     if args.prepare_only:
         cfg = launcher.prepare(cfg, resume=args.resume)
         print(f"prepared {cfg.state_dir} for peer {cfg.name} ({cfg.nickname})")

@@ -7,7 +7,8 @@ Started detached by `weave launch`; lives until `weave stop` (bus request
 - A process that dies is restarted after a backoff (0.5 s doubling to 10 s; reset once
   it has run 30 s); the others are not touched.
 - `weave.supervisor.restart` restarts one process on purpose, at once, optionally with
-  config overrides (e.g. another datapath mode) passed as WEAVE_OVERRIDE_* variables.
+  launch config overrides (another datapath mode: LaunchConfig.RESTART_OVERRIDES),
+  passed as the WEAVE_OVERRIDE_* variables shared.config reads.
 - Services are forked from a warm fork server that imported their modules once
   (weavectl/forkserver.py): a start or restart takes milliseconds; nats-server is exec'd.
 - Health is asked when someone wants it (`weave.supervisor.ps`, which `weave launch`
@@ -28,6 +29,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from shared import subjects
 from shared.bus import BusError
@@ -219,7 +222,14 @@ class Supervisor:
         if proc is None:
             raise BusError("not_found", f"no service {req.service!r} on this host; "
                                         f"known: {', '.join(self.procs)}")
-        proc.env.update({f"WEAVE_OVERRIDE_{k.upper()}": v for k, v in req.args.items()})
+        try:
+            overrides = LaunchConfig.override_environment(req.args)
+            self.launch.with_overrides(overrides)  # a value the field refuses is refused here, not at start
+        except ValidationError as exc:
+            raise BusError("bad_request", f"restart {req.service}: {exc.errors()[0]['msg']}")
+        except ValueError as exc:
+            raise BusError("bad_request", f"restart {req.service}: {exc}")
+        proc.env.update(overrides)
         proc.restart_now = True
         if proc.pid:
             await _terminate(proc.process)

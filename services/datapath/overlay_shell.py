@@ -11,6 +11,7 @@ Inputs, each handled to completion on the event loop thread (no locks):
 - at start and every RESYNC_S, snapshots (weave.gossip.connections, .peers): a
   restarted datapath catches up, and a lost event is repaired;
 - one timer task for the forwarders' deadlines and the MAC cache expiry.
+Its periods are the service's DatapathSettings (heartbeats, MAC expiry).
 Outputs: datagrams, injected frames, and for the gossip service (through one bounded
 outbox, in order): control messages (OverlaySend), OverlayEstablished (with the MTU
 once verified), OverlayFailed.
@@ -34,9 +35,9 @@ from services.datapath import fastpath as fp
 from services.datapath.capture import FRAME_BUFFER, PacketPort
 from services.datapath.host_iptables import HostIptables
 from services.datapath.sleeve import frame as fr
-from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, MTUVerified, SendControl,
+from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, Heartbeats, MTUVerified, SendControl,
                                                 SendPacket, State)
-from services.datapath.sleeve.mac_cache import EXPIRY_INTERVAL
+from services.datapath.sleeve.mac_cache import MacCache
 from services.datapath.sleeve.offload import VNET_LEN
 from services.datapath.sleeve.overlay import Inject, SleeveOverlay
 from services.datapath.sleeve.train import Reassembler, TrainSender
@@ -46,6 +47,7 @@ from services.datapath.udp import MAX_DATAGRAM, UdpTransport
 from shared.weave.protocol_tags import ProtocolTag
 from shared import subjects
 from shared.bus import Bus, BusError, BusMsg
+from shared.config import DatapathSettings
 from shared.schemas.base import Message, Ok
 from shared.schemas.mesh import (OverlayConnection, OverlayConnectionEvent, OverlayConnectionsReply,
                                  OverlayConnectionsRequest, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
@@ -86,7 +88,8 @@ class _SleeveRoutes:
 
 class OverlayShell:
     def __init__(self, bus: Bus, ourself: int, host: str, port: int, pcap_ifname: str, mode: str = "sleeve",
-                 bridge: str = "weave", bridge_port: str = "vethwe-bridge", our_mac: str | None = None) -> None:
+                 bridge: str = "weave", bridge_port: str = "vethwe-bridge", our_mac: str | None = None,
+                 settings: DatapathSettings = DatapathSettings()) -> None:
         self.bus, self.ourself, self.host, self.port_no, self.pcap_ifname = bus, ourself, host, port, pcap_ifname
         self.mode, self.bridge, self.bridge_port = mode, bridge, bridge_port
         self.our_mac = our_mac or fp.mac_str(ourself.to_bytes(6, "big"))
@@ -100,7 +103,9 @@ class OverlayShell:
         self.hb: fp.HeartbeatSocket | None = None
         self._netlink: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
         self.routes = TopologyRoutes()
-        self.overlay = SleeveOverlay(ourself, self.routes.peers, _SleeveRoutes(self.routes, self.fast))
+        self.overlay = SleeveOverlay(ourself, self.routes.peers, _SleeveRoutes(self.routes, self.fast),
+                                     MacCache(settings.mac_expiry_s),
+                                     Heartbeats(settings.fast_heartbeat_s, settings.slow_heartbeat_s))
         self.conns: dict[int, tuple[Forwarder, OverlayConnection]] = {}
         """By connection UID: every forwarder we made, and the connection it runs on."""
         self.inject_drops = 0
@@ -127,7 +132,7 @@ class OverlayShell:
         await self.bus.subscribe(subjects.event("topology"), self._on_topology)
         await self.bus.subscribe(subjects.event("overlay_connection"), self._on_connection)
         await self.bus.subscribe(subjects.event("overlay_message"), self._on_message)
-        self._mac_expiry_at = self.loop.time() + EXPIRY_INTERVAL
+        self._mac_expiry_at = self.loop.time() + self.overlay.router.macs.expiry_interval
         for coro in (self._timer_loop(), self._outbox_loop(), self._resync_loop(), self._netlink_loop()):
             task = self.loop.create_task(coro)
             self._tasks.add(task)
@@ -388,7 +393,7 @@ class OverlayShell:
             self._switch_actions(self.switch.tick(now))
             if now >= self._mac_expiry_at:
                 self.overlay.router.macs.expire(now)
-                self._mac_expiry_at = now + EXPIRY_INTERVAL
+                self._mac_expiry_at = now + self.overlay.router.macs.expiry_interval
 
     # -- fastpath --------------------------------------------------------------------------
     async def _start_fastpath(self) -> None:

@@ -12,8 +12,8 @@ expose, hide, containers, endpoint_create and endpoint_delete (the Docker plugin
 veths, endpoints.py); Weave's HTTP routes POST /expose/{ip}/{len} and
 /hide/{ip}/{len} (forwarded by the gossip service from 127.0.0.1:6784).
 
-The fastpath (fastpath.py; mode from WEAVE_OVERRIDE_DATAPATH, set by `weave restart
-datapath --datapath MODE`, else the launch config): its VXLAN device outlives a restart
+The fastpath (fastpath.py; mode from the launch config's `datapath`, which `weave
+restart datapath --datapath MODE` overrides for this process: shared.config): its VXLAN device outlives a restart
 (a restarted datapath re-adopts it, so fastpath traffic does not stop), and is removed
 in mode sleeve or with the bridge.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import sys
 
 from services.datapath import endpoints
@@ -58,12 +57,6 @@ RECONCILE_S = 5.0
 
 
 
-def datapath_mode(launched: str, env) -> str:
-    """The overlay mode this process runs: `weave restart datapath --datapath MODE`
-    (WEAVE_OVERRIDE_DATAPATH) over the launch config."""
-    return env.get("WEAVE_OVERRIDE_DATAPATH") or launched
-
-
 class DatapathApp:
     def __init__(self) -> None:
         self.sleeve: OverlayShell | None = None
@@ -90,9 +83,10 @@ class DatapathApp:
         await bus.serve(subjects.request("datapath", "endpoint_create"), EndpointRequest, self._on_endpoint_create)
         await bus.serve(subjects.request("datapath", "endpoint_delete"), EndpointRequest, self._on_endpoint_delete)
         await serve_http(bus, "datapath", self._http_routes())
-        self.mode = datapath_mode(launch.datapath, os.environ)
+        self.mode = launch.datapath
         self.sleeve = OverlayShell(bus, peer_int(launch.name), launch.host, launch.port, PCAP_PORT, mode=self.mode,
-                                   bridge=BRIDGE, bridge_port=BRIDGE_PORT, our_mac=mac_of_peer_name(launch.name))
+                                   bridge=BRIDGE, bridge_port=BRIDGE_PORT, our_mac=mac_of_peer_name(launch.name),
+                                   settings=ctx.config.settings)
         await self.sleeve.start()
         ctx.registry.register(DatapathCollector(lambda: self.sleeve,
                                                 lambda: len(self.records.containers) if self.records else 0))

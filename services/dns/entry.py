@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Iterable
 
+from shared.config import DnsSettings
 from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError
 
 # Tombstones only need to outlive gossip propagation and the allowed clock skew: 30 min
-# of tombstone life covers 15 min of skew either way (weave:nameserver/nameserver.go).
-TOMBSTONE_TIMEOUT_S = 30 * 60
+# of tombstone life (production's DnsSettings.tombstone_timeout_s) covers 15 min of skew
+# either way (weave:nameserver/nameserver.go).
+TOMBSTONE_TIMEOUT_S = int(DnsSettings().tombstone_timeout_s)
 GOSSIP_WINDOW_S = TOMBSTONE_TIMEOUT_S // 2
 
 EntryKey = tuple[str, int, str, int]

@@ -26,11 +26,13 @@ from services.dns.entry import (
     EntryKey,
     GossipData,
 )
+from shared.config import LaunchConfig
 from shared.weave.peer_name import PeerName
 from shared.errors import RemoteProtocolError
 from shared.weave.dns_names import fqdn, is_subdomain  # noqa: F401 (part of this module's API)
 
-DEFAULT_DOMAIN = "weave.local."
+DEFAULT_DOMAIN: str = LaunchConfig.model_fields["dns_domain"].default
+"""weaveDNS's domain unless --dns-domain says otherwise (LaunchConfig.dns_domain)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,7 +246,7 @@ class DnsServer:
             self.forwarder.release()
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._tcp_clients >= self.config.max_tcp_clients:
+        if self._tcp_clients >= self.config.settings.max_tcp_clients:
             writer.close()
             return
         self._tcp_clients += 1
@@ -262,7 +262,7 @@ class DnsServer:
     async def _serve_one_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Read, answer and write one length-prefixed query; False to close the
         connection (IncompleteReadError at EOF)."""
-        async with asyncio.timeout(self.config.tcp_idle_timeout_s):
+        async with asyncio.timeout(self.config.settings.tcp_idle_timeout_s):
             head = await reader.readexactly(2)
             query = await reader.readexactly(_LEN.unpack(head)[0])
         self.queries += 1
@@ -279,6 +279,6 @@ class DnsServer:
                 finally:
                     self.forwarder.release()
         writer.write(_LEN.pack(len(result)) + result)
-        async with asyncio.timeout(self.config.tcp_idle_timeout_s):
+        async with asyncio.timeout(self.config.settings.tcp_idle_timeout_s):
             await writer.drain()
         return True

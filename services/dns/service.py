@@ -69,8 +69,8 @@ def incarnation_of(pid: int, proc: Path = Path("/proc")) -> str:
 class DnsApp:
     def __init__(self, config: DnsConfig | None = None, incarnation: str | None = None,
                  rng: random.Random | None = None, journal: Journal | None = None) -> None:
-        """`config` None: built at start from the launch config, the profile's settings
-        and the environment. `incarnation` None: our parent's (the supervisor's) run.
+        """`config` None: built at start from the launch config and the service's
+        settings (ServiceConfig.settings). `incarnation` None: our parent's (the supervisor's) run.
         `journal` None: `dns-journal.jsonl` in the state dir (tests pass one that crashes)."""
         self._config = config
         self._journal = journal
@@ -93,25 +93,24 @@ class DnsApp:
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx, self.clock, launch = ctx, ctx.clock, ctx.config.launch
         self.config = self._config or DnsConfig.from_launch(launch, ctx.config.settings)
+        settings = self.config.settings
         self.our_name = PeerName.parse(launch.name)
-        self.ns = Nameserver(self.our_name, self.config.domain,
-                             tombstone_timeout_s=int(self.config.tombstone_timeout_s))
+        self.ns = Nameserver(self.our_name, self.config.domain, tombstone_timeout_s=int(settings.tombstone_timeout_s))
         self.snapshot_path = launch.state_dir / snapshot.FILE_NAME
         self.writer = JournalWriter(self._journal or Journal(launch.state_dir / snapshot.JOURNAL_NAME))
         await self._restore()
         self.writer.start()
         await self._compact()  # the files now hold exactly what was restored, for this run
         exclude = self.config.listen_host if self.config.listen_host != "0.0.0.0" else None
-        self.resolv = ResolvConf(self.config.resolv_conf, exclude, self.clock.monotonic,
-                                 self.config.upstream_port)
+        self.resolv = ResolvConf(settings.resolv_conf, exclude, self.clock.monotonic, settings.upstream_port)
         await self.resolv.addresses()  # read resolv.conf once now, so /status shows it
-        forwarder = Forwarder(self.resolv.addresses, timeout_s=self.config.upstream_timeout_s,
-                              udp_size=self.config.upstream_udp_size, max_inflight=self.config.max_forwards)
+        forwarder = Forwarder(self.resolv.addresses, timeout_s=settings.upstream_timeout_s,
+                              udp_size=settings.upstream_udp_size, max_inflight=settings.max_forwards)
         self.server = DnsServer(QueryHandler(self.ns, ttl=self.config.ttl_s, rng=self.rng), forwarder,
                                 self.config)
         await self.server.start()
         ctx.registry.register(_EntriesCollector(self))
-        self.channel = OwnedChannel(ctx.bus, DNS_CHANNEL, self, self.config.gossip_interval_s)
+        self.channel = OwnedChannel(ctx.bus, DNS_CHANNEL, self, settings.gossip_interval_s)
         await self._serve_bus()
         await self.channel.start()
         self._spawn(self._timer_loop())
@@ -275,7 +274,7 @@ class DnsApp:
             self._dirty = True
         if self._dirty and now >= next_write:
             self._dirty = False
-            next_write = now + self.config.snapshot_delay_s
+            next_write = now + self.config.settings.snapshot_delay_s
             try:
                 await self._compact()
             except OSError as exc:
@@ -318,7 +317,7 @@ class DnsApp:
             log.warning("ignoring %s: %s", self.snapshot_path, exc)
         records = await asyncio.to_thread(self.writer.journal.read)
         got = snapshot.restore(snap, records, our_name=self.our_name, incarnation=self.incarnation,
-                               now=self.clock.now(), fresh_for_s=self.config.tombstone_timeout_s / 2)
+                               now=self.clock.now(), fresh_for_s=self.config.settings.tombstone_timeout_s / 2)
         self.ns.merge(got.entries)
         self.bound, self._seq = got.bound, got.last_seq
         log.info("restored %d entries (%d snapshot, %d journal records) and %d bound containers",

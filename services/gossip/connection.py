@@ -5,7 +5,8 @@ peer, the overlay not yet up) -> ESTABLISHED (the overlay confirmed it) -> CLOSE
 Timers, all absolute times on the caller's clock:
 - `read_deadline`: the header must arrive within 10 s of connecting; after that any
   message within 60 s (2 x heartbeat), re-armed on every received byte;
-- `heartbeat_at`: once the handshake is done, an empty heartbeat every 30 s.
+- `heartbeat_at`: once the handshake is done, an empty heartbeat every
+  `protocol.heartbeat` (GossipSettings.heartbeat_s, 30 s).
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import enum
 from dataclasses import dataclass, field
 
 from services.gossip.peer import Peer
-from services.gossip.protocol import (READ_TIMEOUT, TCP_HEARTBEAT, Event, HandshakeComplete, MeshProtocol,
-                                      ProtocolTag)
+from services.gossip.protocol import Event, HandshakeComplete, MeshProtocol, ProtocolTag
 
 
 class ConnState(enum.Enum):
@@ -63,15 +63,15 @@ class Connection:
         for ev in events:
             if isinstance(ev, HandshakeComplete):
                 self.hello = ev
-                self.heartbeat_at = now + TCP_HEARTBEAT
-                self.read_deadline = now + READ_TIMEOUT
+                self.heartbeat_at = now + self.protocol.heartbeat
+                self.read_deadline = now + self.protocol.read_timeout
         return events
 
     def heartbeat_due(self, now: float) -> bytes:
         """The heartbeat message if one is due now (b"" otherwise)."""
         if self.heartbeat_at is None or now < self.heartbeat_at or self.state is ConnState.CLOSED:
             return b""
-        self.heartbeat_at = now + TCP_HEARTBEAT
+        self.heartbeat_at = now + self.protocol.heartbeat
         return self.protocol.send_message(ProtocolTag.HEARTBEAT, b"")
 
     def next_deadline(self) -> float:

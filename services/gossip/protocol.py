@@ -37,6 +37,7 @@ from services.gossip.protocol_crypto import (
     public_key_of,
 )
 from shared import gob
+from shared.config import GossipSettings
 from shared.errors import LocalProtocolError, RemoteProtocolError
 from shared.weave.protocol_tags import ProtocolTag
 
@@ -49,10 +50,12 @@ HEADER_LEN = len(PROTOCOL_MAGIC) + 2
 
 HEADER_TIMEOUT = 10.0
 """Seconds, from connect, for the peer's header to arrive (mesh HeaderTimeout)."""
-TCP_HEARTBEAT = 30.0
-"""Seconds between our heartbeat messages (mesh TCPHeartbeat)."""
+TCP_HEARTBEAT = GossipSettings().heartbeat_s
+"""Seconds between our heartbeat messages by default (production's, mesh TCPHeartbeat);
+a connection takes its own (`MeshProtocol(heartbeat=...)`)."""
 READ_TIMEOUT = 2 * TCP_HEARTBEAT
-"""Seconds of read silence after the header before the connection is dropped."""
+"""Seconds of read silence after the header before the connection is dropped (twice
+the heartbeat)."""
 MAX_TCP_MSG_SIZE = 10 * 1024 * 1024
 """Cap on a frame body as it is on the wire (sealed size when encrypted), both ways."""
 
@@ -145,12 +148,14 @@ class MeshProtocol:
     def __init__(self, outbound: bool, password: bytes | None, features: Mapping[str, str],
                  min_version: int = PROTOCOL_MIN_VERSION,
                  max_version: int = PROTOCOL_MAX_VERSION,
-                 private_key: bytes | None = None) -> None:
+                 private_key: bytes | None = None, heartbeat: float = TCP_HEARTBEAT) -> None:
         if not 1 <= min_version <= max_version == SUPPORTED_VERSION:
             raise LocalProtocolError(
                 f"version range [{min_version},{max_version}] must end at {SUPPORTED_VERSION}")
         self.outbound = outbound
         self.password = password
+        self.heartbeat = heartbeat
+        """Seconds between our heartbeats; the read timeout after the header is twice it."""
         self.min_version, self.max_version = min_version, max_version
         self.local_conn_id = _local_conn_id(features)
         self._features_gob = _encode_features(features)
@@ -175,9 +180,9 @@ class MeshProtocol:
     @property
     def read_timeout(self) -> float:
         """Seconds the shell allows before the next bytes must arrive: the header
-        deadline (armed once, at connect) until the header is in, then READ_TIMEOUT
-        re-armed after each event."""
-        return HEADER_TIMEOUT if self.state is State.AWAIT_HEADER else READ_TIMEOUT
+        deadline (armed once, at connect) until the header is in, then twice the
+        heartbeat (READ_TIMEOUT by default), re-armed after each event."""
+        return HEADER_TIMEOUT if self.state is State.AWAIT_HEADER else 2 * self.heartbeat
 
     def initiate(self) -> bytes:
         """Header, flag and public key: write them at once, without waiting for the

@@ -11,14 +11,15 @@ Connection life (mesh:connection.go `run`):
    duplicate connection to the same peer is settled by `break_tie` on the shared
    connection UID, the connection limit is checked, our version is bumped, routes are
    recalculated, and a topology update for us and the peer is broadcast after
-   TOPOLOGY_DEFER (coalesced). A new or restarted peer gets every channel's gossip.
+   `topology_defer` (coalesced). A new or restarted peer gets every channel's gossip.
 3. the overlay confirms (a NullOverlay confirms at once): established, version bump,
    broadcast again.
 4. any error or end: deleted from our peer, garbage collection, broadcast, and the
    connection maker decides when to retry.
-Timers: route recalc 100 ms after a request, topology broadcast 1 s after a local change,
-periodic gossip of every channel every 30 s, heartbeats and read timeouts per
-connection, and the connection maker's retry deadline.
+Timers: route recalc 100 ms after a request, topology broadcast `topology_defer` after a
+local change, periodic gossip of every channel every `gossip_interval`, heartbeats every
+`heartbeat` and read timeouts per connection, and the connection maker's retry
+deadline. The three periods are RouterConfig's, from GossipSettings.
 """
 from __future__ import annotations
 
@@ -35,13 +36,15 @@ from services.gossip.gossip_channel import GOSSIP_INTERVAL, GossipChannels, Send
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer, TieBreak, break_tie
 from shared.weave.peer_name import PeerName, PeerUID
 from services.gossip.peers import TOPOLOGY_CHANNEL, Peers, TopologyChange, TopologyGossiper
-from services.gossip.protocol import HandshakeComplete, MeshProtocol, ProtocolTag, make_features
+from services.gossip.protocol import TCP_HEARTBEAT, HandshakeComplete, MeshProtocol, ProtocolTag, make_features
 from services.gossip.routes import RECALCULATE_DELAY, Routes
 from services.gossip.surrogate_gossiper import SurrogateGossipData
+from shared.config import GossipSettings
 from shared.errors import LocalProtocolError, RemoteProtocolError
 
 log = logging.getLogger(__name__)
-TOPOLOGY_DEFER = 1.0  # seconds local topology changes are coalesced before broadcast
+TOPOLOGY_DEFER = GossipSettings().topology_defer_s
+"""Seconds local topology changes are coalesced before broadcast (production's)."""
 # Trace context across hosts, our extension: peers that advertise TRACE_FEATURE get, just
 # before a gossip message, a TRACE_TAG message holding its W3C traceparent. mesh ignores
 # unknown features, and Go peers never advertise this one, so they never see the tag.
@@ -67,6 +70,11 @@ class RouterConfig:
     bus_channels: tuple[str, ...] = ()
     """Channels whose owner is another local service (see bridged_gossiper)."""
     gossip_interval: float = GOSSIP_INTERVAL
+    """Seconds between periodic gossip rounds of every channel."""
+    heartbeat: float = TCP_HEARTBEAT
+    """Seconds between TCP heartbeats on each connection (read timeout: twice this)."""
+    topology_defer: float = TOPOLOGY_DEFER
+    """Seconds local topology changes are coalesced before they are broadcast."""
     trace_context: bool = True
     """Advertise TRACE_FEATURE (receive trace context from weave-py peers)."""
 
@@ -214,7 +222,7 @@ class Router:
                                  overlays=list(self.config.overlays) or None)
         if self.config.trace_context:
             features[TRACE_FEATURE] = "w3c"
-        proto = MeshProtocol(outbound, self.config.password, features)
+        proto = MeshProtocol(outbound, self.config.password, features, heartbeat=self.config.heartbeat)
         conn = Connection(key, outbound, remote_addr, dial_address, accept_new_peer, proto, now,
                           read_deadline=now + proto.read_timeout, local_addr=local_addr)
         self.conns[key] = conn
@@ -484,7 +492,7 @@ class Router:
     def _schedule_broadcast(self, now: float, names: set[PeerName]) -> None:
         self._timers.broadcast_names |= names
         if self._timers.broadcast_at is None:
-            self._timers.broadcast_at = now + TOPOLOGY_DEFER
+            self._timers.broadcast_at = now + self.config.topology_defer
         self._out.append(TopologyChanged())
 
     def _broadcast_topology(self) -> None:
@@ -519,7 +527,7 @@ class Router:
         if self._timers.recalc_at == 0.0:
             self._timers.recalc_at = now + RECALCULATE_DELAY
         if self._timers.broadcast_at == 0.0:
-            self._timers.broadcast_at = now + TOPOLOGY_DEFER
+            self._timers.broadcast_at = now + self.config.topology_defer
         if self._maker_stale:
             self._maker_stale = False
             self._refresh_maker(now)

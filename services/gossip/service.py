@@ -52,15 +52,15 @@ OVERLAYS: tuple[str, ...] = ("weave-py-vxlan", "sleeve")
 NullOverlay). The datapath's sleeve sets this to ("sleeve",) once it runs the overlay."""
 
 
-def router_config(launch: LaunchConfig, settings: GossipSettings | None = None) -> RouterConfig:
-    settings = settings or GossipSettings()
+def router_config(launch: LaunchConfig, settings: GossipSettings) -> RouterConfig:
     uid = random.SystemRandom().getrandbits(64) or 1
     return RouterConfig(
         name=PeerName.parse(launch.name), nickname=launch.nickname, uid=PeerUID(uid), port=launch.port,
         password=launch.password.encode() if launch.password is not None else None,
         conn_limit=launch.conn_limit, discovery=not launch.no_discovery,
         trusted_subnets=launch.trusted_subnets, bus_channels=BUS_CHANNELS, overlays=OVERLAYS,
-        gossip_interval=settings.gossip_interval_s)
+        gossip_interval=settings.gossip_interval_s, heartbeat=settings.heartbeat_s,
+        topology_defer=settings.topology_defer_s)
 
 
 class GossipApp:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.config import GossipSettings
 from shared.weave.peer_name import PeerName
 
-GOSSIP_INTERVAL = 30.0
-"""Seconds between periodic full gossip rounds (mesh defaultGossipInterval)."""
+GOSSIP_INTERVAL = GossipSettings().gossip_interval_s
+"""Seconds between periodic full gossip rounds (production's, mesh defaultGossipInterval)."""
 
 _FNV64_OFFSET = 0xCBF29CE484222325
 _FNV64_PRIME = 0x100000001B3

@@ -102,6 +102,6 @@ def status_reply(app: http.IpamApi) -> StatusReply:
         status=status.status_line(rep), range=rep["Range"], range_num_ips=rep["RangeNumIPs"],
         default_subnet=rep["DefaultSubnet"], active_ips=rep["ActiveIPs"], entries=entries,
         pending_allocates=len(rep["PendingAllocates"] or ()), pending_claims=len(rep["PendingClaims"] or ()),
-        mode=app.settings.mode, quorum=0 if app.settings.mode != "consensus" else alloc.quorum,
+        mode=app.mode, quorum=0 if app.mode != "consensus" else alloc.quorum,
         left=app.left, refused=app.refused)
 

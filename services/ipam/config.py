@@ -1,14 +1,19 @@
 """Configuration of one allocator core, and Weave's `--ipalloc-init` modes.
 
-Defaults are Weave's: ticks every 5 s (retry of pending work, tickInterval), addresses
-of a dead container freed after 30 s (containerDiedTimeout).
+`allocator_config` builds it from the host's LaunchConfig and the service's
+IpamSettings (shared.config, where each timer is documented); the defaults here are the
+production profile's, for cores made without one (tests).
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
+from shared.config import IpamSettings, LaunchConfig
 from shared.weave.peer_name import PeerName
-from services.ipam.address import CIDR
+from services.ipam.address import CIDR, parse_subnet
+
+_PRODUCTION = IpamSettings()
 
 
 @dataclass(frozen=True)
@@ -21,8 +26,8 @@ class AllocatorConfig:
     seed: tuple[PeerName, ...] = ()  # --ipalloc-init=seed=...: ring made locally from these
     observer: bool = False  # --ipalloc-init=observer: no vote, waits for a ring
     quorum: int = 1  # electors needed for consensus (N/2+1)
-    tick_interval: float = 5.0  # seconds between retries of pending work
-    container_died_timeout: float = 30.0  # seconds before a dead container's addresses go
+    tick_interval: float = _PRODUCTION.tick_s  # seconds between retries of pending work
+    container_died_timeout: float = _PRODUCTION.container_died_s  # seconds before a dead container's addresses go
     random_seed: int | None = None  # for the weighted choice of whom to ask for space
 
     def __post_init__(self) -> None:
@@ -60,3 +65,21 @@ def parse_init_mode(text: str, target_count: int) -> InitMode:
     if kind == "observer" and not arg:
         return InitMode(observer=True, quorum=0)
     raise ValueError(f"invalid --ipalloc-init mode {text!r}")
+
+
+def allocator_config(launch: LaunchConfig, settings: IpamSettings) -> AllocatorConfig:
+    """This host's allocator: its range, its `--ipalloc-init` mode and the profile's
+    timers. ValueError (with Weave's wording) for a bad range or --ipalloc-init."""
+    mode = parse_init_mode(launch.ipalloc_init or "consensus", len(launch.peers))
+    if launch.name is None:
+        raise ValueError("no peer name in launch.json; 'weave launch' writes one")
+    return AllocatorConfig(
+        our_name=PeerName.parse(launch.name), our_uid=random.SystemRandom().getrandbits(63) or 1,
+        universe=parse_subnet(launch.ipalloc_range), our_nickname=launch.nickname,
+        seed=mode.seed, observer=mode.observer, quorum=mode.quorum,
+        tick_interval=settings.tick_s, container_died_timeout=settings.container_died_s)
+
+
+def mode_name(config: AllocatorConfig) -> str:
+    """"consensus", "seed" or "observer", as status and the bus API say it."""
+    return "observer" if config.observer else "seed" if config.seed else "consensus"

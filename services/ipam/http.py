@@ -17,7 +17,6 @@ from services.ipam import status
 from services.ipam.address import CIDR
 from services.ipam.allocator import Allocator
 from services.ipam.errors import RequestError
-from services.ipam.settings import IpamServiceConfig
 from shared.errors import WeaveError
 from shared.http import Request, Response, Router
 from shared.schemas.ipam import DEFAULT_WAIT_S
@@ -28,7 +27,8 @@ class IpamApi(Protocol):
     (its shell implements it)."""
 
     alloc: Allocator
-    settings: IpamServiceConfig
+    mode: str
+    """The --ipalloc-init mode: "consensus", "seed" or "observer"."""
     left: bool
     """DELETE /peer handed our ranges over: no more requests are served."""
     refused: str

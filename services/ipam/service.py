@@ -30,12 +30,13 @@ from functools import partial
 from typing import Any, Callable
 
 from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
-from services.ipam import bus_api, codec, settings, status
+from services.ipam import bus_api, codec, status
 from services.ipam.actions import Action, Broadcast, Persist, Reply, SendUnicast
 from services.ipam.address import CIDR
 from services.ipam.allocator import Allocator
 from services.ipam.metrics import IpamCollector
-from services.ipam.store import Store
+from services.ipam.config import allocator_config, mode_name
+from services.ipam.store import DB_FILE, Store
 from shared import subjects
 from shared.bus import BusError, BusMsg
 from shared.errors import WeaveError
@@ -70,22 +71,24 @@ class IpamApp:
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         launch = ctx.config.launch
-        self.settings = settings.from_launch(launch, getattr(ctx.config, "settings", None))
+        settings = ctx.config.settings
+        allocator = allocator_config(launch, settings)
+        self.mode = mode_name(allocator)
         self._clock0 = (ctx.clock.now(), ctx.clock.monotonic())
         self._wake = asyncio.Event()
         self._save_lock = asyncio.Lock()
-        self.channel = OwnedChannel(ctx.bus, IPAM_CHANNEL, self, self.settings.gossip_interval_s)
-        self.store = await asyncio.to_thread(Store, launch.state_dir / settings.DB_FILE)
-        self.alloc = await self._restore(Allocator(self.settings.allocator))
+        self.channel = OwnedChannel(ctx.bus, IPAM_CHANNEL, self, settings.gossip_interval_s)
+        self.store = await asyncio.to_thread(Store, launch.state_dir / DB_FILE)
+        self.alloc = await self._restore(Allocator(allocator))
         self.apply(self.alloc.start(now=self.now()))
         ctx.registry.register(IpamCollector(lambda: self.alloc))
-        await bus_api.register(self, ctx.bus, self.settings.max_waiting_requests)
+        await bus_api.register(self, ctx.bus, settings.max_waiting_requests)
         self._spawn(self._timer_loop())
         await self.channel.start()
         await ctx.bus.subscribe(subjects.event("containers"), self._on_container)
         self._spawn(self._reclaim_attached())
         log.info("%s(%s): range %s, %s, status %s", self.alloc.our_name, launch.nickname,
-                 self.alloc.universe, self.settings.mode, status.status(self.alloc))
+                 self.alloc.universe, self.mode, status.status(self.alloc))
 
     async def _restore(self, alloc: Allocator) -> Allocator:
         snapshot = await asyncio.to_thread(self.store.load)

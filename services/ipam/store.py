@@ -18,6 +18,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+DB_FILE = "ipam.db"
+"""The store's file in the state dir."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ring (id INTEGER PRIMARY KEY CHECK (id = 1), data TEXT NOT NULL);

@@ -9,7 +9,7 @@ half way has only tightened, or only loosened towards the new state). After any
 failure the state is read again before planning: never patch from a guess.
 
 `Enforcer` is the asyncio half: one task that syncs when the desired state changes,
-again every `resync_interval_s` (which repairs chains or sets flushed by hand), and
+again every `resync_s` (which repairs chains or sets flushed by hand), and
 after a failure with a doubling backoff, counting each failure.
 
 Backend and tool running: shared/netfilter_tools.py (the datapath uses them too).
@@ -107,9 +107,11 @@ class Netfilter:
 
 @dataclass(frozen=True)
 class EnforcerConfig:
-    resync_interval_s: float = 30.0  # re-read the kernel this often even if nothing changed
-    retry_initial_s: float = 0.2     # first wait after a failure; doubles each time
-    retry_max_s: float = 10.0        # longest wait between attempts while failing
+    """The Enforcer's timers (NpcSettings' resync_s, retry_initial_s, retry_max_s)."""
+
+    resync_s: float
+    retry_initial_s: float
+    retry_max_s: float
 
 
 class Enforcer:
@@ -151,7 +153,7 @@ class Enforcer:
             ok = await self._attempt(generation, fresh)
             if ok:
                 backoff = self.config.retry_initial_s
-                delay = self.config.resync_interval_s
+                delay = self.config.resync_s
             else:
                 delay, backoff = backoff, min(backoff * 2, self.config.retry_max_s)
             if ok and self.generation != generation:

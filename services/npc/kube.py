@@ -24,9 +24,9 @@ from lightkube.resources.core_v1 import Namespace, Pod
 from lightkube.resources.networking_v1 import NetworkPolicy
 
 from shared import kube
+from shared.config import NpcSettings
 from shared.errors import RemoteProtocolError
 
-from .config import NpcServiceConfig
 from .model import KubeObject, parse_object
 
 log = logging.getLogger("weave.npc.kube")
@@ -108,20 +108,20 @@ class Reflector:
 # ---- the shell ----------------------------------------------------------------------------
 
 class KubeSource:
-    def __init__(self, config: NpcServiceConfig, on_change: Callable[[str, list[KubeObject]], Awaitable[None]],
+    def __init__(self, settings: NpcSettings, on_change: Callable[[str, list[KubeObject]], Awaitable[None]],
                  backoff_start_s: float = BACKOFF_START_S) -> None:
-        assert config.kube_api
-        self.config, self.on_change = config, on_change
+        assert settings.kube_api
+        self.settings, self.on_change = settings, on_change
         self.backoff = kube.Backoff(backoff_start_s, BACKOFF_MAX_S)
         self.reflectors = {r.kind: Reflector(r.kind) for r in RESOURCES}
         self.synced: set[str] = set()  # kinds listed at least once
 
     async def run(self) -> None:
-        client = kube.make_client(kube.ApiConfig(self.config.kube_api, self.config.kube_token_file,
-                                                 self.config.kube_ca_file), field_manager="weave-npc")
+        client = kube.make_client(kube.ApiConfig(self.settings.kube_api, self.settings.kube_token_file,
+                                                 self.settings.kube_ca_file), field_manager="weave-npc")
         try:
             await asyncio.gather(*(kube.reflect(client, r.model, _Sink(self, r.kind), namespace=r.namespace,
-                                                resync_s=self.config.kube_resync_s, backoff=self.backoff)
+                                                resync_s=self.settings.kube_resync_s, backoff=self.backoff)
                                    for r in RESOURCES))
         finally:
             await client.close()

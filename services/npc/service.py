@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import Counter
@@ -30,6 +29,7 @@ from pydantic import ValidationError
 
 from shared import subjects
 from shared.bus import BusError, BusMsg
+from shared.config import NpcSettings
 from shared.errors import RemoteProtocolError, WeaveError
 from shared.http import Router
 from shared.http_bus import serve_http
@@ -43,15 +43,15 @@ from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 
 from . import status
 from .admission import AdmissionRefused, admit
-from .apply import Backend, Enforcer, Netfilter, Runner, state_counts
+from .apply import Backend, Enforcer, EnforcerConfig, Netfilter, Runner, state_counts
 from .blocked_log import BlockedLog
-from .config import STORE_FILE, NpcServiceConfig
+from .chains import NFLOG_GROUP
 from .model import Namespace, NetworkPolicy
 from .nflog import Blocked, NflogSocket, blocked_connection
 from .policy import NetworkPolicyController, NPCConfig
 from .sources import (POD, POLICY, PULL, Entry, PolicySources, decode, encode_chunks, namespace_key, policy_key,
                       split_key)
-from .store_file import StoreFile
+from .store_file import STORE_FILE, StoreFile
 from .world import World, objects_of
 
 log = logging.getLogger("weave.npc")
@@ -60,10 +60,11 @@ BRIDGE_NF_SYSCTL = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 
 class NpcApp:
-    def __init__(self, config: NpcServiceConfig | None = None, runner: Runner | None = None) -> None:
-        """`runner`: a twin of iptables/ipset (memory_netfilter.MemoryKernel.run) for
-        tests; with one, the host's sysctls and NFLOG are left alone."""
-        self._config = config
+    def __init__(self, settings: NpcSettings | None = None, runner: Runner | None = None) -> None:
+        """`settings` None: the service's (ServiceConfig.settings). `runner`: a twin of
+        iptables/ipset (memory_netfilter.MemoryKernel.run) for tests; with one, the
+        host's sysctls and NFLOG are left alone."""
+        self._settings = settings
         self._runner = runner
         self._tasks: set[asyncio.Task] = set()
         self._nflog: NflogSocket | None = None
@@ -75,19 +76,21 @@ class NpcApp:
     # -- life cycle ----------------------------------------------------------------------
     async def start(self, ctx: ServiceContext) -> None:
         self.ctx, launch = ctx, ctx.config.launch
-        self.config = self._config or _with_settings(NpcServiceConfig.for_profile(launch.profile), ctx.config)
-        self.controller = NetworkPolicyController(NPCConfig(allow_mcast=self.config.allow_mcast))
+        self.settings = settings = self._settings or ctx.config.settings
+        self.controller = NetworkPolicyController(NPCConfig(allow_mcast=settings.allow_mcast))
         self.world = World(self.controller)
         self.sources = PolicySources((launch.name or "00:00:00:00:00:00").lower())
-        self.store = StoreFile(Path(launch.state_dir) / STORE_FILE, self.sources, self.config.persist_delay_s)
-        self.channel = OwnedChannel(ctx.bus, POLICY_CHANNEL, self, self.config.gossip_interval_s, pull=PULL)
+        self.store = StoreFile(Path(launch.state_dir) / STORE_FILE, self.sources, settings.persist_delay_s)
+        self.channel = OwnedChannel(ctx.bus, POLICY_CHANNEL, self, settings.gossip_interval_s, pull=PULL)
         self._ingest(self.store.load())
+        backend = Backend(settings.iptables_backend) if settings.iptables_backend else None
         if self._runner is None:
             await asyncio.to_thread(_ensure_bridge_nf)
-            netfilter = await asyncio.to_thread(Netfilter, self.config.backend)
+            netfilter = await asyncio.to_thread(Netfilter, backend)
         else:
-            netfilter = Netfilter(self.config.backend or Backend.NFT, run=self._runner)
-        self.enforcer = Enforcer(netfilter, self.controller.desired_state, self.config.enforcer)
+            netfilter = Netfilter(backend or Backend.NFT, run=self._runner)
+        self.enforcer = Enforcer(netfilter, self.controller.desired_state,
+                                 EnforcerConfig(settings.resync_s, settings.retry_initial_s, settings.retry_max_s))
         self._register_metrics(ctx)
         bus = ctx.bus
         await bus.serve(subjects.request("npc", "apply"), ApplyRequest, self._on_apply)
@@ -102,12 +105,12 @@ class NpcApp:
         if self._runner is None:
             self._spawn(self._nflog_loop())
         await self.channel.start()
-        if not self.config.kube_api:
+        if not self.settings.kube_api:
             self._spawn(self._container_snapshot())
         else:
             from .kube import KubeSource  # the Kubernetes client only where there is an API server (issue 15)
 
-            self.kube = KubeSource(self.config, self._on_kube)
+            self.kube = KubeSource(self.settings, self._on_kube)
             self._spawn(self.kube.run())
         log.info("npc started as %s: iptables-%s, %d stored objects, %d pods", self.sources.ourself,
                  netfilter.backend.value, len(self.sources.state.entries), len(self.world.pods()))
@@ -263,7 +266,7 @@ class NpcApp:
 
     # -- containers of this host ------------------------------------------------------------
     async def _on_container(self, msg: BusMsg) -> None:
-        if self.config.kube_api:
+        if self.settings.kube_api:
             return  # with Kubernetes, pods come from the API server (with their real labels)
         try:
             event = ContainerEvent.model_validate_json(msg.data)
@@ -328,10 +331,10 @@ class NpcApp:
 
     async def _nflog_loop(self) -> None:
         try:
-            self._nflog = await asyncio.to_thread(NflogSocket, self.config.nflog_group)
+            self._nflog = await asyncio.to_thread(NflogSocket, int(NFLOG_GROUP))
         except OSError as exc:
-            log.warning("cannot read NFLOG group %d (%s): blocked connections will not be logged",
-                        self.config.nflog_group, exc)
+            log.warning("cannot read NFLOG group %s (%s): blocked connections will not be logged",
+                        NFLOG_GROUP, exc)
             return
         while True:
             for packet in await self._nflog.receive():
@@ -363,18 +366,6 @@ class _EnforcementErrors:
         metric.add_sample("weavenpc_policy_enforcement_errors", {},
                           float(self.app.enforcer.errors if self.app.enforcer else 0))
         yield metric
-
-
-def _with_settings(config: NpcServiceConfig, service_config) -> NpcServiceConfig:
-    """The launch profile's shared settings (shared.config NpcSettings), where given,
-    override our defaults for the timers they name."""
-    settings = getattr(service_config, "settings", None)
-    updates = {}
-    if hasattr(settings, "resync_s"):
-        updates["resync_interval_s"] = settings.resync_s
-    if hasattr(settings, "gossip_interval_s"):
-        updates["gossip_interval_s"] = settings.gossip_interval_s
-    return replace(config, **updates)
 
 
 def _ensure_bridge_nf() -> None:

@@ -26,6 +26,8 @@ from shared.errors import RemoteProtocolError
 from .sources import Entry, PolicySources
 
 log = logging.getLogger("weave.npc.store")
+STORE_FILE = "npc-store.json"
+"""The gossiped policy store and our own pods, in the state dir."""
 
 
 class StoreFile:

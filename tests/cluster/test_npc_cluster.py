@@ -10,7 +10,6 @@ HTTP routes and metrics."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
-from services.npc.config import NpcServiceConfig
 from services.npc.memory_netfilter import MemoryKernel
 from services.npc.service import NpcApp
 from services.npc.shortname import ipset_name
@@ -26,7 +24,7 @@ from services.npc.sources import pod_key
 from shared import subjects
 from shared.bus import BusError, BusMsg, MemoryBroker, MemoryBus
 from shared.clock import RealClock
-from shared.config import LaunchConfig, for_service
+from shared.config import LaunchConfig, NpcSettings, for_service
 from shared.http import Router
 from shared.metrics import new_registry
 from shared.schemas.datapath import ContainerEvent
@@ -36,8 +34,8 @@ from shared.schemas.npc import (ApplyReply, ApplyRequest, DeleteReply, DeleteReq
                                 StatusReply, StatusRequest)
 from shared.service import ServiceContext
 
-CONFIG = NpcServiceConfig(resync_interval_s=0.2, retry_initial_s=0.02, retry_max_s=0.1, gossip_interval_s=0.3,
-                          persist_delay_s=0.01)
+CONFIG = NpcSettings(resync_s=0.2, retry_initial_s=0.02, retry_max_s=0.1, gossip_interval_s=0.3,
+                     persist_delay_s=0.01)
 WEB = """
 kind: NetworkPolicy
 metadata: {name: web, namespace: default}
@@ -53,7 +51,7 @@ def peer_name(i: int) -> str:
 
 
 class Host:
-    def __init__(self, index: int, root: Path, config: NpcServiceConfig = CONFIG) -> None:
+    def __init__(self, index: int, root: Path, config: NpcSettings = CONFIG) -> None:
         self.index, self.name, self.config = index, peer_name(index), config
         self.state_dir = root / f"h{index}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +285,7 @@ async def test_what_npc_acknowledged_survives_its_crash_on_a_lone_host(tmp_path,
     """Durable before acknowledged (issue 19): no peer hears the broadcast, the store's
     coalesced write is far off, and npc is killed the instant it answers: the restarted
     npc still holds the applied policy, and does not bring back the deleted one."""
-    mesh, h1 = Mesh(), Host(1, tmp_path, dataclasses.replace(CONFIG, persist_delay_s=30.0))
+    mesh, h1 = Mesh(), Host(1, tmp_path, CONFIG.model_copy(update={"persist_delay_s": 30.0}))
     await mesh.join(h1)
     try:
         await h1.start()

@@ -54,7 +54,8 @@ class Host:
     async def start(self) -> DnsApp:
         launch = LaunchConfig(state_dir=self.state_dir, name=self.name, nickname=f"h{self.index}")
         config = DnsConfig(listen_host="127.0.0.1", listen_port=0, domain="weave.local.", ttl_s=1,
-                               resolv_conf=self.resolv_conf, **{"upstream_timeout_s": 0.5, **self.settings})
+                           settings=DnsSettings(resolv_conf=self.resolv_conf,
+                                                **{"upstream_timeout_s": 0.5, **self.settings}))
         self.bus = MemoryBus(self.broker, "dns")
         ctx = ServiceContext("dns", ServiceConfig(service="dns", launch=launch, metrics_port=0,
                                                    settings=DnsSettings()), self.bus,

@@ -127,19 +127,6 @@ def test_heartbeat_frame_round_trip_and_rejects():
     assert fp.device_mtu(65535) == 65485 and fp.device_mtu(1376) == 1376
 
 
-@pytest.mark.parametrize("launched, env, mode", [
-    ("auto", {}, "auto"),
-    ("fastpath", {}, "fastpath"),
-    ("auto", {"WEAVE_OVERRIDE_DATAPATH": "sleeve"}, "sleeve"),
-    ("sleeve", {"WEAVE_OVERRIDE_DATAPATH": "fastpath"}, "fastpath"),
-    ("sleeve", {"WEAVE_OVERRIDE_DATAPATH": "auto"}, "auto"),
-])
-def test_datapath_mode_from_launch_and_restart_override(launched, env, mode):
-    from services.datapath.service import datapath_mode
-
-    assert datapath_mode(launched, env) == mode
-
-
 def test_sleeve_leaves_fastpath_peers_out_of_our_own_broadcasts_only():
     from services.datapath.overlay_shell import _SleeveRoutes
     from services.datapath.topology import TopologyRoutes

@@ -17,6 +17,7 @@ from services.dns.entry import Entry
 from services.dns.nameserver import Nameserver
 from services.dns.query import Forward, QueryHandler
 from services.dns.server import DnsServer, Forwarder, ResolvConf
+from shared.config import DnsSettings
 from shared.weave.peer_name import PeerName
 from tests.unit.dns_responder import Responder
 
@@ -97,8 +98,8 @@ async def server():
     ns = Nameserver(US)
     ns.add("web.weave.local.", "c1", 0x0A200001, 1_700_000_000)
     config = DnsConfig(listen_host="127.0.0.1", listen_port=0, domain="weave.local.", ttl_s=1,
-                           resolv_conf=Path(os.devnull),
-                           max_forwards=1, max_tcp_clients=2, tcp_idle_timeout_s=0.5)
+                       settings=DnsSettings(resolv_conf=Path(os.devnull), max_forwards=1, max_tcp_clients=2,
+                                            tcp_idle_timeout_s=0.5))
     async with Responder({"slow.example.com.": "192.0.2.2"}, silent=True) as up:
         srv = DnsServer(QueryHandler(ns), forwarder([(up.host, up.port)], timeout_s=0.5, max_inflight=1), config)
         await srv.start()

@@ -297,14 +297,19 @@ def test_config_from_launch_profiles_and_environment(tmp_path):
     from pathlib import Path
 
     from services.dns.config import DnsConfig
-    from shared.config import LaunchConfig
+    from shared.config import LaunchConfig, for_service
 
-    prod = DnsConfig.from_launch(LaunchConfig(state_dir=tmp_path, dns_listen_address="172.17.0.1:5353"), env={})
+    def config(launch: LaunchConfig, env: dict) -> DnsConfig:
+        service = for_service("dns", launch, env)
+        return DnsConfig.from_launch(service.launch, service.settings)
+
+    prod = config(LaunchConfig(state_dir=tmp_path, dns_listen_address="172.17.0.1:5353"), {})
     assert (prod.listen_host, prod.listen_port, prod.address) == ("172.17.0.1", 5353, "172.17.0.1:5353")
-    assert (prod.gossip_interval_s, prod.tombstone_timeout_s, prod.upstream_timeout_s) == (30.0, 1800.0, 5.0)
-    assert prod.resolv_conf == Path("/etc/resolv.conf")
-    test = DnsConfig.from_launch(LaunchConfig(state_dir=tmp_path, profile="test"),
-                                 env={"WEAVE_DNS_RESOLV_CONF": "/tmp/r.conf"})
-    assert (test.gossip_interval_s, test.tombstone_timeout_s, test.resolv_conf) == (5.0, 60.0, Path("/tmp/r.conf"))
+    settings = prod.settings
+    assert (settings.gossip_interval_s, settings.tombstone_timeout_s, settings.upstream_timeout_s) == (30.0, 1800.0, 5.0)
+    assert settings.resolv_conf == Path("/etc/resolv.conf")
+    test = config(LaunchConfig(state_dir=tmp_path, profile="test"), {"WEAVE_DNS_RESOLV_CONF": "/tmp/r.conf"})
+    assert (test.settings.gossip_interval_s, test.settings.tombstone_timeout_s, test.settings.resolv_conf) == (
+        5.0, 60.0, Path("/tmp/r.conf"))
     with pytest.raises(ValueError, match="expected ip:port"):
-        DnsConfig.from_launch(LaunchConfig(state_dir=tmp_path, dns_listen_address="0.0.0.0"), env={})
+        config(LaunchConfig(state_dir=tmp_path, dns_listen_address="0.0.0.0"), {})

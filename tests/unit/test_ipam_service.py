@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from services.ipam.service import IpamApp
-from services.ipam.settings import DB_FILE
+from services.ipam.store import DB_FILE
 from services.ipam.store import Store
 from shared import subjects
 from shared.bus import BusError, MemoryBroker, MemoryBus

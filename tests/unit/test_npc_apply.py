@@ -108,7 +108,7 @@ def test_backend_detection(legacy, nft, expected):
     assert detect_backend(run) is expected
 
 
-FAST = EnforcerConfig(resync_interval_s=0.05, retry_initial_s=0.01, retry_max_s=0.04)
+FAST = EnforcerConfig(resync_s=0.05, retry_initial_s=0.01, retry_max_s=0.04)
 
 
 async def start(kernel, c, config=FAST):

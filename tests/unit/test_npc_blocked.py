@@ -3,14 +3,13 @@ ring, and the request answered by a real NpcApp on an in-memory bus and kernel."
 from __future__ import annotations
 
 from services.npc.blocked_log import BlockedLog
-from services.npc.config import NpcServiceConfig
 from services.npc.memory_netfilter import MemoryKernel
 from services.npc.nflog import Blocked
 from services.npc.service import NpcApp
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import ManualClock
-from shared.config import LaunchConfig, for_service
+from shared.config import LaunchConfig, NpcSettings, for_service
 from shared.http import Router
 from shared.metrics import new_registry
 from shared.schemas.npc import BlockedReply, BlockedRequest
@@ -48,7 +47,7 @@ async def test_npc_answers_weave_npc_blocked(tmp_path):
     bus, client = MemoryBus(broker, "npc"), MemoryBus(broker, "scope-probe")
     launch = LaunchConfig(state_dir=tmp_path, name="aa:00:00:00:00:01", nickname="h1")
     ctx = ServiceContext("npc", for_service("npc", launch), bus, new_registry(), clock, Router())
-    app = NpcApp(NpcServiceConfig(resync_interval_s=0.2, gossip_interval_s=0.3, persist_delay_s=0.01),
+    app = NpcApp(NpcSettings(resync_s=0.2, gossip_interval_s=0.3, persist_delay_s=0.01),
                  runner=MemoryKernel().run)
     await app.start(ctx)
     try:

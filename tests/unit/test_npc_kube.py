@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import pytest
 
-from services.npc.config import NpcServiceConfig
 from services.npc.kube import Gone, KubeSource, Reflector
 from services.npc.memory_netfilter import MemoryKernel
 from services.npc.policy import NetworkPolicyController
@@ -21,7 +19,7 @@ from services.npc.world import World
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
-from shared.config import LaunchConfig, for_service
+from shared.config import LaunchConfig, NpcSettings, for_service
 from shared.errors import RemoteProtocolError
 from shared.http import Router
 from shared.metrics import new_registry
@@ -98,7 +96,7 @@ async def test_list_watch_rewatch_relist_and_errors(tmp_path):
     api = seeded_api()
     api.fail_next = {("list", "pods"): 1}  # the first list of pods fails with a 500: retried
     url = await api.start()
-    config = NpcServiceConfig(kube_api=url, kube_token_file=token_file(tmp_path), kube_resync_s=60)
+    config = NpcSettings(kube_api=url, kube_token_file=token_file(tmp_path), kube_resync_s=60)
     controller = NetworkPolicyController()
     world = World(controller)
 
@@ -154,8 +152,8 @@ async def test_npc_service_enforces_kubernetes_policies(tmp_path):
     bus = MemoryBus(broker, "npc")
     launch = LaunchConfig(state_dir=tmp_path, name="aa:00:00:00:00:01", nickname="h1")
     ctx = ServiceContext("npc", for_service("npc", launch), bus, new_registry(), RealClock(), Router())
-    config = replace(NpcServiceConfig(resync_interval_s=0.2, gossip_interval_s=5, persist_delay_s=0.01),
-                     kube_api=url, kube_token_file=token_file(tmp_path))
+    config = NpcSettings(resync_s=0.2, gossip_interval_s=5, persist_delay_s=0.01, kube_api=url,
+                         kube_token_file=token_file(tmp_path))
     app = NpcApp(config, runner=kernel.run)
     await app.start(ctx)
     try:
@@ -179,13 +177,14 @@ async def test_npc_service_enforces_kubernetes_policies(tmp_path):
 
 @pytest.mark.parametrize("profile, env, backend, api, resync", [
     ("production", {}, None, None, 30.0),
-    ("test", {"WEAVE_NPC_IPTABLES": "legacy"}, "legacy", None, 1.0),
+    ("test", {"WEAVE_NPC_IPTABLES": "legacy"}, "legacy", None, 2.0),
     ("production", {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "6443"}, None,
      "https://10.96.0.1:6443", 30.0),
     ("production", {"WEAVE_NPC_KUBE_API": "http://127.0.0.1:8001", "KUBERNETES_SERVICE_HOST": "x"}, None,
      "http://127.0.0.1:8001", 30.0),
 ])
 def test_config_from_profile_and_environment(profile, env, backend, api, resync):
-    config = NpcServiceConfig.for_profile(profile, env)
-    assert (config.backend.value if config.backend else None, config.kube_api, config.resync_interval_s) == \
-        (backend, api, resync)
+    """What npc runs with: the profile's settings and the environment's (the test
+    profile repairs every 2 s, production every 30 s)."""
+    settings = for_service("npc", LaunchConfig(profile=profile), env).settings
+    assert (settings.iptables_backend, settings.kube_api, settings.resync_s) == (backend, api, resync)

@@ -24,7 +24,7 @@ from services.scope.report import Report, merge_reports, report_from_json
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import ManualClock, RealClock
-from shared.config import LaunchConfig, ServiceConfig, ServiceSettings
+from shared.config import LaunchConfig, ScopeAppSettings, ServiceConfig
 from shared.http import Router
 from shared.schemas.mesh import MeshReceive
 from shared.schemas.scope import REPORT_TOPIC, SCOPE_CHANNEL, ProbeReport, encode_mesh
@@ -75,7 +75,7 @@ async def start_app(clock=None, **config) -> tuple[ScopeApp, MemoryBus, ServiceC
     bus = MemoryBus(MemoryBroker(), "scope-app")
     app = ScopeApp(AppConfig(listen_host="127.0.0.1", listen_port=0, **config))
     ctx = ServiceContext("scope-app", ServiceConfig(service="scope-app", launch=LaunchConfig(), metrics_port=0,
-                                                    settings=ServiceSettings()),
+                                                    settings=ScopeAppSettings()),
                          bus, CollectorRegistry(), clock or RealClock(), Router())
     await app.start(ctx)
     return app, bus, ctx
@@ -199,7 +199,7 @@ async def test_bad_bodies_get_400_and_the_app_goes_on(running, headers, data, ex
 
 
 async def test_a_body_over_the_bound_is_refused():
-    app, bus, _ = await start_app(max_body_bytes=4096)
+    app, bus, _ = await start_app(settings=ScopeAppSettings(max_body_bytes=4096))
     try:
         async with aiohttp.ClientSession() as s:
             url = f"http://127.0.0.1:{app.port}"
@@ -405,11 +405,18 @@ async def test_health(running):
     assert "1 probes" in running.app.health()[1]
 
 
-def test_config_from_the_launch_config():
-    from types import SimpleNamespace
-    config = AppConfig.from_launch(SimpleNamespace(scope_listen="[::1]:5050", scope_token="t", nickname="h1"),
-                                   SimpleNamespace(window_s=5.0))
-    assert (config.listen_host, config.listen_port, config.token, config.window_s, config.hostname) == (
-        "::1", 5050, "t", 5.0, "h1")
-    older = AppConfig.from_launch(SimpleNamespace(nickname="h2"), SimpleNamespace())  # before the scope fields
-    assert (older.listen_host, older.listen_port, older.token, older.window_s) == ("127.0.0.1", 4040, None, 15.0)
+def test_config_from_the_launch_config(tmp_path):
+    import json
+
+    from shared.config import LaunchConfig, ScopeAppSettings
+
+    launch = LaunchConfig(state_dir=tmp_path, scope_listen="[::1]:5050", scope_token="t", nickname="h1")
+    config = AppConfig.from_launch(launch, ScopeAppSettings(window_s=5.0))
+    assert (config.listen_host, config.listen_port, config.token, config.settings.window_s, config.hostname,
+            config.trace_dir) == ("::1", 5050, "t", 5.0, "h1", tmp_path / "traces")
+    # a launch.json written before the scope fields existed
+    (tmp_path / "launch.json").write_text(json.dumps({"state_dir": str(tmp_path), "nickname": "h2"}))
+    older = AppConfig.from_launch(LaunchConfig.load(tmp_path), ScopeAppSettings())
+    assert (older.listen_host, older.listen_port, older.token, older.settings.window_s) == (
+        "127.0.0.1", 4040, None, 15.0)
+    assert (AppConfig().listen_host, AppConfig().listen_port) == ("127.0.0.1", 4040)

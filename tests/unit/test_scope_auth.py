@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -20,7 +19,7 @@ from services.scope.app.service import ScopeApp
 from services.scope.app.traces import TraceIndex
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
-from shared.config import LaunchConfig, ServiceConfig, ServiceSettings, scope_exposure_problem
+from shared.config import LaunchConfig, ScopeAppSettings, ServiceConfig, scope_exposure_problem
 from shared.http import Router
 from shared.service import ServiceContext
 from weavectl.testbed import weave_bin
@@ -34,7 +33,7 @@ async def start(**config) -> ScopeApp:
     app = ScopeApp(AppConfig(listen_host="127.0.0.1", listen_port=0, **config))
     bus = MemoryBus(MemoryBroker(), "scope-app")
     await app.start(ServiceContext("scope-app", ServiceConfig(service="scope-app", launch=LaunchConfig(),
-                                                              metrics_port=0, settings=ServiceSettings()),
+                                                              metrics_port=0, settings=ScopeAppSettings()),
                                    bus, CollectorRegistry(), RealClock(), Router()))
     app.test_bus = bus
     return app
@@ -144,12 +143,12 @@ async def test_report_bodies_stay_bounded(guarded):
 def test_exposure_rules(listen, token, controls, problem):
     got = scope_exposure_problem(listen, token, controls)
     assert (got is None) if problem is None else (problem in got)
-    launch = SimpleNamespace(scope_listen=listen, scope_token=token, scope_controls=controls, nickname="h1")
+    launch = LaunchConfig(scope_listen=listen, scope_token=token, scope_controls=controls, nickname="h1")
     if problem is None:
-        assert AppConfig.from_launch(launch, SimpleNamespace()).controls == controls
+        assert AppConfig.from_launch(launch, ScopeAppSettings()).controls == controls
     else:
         with pytest.raises(ValueError):
-            AppConfig.from_launch(launch, SimpleNamespace())
+            AppConfig.from_launch(launch, ScopeAppSettings())
 
 
 @pytest.mark.parametrize("argv,reason", [

@@ -21,7 +21,7 @@ from services.scope.probe.controls import Controls
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
-from shared.config import LaunchConfig, ServiceConfig, ServiceSettings
+from shared.config import LaunchConfig, ScopeAppSettings, ServiceConfig
 from shared.errors import RemoteProtocolError
 from shared.http import Router
 from shared.schemas.datapath import DetachReply, DetachRequest
@@ -91,7 +91,7 @@ async def start(app_controls: bool = True, probe_controls: bool = True, **config
     bus = MemoryBus(broker, "scope-app")
     app = ScopeApp(AppConfig(listen_host="127.0.0.1", listen_port=0, token=TOKEN, controls=app_controls, **config))
     ctx = ServiceContext("scope-app", ServiceConfig(service="scope-app", launch=LaunchConfig(), metrics_port=0,
-                                                    settings=ServiceSettings()),
+                                                    settings=ScopeAppSettings()),
                          bus, CollectorRegistry(), RealClock(), Router())
     await app.start(ctx)
     probe_bus = MemoryBus(broker, "scope-probe")
@@ -223,7 +223,7 @@ async def test_controls_off_at_the_probe_are_refused_by_it():
 
 
 async def test_oversized_probe_frames_close_the_control_websocket():
-    s = await start(max_ws_frame_bytes=1024)
+    s = await start(settings=ScopeAppSettings(max_ws_frame_bytes=1024))
     try:
         headers = {"Authorization": f"Scope-Probe token={TOKEN}", "X-Scope-Probe-Id": "f" * 16}
         async with s.session.ws_connect(f"{s.url}/api/control/ws", headers=headers) as ws:

@@ -10,6 +10,7 @@ M2 = bytes.fromhex("72dcad57524b")
 
 def test_defaults_are_weaves():
     assert (MAX_AGE, REFRESH_INTERVAL, EXPIRY_INTERVAL) == (600.0, 60.0, 60.0)
+    assert (MacCache().expiry_interval, MacCache(30.0).expiry_interval) == (EXPIRY_INTERVAL, 3.0)
 
 
 def test_add_new_then_known():

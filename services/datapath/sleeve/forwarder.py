@@ -6,7 +6,8 @@ actions; `next_deadline()` says when to call `tick(now)` next.
 States: NEW (made with the mesh connection) -> CONFIRMED (mesh confirmed it: fast
 heartbeats) -> ESTABLISHED (the peer acknowledged our heartbeats: slow heartbeats,
 frag test, PMTU discovery) ; FAILED (no heartbeat for 60 s) and STOPPED are final.
-CONFIRMED and ESTABLISHED are the "live" states.
+CONFIRMED and ESTABLISHED are the "live" states. The table's times are production's
+(`Heartbeats`, from DatapathSettings: fast 500 ms, slow 10 s, timeout 6 slow ones).
 
 | state      | event                          | what happens                                   | next        |
 |------------|--------------------------------|------------------------------------------------|-------------|
@@ -52,13 +53,25 @@ from typing import Any, Hashable, NamedTuple
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve import train
 from services.datapath.sleeve.crypto import NaClDecryptor, NaClPacker
+from shared.config import DatapathSettings
 from shared.weave.protocol_tags import ProtocolTag
 
-FAST_HEARTBEAT = 0.5
-"""Seconds between heartbeats until the peer acknowledges one (weave FastHeartbeat)."""
-SLOW_HEARTBEAT = 10.0
-HEARTBEAT_TIMEOUT = 6 * SLOW_HEARTBEAT
-"""No valid heartbeat for this long fails the forwarder (6 missed slow heartbeats)."""
+
+class Heartbeats(NamedTuple):
+    """A forwarder's heartbeat periods (DatapathSettings' fast_heartbeat_s and
+    slow_heartbeat_s; the defaults are production's)."""
+
+    fast: float = DatapathSettings().fast_heartbeat_s
+    """Seconds between heartbeats until the peer acknowledges one (weave FastHeartbeat)."""
+    slow: float = DatapathSettings().slow_heartbeat_s
+    """Seconds between heartbeats once established (weave SlowHeartbeat)."""
+
+    @property
+    def timeout(self) -> float:
+        """No valid heartbeat for this long fails the forwarder (6 missed slow heartbeats)."""
+        return 6 * self.slow
+
+
 FRAG_TEST_INTERVAL = 300.0
 MTU_VERIFY_ATTEMPTS = 8
 MTU_VERIFY_TIMEOUT = 0.010
@@ -204,9 +217,10 @@ class Forwarder:
     def __init__(
         self, local: int, remote: int, conn_uid: int, outbound: bool,
         remote_addr: Hashable | None = None, session_key: bytes | None = None, offload: bool = False,
-        resumed: bool = False, first_seq: int = 0, trains: bool = False,
+        resumed: bool = False, first_seq: int = 0, trains: bool = False, heartbeats: Heartbeats = Heartbeats(),
     ) -> None:
         self.local, self.remote, self.conn_uid = local, remote, conn_uid
+        self.heartbeats = heartbeats
         self.trains = trains and offload
         """We read segment trains (and so offer them with OFFLOAD)."""
         self.peer_trains = False
@@ -367,13 +381,13 @@ class Forwarder:
 
     def _on_confirm(self, now: float, out: list) -> None:
         self.state = State.CONFIRMED
-        self.heartbeat_interval = FAST_HEARTBEAT
+        self.heartbeat_interval = self.heartbeats.fast
         if self.offload:
             flags = self._offload_flags() | (OFFLOAD_RESUMED if self.resumed else 0)
             out.append(SendControl(self.remote, OFFLOAD, bytes([flags])))
         if self.remote_addr is not None:
             self._send_heartbeat(now, out)
-        self.heartbeat_timeout_at = now + HEARTBEAT_TIMEOUT
+        self.heartbeat_timeout_at = now + self.heartbeats.timeout
 
     @property
     def nondf_limit(self) -> int:
@@ -429,7 +443,7 @@ class Forwarder:
         if not self.acked_heartbeat:
             self.acked_heartbeat = True
             out.append(SendControl(self.remote, CONNECTION_ESTABLISHED, b""))
-        self.heartbeat_timeout_at = now + HEARTBEAT_TIMEOUT
+        self.heartbeat_timeout_at = now + self.heartbeats.timeout
         if self.resumed and self.state is State.CONFIRMED:
             # The peer acknowledged this connection's heartbeats to our previous
             # datapath and will not again (Weave Net sends ConnectionEstablished once):
@@ -439,9 +453,9 @@ class Forwarder:
     def _on_heartbeat_ack(self, now: float, out: list, _body: bytes) -> None:
         if self.state is State.CONFIRMED:
             self.state = State.ESTABLISHED
-            self.heartbeat_interval = SLOW_HEARTBEAT
+            self.heartbeat_interval = self.heartbeats.slow
             if self.heartbeat_at is not None:
-                self.heartbeat_at = now + SLOW_HEARTBEAT
+                self.heartbeat_at = now + self.heartbeats.slow
             out.append(Established(self.remote))
         self._on_frag_test_due(now, out)
         self._send_special(out, fr.pmtu_discovery_frame(), df=True)

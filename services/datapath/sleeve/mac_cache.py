@@ -10,13 +10,16 @@ Rules, as weave:
 - `last_seen` is refreshed at most once per MAX_AGE/10 (1 min): the common case (same
   MAC, same peer, seen recently) does no writes.
 - `expire(now)` drops entries not seen for MAX_AGE (10 min); the shell calls it every
-  EXPIRY_INTERVAL. `lookup` does not look at the age, as in weave: an entry lives
+  `expiry_interval` (MAX_AGE/10). MAX_AGE is production's DatapathSettings.mac_expiry_s;
+  a cache takes its own (`MacCache(max_age)`). `lookup` does not look at the age, as in weave: an entry lives
   until the next expiry pass.
 - `delete_peer` purges every MAC of a peer; wired to peer garbage collection.
 """
 from __future__ import annotations
 
-MAX_AGE = 600.0
+from shared.config import DatapathSettings
+
+MAX_AGE = DatapathSettings().mac_expiry_s
 """Seconds an unseen MAC stays known: longer than typical ARP cache lifetimes
 (> 3/2 of Linux base_reachable_time) so live conversations never lose their entry."""
 REFRESH_INTERVAL = MAX_AGE / 10
@@ -33,6 +36,8 @@ class MacCache:
     def __init__(self, max_age: float = MAX_AGE) -> None:
         self.max_age = max_age
         self._refresh = max_age / 10
+        self.expiry_interval = max_age / 10
+        """Seconds between expiry passes (weave runs one every max_age/10)."""
         self._peer: dict[bytes, int] = {}
         self._seen: dict[bytes, float] = {}
 

@@ -31,7 +31,7 @@ from typing import Container, Hashable, NamedTuple
 
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve import offload
-from services.datapath.sleeve.forwarder import Forwarder, SendPacket
+from services.datapath.sleeve.forwarder import Forwarder, Heartbeats, SendPacket
 from services.datapath.sleeve.mac_cache import MacCache
 from services.datapath.sleeve.ethernet_decoder import icmp_frag_needed, is_df as eth_df
 from services.datapath.sleeve.router import Decision, Router, Routes, fit_frame
@@ -58,12 +58,15 @@ class Stats:
 
 class SleeveOverlay:
     """Sleeve for local peer `ourself`. `peers` answers `name in peers` for the peers
-    the topology knows; `routes` gives unicast/broadcast next hops."""
+    the topology knows; `routes` gives unicast/broadcast next hops; `heartbeats` are
+    every forwarder's periods."""
 
     def __init__(
-        self, ourself: int, peers: Container[int], routes: Routes, macs: MacCache | None = None
+        self, ourself: int, peers: Container[int], routes: Routes, macs: MacCache | None = None,
+        heartbeats: Heartbeats = Heartbeats(),
     ) -> None:
         self.ourself = ourself
+        self.heartbeats = heartbeats
         self.peers = peers
         self.router = Router(ourself, routes, macs)
         self.forwarders: dict[int, Forwarder] = {}
@@ -79,7 +82,7 @@ class SleeveOverlay:
         """A forwarder for a new mesh connection; it takes part only once confirmed.
         `first_seq`: see crypto.NaClPacker (a resumed connection must not start at 0)."""
         return Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key, offload, resumed,
-                         first_seq, trains)
+                         first_seq, trains, self.heartbeats)
 
     def confirm(self, fwd: Forwarder, now: float) -> list:
         """The mesh confirmed the connection: `fwd` becomes the forwarder to its peer."""

@@ -36,7 +36,7 @@ STATE = web.AppKey("state", AppState)
 
 
 def make_web_app(state: AppState) -> web.Application:
-    app = web.Application(client_max_size=state.config.max_body_bytes,
+    app = web.Application(client_max_size=state.config.settings.max_body_bytes,
                           middlewares=[auth.middleware(state.config.token, _count_refused(state))])
     app[STATE] = state
     static.add_routes(app)

@@ -58,7 +58,7 @@ class ScopeApp:
         site = web.TCPSite(self._runner, config.listen_host, config.listen_port)
         await site.start()
         self.port = self._runner.addresses[0][1]
-        log.info("Scope app on http://%s:%d (window %.0f s)", config.listen_host, self.port, config.window_s)
+        log.info("Scope app on http://%s:%d (window %.0f s)", config.listen_host, self.port, config.settings.window_s)
 
     async def stop(self) -> None:
         if self.state is not None:  # clients reconnect (the page retries); do not wait for them

@@ -31,12 +31,12 @@ log = logging.getLogger("weave.scope.app")
 class AppState:
     def __init__(self, config: AppConfig, clock: Clock, registry: CollectorRegistry) -> None:
         self.config, self.clock = config, clock
-        self.collector = Collector(config.window_s)
+        self.collector = Collector(config.settings.window_s)
         self.websockets: weakref.WeakSet = weakref.WeakSet()
         """Every open websocket (topologies, probes' controls, pipes): closed at stop, so
         a stopping app does not wait for its clients to leave."""
         self.controls = ControlRouter(self.websockets)
-        self.pipes = PipeRouter(config.max_pipes, config.pipe_connect_timeout_s, self.websockets)
+        self.pipes = PipeRouter(config.settings.max_pipes, config.settings.pipe_connect_timeout_s, self.websockets)
         self.traces = TraceIndex(config.trace_dir)
         self._changed = asyncio.Event()
         self.reports = Counter("scope_app_reports_total", "Probe reports taken, by how they came.",

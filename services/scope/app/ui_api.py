@@ -41,7 +41,7 @@ def add_routes(app: web.Application, state: AppState) -> None:
         return await auth.login(request, state.config.token)
 
     async def probe_websocket(request: web.Request) -> web.StreamResponse:
-        return await serve_probe_websocket(request, state.controls, state.config.max_ws_frame_bytes)
+        return await serve_probe_websocket(request, state.controls, state.config.settings.max_ws_frame_bytes)
 
     app.router.add_route("*", "/login", login)
     app.router.add_get("/api/control/ws", probe_websocket)
@@ -68,9 +68,9 @@ async def control(request: web.Request, state: AppState) -> web.Response:
         if where is None:
             raise ControlError(404, "expected /api/control/<probe id>/<node id>/<control>")
         probe_id, node_id, name = where
-        args = parse_args(await read_bounded(request, state.config.max_control_body_bytes))
+        args = parse_args(await read_bounded(request, state.config.settings.max_control_body_bytes))
         result = await state.controls.handle(probe_id, xfer.Request(node_id, name, args, state.config.app_id),
-                                             state.config.control_timeout_s)
+                                             state.config.settings.control_timeout_s)
         if result.get("error"):
             raise ControlError(400, str(result["error"]))
         if result.get("pipe"):
@@ -93,7 +93,7 @@ async def pipe_end(request: web.Request, state: AppState, end: str) -> web.Strea
         return web.Response(status=404, text="404 page not found\n")
     if end == PROBE and request.headers.get(xfer.PROBE_ID_HEADER, pipe.probe_id) != pipe.probe_id:
         return _json("this pipe belongs to another probe", 403)
-    return await state.pipes.serve(request, pipe, end, state.config.max_ws_frame_bytes)
+    return await state.pipes.serve(request, pipe, end, state.config.settings.max_ws_frame_bytes)
 
 
 async def pipe_check(request: web.Request, state: AppState) -> web.Response:

@@ -53,15 +53,15 @@ async def serve_websocket(request: web.Request, state: AppState, topology_id: st
     if topology_id not in BY_ID:
         raise UnknownTopology(topology_id)
     query = first_values(request)
-    interval = state.config.ws_interval_s
+    interval = state.config.settings.ws_interval_s
     if request.query.get("t"):
         try:
             interval = parse_duration(request.query["t"])
         except ValueError:
             return web.Response(status=400, body=json.dumps(request.query["t"]).encode(),
                                 content_type="application/json")
-    interval = max(interval, state.config.ws_min_interval_s)
-    if state.open_websockets >= state.config.max_websockets:
+    interval = max(interval, state.config.settings.ws_min_interval_s)
+    if state.open_websockets >= state.config.settings.max_websockets:
         return web.Response(status=503, text="too many websockets\n")
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
