@@ -47,23 +47,30 @@ def test_walk_reads_our_namespace_and_caches_argv(holder):
     assert {s.pid for s in w.walk({me + 1})} == set(), "no process lives in a namespace that does not exist"
 
 
-def test_sockets_are_mapped_to_the_process_holding_them(holder):
-    proc, server_port, client_port = holder
-    w = ProcWalker()
-    me = w.netns_of("self")
-    samples = w.walk({me})
-    ns = w.sockets(me, samples, "self")
-    ours = {(c.local_port, c.remote_port): c for c in ns.connections}
-    server, client = ours[(server_port, client_port)], ours[(client_port, server_port)]
-    assert ns.owners[server.inode] == ns.owners[client.inode] == proc.pid
-    read = w.fd_links_read
-    assert read > 0
-    again = w.sockets(me, w.walk({me}), "self")
-    assert again.owners[server.inode] == proc.pid
-    assert w.fd_links_read == read, "known sockets are not looked up again"
-    w.forget_sockets(set())
-    w.sockets(me, w.walk({me}), "self")
-    assert w.fd_links_read > read, "forgotten sockets are looked up again"
+def test_sockets_are_mapped_to_the_process_holding_them():
+    """In a namespace of its own (unshare -n), so that no other process of this busy
+    machine opens sockets between two walks and makes the walker look them up."""
+    script = "import os\nos.system('ip link set lo up')\n" + HOLDER
+    proc = subprocess.Popen(["unshare", "--net", sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        server_port, client_port = map(int, proc.stdout.readline().split())
+        w = ProcWalker()
+        theirs = w.netns_of(proc.pid)
+        ns = w.sockets(theirs, w.walk({theirs}), proc.pid)
+        conns = {(c.local_port, c.remote_port): c for c in ns.connections}
+        server, client = conns[(server_port, client_port)], conns[(client_port, server_port)]
+        assert ns.owners[server.inode] == ns.owners[client.inode] == proc.pid
+        read = w.fd_links_read
+        assert read > 0
+        again = w.sockets(theirs, w.walk({theirs}), proc.pid)
+        assert again.owners[server.inode] == proc.pid
+        assert w.fd_links_read == read, "known sockets are not looked up again"
+        w.forget_sockets(set())
+        w.sockets(theirs, w.walk({theirs}), proc.pid)
+        assert w.fd_links_read > read, "forgotten sockets are looked up again"
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_process_that_exits_is_dropped_from_the_caches(holder):
