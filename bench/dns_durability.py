@@ -25,7 +25,7 @@ from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import DnsSettings, LaunchConfig, ServiceConfig
 from shared.durable import Journal
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.metrics import new_registry
 from shared.schemas.dns import AddRequest, ChangeReply
 from shared.service import ServiceContext
@@ -53,7 +53,7 @@ async def run_variant(journal_cls, root: Path, adds: int, concurrency: int) -> l
                        settings=DnsSettings(resolv_conf=state / "resolv.conf", snapshot_delay_s=5.0))
     bus = MemoryBus(MemoryBroker(), "dns")
     ctx = ServiceContext("dns", ServiceConfig(service="dns", launch=launch, metrics_port=0, settings=DnsSettings()),
-                         bus, new_registry(), RealClock(), Router())
+                         bus, new_registry(), RealClock(), HttpRouter())
     app = DnsApp(config, incarnation="bench", journal=journal_cls(state / "dns-journal.jsonl"))
     await app.start(ctx)
     times: list[float] = []

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from shared.weave.peer_name import PeerName
 from services.ipam import codec
-from services.ipam.messages import GossipState
+from services.ipam.messages import IpamGossip
 from services.ipam.ring import Ring
 from weavectl.testbed import Testbed
 
@@ -152,7 +152,7 @@ def ring_merge(entries: int = 1000, runs: int = 20) -> dict:
     for e in theirs.entries:
         e.version += 1
     assert len(ours.entries) == entries
-    payload = codec.encode_gossip(GossipState(0, {}, None, theirs))
+    payload = codec.encode_gossip(IpamGossip(0, {}, None, theirs))
     copies = [ours.copy() for _ in range(runs)]
     merge_s = _best(1, lambda: [c.merge(theirs) for c in copies]) / runs
     copies = [ours.copy() for _ in range(runs)]

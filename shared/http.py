@@ -57,7 +57,7 @@ class Response:
 RouteHandler = Callable[[Request], Awaitable[Response]]
 
 
-class Router:
+class HttpRouter:
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], RouteHandler]] = []
         self._prefixes: list[tuple[str, RouteHandler]] = []
@@ -89,7 +89,7 @@ class Router:
 
 
 class HttpServer:
-    def __init__(self, router: Router, host: str, port: int) -> None:
+    def __init__(self, router: HttpRouter, host: str, port: int) -> None:
         self.router, self.host, self.port = router, host, port
         self._server: asyncio.base_events.Server | None = None
 

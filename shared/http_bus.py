@@ -1,6 +1,6 @@
 """HTTP routes served over the bus (see shared/schemas/http.py).
 
-A service builds a `shared.http.Router` of its Weave-compatible routes and calls
+A service builds a `shared.http.HttpRouter` of its Weave-compatible routes and calls
 `serve_http(bus, service, router)`. The gossip service calls `forward(...)` for a
 request whose path that service owns. Each service's router also answers
 `GET /status` (its section of `weave status`) and `GET /report` (its part of the
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from shared import subjects
 from shared.bus import Bus, BusError
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 from shared.schemas.http import HttpReply, HttpRequest
 
 FORWARD_TIMEOUT_S = 30.0  # an allocation may wait for a quorum or a peer's space
 HTTP_CONCURRENCY = 64  # requests a service handles at once (one waiting must not block /status)
 
 
-async def serve_http(bus: Bus, service: str, router: Router) -> None:
+async def serve_http(bus: Bus, service: str, router: HttpRouter) -> None:
     async def handle(req: HttpRequest) -> HttpReply:
         resp = await router.dispatch(Request(req.method, req.path, req.query, dict(req.headers), req.body))
         body = resp.body.encode() if isinstance(resp.body, str) else resp.body

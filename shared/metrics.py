@@ -11,7 +11,7 @@ from typing import Callable
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 
 
 def new_registry() -> CollectorRegistry:
@@ -23,8 +23,8 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
-def metrics_router(registry: CollectorRegistry, health: Callable[[], tuple[bool, str]]) -> Router:
-    router = Router()
+def metrics_router(registry: CollectorRegistry, health: Callable[[], tuple[bool, str]]) -> HttpRouter:
+    router = HttpRouter()
 
     async def metrics(_: Request) -> Response:
         return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)

@@ -24,7 +24,7 @@ from shared import subjects
 from shared.bus import Bus
 from shared.clock import Clock, RealClock
 from shared.config import LaunchConfig, ServiceConfig, for_service, state_dir_from_env
-from shared.http import HttpServer, Router
+from shared.http import HttpRouter, HttpServer
 from shared.metrics import metrics_router, new_registry
 from shared.schemas import HealthReply, HealthRequest
 from shared.tracing import setup_tracing
@@ -41,7 +41,7 @@ class ServiceContext:
     bus: Bus
     registry: CollectorRegistry
     clock: Clock
-    http: Router
+    http: HttpRouter
     """The service's loopback status server (/metrics, /healthz); apps may add routes."""
 
 

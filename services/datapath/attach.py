@@ -59,8 +59,9 @@ Addr = tuple[str, int] | str | IPv4Interface  # ("10.32.0.1", 12) | "10.32.0.1/1
 
 
 @dataclass(frozen=True)
-class Attachment:
-    """One line of `weave ps`: a container's weave interface, or the bridge (weave:expose)."""
+class ContainerInterface:
+    """A container's weave interface as the kernel has it, or the bridge (weave:expose);
+    containers.py answers the bus with it as a `weave ps` line (schemas' Attachment)."""
 
     container: str  # as the caller named it (attach/detach), else the namespace name or a pid (ps)
     mac: str  # of the interface inside the container; the bridge's for weave:expose
@@ -118,7 +119,7 @@ def host_ports(host: Host = None) -> set[str]:
 
 def attach(container: Host, addrs: Iterable[Addr], *, host: Host = None, mac: str | None = None,
            mtu: int | None = None, multicast_route: bool = True, ifname: str = CONTAINER_IFNAME,
-           bridge: str = BRIDGE) -> Attachment:
+           bridge: str = BRIDGE) -> ContainerInterface:
     """Connect `container` to the bridge with `addrs` (adding them when it is attached
     already). New veths get `mtu` (None: the bridge's) and `mac` (None: random). Adds the
     224.0.0.0/4 route via `ifname` unless `multicast_route` is False. Raises BadRequest
@@ -152,7 +153,7 @@ def attach(container: Host, addrs: Iterable[Addr], *, host: Host = None, mac: st
 
 
 def detach(container: Host, addrs: Iterable[Addr] | None = None, *, host: Host = None,
-           ifname: str = CONTAINER_IFNAME, bridge: str = BRIDGE) -> Attachment | None:
+           ifname: str = CONTAINER_IFNAME, bridge: str = BRIDGE) -> ContainerInterface | None:
     """Remove `addrs` from the container's weave interface (IPs it lacks are ignored), or
     the whole interface when `addrs` is None or no address is left (as Weave). Returns
     what is left, or None when the interface is gone. NotFound when the container is not
@@ -174,7 +175,7 @@ def detach(container: Host, addrs: Iterable[Addr] | None = None, *, host: Host =
         return None
 
 
-def list_attached(host: Host = None, *, bridge: str = BRIDGE) -> list[Attachment]:
+def list_attached(host: Host = None, *, bridge: str = BRIDGE) -> list[ContainerInterface]:
     """`weave ps`: weave:expose first (only when the bridge has addresses), then every
     container with a veth on the bridge, found through the veth's peer namespace id
     among named namespaces and processes. A container whose namespace can no longer be
@@ -195,7 +196,7 @@ def list_attached(host: Host = None, *, bridge: str = BRIDGE) -> list[Attachment
         return ([exposed] if exposed.cidrs else []) + [a for a in out if a is not None]
 
 
-def expose(addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) -> Attachment:
+def expose(addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) -> ContainerInterface:
     """Put `addrs` on the bridge so the host reaches the weave network (`weave expose`;
     its NAT rules are host_iptables.py's, set by the service). Idempotent; returns the
     bridge record."""
@@ -209,7 +210,7 @@ def expose(addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) ->
         return _bridge_record(ipr, br)
 
 
-def hide(addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) -> Attachment:
+def hide(addrs: Iterable[Addr], *, host: Host = None, bridge: str = BRIDGE) -> ContainerInterface:
     """Remove `addrs` from the bridge (`weave hide`); absent ones are ignored."""
     cidrs = parse_addrs(addrs)
     with using_namespace(host) as hns, hns.iproute() as ipr:
@@ -353,14 +354,14 @@ def _label(ns: Namespace) -> str:
     return ns.path
 
 
-def _describe(label: str, cns: Namespace, cipr: IPRoute, index: int, host_ifname: str = "") -> Attachment:
+def _describe(label: str, cns: Namespace, cipr: IPRoute, index: int, host_ifname: str = "") -> ContainerInterface:
     link = cipr.get_links(index)[0]
     cidrs = tuple(str(c) for c in _addresses(cipr, index))
-    return Attachment(container=label, mac=link.get("address"), cidrs=cidrs, ifname=link.get("ifname"),
+    return ContainerInterface(container=label, mac=link.get("address"), cidrs=cidrs, ifname=link.get("ifname"),
                       host_ifname=host_ifname or host_ifname_for(cns), netns_inode=cns.inode)
 
 
-def _describe_port(port: dict, label: str, cns: Namespace) -> Attachment | None:
+def _describe_port(port: dict, label: str, cns: Namespace) -> ContainerInterface | None:
     try:
         with cns.iproute() as cipr:
             return _describe(label, cns, cipr, port.get("IFLA_LINK"), port.get("ifname"))
@@ -369,9 +370,9 @@ def _describe_port(port: dict, label: str, cns: Namespace) -> Attachment | None:
         return None
 
 
-def _bridge_record(ipr: IPRoute, br: dict) -> Attachment:
+def _bridge_record(ipr: IPRoute, br: dict) -> ContainerInterface:
     cidrs = tuple(str(c) for c in _addresses(ipr, br["index"]))
-    return Attachment(container=EXPOSE, mac=br.get("address"), cidrs=cidrs, ifname=br.get("ifname"),
+    return ContainerInterface(container=EXPOSE, mac=br.get("address"), cidrs=cidrs, ifname=br.get("ifname"),
                       host_ifname=br.get("ifname"), netns_inode=0)
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.datapath.overlay_shell import OverlayShell
-from services.datapath.sleeve.forwarder import State
+from services.datapath.sleeve.forwarder import ForwarderState
 
 
 class DatapathCollector:
@@ -50,7 +50,7 @@ class DatapathCollector:
             packets.add_metric([], s.received_packets)
             for reason, n in sorted(shell.drop_counts().items()):
                 drops.add_metric([reason], n)
-            states = {st.value: 0 for st in State}
+            states = {st.value: 0 for st in ForwarderState}
             for fwd, _ in shell.conns.values():
                 states[fwd.state.value] += 1
             for state, n in states.items():

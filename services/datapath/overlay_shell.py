@@ -36,7 +36,7 @@ from services.datapath.capture import FRAME_BUFFER, PacketPort
 from services.datapath.host_iptables import HostIptables
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve.forwarder import (Established, Failed, Forwarder, Heartbeats, MTUVerified, SendControl,
-                                                SendPacket, State)
+                                                SendPacket, ForwarderState)
 from services.datapath.sleeve.mac_cache import MacCache
 from services.datapath.sleeve.offload import VNET_LEN
 from services.datapath.sleeve.overlay import Inject, SleeveOverlay
@@ -69,7 +69,7 @@ BUS_TIMEOUT_S = 5.0
 _COMPAT_TAGS = (ProtocolTag.RESERVED1, ProtocolTag.RESERVED2, ProtocolTag.RESERVED3)
 
 
-class _SleeveRoutes:
+class _SleeveNextHops:
     """The topology's routes, minus the peers on the fastpath for broadcasts we start
     (the VXLAN device floods those to them)."""
 
@@ -103,7 +103,7 @@ class OverlayShell:
         self.hb: fp.HeartbeatSocket | None = None
         self._netlink: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
         self.routes = TopologyRoutes()
-        self.overlay = SleeveOverlay(ourself, self.routes.peers, _SleeveRoutes(self.routes, self.fast),
+        self.overlay = SleeveOverlay(ourself, self.routes.peers, _SleeveNextHops(self.routes, self.fast),
                                      MacCache(settings.mac_expiry_s),
                                      Heartbeats(settings.fast_heartbeat_s, settings.slow_heartbeat_s))
         self.conns: dict[int, tuple[Forwarder, OverlayConnection]] = {}
@@ -132,7 +132,7 @@ class OverlayShell:
         await self.bus.subscribe(subjects.event("topology"), self._on_topology)
         await self.bus.subscribe(subjects.event("overlay_connection"), self._on_connection)
         await self.bus.subscribe(subjects.event("overlay_message"), self._on_message)
-        self._mac_expiry_at = self.loop.time() + self.overlay.router.macs.expiry_interval
+        self._mac_expiry_at = self.loop.time() + self.overlay.frame_router.macs.expiry_interval
         for coro in (self._timer_loop(), self._outbox_loop(), self._resync_loop(), self._netlink_loop()):
             task = self.loop.create_task(coro)
             self._tasks.add(task)
@@ -227,7 +227,7 @@ class OverlayShell:
             self._post(subjects.request("gossip", "overlay_send"),
                        OverlaySend(peer=conn.peer, conn_uid=conn.conn_uid, tag=body[0], payload=body[1:]))
         elif isinstance(a, Established) or (isinstance(a, MTUVerified) and
-                                              (fwd.state is State.ESTABLISHED or fwd.resumed)):
+                                              (fwd.state is ForwarderState.ESTABLISHED or fwd.resumed)):
             if self.switch.using(conn.conn_uid) == FASTPATH:
                 return  # the fastpath carries this peer; gossip shows it
             log.info("%s to %s(%s): established, mtu=%s encrypted=%s", self._sleeve_name(fwd), conn.peer,
@@ -272,7 +272,7 @@ class OverlayShell:
             now = self.loop.time()
             fast = self._sleeve_name(fwd)
             self._run(fwd.control_message(sub[0], sub[1], now), now)
-            if self._sleeve_name(fwd) != fast and fwd.state is State.ESTABLISHED:
+            if self._sleeve_name(fwd) != fast and fwd.state is ForwarderState.ESTABLISHED:
                 self._report_sleeve(fwd, conn)  # became (or stopped being) the fast sleeve
             self._flush(now)
             self._wake.set()
@@ -345,7 +345,7 @@ class OverlayShell:
 
     def apply_topology(self, event: TopologyEvent) -> None:
         for name in self.routes.update(event):
-            self.overlay.router.macs.delete_peer(name)
+            self.overlay.frame_router.macs.delete_peer(name)
 
     async def _resync_loop(self) -> None:
         """Snapshots at start (retried until the gossip service answers), then every RESYNC_S."""
@@ -392,8 +392,8 @@ class OverlayShell:
             self._flush(now)
             self._switch_actions(self.switch.tick(now))
             if now >= self._mac_expiry_at:
-                self.overlay.router.macs.expire(now)
-                self._mac_expiry_at = now + self.overlay.router.macs.expiry_interval
+                self.overlay.frame_router.macs.expire(now)
+                self._mac_expiry_at = now + self.overlay.frame_router.macs.expiry_interval
 
     # -- fastpath --------------------------------------------------------------------------
     async def _start_fastpath(self) -> None:
@@ -484,7 +484,7 @@ class OverlayShell:
             self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, False))
             self._netlink.put_nowait(lambda: fp.forget(index, ip))
             log.warning("%s(%s): fastpath heartbeats stopped: traffic back on sleeve", conn.peer, conn.nickname)
-            if fwd.state is State.ESTABLISHED:
+            if fwd.state is ForwarderState.ESTABLISHED:
                 self._report_sleeve(fwd, conn)
 
     async def _netlink_loop(self) -> None:
@@ -503,7 +503,7 @@ class OverlayShell:
         received, dropped = self.port.stats() if self.port is not None else (0, 0)
         to_wall = time.time() - self.loop.time()
         macs = []
-        for mac, (peer, seen) in sorted(self.overlay.router.macs.entries().items(), key=lambda kv: kv[1][1]):
+        for mac, (peer, seen) in sorted(self.overlay.frame_router.macs.entries().items(), key=lambda kv: kv[1][1]):
             macs.append({"Mac": fp.mac_str(mac), "Name": fp.mac_str(peer.to_bytes(6, "big")),
                          "NickName": self.routes.nicknames.get(peer, ""), "LastSeen": _rfc3339(seen + to_wall)})
         diagnostics: dict = {"sleeve": None}

@@ -40,11 +40,11 @@ from services.datapath.ipam_client import Ipam
 from services.datapath.metrics import DatapathCollector
 from services.datapath.overlay_shell import OverlayShell
 from services.datapath.records import ExposeRecord, Records
-from services.datapath.sleeve.forwarder import State
+from services.datapath.sleeve.forwarder import ForwarderState
 from services.datapath.topology import peer_int
 from shared import subjects
 from shared.errors import WeaveError
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 from shared.http_bus import serve_http
 from shared.schemas import Ok
 from shared.schemas.datapath import (AttachRequest, ContainerEvent, ContainersReply, ContainersRequest, DetachRequest,
@@ -106,7 +106,7 @@ class DatapathApp:
     def health(self) -> tuple[bool, str]:
         if self.sleeve is None:
             return False, "starting"
-        n = sum(1 for fwd, _ in self.sleeve.conns.values() if fwd.state is State.ESTABLISHED)
+        n = sum(1 for fwd, _ in self.sleeve.conns.values() if fwd.state is ForwarderState.ESTABLISHED)
         f = len(self.sleeve.fast)
         return True, (f"{len(self.records.containers)} containers, {n} sleeve connections established, "
                       f"{f} peers on the fastpath (mode {self.mode})")
@@ -159,8 +159,8 @@ class DatapathApp:
                 log.warning("reconcile: %s", exc)
 
     # -- Weave's HTTP routes -----------------------------------------------------------------
-    def _http_routes(self) -> Router:
-        http = Router()
+    def _http_routes(self) -> HttpRouter:
+        http = HttpRouter()
 
         async def expose(req: Request) -> Response:
             skip_nat = req.query.get("skipNAT", [""])[0].lower() == "true"

@@ -1,4 +1,4 @@
-"""The mesh's data-plane routes as the sleeve router needs them (sleeve.router.Routes),
+"""The mesh's data-plane routes as the sleeve's frame router needs them (frame_router.NextHops),
 fed by the gossip service's TopologyEvents (sans-I/O).
 
 The gossip router computes the tables exactly as mesh does (established, symmetric

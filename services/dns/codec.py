@@ -16,7 +16,7 @@ read into stored order.
 """
 from __future__ import annotations
 
-from services.dns.entry import Entry, GossipData
+from services.dns.entry import DnsEntry, GossipData
 from shared.weave.peer_name import NAME_MASK, PeerName
 from shared import gob
 from shared.errors import RemoteProtocolError
@@ -38,7 +38,7 @@ _ADDR_MAX = 0xFFFFFFFF
 def encode(data: GossipData, encoder: gob.Encoder | None = None) -> bytes:
     """One payload, as Go's `GossipData.Encode` writes it. `encoder` defaults to a fresh
     one (as Go uses); passing another only changes which type ids the stream uses."""
-    entries = sorted(data.entries, key=Entry.wire_sort_key)
+    entries = sorted(data.entries, key=DnsEntry.wire_sort_key)
     value = {"Timestamp": data.timestamp, "Entries": [_to_gob(e) for e in entries]}
     return (encoder or gob.Encoder()).encode(GOSSIP_DATA, value)
 
@@ -59,15 +59,15 @@ def decode(payload: bytes) -> GossipData:
     return data
 
 
-def _to_gob(e: Entry) -> dict:
+def _to_gob(e: DnsEntry) -> dict:
     return {"ContainerID": e.container_id, "Origin": int(e.origin), "Addr": e.addr,
             "Hostname": e.hostname, "Version": e.version, "Tombstone": e.tombstone}
 
 
-def _from_gob(v: dict) -> Entry:
+def _from_gob(v: dict) -> DnsEntry:
     if v["Addr"] > _ADDR_MAX or v["Origin"] > NAME_MASK:
         raise RemoteProtocolError(
             f"entry {v['Hostname']!r} has Addr {v['Addr']} or Origin {v['Origin']} out of range",
             code="bad_entry", addr=v["Addr"], origin=v["Origin"])
-    return Entry(container_id=v["ContainerID"], origin=PeerName(v["Origin"]), addr=v["Addr"],
+    return DnsEntry(container_id=v["ContainerID"], origin=PeerName(v["Origin"]), addr=v["Addr"],
                  hostname=v["Hostname"], version=v["Version"], tombstone=v["Tombstone"])

@@ -1,6 +1,6 @@
 """weaveDNS entries and the gossip value that carries them (weave:nameserver/entry.go).
 
-An `Entry` says "container `container_id` on peer `origin` answers to `hostname` at
+A `DnsEntry` says "container `container_id` on peer `origin` answers to `hostname` at
 `addr`". Its identity is (Hostname, Origin, ContainerID, Addr), with the hostname
 compared exactly as supplied; `version` and `tombstone` are its mutable state.
 
@@ -35,7 +35,7 @@ EntryKey = tuple[str, int, str, int]
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class DnsEntry:
     """One DNS record. `tombstone` is unix seconds of deletion; 0 means live."""
 
     container_id: str
@@ -66,24 +66,24 @@ class Entry:
         """Gossip order: case-sensitive hostname first."""
         return self.key
 
-    def wins_over(self, other: "Entry") -> bool:
+    def wins_over(self, other: "DnsEntry") -> bool:
         """True if this state of the entry supersedes `other` (same identity)."""
         return (self.version, self.tombstone) > (other.version, other.tombstone)
 
-    def tombstoned(self, now: int) -> "Entry":
+    def tombstoned(self, now: int) -> "DnsEntry":
         """The deletion of a live entry, as only its origin may make it."""
         if now < 1:
             raise LocalProtocolError("tombstone time must be a positive unix time", now=now)
-        return Entry(self.container_id, self.origin, self.addr, self.hostname,
+        return DnsEntry(self.container_id, self.origin, self.addr, self.hostname,
                      self.version + 1, int(now))
 
-    def revived(self) -> "Entry":
+    def revived(self) -> "DnsEntry":
         """A tombstoned entry brought back by its origin re-adding it."""
-        return Entry(self.container_id, self.origin, self.addr, self.hostname,
+        return DnsEntry(self.container_id, self.origin, self.addr, self.hostname,
                      self.version + 1, 0)
 
-    def with_version(self, version: int) -> "Entry":
-        return Entry(self.container_id, self.origin, self.addr, self.hostname,
+    def with_version(self, version: int) -> "DnsEntry":
+        return DnsEntry(self.container_id, self.origin, self.addr, self.hostname,
                      version, self.tombstone)
 
     @property
@@ -103,7 +103,7 @@ class Entry:
                 "Version": self.version, "Tombstone": self.tombstone}
 
 
-def merge_entry(a: Entry, b: Entry) -> Entry:
+def merge_entry(a: DnsEntry, b: DnsEntry) -> DnsEntry:
     """The winning state of one entry (identities must match)."""
     if a.key != b.key:
         raise LocalProtocolError("merging different entries", a=a.key, b=b.key)
@@ -119,10 +119,10 @@ class GossipData:
     """
 
     timestamp: int
-    entries: tuple[Entry, ...]
+    entries: tuple[DnsEntry, ...]
 
     @classmethod
-    def of(cls, timestamp: int, entries: Iterable[Entry]) -> "GossipData":
+    def of(cls, timestamp: int, entries: Iterable[DnsEntry]) -> "GossipData":
         """Build from entries in any order; duplicates of an identity are merged."""
         return cls(int(timestamp), _merged_sorted({}, entries))
 
@@ -135,8 +135,8 @@ class GossipData:
                           _merged_sorted(by_key, other.entries))
 
 
-def _merged_sorted(by_key: dict[EntryKey, Entry], entries: Iterable[Entry]) -> tuple[Entry, ...]:
+def _merged_sorted(by_key: dict[EntryKey, DnsEntry], entries: Iterable[DnsEntry]) -> tuple[DnsEntry, ...]:
     for e in entries:
         old = by_key.get(e.key)
         by_key[e.key] = e if old is None else merge_entry(old, e)
-    return tuple(sorted(by_key.values(), key=Entry.sort_key))
+    return tuple(sorted(by_key.values(), key=DnsEntry.sort_key))

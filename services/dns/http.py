@@ -13,10 +13,10 @@ from typing import Protocol
 
 from services.dns import status
 from services.dns.config import DnsConfig
-from services.dns.entry import Entry
+from services.dns.entry import DnsEntry
 from services.dns.nameserver import Nameserver
 from shared.errors import WeaveError
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 from shared.weave.dns_names import BadAddress, BadName, check_fqdn, fqdn, parse_ipv4
 
 
@@ -27,10 +27,10 @@ class DnsApi(Protocol):
     config: DnsConfig
 
     async def add(self, container_id: str, addrs: int | tuple[int, ...], name: str, *,
-                  bind: bool = False) -> tuple[Entry, ...]: ...
+                  bind: bool = False) -> tuple[DnsEntry, ...]: ...
 
     async def remove(self, *, hostname: str | None = None, container_id: str | None = None,
-                     addr: int | None = None, unbind: bool = False) -> tuple[Entry, ...]: ...
+                     addr: int | None = None, unbind: bool = False) -> tuple[DnsEntry, ...]: ...
 
     async def bind(self, container_id: str) -> None: ...
 
@@ -41,8 +41,8 @@ class DnsApi(Protocol):
 NO_CONTENT = Response(204, b"")
 
 
-def api_router(app: DnsApi) -> Router:
-    http = Router()
+def api_router(app: DnsApi) -> HttpRouter:
+    http = HttpRouter()
 
     async def put_name(req: Request) -> Response:
         form = req.form()

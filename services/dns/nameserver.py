@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence
 from services.dns.entry import (
     GOSSIP_WINDOW_S,
     TOMBSTONE_TIMEOUT_S,
-    Entry,
+    DnsEntry,
     EntryKey,
     GossipData,
 )
@@ -61,12 +61,12 @@ class Nameserver:
         self.tombstone_timeout_s = int(tombstone_timeout_s)
         self.domain = fqdn(domain)
         self._known: set[int] = {int(self.our_name), *map(int, known_peers)}
-        self._entries: dict[EntryKey, Entry] = {}
-        self._by_name: dict[str, dict[EntryKey, Entry]] = {}
+        self._entries: dict[EntryKey, DnsEntry] = {}
+        self._by_name: dict[str, dict[EntryKey, DnsEntry]] = {}
         self._by_addr: dict[int, set[EntryKey]] = {}
         self._live: dict[str, tuple[int, ...]] = {}
         self._reverse: dict[int, str] = {}
-        self._sorted: tuple[Entry, ...] | None = None
+        self._sorted: tuple[DnsEntry, ...] | None = None
         self.generation = 0
         """Bumped by every change of what a query can see (answer caches compare it)."""
 
@@ -88,13 +88,13 @@ class Nameserver:
         """Hostname of the first live entry (stored order) with `addr`, else None."""
         return self._reverse.get(addr)
 
-    def entries(self) -> tuple[Entry, ...]:
+    def entries(self) -> tuple[DnsEntry, ...]:
         """Every entry, tombstones included, in stored (case-insensitive) order."""
         if self._sorted is None:
-            self._sorted = tuple(sorted(self._entries.values(), key=Entry.sort_key))
+            self._sorted = tuple(sorted(self._entries.values(), key=DnsEntry.sort_key))
         return self._sorted
 
-    def get(self, key: EntryKey) -> Entry | None:
+    def get(self, key: EntryKey) -> DnsEntry | None:
         return self._entries.get(key)
 
     def report(self, *, upstream: Sequence[str] | None, address: str, ttl: int) -> dict:
@@ -109,7 +109,7 @@ class Nameserver:
     def add(self, hostname: str, container_id: str, addr: int, now: float) -> GossipData:
         """Register our entry (reviving it if tombstoned); returns it for broadcast,
         even when nothing changed, as Go does."""
-        entry = Entry(container_id, self.our_name, addr, hostname)
+        entry = DnsEntry(container_id, self.our_name, addr, hostname)
         old = self._entries.get(entry.key)
         if old is not None:
             entry = old.revived() if not old.live else old
@@ -129,7 +129,7 @@ class Nameserver:
                addr: int | None = None) -> GossipData | None:
         """Tombstone our live entries matching every given field (None = any; the
         hostname compares exactly). Returns the tombstones to broadcast, or None."""
-        def match(e: Entry) -> bool:
+        def match(e: DnsEntry) -> bool:
             return ((hostname is None or e.hostname == hostname)
                     and (container_id is None or e.container_id == container_id)
                     and (addr is None or e.addr == addr))
@@ -139,7 +139,7 @@ class Nameserver:
         """Tombstone every live entry of ours for that container."""
         return self._tombstone_ours(lambda e: e.container_id == container_id, now)
 
-    def _tombstone_ours(self, match: Callable[[Entry], bool], now: float) -> GossipData | None:
+    def _tombstone_ours(self, match: Callable[[DnsEntry], bool], now: float) -> GossipData | None:
         doomed = [e for e in self._entries.values()
                   if e.origin == self.our_name and e.live and match(e)]
         done = [e.tombstoned(int(now)) for e in doomed]
@@ -190,7 +190,7 @@ class Nameserver:
             received=GossipData(data.timestamp, tuple(received)),
             broadcast=GossipData.of(now, overridden) if overridden else None)
 
-    def _reassert_ours(self, entries: list[Entry], now: int) -> tuple[list[Entry], list[Entry]]:
+    def _reassert_ours(self, entries: list[DnsEntry], now: int) -> tuple[list[DnsEntry], list[DnsEntry]]:
         """Replace claims about our entries that disagree with our state by our state
         at a higher version; entries of ours we do not have are tombstoned."""
         out, overridden = [], []
@@ -207,7 +207,7 @@ class Nameserver:
             out.append(e)
         return out, overridden
 
-    def merge(self, entries: Iterable[Entry]) -> tuple[Entry, ...] | None:
+    def merge(self, entries: Iterable[DnsEntry]) -> tuple[DnsEntry, ...] | None:
         """Merge entries into the store; returns the ones that changed it, or None."""
         new = []
         for e in entries:
@@ -231,14 +231,14 @@ class Nameserver:
 
     # ---- indexes -------------------------------------------------------------------
 
-    def _put(self, entry: Entry) -> None:
+    def _put(self, entry: DnsEntry) -> None:
         key, lname = entry.key, entry.hostname.lower()
         self._entries[key] = entry
         self._by_name.setdefault(lname, {})[key] = entry
         self._by_addr.setdefault(entry.addr, set()).add(key)
         self._reindex(lname, entry.addr)
 
-    def _drop_where(self, doomed: Callable[[Entry], bool]) -> int:
+    def _drop_where(self, doomed: Callable[[DnsEntry], bool]) -> int:
         victims = [e for e in self._entries.values() if doomed(e)]
         for e in victims:
             key, lname = e.key, e.hostname.lower()
@@ -251,11 +251,11 @@ class Nameserver:
     def _reindex(self, lname: str, addr: int) -> None:
         self._sorted = None
         self.generation += 1
-        named = sorted(self._by_name.get(lname, {}).values(), key=Entry.sort_key)
+        named = sorted(self._by_name.get(lname, {}).values(), key=DnsEntry.sort_key)
         live = tuple(e.addr for e in named if e.live)
         _set_or_pop(self._live, lname, live)
         at_addr = [self._entries[k] for k in self._by_addr.get(addr, ())]
-        first = min((e for e in at_addr if e.live), key=Entry.sort_key, default=None)
+        first = min((e for e in at_addr if e.live), key=DnsEntry.sort_key, default=None)
         _set_or_pop(self._reverse, addr, first.hostname if first else None)
 
 

@@ -69,7 +69,7 @@ class ResolvConf:
 Addresses = Callable[[], Awaitable[list[tuple[str, int]]]]
 
 
-class Forwarder:
+class UpstreamClient:
     """Asks upstream servers on behalf of clients (see the module contracts)."""
 
     def __init__(self, addresses: Addresses, *, timeout_s: float, udp_size: int, max_inflight: int,
@@ -195,8 +195,8 @@ def _udp_socket(host: str, port: int) -> socket.socket:
 class DnsServer:
     """UDP and TCP listeners on one address, answering from `handler`."""
 
-    def __init__(self, handler: QueryHandler, forwarder: Forwarder, config: DnsConfig) -> None:
-        self.handler, self.forwarder, self.config = handler, forwarder, config
+    def __init__(self, handler: QueryHandler, upstream: UpstreamClient, config: DnsConfig) -> None:
+        self.handler, self.upstream, self.config = handler, upstream, config
         self.port = config.listen_port
         self.queries = 0  # UDP and TCP queries received
         self.dropped = 0  # replies not sent: send buffer full
@@ -231,7 +231,7 @@ class DnsServer:
 
     def forward(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
         """Resolve `fwd` upstream in a task and hand the reply to `send`."""
-        if not self.forwarder.try_acquire():
+        if not self.upstream.try_acquire():
             self.overloaded += 1
             send(fwd.servfail())
             return
@@ -241,9 +241,9 @@ class DnsServer:
 
     async def _forward(self, fwd: Forward, send: Callable[[bytes], None]) -> None:
         try:
-            send(await self.forwarder.resolve(fwd))
+            send(await self.upstream.resolve(fwd))
         finally:
-            self.forwarder.release()
+            self.upstream.release()
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._tcp_clients >= self.config.settings.max_tcp_clients:
@@ -270,14 +270,14 @@ class DnsServer:
         if result is None:
             return False  # miekg closes a TCP connection it cannot answer
         if isinstance(result, Forward):
-            if not self.forwarder.try_acquire():
+            if not self.upstream.try_acquire():
                 self.overloaded += 1
                 result = result.servfail()
             else:
                 try:
-                    result = await self.forwarder.resolve(result)
+                    result = await self.upstream.resolve(result)
                 finally:
-                    self.forwarder.release()
+                    self.upstream.release()
         writer.write(_LEN.pack(len(result)) + result)
         async with asyncio.timeout(self.config.settings.tcp_idle_timeout_s):
             await writer.drain()

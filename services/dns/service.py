@@ -31,12 +31,12 @@ from prometheus_client.core import GaugeMetricFamily
 
 from services.dns import codec, snapshot
 from services.dns.config import DnsConfig
-from services.dns.entry import Entry, GossipData
+from services.dns.entry import DnsEntry, GossipData
 from services.dns.http import api_router
 from shared.weave.dns_names import BadAddress, BadName, check_fqdn, parse_ipv4
 from services.dns.nameserver import Nameserver, fqdn
 from services.dns.query import QueryHandler
-from services.dns.server import DnsServer, Forwarder, ResolvConf
+from services.dns.server import DnsServer, ResolvConf, UpstreamClient
 from services.dns.status import local_entry_count
 from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from shared import subjects
@@ -46,7 +46,7 @@ from shared.errors import RemoteProtocolError, WeaveError
 from shared.http_bus import serve_http
 from shared.mesh_channel import OwnedChannel
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
-from shared.schemas.dns import (AddRequest, ChangeReply, DnsEntry, ListReply, ListRequest, LookupReply,
+from shared.schemas.dns import (AddRequest, ChangeReply, DnsEntryInfo, ListReply, ListRequest, LookupReply,
                                 LookupRequest, RemoveRequest)
 from shared.schemas.mesh import DNS_CHANNEL, TopologyEvent
 from shared.service import ServiceContext, run_service
@@ -104,9 +104,9 @@ class DnsApp:
         exclude = self.config.listen_host if self.config.listen_host != "0.0.0.0" else None
         self.resolv = ResolvConf(settings.resolv_conf, exclude, self.clock.monotonic, settings.upstream_port)
         await self.resolv.addresses()  # read resolv.conf once now, so /status shows it
-        forwarder = Forwarder(self.resolv.addresses, timeout_s=settings.upstream_timeout_s,
-                              udp_size=settings.upstream_udp_size, max_inflight=settings.max_forwards)
-        self.server = DnsServer(QueryHandler(self.ns, ttl=self.config.ttl_s, rng=self.rng), forwarder,
+        upstream = UpstreamClient(self.resolv.addresses, timeout_s=settings.upstream_timeout_s,
+                                  udp_size=settings.upstream_udp_size, max_inflight=settings.max_forwards)
+        self.server = DnsServer(QueryHandler(self.ns, ttl=self.config.ttl_s, rng=self.rng), upstream,
                                 self.config)
         await self.server.start()
         ctx.registry.register(_EntriesCollector(self))
@@ -152,12 +152,12 @@ class DnsApp:
 
     # -- local changes (we are the origin) ----------------------------------------------
     async def add(self, container_id: str, addrs: int | tuple[int, ...], name: str, *,
-                  bind: bool = False) -> tuple[Entry, ...]:
+                  bind: bool = False) -> tuple[DnsEntry, ...]:
         """Register (or revive) our entries for `name` at each address, durably, then
         broadcast them; () if the name lies outside our domain (ignored, as Weave).
         `bind`: the container is attached (its names go when it does). Raises WeaveError
         `not_saved` when the journal cannot be written (nothing acknowledged then)."""
-        changed: list[Entry] = []
+        changed: list[DnsEntry] = []
         for addr in (addrs,) if isinstance(addrs, int) else addrs:
             data = self.ns.add_fqdn(name, container_id, addr, self.clock.now())
             if data is None:
@@ -169,7 +169,7 @@ class DnsApp:
         return tuple(changed)
 
     async def remove(self, *, hostname: str | None = None, container_id: str | None = None,
-                     addr: int | None = None, unbind: bool = False) -> tuple[Entry, ...]:
+                     addr: int | None = None, unbind: bool = False) -> tuple[DnsEntry, ...]:
         """Tombstone our live entries matching every given field, durably, then
         broadcast them. `unbind`: the container is gone (no longer bound, snapshot.py)."""
         data = self.ns.delete(self.clock.now(), hostname=hostname, container_id=container_id, addr=addr)
@@ -185,7 +185,7 @@ class DnsApp:
         if container_id not in self.bound:
             await self._commit([], bind=(container_id,))
 
-    async def _commit(self, entries: list[Entry], bind: tuple[str, ...] = (),
+    async def _commit(self, entries: list[DnsEntry], bind: tuple[str, ...] = (),
                       unbind: tuple[str, ...] = ()) -> None:
         """Journal a local change (durable when this returns), then broadcast it. The
         record is queued before the first await, so records are on disk in the order of
@@ -417,8 +417,8 @@ def _ip(addr: int) -> str:
     return ".".join(str((addr >> s) & 0xFF) for s in (24, 16, 8, 0))
 
 
-def _wire(entries) -> tuple[DnsEntry, ...]:
-    return tuple(DnsEntry(hostname=e.hostname, origin=str(e.origin), container_id=e.container_id,
+def _wire(entries) -> tuple[DnsEntryInfo, ...]:
+    return tuple(DnsEntryInfo(hostname=e.hostname, origin=str(e.origin), container_id=e.container_id,
                           address=e.address, version=e.version, tombstone=e.tombstone) for e in entries)
 
 

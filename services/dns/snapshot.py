@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from services.dns.entry import GOSSIP_WINDOW_S, Entry, merge_entry
+from services.dns.entry import GOSSIP_WINDOW_S, DnsEntry, merge_entry
 from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError, WeaveError
 
@@ -53,7 +53,7 @@ class Snapshot:
     """Which run of the host's stack wrote it (see `incarnation_of` in the shell)."""
     saved_at: float
     """Unix seconds."""
-    entries: tuple[Entry, ...]
+    entries: tuple[DnsEntry, ...]
     journal_seq: int = 0
     """The last journal record whose change this snapshot includes."""
     bound: frozenset[str] = frozenset()
@@ -65,7 +65,7 @@ class Record:
     """One journal record: a local change, durable before it is acknowledged."""
     seq: int
     incarnation: str
-    entries: tuple[Entry, ...] = ()
+    entries: tuple[DnsEntry, ...] = ()
     """Our entries as the change left them (added, revived or tombstoned)."""
     bind: tuple[str, ...] = ()
     unbind: tuple[str, ...] = ()
@@ -73,19 +73,19 @@ class Record:
 
 @dataclass
 class Restored:
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[DnsEntry] = field(default_factory=list)
     bound: set[str] = field(default_factory=set)
     last_seq: int = 0
     """The highest sequence number seen: the next record must use a higher one."""
 
 
-def _row(e: Entry) -> list:
+def _row(e: DnsEntry) -> list:
     return [e.hostname, str(e.origin), e.container_id, e.addr, e.version, e.tombstone]
 
 
-def _entry(row) -> Entry:
+def _entry(row) -> DnsEntry:
     h, o, c, a, v, t = row
-    return Entry(container_id=str(c), origin=PeerName.parse(o), addr=int(a), hostname=str(h),
+    return DnsEntry(container_id=str(c), origin=PeerName.parse(o), addr=int(a), hostname=str(h),
                  version=int(v), tombstone=int(t))
 
 
@@ -129,7 +129,7 @@ def record_of(raw) -> Record:
 
 
 def restorable(snap: Snapshot, *, our_name: PeerName, incarnation: str, now: float,
-               fresh_for_s: float = GOSSIP_WINDOW_S) -> tuple[Entry, ...]:
+               fresh_for_s: float = GOSSIP_WINDOW_S) -> tuple[DnsEntry, ...]:
     """The snapshot's entries to load back, by the rules in the module docstring.
     `fresh_for_s`: half the tombstone timeout (the gossip window, 15 min, with Weave's 30 min)."""
     same_run = snap.incarnation == incarnation

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from services.dns.entry import Entry
+from services.dns.entry import DnsEntry
 
 
 def _field(name: str, value: object) -> str:
     return f"{name:>15}: {value}"
 
 
-def status_text(domain: str, upstream: Sequence[str] | None, ttl: int, entries: Sequence[Entry]) -> str:
+def status_text(domain: str, upstream: Sequence[str] | None, ttl: int, entries: Sequence[DnsEntry]) -> str:
     """The `Service: dns` section: Entries counts live entries of every peer."""
     live = sum(1 for e in entries if e.live)
     lines = [
@@ -25,7 +25,7 @@ def status_text(domain: str, upstream: Sequence[str] | None, ttl: int, entries: 
     return "\n".join(lines) + "\n"
 
 
-def entries_text(domain: str, entries: Sequence[Entry]) -> str:
+def entries_text(domain: str, entries: Sequence[DnsEntry]) -> str:
     """`weave status dns`: one line per live entry, in stored order: the hostname
     without the domain, the address, the container id cut to 12 characters, the origin."""
     suffix = "." + domain
@@ -38,6 +38,6 @@ def entries_text(domain: str, entries: Sequence[Entry]) -> str:
     return "".join(out)
 
 
-def local_entry_count(entries: Sequence[Entry], our_name: object) -> int:
+def local_entry_count(entries: Sequence[DnsEntry], our_name: object) -> int:
     """weave_dns_entries: live entries this peer originated (weave:prog/weaver/metrics.go)."""
     return sum(1 for e in entries if e.live and e.origin == our_name)

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from services.gossip import status
 from services.gossip.router import Router as MeshRouter
 from shared.bus import Bus
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 from shared.http_bus import forward
 
 
@@ -37,7 +37,7 @@ SECTION_SERVICES = ("ipam", "dns", "datapath", "npc", "kube-peers")  # their GET
 VIEW_OWNERS = {"ipam": "ipam", "dns": "dns", "npc": "npc", "kube-peers": "kube-peers"}
 
 
-def add_status_routes(http: Router, app: GossipApi) -> None:
+def add_status_routes(http: HttpRouter, app: GossipApi) -> None:
     """GET /status, /status/{peers,connections,targets}, /report."""
 
     async def get_status(_: Request) -> Response:
@@ -74,9 +74,9 @@ def add_status_routes(http: Router, app: GossipApi) -> None:
     http.add("GET", "/report", get_report)
 
 
-def api_router(app: GossipApi, registry: CollectorRegistry) -> Router:
+def api_router(app: GossipApi, registry: CollectorRegistry) -> HttpRouter:
     """The control port: the status routes plus POST /connect, POST /forget, GET /metrics."""
-    http = Router()
+    http = HttpRouter()
     add_status_routes(http, app)
 
     async def post_connect(req: Request) -> Response:

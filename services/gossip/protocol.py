@@ -70,7 +70,7 @@ _GO_BOOLS = {**dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
 """Exactly what Go's strconv.ParseBool accepts."""
 
 
-class State(enum.Enum):
+class ProtocolState(enum.Enum):
     AWAIT_HEADER = "await-header"
     AWAIT_FLAG = "await-flag"
     AWAIT_PUBLIC_KEY = "await-public-key"
@@ -168,7 +168,7 @@ class MeshProtocol:
         """Negotiated protocol version, once the peer's header is in."""
         self._encryptor: Encryptor | None = None
         self._decryptor: Decryptor | None = None
-        self.state = State.AWAIT_HEADER
+        self.state = ProtocolState.AWAIT_HEADER
         self._initiated = False
         self._inbox = _ReceiveBuffer()
         self._outbox = bytearray()
@@ -182,7 +182,7 @@ class MeshProtocol:
         """Seconds the shell allows before the next bytes must arrive: the header
         deadline (armed once, at connect) until the header is in, then twice the
         heartbeat (READ_TIMEOUT by default), re-armed after each event."""
-        return HEADER_TIMEOUT if self.state is State.AWAIT_HEADER else 2 * self.heartbeat
+        return HEADER_TIMEOUT if self.state is ProtocolState.AWAIT_HEADER else 2 * self.heartbeat
 
     def initiate(self) -> bytes:
         """Header, flag and public key: write them at once, without waiting for the
@@ -205,7 +205,7 @@ class MeshProtocol:
     def send_message(self, tag: int, payload: bytes) -> bytes:
         """The framed (and sealed) message to write. Only once OPEN. Any bytes still
         pending from data_to_send() come first, so wire order always holds."""
-        if self.state is not State.OPEN:
+        if self.state is not ProtocolState.OPEN:
             raise LocalProtocolError(f"cannot send in state {self.state.value}", reason="not_open")
         if not 0 <= tag <= 0xFF:
             raise LocalProtocolError(f"tag {tag} is not a byte", reason="bad_tag")
@@ -219,7 +219,7 @@ class MeshProtocol:
         `reason`) for any violation; the core is then CLOSED and the shell should drop
         the connection. Events decoded earlier in the same call ride on `err.events`.
         """
-        if not self._initiated or self.state is State.CLOSED:
+        if not self._initiated or self.state is ProtocolState.CLOSED:
             raise LocalProtocolError(f"cannot receive in state {self.state.value}"
                                      + ("" if self._initiated else " before initiate()"))
         self._inbox.feed(data)
@@ -228,7 +228,7 @@ class MeshProtocol:
             while self._STEPS[self.state](self, events):
                 pass
         except RemoteProtocolError as err:
-            self.state = State.CLOSED
+            self.state = ProtocolState.CLOSED
             err.events = events
             raise
         finally:
@@ -244,7 +244,7 @@ class MeshProtocol:
         if header is None:
             return False
         self.version = _negotiate(self.min_version, self.max_version, header[5], header[6])
-        self.state = State.AWAIT_FLAG
+        self.state = ProtocolState.AWAIT_FLAG
         return True
 
     def _on_flag(self, events: list[Event]) -> bool:
@@ -256,7 +256,7 @@ class MeshProtocol:
                                     flag=flag[0])
         _check_crypto_agreement(self.encrypted, remote_encrypted=flag[0] == 1)
         if self.encrypted:
-            self.state = State.AWAIT_PUBLIC_KEY
+            self.state = ProtocolState.AWAIT_PUBLIC_KEY
         else:
             self._queue_features()
         return True
@@ -279,7 +279,7 @@ class MeshProtocol:
             return False
         features = _decode_features(body)
         events.append(self._handshake_complete(features))
-        self.state = State.OPEN
+        self.state = ProtocolState.OPEN
         return True
 
     def _on_message(self, events: list[Event]) -> bool:
@@ -290,12 +290,12 @@ class MeshProtocol:
             events.append(MessageReceived(body[0], body[1:]))
         return True
 
-    _STEPS: dict[State, Callable[["MeshProtocol", list[Event]], bool]] = {
-        State.AWAIT_HEADER: _on_header,
-        State.AWAIT_FLAG: _on_flag,
-        State.AWAIT_PUBLIC_KEY: _on_public_key,
-        State.AWAIT_FEATURES: _on_features,
-        State.OPEN: _on_message,
+    _STEPS: dict[ProtocolState, Callable[["MeshProtocol", list[Event]], bool]] = {
+        ProtocolState.AWAIT_HEADER: _on_header,
+        ProtocolState.AWAIT_FLAG: _on_flag,
+        ProtocolState.AWAIT_PUBLIC_KEY: _on_public_key,
+        ProtocolState.AWAIT_FEATURES: _on_features,
+        ProtocolState.OPEN: _on_message,
     }
 
     def _next_body(self) -> bytes | None:
@@ -317,7 +317,7 @@ class MeshProtocol:
 
     def _queue_features(self) -> None:
         self._queue_frame(self._features_gob)
-        self.state = State.AWAIT_FEATURES
+        self.state = ProtocolState.AWAIT_FEATURES
 
     def _queue_frame(self, body: bytes) -> None:
         wire_len = len(body) + (SECRETBOX_OVERHEAD if self._encryptor else 0)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from services.gossip.bridged_gossiper import BridgedGossiper, Deliver
 from services.gossip.connection import Connection, ConnState
-from services.gossip.connection_maker import ConnectionMaker, EndReason
+from services.gossip.connection_maker import ConnectionMaker, Dial, EndReason
 from services.gossip.gossip_channel import GOSSIP_INTERVAL, GossipChannels, Send
 from services.gossip.peer import ConnectionSummary, LocalPeer, Peer, TieBreak, break_tie
 from shared.weave.peer_name import PeerName, PeerUID
@@ -90,12 +90,6 @@ class Write:
 class Close:
     key: int
     reason: str
-
-
-@dataclass(frozen=True)
-class Dial:
-    address: str
-    accept_new_peer: bool = True
 
 
 @dataclass(frozen=True)
@@ -505,8 +499,7 @@ class Router:
         summaries = [ConnectionSummary(c.remote.name if c.remote else PeerName(0), c.remote_addr, c.outbound,
                                        c.state is ConnState.ESTABLISHED)
                      for c in self.conns.values()]
-        for dial in self.maker.refresh(now, self.peers, summaries):
-            self._out.append(Dial(dial.address, dial.accept_new_peer))
+        self._out.extend(self.maker.refresh(now, self.peers, summaries))
 
     # -- output --------------------------------------------------------------------------
     def _emit(self, action: Action) -> None:

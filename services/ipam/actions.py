@@ -14,7 +14,7 @@ from typing import Any, Hashable, Union
 
 from shared.weave.peer_name import PeerName
 from services.ipam.errors import RequestError
-from services.ipam.messages import GossipState, Unicast
+from services.ipam.messages import IpamGossip, Unicast
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Reply:
 
 @dataclass(frozen=True)
 class Broadcast:
-    state: GossipState
+    state: IpamGossip
 
 
 @dataclass(frozen=True)

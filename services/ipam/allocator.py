@@ -29,7 +29,7 @@ from services.ipam.allocate import Allocate, Prime
 from services.ipam.claim import Claim
 from services.ipam.config import AllocatorConfig
 from services.ipam.errors import RequestError
-from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied, Unicast
+from services.ipam.messages import IpamGossip, RingUpdate, SpaceRequest, SpaceRequestDenied, Unicast
 from services.ipam.owned import Owned
 from services.ipam.paxos import Node, Observer, Participant
 from services.ipam.persistence import load_snapshot, make_delta, make_snapshot
@@ -248,9 +248,9 @@ class Allocator:
 
     # -- gossip -----------------------------------------------------------------------
 
-    def gossip_state(self, now: float | None = None) -> GossipState:
+    def gossip_state(self, now: float | None = None) -> IpamGossip:
         """Our current full state (a copy), as sent in gossip, broadcasts and relays."""
-        state = GossipState(int(self.now if now is None else now), dict(self.nicknames))
+        state = IpamGossip(int(self.now if now is None else now), dict(self.nicknames))
         if self.ring.empty():
             state.paxos = self.paxos.gossip_state() if self.paxos else None
         else:
@@ -262,12 +262,12 @@ class Allocator:
         return codec.encode_gossip(self.gossip_state(now))
 
     @_input
-    def on_gossip(self, state: GossipState | bytes) -> None:
+    def on_gossip(self, state: IpamGossip | bytes) -> None:
         """Periodic gossip from a neighbour: merged, never answered nor relayed."""
         gossip.update(self, UNKNOWN_PEER_NAME, _state(state))
 
     @_input
-    def on_gossip_broadcast(self, sender: PeerName, state: GossipState | bytes) -> None:
+    def on_gossip_broadcast(self, sender: PeerName, state: IpamGossip | bytes) -> None:
         """A broadcast originated by sender. The shell relays `gossip(now)`."""
         gossip.update(self, PeerName(sender), _state(state))
 
@@ -411,5 +411,5 @@ def _cidr(parse, value: str | CIDR) -> CIDR:
     return parse(value if isinstance(value, str) else str(value))
 
 
-def _state(state: GossipState | bytes) -> GossipState:
+def _state(state: IpamGossip | bytes) -> IpamGossip:
     return codec.decode_gossip(state) if isinstance(state, bytes) else state

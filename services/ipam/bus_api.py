@@ -18,7 +18,7 @@ from shared.errors import WeaveError
 from shared.http_bus import serve_http
 from shared.schemas.base import Ok
 from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, LookupReply, LookupRequest,
-                                 PrimeRequest, ReleaseRequest, RingEntry, RmpeerReply, RmpeerRequest, StatusReply,
+                                 PrimeRequest, ReleaseRequest, RingEntryInfo, RmpeerReply, RmpeerRequest, StatusReply,
                                  StatusRequest)
 
 T = TypeVar("T")
@@ -96,7 +96,7 @@ class BusApi:
 def status_reply(app: http.IpamApi) -> StatusReply:
     alloc = app.alloc
     rep = status.report(alloc)
-    entries = tuple(RingEntry(token=e["Token"], size=e["Size"], peer=e["Peer"], nickname=e["Nickname"],
+    entries = tuple(RingEntryInfo(token=e["Token"], size=e["Size"], peer=e["Peer"], nickname=e["Nickname"],
                               reachable=e["IsKnownPeer"], version=e["Version"]) for e in rep["Entries"] or ())
     return StatusReply(
         status=status.status_line(rep), range=rep["Range"], range_num_ips=rep["RangeNumIPs"],

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from shared.weave.peer_name import NAME_MASK, PeerName
 from services.ipam.address import Range
-from services.ipam.entry import Entry
+from services.ipam.entry import RingEntry
 from services.ipam.messages import (MSG_RING_UPDATE, MSG_SPACE_REQUEST, MSG_SPACE_REQUEST_DENIED,
-                                    GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied,
+                                    IpamGossip, RingUpdate, SpaceRequest, SpaceRequestDenied,
                                     Unicast)
 from services.ipam.paxos import AcceptedValue, NodeClaims, NodeID, ProposalID
 from services.ipam.ring import Ring
@@ -65,28 +65,28 @@ def bad(message: str, **attrs) -> RemoteProtocolError:
 
 # -- gossipState ----------------------------------------------------------------------
 
-def encode_gossip(state: GossipState, encoder: gob.Encoder | None = None) -> bytes:
+def encode_gossip(state: IpamGossip, encoder: gob.Encoder | None = None) -> bytes:
     """A gossip/broadcast payload. `encoder` defaults to a fresh one, as Go uses."""
     return (encoder or gob.Encoder()).encode(GOSSIP_STATE, gossip_to_gob(state))
 
 
-def decode_gossip(payload: bytes) -> GossipState:
+def decode_gossip(payload: bytes) -> IpamGossip:
     """Parse a peer's payload; RemoteProtocolError (incl. GobError) if malformed."""
     return gossip_from_gob(gob.decode(payload, GOSSIP_STATE))
 
 
-def gossip_to_gob(state: GossipState) -> dict:
+def gossip_to_gob(state: IpamGossip) -> dict:
     return {"Now": state.now,
             "Nicknames": {int(k): v for k, v in state.nicknames.items()},
             "Paxos": None if state.paxos is None else {tuple(k): _claims_to_gob(c) for k, c in state.paxos.items()},
             "Ring": None if state.ring is None else ring_to_gob(state.ring)}
 
 
-def gossip_from_gob(v: dict) -> GossipState:
+def gossip_from_gob(v: dict) -> IpamGossip:
     paxos = None
     if v["Paxos"] is not None:
         paxos = {_node_id(k): _claims_from_gob(c) for k, c in v["Paxos"].items()}
-    return GossipState(now=v["Now"], nicknames={_peer(k): s for k, s in (v["Nicknames"] or {}).items()},
+    return IpamGossip(now=v["Now"], nicknames={_peer(k): s for k, s in (v["Nicknames"] or {}).items()},
                        paxos=paxos, ring=None if v["Ring"] is None else ring_from_gob(v["Ring"]))
 
 
@@ -103,7 +103,7 @@ def ring_from_gob(v: dict) -> Ring:
     start, end = _u32(v["Start"], "Start"), _u32(v["End"], "End")
     if not start < end:
         raise bad(f"ring range {start}..{end} is empty", start=start, end=end)
-    entries = [Entry(_u32(e["Token"], "Token"), _peer(e["Peer"]), _u32(e["Version"], "Version"),
+    entries = [RingEntry(_u32(e["Token"], "Token"), _peer(e["Peer"]), _u32(e["Version"], "Version"),
                      _u32(e["Free"], "Free")) for e in v["Entries"]]
     return Ring(start, end, _peer(v["Peer"]), entries, [_peer(s) for s in v["Seeds"]])
 

@@ -42,13 +42,13 @@ MakeRanges = Callable[[int, int], list[Range]]
 
 
 @dataclass
-class Entry:
+class RingEntry:
     token: int
     peer: PeerName
     version: int = 0
     free: int = 0
 
-    def same_claim(self, other: "Entry") -> bool:
+    def same_claim(self, other: "RingEntry") -> bool:
         """Weave's entry.Equal: Free is a hint and does not take part."""
         return (self.token, self.peer, self.version) == (other.token, other.peer, other.version)
 
@@ -57,24 +57,24 @@ class Entry:
         self.version += 1
         self.free = free
 
-    def copy(self) -> "Entry":
-        return Entry(self.token, self.peer, self.version, self.free)
+    def copy(self) -> "RingEntry":
+        return RingEntry(self.token, self.peer, self.version, self.free)
 
 
-def in_my_range(theirs: Entry) -> RingError:
+def in_my_range(theirs: RingEntry) -> RingError:
     return RingError(
         f"Peer {theirs.peer} says it owns the IP range from {format_ip(theirs.token)}, which I think I own",
         code="entry_in_my_range", token=theirs.token, peer=theirs.peer)
 
 
-def inconsistent(mine: Entry, theirs: Entry) -> RingError:
+def inconsistent(mine: RingEntry, theirs: RingEntry) -> RingError:
     return RingError(
         f"Inconsistent entries for {format_ip(mine.token)}: owned by {mine.peer} "
         f"but incoming message says {theirs.peer}",
         code="inconsistent_entry", token=mine.token, peer=theirs.peer)
 
 
-def newer_version(mine: Entry, theirs: Entry) -> RingError:
+def newer_version(mine: RingEntry, theirs: RingEntry) -> RingError:
     return RingError(
         f"Received update for IP range I own at {format_ip(mine.token)} v{mine.version}: "
         f"incoming message says owner {theirs.peer} v{theirs.version}",
@@ -84,17 +84,17 @@ def newer_version(mine: Entry, theirs: Entry) -> RingError:
 class _Merge:
     """One walk over two sorted entry lists; see the module table."""
 
-    def __init__(self, mine: Sequence[Entry], theirs: Sequence[Entry], us: PeerName,
+    def __init__(self, mine: Sequence[RingEntry], theirs: Sequence[RingEntry], us: PeerName,
                  make_ranges: MakeRanges, has_allocations: HasAllocations) -> None:
         self.mine, self.theirs, self.us = mine, theirs, us
         self.make_ranges, self.has_allocations = make_ranges, has_allocations
-        self.result: list[Entry] = []
+        self.result: list[RingEntry] = []
         self.updated = False
         # Owner of the range a new token would split; at the start that is the owner
         # of our last range, which wraps round to our first token.
         self.previous_owner: PeerName | None = mine[-1].peer if mine else None
 
-    def run(self) -> tuple[list[Entry], bool]:
+    def run(self) -> tuple[list[RingEntry], bool]:
         i = j = 0
         while i < len(self.mine) and j < len(self.theirs):
             mine, theirs = self.mine[i], self.theirs[j]
@@ -120,11 +120,11 @@ class _Merge:
     def _next_mine(self, i: int) -> int:
         return self.mine[(i + 1) % len(self.mine)].token
 
-    def _keep(self, mine: Entry) -> None:
+    def _keep(self, mine: RingEntry) -> None:
         self.result.append(mine.copy())
         self.previous_owner = mine.peer
 
-    def _take(self, theirs: Entry) -> None:
+    def _take(self, theirs: RingEntry) -> None:
         self.result.append(theirs.copy())
         self.updated = True
         self.previous_owner = None
@@ -132,12 +132,12 @@ class _Merge:
     def _allocated(self, start: int, end: int) -> bool:
         return self.has_allocations(self.make_ranges(start, end))
 
-    def _check_split(self, theirs: Entry, next_token: int) -> None:
+    def _check_split(self, theirs: RingEntry, next_token: int) -> None:
         if self.previous_owner == self.us and theirs.peer != self.us:
             if self._allocated(theirs.token, next_token):
                 raise in_my_range(theirs)
 
-    def _same_token(self, mine: Entry, theirs: Entry, next_token: int) -> None:
+    def _same_token(self, mine: RingEntry, theirs: RingEntry, next_token: int) -> None:
         if mine.version > theirs.version or mine.same_claim(theirs):
             self._keep(mine)
         elif mine.version == theirs.version:
@@ -154,7 +154,7 @@ class _Merge:
         else:
             raise newer_version(mine, theirs)
 
-    def _tie(self, mine: Entry, theirs: Entry, next_token: int) -> None:
+    def _tie(self, mine: RingEntry, theirs: RingEntry, next_token: int) -> None:
         if mine.peer == self.us and self._allocated(theirs.token, next_token):
             raise inconsistent(mine, theirs)
         if (mine.free, mine.peer) >= (theirs.free, theirs.peer):
@@ -163,8 +163,8 @@ class _Merge:
             self._take(theirs)
 
 
-def merge_entries(mine: Sequence[Entry], theirs: Sequence[Entry], us: PeerName,
-                  make_ranges: MakeRanges, has_allocations: HasAllocations) -> tuple[list[Entry], bool]:
+def merge_entries(mine: Sequence[RingEntry], theirs: Sequence[RingEntry], us: PeerName,
+                  make_ranges: MakeRanges, has_allocations: HasAllocations) -> tuple[list[RingEntry], bool]:
     """Merge sorted `theirs` into sorted `mine` as peer `us` sees it.
 
     Returns fresh entries (inputs are not modified) and whether anything changed.

@@ -26,7 +26,7 @@ from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam.address import Range
 from services.ipam.claim import deny_claims
 from services.ipam.errors import DifferentRangeError, DifferentSeedsError
-from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied, Unicast
+from services.ipam.messages import IpamGossip, RingUpdate, SpaceRequest, SpaceRequestDenied, Unicast
 from services.ipam.ring import Ring
 from services.ipam.transfer import annotate
 from shared.errors import LocalProtocolError
@@ -34,7 +34,7 @@ from services.ipam.allocator_state import AllocatorState
 
 
 
-def update(alloc: AllocatorState, sender: PeerName, state: GossipState) -> None:
+def update(alloc: AllocatorState, sender: PeerName, state: IpamGossip) -> None:
     """Merge received state. A refused ring raises RingError before any change."""
     updated = merge_ring(alloc, state.ring) if state.ring is not None else False
     alloc.nicknames.update(state.nicknames)
@@ -65,7 +65,7 @@ def merge_ring(alloc: AllocatorState, ring: Ring) -> bool:
             f"ours: {alloc.ring.range.as_cidr_string()})", **e.attrs) from e
 
 
-def paxos_update(alloc: AllocatorState, state: GossipState) -> None:
+def paxos_update(alloc: AllocatorState, state: IpamGossip) -> None:
     if alloc.paxos is None or not alloc.paxos.update(state.paxos):
         return
     if alloc.paxos.think():

@@ -18,7 +18,7 @@ from services.ipam.address import CIDR
 from services.ipam.allocator import Allocator
 from services.ipam.errors import RequestError
 from shared.errors import WeaveError
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 from shared.schemas.ipam import DEFAULT_WAIT_S
 
 
@@ -77,8 +77,8 @@ def _flag(req: Request, name: str) -> bool:
     return req.form().get(name, [""])[0] == "true"
 
 
-def build_router(app: IpamApi) -> Router:
-    r = Router()
+def build_router(app: IpamApi) -> HttpRouter:
+    r = HttpRouter()
 
     async def allocate(req: Request) -> Response:
         subnet = _cidr(req) if "ip" in req.params else None

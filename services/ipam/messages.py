@@ -3,7 +3,7 @@
 `codec.py` turns these into the gob bytes a Go router sends and back; the cores only
 ever see these values.
 
-- `GossipState` (Weave's gossipState): the payload of gossip and broadcasts, and of
+- `IpamGossip` (Weave's gossipState): the payload of gossip and broadcasts, and of
   a RingUpdate unicast. `paxos` is present only while the sender has no ring (and is
   an elector); `ring` once it has one. Neither present: an observer asking for a ring.
 - Unicasts (1 type byte + gob value): 0 `SpaceRequest`, 1 `RingUpdate`,
@@ -16,7 +16,7 @@ from typing import Union
 
 from shared.weave.peer_name import PeerName
 from services.ipam.address import Range
-from services.ipam.paxos import GossipState as PaxosState
+from services.ipam.paxos import PaxosClaims
 from services.ipam.ring import Ring
 
 MSG_SPACE_REQUEST = 0
@@ -25,10 +25,10 @@ MSG_SPACE_REQUEST_DENIED = 2
 
 
 @dataclass
-class GossipState:
+class IpamGossip:
     now: int  # unix seconds of the sender; kept for compatibility, not checked
     nicknames: dict[PeerName, str] = field(default_factory=dict)
-    paxos: PaxosState | None = None
+    paxos: PaxosClaims | None = None
     ring: Ring | None = None
 
 
@@ -43,7 +43,7 @@ class SpaceRequest:
 class RingUpdate:
     """Here is my ring: the answer to a SpaceRequest, or to a ring-less broadcast."""
 
-    state: GossipState
+    state: IpamGossip
 
 
 @dataclass(frozen=True)

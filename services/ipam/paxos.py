@@ -1,7 +1,8 @@
 """Gossip-based single-decree Paxos for the initial IPAM ring (weave:ipam/paxos).
 
-Every elector gossips what it knows of every node's claims (`GossipState`); the value
-agreed on is a set of peer names, which then seeds the ring with `claim_for_peers`.
+Every elector gossips what it knows of every node's claims (`PaxosClaims`, Weave's
+paxos.GossipState); the value agreed on is a set of peer names, which then seeds the
+ring with `claim_for_peers`.
 
 - Prepare: `propose()` makes a promise one round above anything seen, with us as
   proposer.
@@ -63,7 +64,8 @@ class NodeClaims:
             other.promise, other.accepted, other.accepted_val.origin)
 
 
-GossipState = dict[NodeID, NodeClaims]
+PaxosClaims = dict[NodeID, NodeClaims]
+"""Every node's claims as one elector knows them (Weave's paxos.GossipState)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class Node:
     name: PeerName
     uid: int
     quorum: int = 0
-    knows: GossipState = field(default_factory=dict)
+    knows: PaxosClaims = field(default_factory=dict)
 
     @property
     def id(self) -> NodeID:
@@ -100,12 +102,12 @@ class Node:
     def set_quorum(self, quorum: int) -> None:
         self.quorum = quorum
 
-    def gossip_state(self) -> GossipState | None:
+    def gossip_state(self) -> PaxosClaims | None:
         return dict(self.knows)
 
-    def update(self, incoming: GossipState) -> GossipState | None:
+    def update(self, incoming: PaxosClaims) -> PaxosClaims | None:
         """Merge what another node knows; returns the claims that changed, or None."""
-        changed: GossipState = {}
+        changed: PaxosClaims = {}
         for node_id, theirs in incoming.items():
             mine = self.knows.get(node_id)
             merged = merge_claims(mine, theirs)
@@ -180,10 +182,10 @@ class Observer:
     def set_quorum(self, quorum: int) -> None:
         pass
 
-    def gossip_state(self) -> GossipState | None:
+    def gossip_state(self) -> PaxosClaims | None:
         return None
 
-    def update(self, incoming: GossipState) -> GossipState | None:
+    def update(self, incoming: PaxosClaims) -> PaxosClaims | None:
         return None
 
     def propose(self) -> None:

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Sequence
 
 from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from services.ipam.address import Range
-from services.ipam.entry import Entry, HasAllocations, merge_entries
+from services.ipam.entry import RingEntry, HasAllocations, merge_entries
 from services.ipam.errors import DifferentRangeError, DifferentSeedsError, InvalidRingError
 from shared.errors import LocalProtocolError
 
@@ -38,11 +38,11 @@ def _no_allocations(_ranges: list[Range]) -> bool:
 
 class Ring:
     def __init__(self, start: int, end: int, peer: PeerName,
-                 entries: Sequence[Entry] = (), seeds: Sequence[int] = ()) -> None:
+                 entries: Sequence[RingEntry] = (), seeds: Sequence[int] = ()) -> None:
         if not start < end:
             raise LocalProtocolError(f"ring needs start < end, got {start}..{end}")
         self.start, self.end, self.peer = start, end, PeerName(peer)
-        self.entries: list[Entry] = [e.copy() for e in entries]
+        self.entries: list[RingEntry] = [e.copy() for e in entries]
         self.seeds: list[PeerName] = [PeerName(s) for s in seeds]
 
     # -- basics -------------------------------------------------------------
@@ -66,7 +66,7 @@ class Ring:
             return end - start
         return (self.end - start) + (end - self.start)
 
-    def _at(self, i: int) -> Entry:
+    def _at(self, i: int) -> RingEntry:
         return self.entries[i % len(self.entries)]
 
     def _tokens(self) -> list[int]:
@@ -74,7 +74,7 @@ class Ring:
 
     # -- invariants ---------------------------------------------------------
 
-    def check_entries(self, entries: Sequence[Entry]) -> None:
+    def check_entries(self, entries: Sequence[RingEntry]) -> None:
         """Raise InvalidRingError if `entries` could not be this ring's entries."""
         for a, b in zip(entries, entries[1:]):
             if a.token > b.token:
@@ -160,7 +160,7 @@ class Ring:
         if share == 0:
             return
         if share == 1 or len(peers) == 1:
-            self.entries.append(Entry(start, peers[0], 0, share))
+            self.entries.append(RingEntry(start, peers[0], 0, share))
             return
         mid = start + share // 2
         self._subdivide(start, mid, peers[:len(peers) // 2])
@@ -176,7 +176,7 @@ class Ring:
             previous.update(peer, start_free)
         else:
             pos += 1
-            self.entries.insert(pos, Entry(start, PeerName(peer), 0, start_free))
+            self.entries.insert(pos, RingEntry(start, PeerName(peer), 0, start_free))
             previous.update(self.peer, self.distance(previous.token, start))
         pos += 1
         while pos < len(self.entries) and self.entries[pos].token < end:
@@ -199,7 +199,7 @@ class Ring:
         if i < len(tokens) and tokens[i] == end:
             return
         free = self.distance(end, self._at(pos).token)
-        self.entries.insert(i, Entry(end, self.peer, 0, free))
+        self.entries.insert(i, RingEntry(end, self.peer, 0, free))
 
     def report_free(self, freespace: dict[int, int]) -> bool:
         """Record free counts of our entries (token -> free); bump Version where changed."""
@@ -253,7 +253,7 @@ class Ring:
         self.entries = result
         return updated
 
-    def _clamp_our_free(self, entries: list[Entry]) -> None:
+    def _clamp_our_free(self, entries: list[RingEntry]) -> None:
         # A range of ours that got split (with no allocations in the split part)
         # may report more free space than it now holds.
         for i, e in enumerate(entries):
@@ -292,7 +292,7 @@ class Ring:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Ring":
-        entries = [Entry(t, PeerName(p), v, f) for t, p, v, f in d["entries"]]
+        entries = [RingEntry(t, PeerName(p), v, f) for t, p, v, f in d["entries"]]
         return cls(d["start"], d["end"], PeerName(d["peer"]), entries, d["seeds"])
 
     def __eq__(self, other: object) -> bool:

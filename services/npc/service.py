@@ -31,7 +31,7 @@ from shared import subjects
 from shared.bus import BusError, BusMsg
 from shared.config import NpcSettings
 from shared.errors import RemoteProtocolError, WeaveError
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.http_bus import serve_http
 from shared.mesh_channel import OwnedChannel
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
@@ -49,7 +49,7 @@ from .chains import NFLOG_GROUP
 from .model import Namespace, NetworkPolicy
 from .nflog import Blocked, NflogSocket, blocked_connection
 from .policy import NetworkPolicyController, NPCConfig
-from .sources import (POD, POLICY, PULL, Entry, PolicySources, decode, encode_chunks, namespace_key, policy_key,
+from .sources import (POD, POLICY, PULL, StoreEntry, PolicySources, decode, encode_chunks, namespace_key, policy_key,
                       split_key)
 from .store_file import STORE_FILE, StoreFile
 from .world import World, objects_of
@@ -138,7 +138,7 @@ class NpcApp:
         task.add_done_callback(self._tasks.discard)
 
     # -- the store: entries -> compiler -------------------------------------------------------
-    def _ingest(self, entries: list[Entry]) -> None:
+    def _ingest(self, entries: list[StoreEntry]) -> None:
         """Hand changed store entries to the compiler; log what it refuses."""
         for entry in entries:
             try:
@@ -155,7 +155,7 @@ class NpcApp:
             if self.enforcer is not None:
                 self.enforcer.kick()
 
-    async def _commit(self, entries: list[Entry], durable: bool = False) -> None:
+    async def _commit(self, entries: list[StoreEntry], durable: bool = False) -> None:
         """Local writes: enforce here, tell every host. `durable`: the change will be
         acknowledged to a user, so it is on disk before anyone hears of it (raises
         WeaveError `not_saved` otherwise)."""
@@ -168,7 +168,7 @@ class NpcApp:
                 raise WeaveError(f"cannot save the policy store to disk: {exc}", code="not_saved") from None
         self._broadcast(entries)
 
-    def _broadcast(self, entries: list[Entry]) -> None:
+    def _broadcast(self, entries: list[StoreEntry]) -> None:
         for payload in encode_chunks(entries):
             self.channel.broadcast(payload)
 
@@ -258,7 +258,7 @@ class NpcApp:
             blocked_connections=self.blocked_total)
 
     # -- HTTP (GET /status, /status/npc, /report; forwarded by the gossip service) ----------------
-    def _router(self) -> Router:
+    def _router(self) -> HttpRouter:
         def pods() -> list[tuple[str, str, str, str]]:
             return sorted((p.namespace, p.metadata.name, p.ip, key.split("/")[1] if key.startswith(POD) else "k8s")
                           for key, p in self.world.pods())

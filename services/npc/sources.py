@@ -42,7 +42,7 @@ MAX_ENTRIES_PER_MESSAGE = 400  # keeps one message well under nats' 1 MiB payloa
 
 
 @dataclass(frozen=True)
-class Entry:
+class StoreEntry:
     key: str
     version: int
     origin: str
@@ -94,15 +94,15 @@ def split_key(key: str) -> tuple[str, str, str]:
     raise RemoteProtocolError(f"malformed policy-store key {key!r}", code="bad_gossip", key=key)
 
 
-class GossipState:
+class PolicyStore:
     """The map itself. Plain data: no clock, no I/O."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, Entry] = {}
+        self.entries: dict[str, StoreEntry] = {}
 
-    def merge(self, entries: Iterable[Entry]) -> list[Entry] | None:
+    def merge(self, entries: Iterable[StoreEntry]) -> list[StoreEntry] | None:
         """Keep the greatest entry of each key; return the entries that won (None if none)."""
-        new: dict[str, Entry] = {}
+        new: dict[str, StoreEntry] = {}
         for entry in entries:
             held = self.entries.get(entry.key)
             if held is None or entry.rank > held.rank:
@@ -112,35 +112,35 @@ class GossipState:
                 assert entry == held, f"two values for {entry.key} at one rank"
         return list(new.values()) or None
 
-    def write(self, key: str, value: Mapping[str, Any] | None, origin: str) -> Entry | None:
+    def write(self, key: str, value: Mapping[str, Any] | None, origin: str) -> StoreEntry | None:
         """A local write, one version above the current; None if it changes nothing."""
         held = self.entries.get(key)
         if held is None and value is None:
             return None
         if held is not None and held.value == value:
             return None
-        entry = Entry(key, (held.version if held else 0) + 1, origin, value)
+        entry = StoreEntry(key, (held.version if held else 0) + 1, origin, value)
         self.merge([entry])
         return entry
 
-    def live(self, kind: str | None = None) -> list[Entry]:
+    def live(self, kind: str | None = None) -> list[StoreEntry]:
         return [e for k, e in self.entries.items() if not e.tombstone and (kind is None or k.startswith(kind + "/"))]
 
 
 # ---- wire -----------------------------------------------------------------------
 
-def encode(entries: Iterable[Entry]) -> bytes:
+def encode(entries: Iterable[StoreEntry]) -> bytes:
     rows = [[e.key, e.version, e.origin, e.value] for e in entries]
     return bytes([WIRE_FORMAT]) + zlib.compress(json.dumps(rows, separators=(",", ":")).encode())
 
 
-def encode_chunks(entries: Iterable[Entry], per_message: int = MAX_ENTRIES_PER_MESSAGE) -> list[bytes]:
+def encode_chunks(entries: Iterable[StoreEntry], per_message: int = MAX_ENTRIES_PER_MESSAGE) -> list[bytes]:
     """`entries` as one or more payloads (a full state can be large)."""
     items = list(entries)
     return [encode(items[i:i + per_message]) for i in range(0, len(items), per_message)]
 
 
-def decode(payload: bytes) -> list[Entry]:
+def decode(payload: bytes) -> list[StoreEntry]:
     """Raises RemoteProtocolError (code "bad_gossip") on anything but our own encoding."""
     if not payload or payload[0] != WIRE_FORMAT:
         raise RemoteProtocolError("policy gossip of an unknown format", code="bad_gossip")
@@ -153,13 +153,13 @@ def decode(payload: bytes) -> list[Entry]:
     return [_entry(row) for row in rows]
 
 
-def _entry(row: Any) -> Entry:
+def _entry(row: Any) -> StoreEntry:
     ok = (isinstance(row, list) and len(row) == 4 and isinstance(row[0], str) and type(row[1]) is int
           and row[1] >= 1 and isinstance(row[2], str) and (row[3] is None or isinstance(row[3], dict)))
     if not ok:
         raise RemoteProtocolError(f"malformed policy gossip entry {str(row)[:80]}", code="bad_gossip")
     split_key(row[0])
-    return Entry(row[0], row[1], row[2], row[3])
+    return StoreEntry(row[0], row[1], row[2], row[3])
 
 
 # ---- the host's view -------------------------------------------------------------
@@ -179,14 +179,14 @@ class PolicySources:
 
     def __init__(self, ourself: str) -> None:
         self.ourself = ourself
-        self.state = GossipState()
+        self.state = PolicyStore()
         self.own_pods: dict[str, dict[str, Any]] = {}
 
     # -- objects from `weave policy` --------------------------------------------------
-    def put(self, key: str, value: Mapping[str, Any]) -> Entry | None:
+    def put(self, key: str, value: Mapping[str, Any]) -> StoreEntry | None:
         return self.state.write(key, dict(value), self.ourself)
 
-    def delete(self, key: str) -> Entry | None:
+    def delete(self, key: str) -> StoreEntry | None:
         """None if there is no live entry under `key`."""
         held = self.state.entries.get(key)
         if held is None or held.tombstone:
@@ -194,7 +194,7 @@ class PolicySources:
         return self.state.write(key, None, self.ourself)
 
     # -- pods of this host ---------------------------------------------------------
-    def container_event(self, event: ContainerEvent) -> list[Entry]:
+    def container_event(self, event: ContainerEvent) -> list[StoreEntry]:
         if event.container_id == EXPOSE_ID:
             return []
         if event.kind == "detached" or not event.cidrs:
@@ -203,7 +203,7 @@ class PolicySources:
             self.own_pods[event.container_id] = pod_value(event)
         return self._assert_own([event.container_id])
 
-    def container_snapshot(self, events: Iterable[ContainerEvent]) -> list[Entry]:
+    def container_snapshot(self, events: Iterable[ContainerEvent]) -> list[StoreEntry]:
         """The datapath's full list: containers not in it are gone."""
         self.own_pods = {e.container_id: pod_value(e) for e in events
                          if e.container_id != EXPOSE_ID and e.kind == "attached" and e.cidrs}
@@ -211,7 +211,7 @@ class PolicySources:
         held = [k[len(prefix):] for k in self.state.entries if k.startswith(prefix)]
         return self._assert_own([*held, *self.own_pods])
 
-    def _assert_own(self, container_ids: Iterable[str]) -> list[Entry]:
+    def _assert_own(self, container_ids: Iterable[str]) -> list[StoreEntry]:
         changed = []
         for cid in dict.fromkeys(container_ids):
             entry = self.state.write(pod_key(self.ourself, cid), self.own_pods.get(cid), self.ourself)
@@ -220,7 +220,7 @@ class PolicySources:
         return changed
 
     # -- gossip from peers ----------------------------------------------------------
-    def receive(self, entries: Iterable[Entry]) -> tuple[list[Entry], list[Entry]]:
+    def receive(self, entries: Iterable[StoreEntry]) -> tuple[list[StoreEntry], list[StoreEntry]]:
         """(entries that changed our map, our corrections to broadcast)."""
         new = self.state.merge(entries) or []
         prefix = pod_key(self.ourself, "")
@@ -228,7 +228,7 @@ class PolicySources:
         corrections = self._assert_own(mine)
         return new + corrections, corrections
 
-    def peers_removed(self, peers: Iterable[str]) -> list[Entry]:
+    def peers_removed(self, peers: Iterable[str]) -> list[StoreEntry]:
         """Tombstone the pods of peers the mesh has forgotten (never our own)."""
         gone = {p for p in peers if p != self.ourself}
         changed = []
@@ -243,7 +243,7 @@ class PolicySources:
         return {"ourself": self.ourself, "own_pods": self.own_pods,
                 "entries": [[e.key, e.version, e.origin, e.value] for e in self.state.entries.values()]}
 
-    def restore(self, data: Mapping[str, Any]) -> list[Entry]:
+    def restore(self, data: Mapping[str, Any]) -> list[StoreEntry]:
         """Load a snapshot (ours, or a previous peer name's: then its pods are not ours)."""
         entries = [_entry(row) for row in data.get("entries", [])]
         self.state.merge(entries)

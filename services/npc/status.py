@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 from shared.schemas.npc import ListReply, StatusReply
 
 
@@ -65,9 +65,9 @@ def report(s: StatusReply, objects: ListReply) -> dict[str, Any]:
 
 
 def router(status: Callable[[], StatusReply], objects: Callable[[], ListReply],
-           pods: Callable[[], list[tuple[str, str, str, str]]]) -> Router:
+           pods: Callable[[], list[tuple[str, str, str, str]]]) -> HttpRouter:
     """GET /status (the section), /status/npc (the view), /report (the JSON part)."""
-    http = Router()
+    http = HttpRouter()
 
     async def section(_: Request) -> Response:
         return Response(200, status_section(status()))

@@ -23,7 +23,7 @@ from pathlib import Path
 from shared.durable import write_atomic
 from shared.errors import RemoteProtocolError
 
-from .sources import Entry, PolicySources
+from .sources import StoreEntry, PolicySources
 
 log = logging.getLogger("weave.npc.store")
 STORE_FILE = "npc-store.json"
@@ -38,7 +38,7 @@ class StoreFile:
         self._generation = 0  # of the last snapshot taken
         self._written = 0  # of the last snapshot on disk
 
-    def load(self) -> list[Entry]:
+    def load(self) -> list[StoreEntry]:
         """Restore the sources from disk; returns every entry now held."""
         try:
             data = json.loads(self.path.read_text())

@@ -21,12 +21,12 @@ from shared.errors import RemoteProtocolError
 from .analyser import PolicyRejected
 from .model import KubeObject, Namespace, NetworkPolicy, ObjectMeta, Pod, PodStatus, parse_object
 from .policy import NetworkPolicyController
-from .sources import NAMESPACE, POLICY, Entry, split_key
+from .sources import NAMESPACE, POLICY, StoreEntry, split_key
 
 NAME_LABEL = "kubernetes.io/metadata.name"
 
 
-def objects_of(entry: Entry) -> list[KubeObject]:
+def objects_of(entry: StoreEntry) -> list[KubeObject]:
     """The objects a store entry stands for (none for a tombstone).
 
     Raises RemoteProtocolError when the value does not describe its kind: the caller

@@ -13,7 +13,7 @@ from pydantic import Field
 from shared.schemas.base import Message
 
 
-class DnsEntry(Message):
+class DnsEntryInfo(Message):
     """One weaveDNS record, as /report `DNS.Entries` shows it."""
 
     hostname: str = Field(description="Fully qualified name, case as registered (e.g. web.weave.local.).")
@@ -46,7 +46,7 @@ class ChangeReply(Message):
     """What an add or remove changed on this host (what was broadcast to the mesh)."""
 
     kind: Literal["changed"] = Field("changed", description="Reply tag.")
-    entries: tuple[DnsEntry, ...] = Field(description="Entries added, revived or tombstoned; may be empty.")
+    entries: tuple[DnsEntryInfo, ...] = Field(description="Entries added, revived or tombstoned; may be empty.")
 
 
 class LookupRequest(Message):
@@ -74,4 +74,4 @@ class ListReply(Message):
 
     kind: Literal["entries"] = Field("entries", description="Reply tag.")
     domain: str = Field(description="The weaveDNS domain, e.g. weave.local.")
-    entries: tuple[DnsEntry, ...] = Field(description="Entries in stored (case-insensitive name) order.")
+    entries: tuple[DnsEntryInfo, ...] = Field(description="Entries in stored (case-insensitive name) order.")

@@ -87,7 +87,7 @@ class StatusRequest(Message):
     """weave.ipam.status: the allocator's state at a glance."""
 
 
-class RingEntry(Message):
+class RingEntryInfo(Message):
     """One range of the ring (Weave's /report IPAM.Entries row)."""
 
     token: str = Field(description="First address of the range.")
@@ -104,7 +104,7 @@ class StatusReply(Message):
     range_num_ips: int = Field(description="Addresses in the universe.")
     default_subnet: str = Field(description="Subnet used when a request names none.")
     active_ips: int = Field(description="Addresses allocated on this peer.")
-    entries: tuple[RingEntry, ...] = Field(description="The ring; empty before consensus.")
+    entries: tuple[RingEntryInfo, ...] = Field(description="The ring; empty before consensus.")
     pending_allocates: int = Field(description="Allocations waiting.")
     pending_claims: int = Field(description="Claims waiting.")
     mode: Literal["consensus", "seed", "observer"] = Field(description="--ipalloc-init mode.")

@@ -25,7 +25,7 @@ from shared import subjects
 from shared.bus import BusError, BusMsg, MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import LaunchConfig, NpcSettings, for_service
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.metrics import new_registry
 from shared.schemas.datapath import ContainerEvent
 from shared.schemas.http import HttpReply, HttpRequest
@@ -63,7 +63,7 @@ class Host:
         launch = LaunchConfig(state_dir=self.state_dir, name=self.name, nickname=f"h{self.index}")
         self.bus = MemoryBus(self.broker, "npc")
         self.registry = new_registry()
-        ctx = ServiceContext("npc", for_service("npc", launch), self.bus, self.registry, RealClock(), Router())
+        ctx = ServiceContext("npc", for_service("npc", launch), self.bus, self.registry, RealClock(), HttpRouter())
         self.app = NpcApp(self.config, runner=self.kernel.run)
         await self.app.start(ctx)
 

@@ -18,7 +18,7 @@ from shared import subjects
 from shared.bus import BusMsg, MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import DnsSettings, LaunchConfig, ServiceConfig
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.metrics import new_registry
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
 from shared.schemas.mesh import DNS_CHANNEL, MeshReceive, MeshSend, PeerInfo, PeersRequest, TopologyEvent
@@ -59,7 +59,7 @@ class Host:
         self.bus = MemoryBus(self.broker, "dns")
         ctx = ServiceContext("dns", ServiceConfig(service="dns", launch=launch, metrics_port=0,
                                                    settings=DnsSettings()), self.bus,
-                             new_registry(), self.clock, Router())
+                             new_registry(), self.clock, HttpRouter())
         if self.attached is not None:
             await self.bus.serve(subjects.request("datapath", "containers"), ContainersRequest, self._containers)
         self.app = DnsApp(config, incarnation=self.incarnation, journal=self.journal)

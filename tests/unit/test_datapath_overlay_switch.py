@@ -128,7 +128,7 @@ def test_heartbeat_frame_round_trip_and_rejects():
 
 
 def test_sleeve_leaves_fastpath_peers_out_of_our_own_broadcasts_only():
-    from services.datapath.overlay_shell import _SleeveRoutes
+    from services.datapath.overlay_shell import _SleeveNextHops
     from services.datapath.topology import TopologyRoutes
     from shared.schemas.mesh import TopologyEvent
 
@@ -140,7 +140,7 @@ def test_sleeve_leaves_fastpath_peers_out_of_our_own_broadcasts_only():
         "ourself": names[0], "peers": peers, "unicast": {names[1]: names[1], names[2]: names[2]},
         "broadcast": {names[0]: [names[1], names[2]], names[1]: [names[2]]}, "removed": []}))
     fast: set[int] = set()
-    sr = _SleeveRoutes(routes, fast)
+    sr = _SleeveNextHops(routes, fast)
     a, b, c = (int(n.replace(":", ""), 16) for n in names)
     assert sr.broadcast(a) == [b, c]
     fast.add(b)

@@ -15,7 +15,7 @@ from services.datapath.containers import Containers, check_fqdn, parse_addr_args
 from services.datapath.ipam_client import Ipam, IpamUnavailable
 from services.datapath.netns import BadRequest, DatapathError
 from services.datapath.records import ContainerRecord, ExposeRecord, Records
-from services.datapath.sleeve.forwarder import CONNECTION_ESTABLISHED, Failed, State
+from services.datapath.sleeve.forwarder import CONNECTION_ESTABLISHED, Failed, ForwarderState
 from services.datapath.topology import TopologyRoutes, peer_int
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
@@ -210,7 +210,7 @@ async def test_shell_maps_forwarder_actions_to_gossip_requests():
     ack = OverlayMessageEvent(peer=H2, conn_uid=77, tag=7, payload=bytes([0, CONNECTION_ESTABLISHED]))
     await shell._on_message(type("M", (), {"data": ack.model_dump_json().encode()})())
     fwd, _ = shell.conns[77]
-    assert fwd.state is State.ESTABLISHED
+    assert fwd.state is ForwarderState.ESTABLISHED
     assert OverlayEstablished(peer=H2, conn_uid=77, overlay="sleeve", mtu=0, encrypted=False) in posted(shell)
 
     shell._run([Failed(peer_int(H2), "timed out waiting for UDP heartbeat")], 0.0)
@@ -235,8 +235,8 @@ async def test_report_has_weaves_router_fields_from_the_mac_cache():
     shell = shell_with(conn())
     shell.routes.nicknames = {peer_int(H1): "h1", peer_int(H2): "h2"}
     now = shell.loop.time()
-    shell.overlay.router.macs.add(bytes.fromhex("56a6ca7fbf1e"), peer_int(H1), now - 5)
-    shell.overlay.router.macs.add_forced(bytes.fromhex("aa0000000002"), peer_int(H2), now)
+    shell.overlay.frame_router.macs.add(bytes.fromhex("56a6ca7fbf1e"), peer_int(H1), now - 5)
+    shell.overlay.frame_router.macs.add_forced(bytes.fromhex("aa0000000002"), peer_int(H2), now)
     r = shell.report()
     assert list(r) == ["OverlayDiagnostics", "Interface", "CaptureStats", "MACs"]
     assert r["OverlayDiagnostics"] == {"sleeve": None}  # mode sleeve: no fastpath part

@@ -9,7 +9,7 @@ import pytest
 
 from services.datapath.sleeve import offload as ol
 from services.datapath.sleeve.forwarder import (CONNECTION_ESTABLISHED, OFFLOAD, OFFLOAD_REPLY, OFFLOAD_RESUMED,
-                                                OFFLOAD_TAKES, SendControl, State)
+                                                OFFLOAD_TAKES, SendControl, ForwarderState)
 from services.datapath.sleeve.overlay import Inject
 from tests.unit.test_datapath_offload import tcp_frame, udp_frame, vnet
 from tests.unit.test_sleeve_overlay import ADDR, KEY, A, B, C, Net
@@ -107,7 +107,7 @@ def test_a_restarted_peer_is_acknowledged_again():
     new = net.fwd[(A, B)]
     assert (A, B, OFFLOAD, bytes([OFFLOAD_TAKES | OFFLOAD_RESUMED])) in net.controls
     assert (B, A, CONNECTION_ESTABLISHED, b"") in net.controls
-    assert new.state is State.ESTABLISHED and new.peer_offload
+    assert new.state is ForwarderState.ESTABLISHED and new.peer_offload
 
 
 def test_a_forwarder_that_did_not_offer_offload_never_unmarks():
@@ -142,9 +142,9 @@ def test_a_restarted_datapath_facing_weave_net_establishes_on_its_heartbeat():
     net.fwd[(B, A)] = fwd
     net.push(B, net.overlays[B].confirm(fwd, net.now))
     net.pump()
-    assert fwd.state is State.CONFIRMED and fwd.remote_addr is None  # inbound: waits for A's heartbeat
+    assert fwd.state is ForwarderState.CONFIRMED and fwd.remote_addr is None  # inbound: waits for A's heartbeat
     net.advance(net.now + 10.5)  # A's slow heartbeat arrives
-    assert fwd.state is State.ESTABLISHED and fwd.remote_addr == ADDR[A]
+    assert fwd.state is ForwarderState.ESTABLISHED and fwd.remote_addr == ADDR[A]
     assert not any(tag == CONNECTION_ESTABLISHED and me == A for me, _, tag, _ in net.controls)
     net.advance(net.now + 1.0)
     assert fwd.stack_frag and fwd.mtu == 1438  # frag test and PMTU discovery ran

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.dns import codec
-from services.dns.entry import Entry, GossipData
+from services.dns.entry import DnsEntry, GossipData
 from services.dns.nameserver import Nameserver
 from shared.weave.peer_name import PeerName
 from shared import gob
@@ -20,8 +20,8 @@ from shared.errors import RemoteProtocolError
 from tests.reference import capture, reference_dir
 
 H1, H2, H3 = (PeerName.parse(f"aa:00:00:00:00:0{i}") for i in (1, 2, 3))
-ALPHA = Entry("c1", H1, 0x0A200001, "alpha.weave.local.")
-BETA = Entry("c2", H2, 0x0A260000, "beta.weave.local.")
+ALPHA = DnsEntry("c1", H1, 0x0A200001, "alpha.weave.local.")
+BETA = DnsEntry("c2", H2, 0x0A260000, "beta.weave.local.")
 T_START, T_ALPHA, T_BETA, T_DELETE, T_PERIODIC = (
     1795982677, 1795982689, 1795982692, 1795982695, 1795982707)
 
@@ -147,14 +147,14 @@ def test_bad_payloads_are_remote_protocol_errors(payload_bytes, code):
 
 
 def test_entries_go_on_the_wire_case_sensitively_sorted():
-    data = GossipData.of(7, [Entry("c", H1, 1, "b."), Entry("c", H1, 1, "a."), Entry("c", H1, 1, "B.")])
+    data = GossipData.of(7, [DnsEntry("c", H1, 1, "b."), DnsEntry("c", H1, 1, "a."), DnsEntry("c", H1, 1, "B.")])
     raw = gob.decode(codec.encode(data), codec.GOSSIP_DATA)
     assert [e["Hostname"] for e in raw["Entries"]] == ["B.", "a.", "b."]
     assert [e.hostname for e in codec.decode(codec.encode(data)).entries] == ["a.", "B.", "b."]
 
 
 entries = st.builds(
-    Entry, container_id=st.text(max_size=8), origin=st.integers(0, (1 << 48) - 1).map(PeerName),
+    DnsEntry, container_id=st.text(max_size=8), origin=st.integers(0, (1 << 48) - 1).map(PeerName),
     addr=st.integers(0, 0xFFFFFFFF), hostname=st.text(max_size=12),
     version=st.integers(-(1 << 63), (1 << 63) - 1), tombstone=st.integers(-(1 << 63), (1 << 63) - 1))
 

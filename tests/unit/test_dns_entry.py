@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.dns.entry import Entry, GossipData, merge_entry
+from services.dns.entry import DnsEntry, GossipData, merge_entry
 from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError
 
@@ -13,7 +13,7 @@ P1, P2 = PeerName(1), PeerName(2)
 
 
 def e(host="a.weave.local.", origin=P1, cid="c1", addr=0x0A200001, version=0, tombstone=0):
-    return Entry(cid, origin, addr, host, version, tombstone)
+    return DnsEntry(cid, origin, addr, host, version, tombstone)
 
 
 def test_identity_ignores_state_and_keeps_hostname_case():
@@ -25,11 +25,11 @@ def test_stored_order_is_case_insensitive_and_wire_order_case_sensitive():
     items = [e(host="b.x."), e(host="B.x.", origin=P2), e(host="a.x.", addr=2),
              e(host="A.x."), e(host="a.x.", addr=1), e(host="a.x.", cid="c0", addr=9)]
     stored = [(x.hostname, int(x.origin), x.container_id, x.addr)
-              for x in sorted(items, key=Entry.sort_key)]
+              for x in sorted(items, key=DnsEntry.sort_key)]
     assert stored == [("a.x.", 1, "c0", 9), ("a.x.", 1, "c1", 1), ("a.x.", 1, "c1", 2),
                       ("A.x.", 1, "c1", 0x0A200001),
                       ("b.x.", 1, "c1", 0x0A200001), ("B.x.", 2, "c1", 0x0A200001)]
-    wire = [x.hostname for x in sorted(items, key=Entry.wire_sort_key)]
+    wire = [x.hostname for x in sorted(items, key=DnsEntry.wire_sort_key)]
     assert wire == ["A.x.", "B.x.", "a.x.", "a.x.", "a.x.", "b.x."]
 
 
@@ -85,7 +85,7 @@ def test_gossip_data_merge_keeps_winners_and_latest_timestamp():
 
 
 entries = st.builds(
-    Entry,
+    DnsEntry,
     container_id=st.sampled_from(["c1", "c2"]),
     origin=st.sampled_from([P1, P2]),
     addr=st.sampled_from([1, 2]),

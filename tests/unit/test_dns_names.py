@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from services.dns import snapshot
-from services.dns.entry import GOSSIP_WINDOW_S, Entry
+from services.dns.entry import GOSSIP_WINDOW_S, DnsEntry
 from shared.weave.dns_names import BadAddress, BadName, check_fqdn, looks_like_address, parse_ipv4
 from shared.weave.peer_name import PeerName
 from shared.errors import LocalProtocolError
@@ -98,8 +98,8 @@ def test_cli_parser_takes_dash_h_as_the_name_and_status_dns():
 
 
 US, THEM = PeerName.parse("aa:00:00:00:00:01"), PeerName.parse("aa:00:00:00:00:02")
-OURS = Entry("c1", US, 1, "a.weave.local.", 2, 0)
-THEIRS = Entry("c2", THEM, 2, "b.weave.local.", 0, 0)
+OURS = DnsEntry("c1", US, 1, "a.weave.local.", 2, 0)
+THEIRS = DnsEntry("c2", THEM, 2, "b.weave.local.", 0, 0)
 NOW = 1_700_000_000.0
 
 

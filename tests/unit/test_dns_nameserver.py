@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.dns.entry import Entry, GossipData
+from services.dns.entry import DnsEntry, GossipData
 from services.dns.nameserver import Nameserver, fqdn, is_subdomain
 from shared.weave.peer_name import PeerName
 from shared.errors import RemoteProtocolError
@@ -25,7 +25,7 @@ def state(n: Nameserver) -> list[tuple]:
 
 
 def theirs(host="b.weave.local.", origin=P2, cid="c2", addr=A2, version=0, tombstone=0):
-    return Entry(cid, origin, addr, host, version, tombstone)
+    return DnsEntry(cid, origin, addr, host, version, tombstone)
 
 
 # ---- local changes ---------------------------------------------------------------------
@@ -34,7 +34,7 @@ def test_add_is_version_zero_and_always_broadcast():
     n = ns()
     g1 = n.add("a.weave.local.", "c1", A1, NOW)
     g2 = n.add("a.weave.local.", "c1", A1, NOW + 1)
-    assert g1 == GossipData(NOW, (Entry("c1", US, A1, "a.weave.local."),))
+    assert g1 == GossipData(NOW, (DnsEntry("c1", US, A1, "a.weave.local."),))
     assert g2 == GossipData(NOW + 1, g1.entries)  # unchanged, but Go broadcasts anyway
     assert state(n) == [("a.weave.local.", 1, "c1", A1, 0, 0)]
 
@@ -150,7 +150,7 @@ def test_merge_table(have, incoming, new, after):
 
 
 entries = st.builds(
-    Entry, container_id=st.sampled_from(["c1", "c2"]), origin=st.sampled_from([P2, P3]),
+    DnsEntry, container_id=st.sampled_from(["c1", "c2"]), origin=st.sampled_from([P2, P3]),
     addr=st.sampled_from([A1, A2]), hostname=st.sampled_from(["a.x.", "A.x.", "b.x."]),
     version=st.integers(0, 3), tombstone=st.sampled_from([0, 100, 200]))
 
@@ -212,17 +212,17 @@ def test_gossip_returns_only_what_is_new():
 ])
 def test_our_entries_are_reasserted(ours, claim, reasserted):
     n = ns()
-    mine = Entry("c1", US, A1, "a.weave.local.")
+    mine = DnsEntry("c1", US, A1, "a.weave.local.")
     if ours:
-        n.merge([Entry("c1", US, A1, "a.weave.local.", *ours)])
-    out = n.on_gossip(GossipData(NOW, (Entry("c1", US, A1, "a.weave.local.", *claim),)), NOW)
+        n.merge([DnsEntry("c1", US, A1, "a.weave.local.", *ours)])
+    out = n.on_gossip(GossipData(NOW, (DnsEntry("c1", US, A1, "a.weave.local.", *claim),)), NOW)
     x = n.get(mine.key)
     if reasserted is None:
         assert out.broadcast is None
         expect = max([ours or (-1, 0), claim])
         assert (x.version, x.tombstone) == expect
     else:
-        assert out.broadcast == GossipData(NOW, (Entry("c1", US, A1, "a.weave.local.", *reasserted),))
+        assert out.broadcast == GossipData(NOW, (DnsEntry("c1", US, A1, "a.weave.local.", *reasserted),))
         assert (x.version, x.tombstone) == reasserted
         assert out.received.entries == out.broadcast.entries
 

@@ -13,10 +13,10 @@ import pytest
 from dnslib import QTYPE, RCODE, DNSRecord
 
 from services.dns.config import DnsConfig
-from services.dns.entry import Entry
+from services.dns.entry import DnsEntry
 from services.dns.nameserver import Nameserver
 from services.dns.query import Forward, QueryHandler
-from services.dns.server import DnsServer, Forwarder, ResolvConf
+from services.dns.server import DnsServer, ResolvConf, UpstreamClient
 from shared.config import DnsSettings
 from shared.weave.peer_name import PeerName
 from tests.unit.dns_responder import Responder
@@ -31,10 +31,10 @@ def forward_of(name: str, tcp: bool = False) -> Forward:
     return fwd
 
 
-def forwarder(addresses, timeout_s=0.3, max_inflight=8) -> Forwarder:
+def upstream_client(addresses, timeout_s=0.3, max_inflight=8) -> UpstreamClient:
     async def addrs():
         return list(addresses)
-    return Forwarder(addrs, timeout_s=timeout_s, udp_size=4096, max_inflight=max_inflight)
+    return UpstreamClient(addrs, timeout_s=timeout_s, udp_size=4096, max_inflight=max_inflight)
 
 
 def dead_port() -> int:
@@ -51,7 +51,7 @@ dead_port.keep = []
 async def test_first_answering_server_wins_and_the_reply_keeps_the_client_id():
     async with Responder({"a.example.com.": "192.0.2.1"}) as up:
         fwd = forward_of("a.example.com")
-        reply = await forwarder([("127.0.0.2", dead_port()), (up.host, up.port)]).resolve(fwd)
+        reply = await upstream_client([("127.0.0.2", dead_port()), (up.host, up.port)]).resolve(fwd)
         parsed = DNSRecord.parse(reply)
         assert parsed.header.id == fwd.query.id and [str(r.rdata) for r in parsed.rr] == ["192.0.2.1"]
         assert up.seen == ["a.example.com."]
@@ -61,18 +61,18 @@ async def test_servfail_when_no_server_answers_within_the_timeout():
     async with Responder({}, silent=True) as up:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        reply = await forwarder([(up.host, up.port), (up.host, up.port)], timeout_s=0.2).resolve(forward_of("x.org"))
+        reply = await upstream_client([(up.host, up.port), (up.host, up.port)], timeout_s=0.2).resolve(forward_of("x.org"))
         assert DNSRecord.parse(reply).header.rcode == RCODE.SERVFAIL
         assert 0.4 <= loop.time() - started < 1.5, "each server gets its own timeout"
         assert up.seen == ["x.org.", "x.org."]
-    assert DNSRecord.parse(await forwarder([]).resolve(forward_of("x.org"))).header.rcode == RCODE.SERVFAIL
+    assert DNSRecord.parse(await upstream_client([]).resolve(forward_of("x.org"))).header.rcode == RCODE.SERVFAIL
 
 
 async def test_udp_reply_over_4096_bytes_counts_as_failure_but_tcp_carries_it():
     async with Responder({"big.example.com.": "192.0.2.9"}, pad=25) as up:
-        reply = await forwarder([(up.host, up.port)]).resolve(forward_of("big.example.com"))
+        reply = await upstream_client([(up.host, up.port)]).resolve(forward_of("big.example.com"))
         assert DNSRecord.parse(reply).header.rcode == RCODE.SERVFAIL
-        reply = await forwarder([(up.host, up.port)]).resolve(forward_of("big.example.com", tcp=True))
+        reply = await upstream_client([(up.host, up.port)]).resolve(forward_of("big.example.com", tcp=True))
         assert len(reply) > 4096 and len(DNSRecord.parse(reply).rr) == 26
 
 
@@ -101,7 +101,7 @@ async def server():
                        settings=DnsSettings(resolv_conf=Path(os.devnull), max_forwards=1, max_tcp_clients=2,
                                             tcp_idle_timeout_s=0.5))
     async with Responder({"slow.example.com.": "192.0.2.2"}, silent=True) as up:
-        srv = DnsServer(QueryHandler(ns), forwarder([(up.host, up.port)], timeout_s=0.5, max_inflight=1), config)
+        srv = DnsServer(QueryHandler(ns), upstream_client([(up.host, up.port)], timeout_s=0.5, max_inflight=1), config)
         await srv.start()
         yield srv
         await srv.stop()
@@ -205,7 +205,7 @@ def test_reply_truncation_is_the_handlers_job():
     in 512 bytes, so the handler cuts the answer and sets TC."""
     ns = Nameserver(US)
     for i in range(60):
-        ns.merge([Entry(f"c{i}", US, 0x0A000000 + i, "many.weave.local.")])
+        ns.merge([DnsEntry(f"c{i}", US, 0x0A000000 + i, "many.weave.local.")])
     reply = QueryHandler(ns).handle(DNSRecord.question("many.weave.local").pack())
     parsed = DNSRecord.parse(reply)
     assert len(reply) <= 512 and parsed.header.tc == 1 and 0 < len(parsed.rr) < 60

@@ -9,7 +9,7 @@ import pytest
 from dnslib import RCODE
 
 from services.dns import codec
-from services.dns.entry import Entry, GossipData
+from services.dns.entry import DnsEntry, GossipData
 from services.dns.http import api_router
 from shared.weave.peer_name import PeerName
 from shared import subjects
@@ -119,8 +119,8 @@ async def test_a_new_neighbour_gets_our_state_and_gone_peers_lose_theirs(cluster
 
 async def test_gossip_from_unknown_peers_and_skewed_clocks_is_dropped(cluster):
     _, (h1, _, _) = cluster
-    stranger = Entry("c9", PeerName.parse("aa:00:00:00:00:99"), 0x0A000009, "s.weave.local.")
-    friend = Entry("c2", PeerName.parse(peer_name(2)), 0x0A000002, "f.weave.local.")
+    stranger = DnsEntry("c9", PeerName.parse("aa:00:00:00:00:99"), 0x0A000009, "s.weave.local.")
+    friend = DnsEntry("c2", PeerName.parse(peer_name(2)), 0x0A000002, "f.weave.local.")
     now = int(h1.app.clock.now())
     for data in (GossipData.of(now, [stranger, friend]), GossipData.of(now - 3600, [friend.with_version(5)])):
         await h1.gossip_bus.publish(subjects.mesh_in(DNS_CHANNEL),

@@ -18,7 +18,7 @@ from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import LaunchConfig, for_service
 from shared.docker import DockerContainer
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.schemas import Ok
 from shared.schemas.datapath import EndpointReply, EndpointRequest
 from shared.schemas.ipam import (AllocateReply, AllocateRequest, ClaimRequest, ReleaseRequest, StatusReply,
@@ -240,7 +240,7 @@ async def plugin(tmp_path):
                           docker_plugin_dir=str(tmp_path / "plugins"))
     app = DockerPluginApp()
     await app.start(ServiceContext("docker-plugin", for_service("docker-plugin", launch), own, CollectorRegistry(),
-                                   RealClock(), Router()))
+                                   RealClock(), HttpRouter()))
     session = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(tmp_path / "plugins" / "weave.sock")))
 
     async def call(path: str, payload) -> dict:

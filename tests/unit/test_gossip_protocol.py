@@ -17,7 +17,7 @@ from services.gossip.protocol import (
     MeshProtocolError,
     MessageReceived,
     ProtocolTag,
-    State,
+    ProtocolState,
     make_features,
     parse_features,
 )
@@ -164,7 +164,7 @@ def test_plain_handshake_and_messages():
         PeerName(0xAA0000000002), 22, "h2")
     assert (done_b.remote_short_id, done_b.trusted_by_remote) == (7, False)
     assert (done_a.version, done_a.encrypted, done_a.session_key) == (2, False, None)
-    assert a.state is b.state is State.OPEN
+    assert a.state is b.state is ProtocolState.OPEN
     wire = a.send_message(ProtocolTag.GOSSIP, b"hello")
     assert wire == b"\x00\x00\x00\x06\x04hello"
     assert b.receive_data(wire) == [MessageReceived(4, b"hello")]
@@ -181,7 +181,7 @@ def test_features_queued_only_after_peer_flag():
     assert a.receive_data(b"\x00") == []
     assert a.data_to_send() == features_frame(A_FEATURES)
     assert a.data_to_send() == b""
-    assert a.state is State.AWAIT_FEATURES
+    assert a.state is ProtocolState.AWAIT_FEATURES
 
 
 def test_encrypted_handshake_same_key_and_sequence_numbers():
@@ -257,7 +257,7 @@ def test_read_timeout_phases():
 def violation(c: MeshProtocol, data: bytes) -> MeshProtocolError:
     with pytest.raises(RemoteProtocolError) as info:
         c.receive_data(data)
-    assert c.state is State.CLOSED
+    assert c.state is ProtocolState.CLOSED
     return info.value
 
 
@@ -488,7 +488,7 @@ def test_capture_encrypted_stream_intro_and_framing(stream):
     c = core(outbound=s["role"].startswith("responder"), password=b"capture-pw", key=A_KEY)
     assert c.receive_data(bytes.fromhex(hs["raw_handshake_hex"])) == []
     assert c.remote_public_key.hex() == hs["public_key_hex"]
-    assert c.state is State.AWAIT_FEATURES
+    assert c.state is ProtocolState.AWAIT_FEATURES
     ours = c.data_to_send()
     assert len(ours) == 4 + 16 + len(gob.encode(FEATURES_TYPE, B_FEATURES))
     first = frame(bytes.fromhex(messages[0]["hex"]))
@@ -506,7 +506,7 @@ def feed_all(c: MeshProtocol, chunks: list[bytes]) -> None:
         for chunk in chunks:
             c.receive_data(chunk)
     except RemoteProtocolError as err:
-        assert isinstance(err.reason, str) and c.state is State.CLOSED
+        assert isinstance(err.reason, str) and c.state is ProtocolState.CLOSED
 
 
 @settings(max_examples=150, deadline=None)

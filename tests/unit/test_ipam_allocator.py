@@ -8,9 +8,9 @@ from services.ipam.actions import Broadcast, Persist, Reply, SendUnicast
 from services.ipam.address import CIDR, Range, parse_cidr, parse_ip, parse_subnet
 from services.ipam.allocator import Allocator
 from services.ipam.config import AllocatorConfig, parse_init_mode
-from services.ipam.entry import Entry
+from services.ipam.entry import RingEntry
 from services.ipam.errors import DifferentRangeError, DifferentSeedsError, RequestError, RingError
-from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied
+from services.ipam.messages import IpamGossip, RingUpdate, SpaceRequest, SpaceRequestDenied
 from services.ipam.ring import Ring
 from shared.errors import RemoteProtocolError
 
@@ -46,7 +46,7 @@ def test_allocation_persists_and_reports_free_space():
     a = alloc()
     actions = a.allocate(1, "c1", now=1)
     assert any(isinstance(x, Persist) for x in actions)
-    assert a.ring.entries == [Entry(U0, US, 1, 255)]  # free count reported, version bumped
+    assert a.ring.entries == [RingEntry(U0, US, 1, 255)]  # free count reported, version bumped
     assert a.snapshot()["owned"] == {"c1": {"is_container": True, "cidrs": ["10.32.0.1/24"]}}
 
 
@@ -212,17 +212,17 @@ def test_ring_from_a_peer_completes_pending_requests():
     a.allocate(1, "c", now=0)
     ring = Ring(UNIVERSE.range().start, UNIVERSE.range().end, PEER)
     ring.claim_for_peers([US, PEER])
-    actions = a.on_gossip_broadcast(PEER, codec.encode_gossip(GossipState(0, {PEER: "h2"}, None, ring)), now=1)
+    actions = a.on_gossip_broadcast(PEER, codec.encode_gossip(IpamGossip(0, {PEER: "h2"}, None, ring)), now=1)
     assert str(reply(actions).result) == "10.32.0.1/24"
     assert a.nicknames == {US: "", PEER: "h2"} and not a.awaiting_consensus and a.paxos is None
 
 
 def test_ring_less_broadcast_is_answered_with_our_ring():
     a = alloc()
-    actions = a.on_gossip_broadcast(PEER, GossipState(3, {PEER: "h2"}, {}, None), now=1)
+    actions = a.on_gossip_broadcast(PEER, IpamGossip(3, {PEER: "h2"}, {}, None), now=1)
     (u,) = actions
     assert u.dest == PEER and isinstance(u.message, RingUpdate) and u.message.state.ring == a.ring
-    assert a.on_gossip(GossipState(3, {PEER: "h2"}, {}, None), now=1) == []  # periodic gossip: no answer
+    assert a.on_gossip(IpamGossip(3, {PEER: "h2"}, {}, None), now=1) == []  # periodic gossip: no answer
 
 
 def test_space_request_donates_and_always_sends_the_ring_back():
@@ -245,16 +245,16 @@ def test_space_request_we_cannot_serve_is_denied():
 
 
 @pytest.mark.parametrize("ring,error", [
-    (Ring(U0, U0 + 256, PEER, [Entry(U0, PEER, 0, 256)], [PEER]), DifferentSeedsError),
-    (Ring(U0, U0 + 128, PEER, [Entry(U0, PEER, 0, 128)], [US]), DifferentRangeError),
-    (Ring(U0, U0 + 256, PEER, [Entry(U0, PEER, 5, 256)], [US]), RingError),
+    (Ring(U0, U0 + 256, PEER, [RingEntry(U0, PEER, 0, 256)], [PEER]), DifferentSeedsError),
+    (Ring(U0, U0 + 128, PEER, [RingEntry(U0, PEER, 0, 128)], [US]), DifferentRangeError),
+    (Ring(U0, U0 + 256, PEER, [RingEntry(U0, PEER, 5, 256)], [US]), RingError),
 ])
 def test_refused_rings_change_nothing(ring, error):
     a = alloc()
     a.allocate(1, "c", now=0)
     before = (a.snapshot(), dict(a.nicknames))
     with pytest.raises(error) as e:
-        a.on_gossip_broadcast(PEER, GossipState(0, {PEER: "h2"}, None, ring), now=1)
+        a.on_gossip_broadcast(PEER, IpamGossip(0, {PEER: "h2"}, None, ring), now=1)
     assert isinstance(e.value, RemoteProtocolError)
     assert (a.snapshot(), a.nicknames) == before
     assert a.tick(now=1) == []  # nothing half-done left behind
@@ -263,7 +263,7 @@ def test_refused_rings_change_nothing(ring, error):
 def test_different_seeds_message_names_both_sides():
     a = alloc()
     with pytest.raises(DifferentSeedsError) as e:
-        a.on_gossip(GossipState(0, {}, None, Ring(U0, U0 + 256, PEER, [Entry(U0, PEER, 0, 256)], [PEER])), now=1)
+        a.on_gossip(IpamGossip(0, {}, None, Ring(U0, U0 + 256, PEER, [RingEntry(U0, PEER, 0, 256)], [PEER])), now=1)
     assert e.value.message == ("IP allocation was seeded by different peers (received: [aa:00:00:00:00:02], "
                                "ours: [aa:00:00:00:00:01(h1)])")
 

@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from shared.weave.peer_name import PeerName
 from services.ipam import codec
 from services.ipam.address import Range
-from services.ipam.entry import Entry
-from services.ipam.messages import GossipState, RingUpdate, SpaceRequest, SpaceRequestDenied
+from services.ipam.entry import RingEntry
+from services.ipam.messages import IpamGossip, RingUpdate, SpaceRequest, SpaceRequestDenied
 from services.ipam.paxos import AcceptedValue, NodeClaims, NodeID, ProposalID
 from services.ipam.ring import Ring
 from shared import gob
@@ -103,7 +103,7 @@ def test_captured_space_request_golden():
 
 def test_captured_values():
     first = codec.decode_gossip(payload_of(ipam_messages("mesh-ipam")[0]))
-    assert first == GossipState(1795982677, {H2: "h2"}, {}, None)  # elector, not proposed: empty map sent
+    assert first == IpamGossip(1795982677, {H2: "h2"}, {}, None)  # elector, not proposed: empty map sent
     donation = codec.decode_unicast(payload_of(next(m for m in ipam_messages("mesh-ipam") if m["len"] == 715)))
     ring = donation.state.ring
     assert [(e.token, e.peer, e.version, e.free) for e in ring.entries] == [
@@ -112,13 +112,13 @@ def test_captured_values():
 
 
 def test_nil_and_empty_paxos_are_told_apart():
-    observer = codec.decode_gossip(codec.encode_gossip(GossipState(5, {H1: "h1"}, None, None)))
-    elector = codec.decode_gossip(codec.encode_gossip(GossipState(5, {H1: "h1"}, {}, None)))
+    observer = codec.decode_gossip(codec.encode_gossip(IpamGossip(5, {H1: "h1"}, None, None)))
+    elector = codec.decode_gossip(codec.encode_gossip(IpamGossip(5, {H1: "h1"}, {}, None)))
     assert observer.paxos is None and elector.paxos == {}
 
 
 @pytest.mark.parametrize("msg", [SpaceRequest(Range(1, 2)), SpaceRequestDenied(Range(7, 8)),
-                                 RingUpdate(GossipState(9, {}, None, Ring(0, 256, H1, [Entry(0, H1, 3, 256)], [H1])))])
+                                 RingUpdate(IpamGossip(9, {}, None, Ring(0, 256, H1, [RingEntry(0, H1, 3, 256)], [H1])))])
 def test_unicast_roundtrip_and_type_byte(msg):
     data = codec.encode_unicast(msg)
     assert data[0] == {SpaceRequest: 0, RingUpdate: 1, SpaceRequestDenied: 2}[type(msg)]
@@ -163,12 +163,12 @@ claims = st.builds(NodeClaims, proposals, proposals,
 @st.composite
 def rings(draw):
     tokens = sorted(draw(st.sets(st.integers(0, 255), min_size=1, max_size=6)))
-    entries = [Entry(t, draw(names), draw(st.integers(0, (1 << 32) - 1)), draw(st.integers(0, 1)))
+    entries = [RingEntry(t, draw(names), draw(st.integers(0, (1 << 32) - 1)), draw(st.integers(0, 1)))
                for t in tokens]
     return Ring(0, 256, draw(names), entries, draw(st.lists(names, max_size=3)))
 
 
-states = st.builds(GossipState, st.integers(-(1 << 62), 1 << 62), st.dictionaries(names, st.text(max_size=8), max_size=4),
+states = st.builds(IpamGossip, st.integers(-(1 << 62), 1 << 62), st.dictionaries(names, st.text(max_size=8), max_size=4),
                    st.none() | st.dictionaries(st.builds(NodeID, names, st.integers(0, (1 << 64) - 1)), claims, max_size=3),
                    st.none() | rings())
 

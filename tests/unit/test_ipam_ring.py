@@ -6,7 +6,7 @@ import pytest
 
 from shared.weave.peer_name import PeerName
 from services.ipam.address import Range, parse_ip
-from services.ipam.entry import Entry
+from services.ipam.entry import RingEntry
 from services.ipam.errors import (DifferentRangeError, DifferentSeedsError, InvalidRingError,
                                   RingError)
 from services.ipam.ring import Ring
@@ -18,7 +18,7 @@ DOT10, DOT245, DOT250, MIDDLE = (parse_ip(f"10.0.0.{i}") for i in (10, 245, 250,
 
 
 def E(token, peer, free=0, version=0):
-    return Entry(token, peer, version, free)
+    return RingEntry(token, peer, version, free)
 
 
 def ring(peer, *entries, seeds=(), start=START, end=END):

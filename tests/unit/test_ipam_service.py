@@ -17,7 +17,7 @@ from shared import subjects
 from shared.bus import BusError, MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import LaunchConfig, for_service
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.metrics import new_registry
 from shared.schemas.base import Ok
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
@@ -33,7 +33,7 @@ async def start_app(state_dir, name=H1, init=f"seed={H1}", broker=None):
     bus = MemoryBus(broker or MemoryBroker(), "ipam")
     registry = new_registry()
     from shared.service import ServiceContext
-    ctx = ServiceContext("ipam", for_service("ipam", launch), bus, registry, RealClock(), Router())
+    ctx = ServiceContext("ipam", for_service("ipam", launch), bus, registry, RealClock(), HttpRouter())
     app = IpamApp()
     await app.start(ctx)
     return app, bus

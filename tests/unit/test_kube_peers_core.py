@@ -120,7 +120,7 @@ def test_a_pass_registers_claims_rmpeers_and_releases():
     assert m.handle(read(act.annotations, 8), 0) == rc.ReadConfigMap(), "round 2"
     assert m.handle(read(act.annotations, 8), 0) == rc.ListNodes()
     assert m.handle(rc.NodesListed(frozenset({"node-a", "node-b"})), 0) == rc.Done((D,), ())
-    assert m.state is rc.State.DONE
+    assert m.state is rc.ReclaimState.DONE
 
 
 def test_a_lost_claim_skips_the_peer_and_three_quiet_rounds_end_the_pass():
@@ -136,8 +136,8 @@ def test_a_lost_claim_skips_the_peer_and_three_quiet_rounds_end_the_pass():
     for _ in range(2):
         assert m.handle(read(held, 6), 0) == rc.ListNodes()
         assert m.handle(nodes, 0) == rc.ReadConfigMap()
-        assert m.handle(read(held, 6), 0) == rc.ReadConfigMap() or m.state is rc.State.DONE
-    assert m.state is rc.State.DONE and m.skipped == [D, D, D] and m.reclaimed == []
+        assert m.handle(read(held, 6), 0) == rc.ReadConfigMap() or m.state is rc.ReclaimState.DONE
+    assert m.state is rc.ReclaimState.DONE and m.skipped == [D, D, D] and m.reclaimed == []
 
 
 def test_claims_of_the_dead_are_taken_over_and_our_own_resumed():

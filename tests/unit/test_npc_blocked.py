@@ -10,7 +10,7 @@ from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import ManualClock
 from shared.config import LaunchConfig, NpcSettings, for_service
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.metrics import new_registry
 from shared.schemas.npc import BlockedReply, BlockedRequest
 from shared.service import ServiceContext
@@ -46,7 +46,7 @@ async def test_npc_answers_weave_npc_blocked(tmp_path):
     broker = MemoryBroker()
     bus, client = MemoryBus(broker, "npc"), MemoryBus(broker, "scope-probe")
     launch = LaunchConfig(state_dir=tmp_path, name="aa:00:00:00:00:01", nickname="h1")
-    ctx = ServiceContext("npc", for_service("npc", launch), bus, new_registry(), clock, Router())
+    ctx = ServiceContext("npc", for_service("npc", launch), bus, new_registry(), clock, HttpRouter())
     app = NpcApp(NpcSettings(resync_s=0.2, gossip_interval_s=0.3, persist_delay_s=0.01),
                  runner=MemoryKernel().run)
     await app.start(ctx)

@@ -21,7 +21,7 @@ from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import LaunchConfig, NpcSettings, for_service
 from shared.errors import RemoteProtocolError
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.metrics import new_registry
 from shared.schemas.datapath import ContainerEvent
 from shared.schemas.npc import ListReply, ListRequest
@@ -151,7 +151,7 @@ async def test_npc_service_enforces_kubernetes_policies(tmp_path):
     kernel, broker = MemoryKernel(), MemoryBroker()
     bus = MemoryBus(broker, "npc")
     launch = LaunchConfig(state_dir=tmp_path, name="aa:00:00:00:00:01", nickname="h1")
-    ctx = ServiceContext("npc", for_service("npc", launch), bus, new_registry(), RealClock(), Router())
+    ctx = ServiceContext("npc", for_service("npc", launch), bus, new_registry(), RealClock(), HttpRouter())
     config = NpcSettings(resync_s=0.2, gossip_interval_s=5, persist_delay_s=0.01, kube_api=url,
                          kube_token_file=token_file(tmp_path))
     app = NpcApp(config, runner=kernel.run)

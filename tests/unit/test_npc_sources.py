@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.npc.sources import (PULL, Entry, GossipState, PolicySources, decode, encode, encode_chunks, pod_key,
+from services.npc.sources import (PULL, StoreEntry, PolicyStore, PolicySources, decode, encode, encode_chunks, pod_key,
                                   policy_key, split_key)
 from shared.errors import RemoteProtocolError
 from shared.schemas.datapath import ContainerEvent
@@ -20,11 +20,11 @@ V1, V2 = {"spec": {"podSelector": {}}}, {"spec": {"podSelector": {"matchLabels":
 
 
 def E(version, origin, value, key=K):
-    return Entry(key, version, origin, value)
+    return StoreEntry(key, version, origin, value)
 
 
 def state(*entries):
-    s = GossipState()
+    s = PolicyStore()
     s.merge(entries)
     return s
 
@@ -42,7 +42,7 @@ def state(*entries):
     (E(3, A, None), E(2, B, V2), E(3, A, None), False),           # a late write does not resurrect
 ])
 def test_merge_keeps_the_greatest_and_returns_only_what_is_new(held, incoming, winner, returned):
-    s = state(held) if held else GossipState()
+    s = state(held) if held else PolicyStore()
     new = s.merge([incoming])
     assert s.entries[K] == winner
     assert new == ([winner] if returned else None)
@@ -57,21 +57,21 @@ def test_same_version_and_origin_with_different_values_is_broken_by_digest():
 
 
 def test_merge_of_many_keys_returns_each_key_once():
-    s = GossipState()
+    s = PolicyStore()
     k2 = policy_key("default", "db")
     new = s.merge([E(1, A, V1), E(2, A, V2), E(1, A, V1, key=k2)])
     assert new == [E(2, A, V2), E(1, A, V1, key=k2)]
 
 
 entries_st = st.builds(
-    Entry, key=st.sampled_from([K, policy_key("x", "y"), pod_key(A, "c1")]), version=st.integers(1, 4),
+    StoreEntry, key=st.sampled_from([K, policy_key("x", "y"), pod_key(A, "c1")]), version=st.integers(1, 4),
     origin=st.sampled_from([A, B, C]), value=st.sampled_from([None, V1, V2]))
 
 
 @given(st.lists(entries_st, max_size=8), st.lists(entries_st, max_size=8), st.lists(entries_st, max_size=8))
 def test_merge_is_idempotent_commutative_and_associative(xs, ys, zs):
     def merged(*groups):
-        s = GossipState()
+        s = PolicyStore()
         for group in groups:
             s.merge(group)
         return s.entries
@@ -84,7 +84,7 @@ def test_merge_is_idempotent_commutative_and_associative(xs, ys, zs):
 
 @given(st.lists(entries_st, max_size=10))
 def test_what_merge_returns_is_exactly_what_changed(xs):
-    s = GossipState()
+    s = PolicyStore()
     for x in xs:
         before = dict(s.entries)
         new = s.merge([x]) or []
@@ -94,7 +94,7 @@ def test_what_merge_returns_is_exactly_what_changed(xs):
 # ---- local writes ------------------------------------------------------------------------------
 
 def test_writes_bump_the_version_and_skip_no_ops():
-    s = GossipState()
+    s = PolicyStore()
     assert s.write(K, V1, A) == E(1, A, V1)
     assert s.write(K, V1, B) is None, "the same value again changes nothing"
     assert s.write(K, V2, B) == E(2, B, V2)
@@ -122,7 +122,7 @@ def ev(cid, kind="attached", cidrs=("10.32.0.1/12",), labels=None, namespace="de
 def test_container_events_become_pod_entries():
     src = PolicySources(A)
     [e1] = src.container_event(ev("c1", labels={"app": "web"}))
-    assert e1 == Entry(pod_key(A, "c1"), 1, A, {"cidrs": ["10.32.0.1/12"], "labels": {"app": "web"},
+    assert e1 == StoreEntry(pod_key(A, "c1"), 1, A, {"cidrs": ["10.32.0.1/12"], "labels": {"app": "web"},
                                                  "namespace": "default"})
     assert src.container_event(ev("c1", labels={"app": "web"})) == [], "nothing changed"
     [e2] = src.container_event(ev("c1", labels={"app": "db"}))
@@ -144,24 +144,24 @@ def test_gossip_about_our_own_pods_is_corrected():
     src = PolicySources(A)
     src.container_event(ev("c1"))
     # a peer tombstoned our pod (we were removed from its topology while away)
-    changed, corrections = src.receive([Entry(pod_key(A, "c1"), 2, B, None)])
-    assert corrections == [Entry(pod_key(A, "c1"), 3, A, src.own_pods["c1"])]
+    changed, corrections = src.receive([StoreEntry(pod_key(A, "c1"), 2, B, None)])
+    assert corrections == [StoreEntry(pod_key(A, "c1"), 3, A, src.own_pods["c1"])]
     assert changed[-1] == corrections[0] and not src.state.entries[pod_key(A, "c1")].tombstone
     # our state was lost and an old pod of ours comes back from a peer: we tombstone it
-    changed, corrections = src.receive([Entry(pod_key(A, "old"), 7, A, {"cidrs": [], "labels": {}})])
-    assert corrections == [Entry(pod_key(A, "old"), 8, A, None)]
+    changed, corrections = src.receive([StoreEntry(pod_key(A, "old"), 7, A, {"cidrs": [], "labels": {}})])
+    assert corrections == [StoreEntry(pod_key(A, "old"), 8, A, None)]
     # others' pods are merged and not touched
-    changed, corrections = src.receive([Entry(pod_key(B, "c9"), 1, B, {"cidrs": ["10.32.0.9/12"]})])
+    changed, corrections = src.receive([StoreEntry(pod_key(B, "c9"), 1, B, {"cidrs": ["10.32.0.9/12"]})])
     assert corrections == [] and [e.key for e in changed] == [pod_key(B, "c9")]
 
 
 def test_pods_of_removed_peers_are_tombstoned_but_never_ours():
     src = PolicySources(A)
     src.container_event(ev("c1"))
-    src.receive([Entry(pod_key(B, "c2"), 4, B, {"cidrs": ["10.32.0.2/12"]}),
-                 Entry(pod_key(C, "c3"), 1, C, {"cidrs": ["10.32.0.3/12"]})])
+    src.receive([StoreEntry(pod_key(B, "c2"), 4, B, {"cidrs": ["10.32.0.2/12"]}),
+                 StoreEntry(pod_key(C, "c3"), 1, C, {"cidrs": ["10.32.0.3/12"]})])
     changed = src.peers_removed([B, A])
-    assert changed == [Entry(pod_key(B, "c2"), 5, A, None)]
+    assert changed == [StoreEntry(pod_key(B, "c2"), 5, A, None)]
     assert src.peers_removed([B]) == []
     assert {e.key for e in src.state.live()} == {pod_key(A, "c1"), pod_key(C, "c3")}
 

@@ -25,7 +25,7 @@ from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import ManualClock, RealClock
 from shared.config import LaunchConfig, ScopeAppSettings, ServiceConfig
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.schemas.mesh import MeshReceive
 from shared.schemas.scope import REPORT_TOPIC, SCOPE_CHANNEL, ProbeReport, encode_mesh
 from shared.service import ServiceContext
@@ -76,7 +76,7 @@ async def start_app(clock=None, **config) -> tuple[ScopeApp, MemoryBus, ServiceC
     app = ScopeApp(AppConfig(listen_host="127.0.0.1", listen_port=0, **config))
     ctx = ServiceContext("scope-app", ServiceConfig(service="scope-app", launch=LaunchConfig(), metrics_port=0,
                                                     settings=ScopeAppSettings()),
-                         bus, CollectorRegistry(), clock or RealClock(), Router())
+                         bus, CollectorRegistry(), clock or RealClock(), HttpRouter())
     await app.start(ctx)
     return app, bus, ctx
 

@@ -20,7 +20,7 @@ from services.scope.app.traces import TraceIndex
 from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import LaunchConfig, ScopeAppSettings, ServiceConfig, scope_exposure_problem
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.service import ServiceContext
 from weavectl.testbed import weave_bin
 
@@ -34,7 +34,7 @@ async def start(**config) -> ScopeApp:
     bus = MemoryBus(MemoryBroker(), "scope-app")
     await app.start(ServiceContext("scope-app", ServiceConfig(service="scope-app", launch=LaunchConfig(),
                                                               metrics_port=0, settings=ScopeAppSettings()),
-                                   bus, CollectorRegistry(), RealClock(), Router()))
+                                   bus, CollectorRegistry(), RealClock(), HttpRouter()))
     app.test_bus = bus
     return app
 

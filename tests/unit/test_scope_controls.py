@@ -23,7 +23,7 @@ from shared.bus import MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import LaunchConfig, ScopeAppSettings, ServiceConfig
 from shared.errors import RemoteProtocolError
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.schemas.datapath import DetachReply, DetachRequest
 from shared.service import ServiceContext
 
@@ -92,7 +92,7 @@ async def start(app_controls: bool = True, probe_controls: bool = True, **config
     app = ScopeApp(AppConfig(listen_host="127.0.0.1", listen_port=0, token=TOKEN, controls=app_controls, **config))
     ctx = ServiceContext("scope-app", ServiceConfig(service="scope-app", launch=LaunchConfig(), metrics_port=0,
                                                     settings=ScopeAppSettings()),
-                         bus, CollectorRegistry(), RealClock(), Router())
+                         bus, CollectorRegistry(), RealClock(), HttpRouter())
     await app.start(ctx)
     probe_bus = MemoryBus(broker, "scope-probe")
     containers = {"c1"}

@@ -23,7 +23,7 @@ from shared import subjects
 from shared.bus import BusMsg, MemoryBroker, MemoryBus
 from shared.clock import RealClock
 from shared.config import LaunchConfig, ScopeProbeSettings, for_service
-from shared.http import Router
+from shared.http import HttpRouter
 from shared.metrics import new_registry
 from shared.schemas.datapath import ContainerEvent, ContainersReply, ContainersRequest
 from shared.schemas.mesh import MeshSend, PeerInfo, PeersRequest, TopologyEvent
@@ -123,7 +123,7 @@ async def test_probe_publishes_on_the_bus_the_mesh_and_to_a_scope_app(tmp_path, 
     launch = LaunchConfig(state_dir=tmp_path, name="aa:00:00:00:00:01", nickname="h1",
                           scope_targets=(f"127.0.0.1:{scope_port}",), scope_token="s3cret")
     registry = new_registry()
-    ctx = ServiceContext("scope-probe", for_service("scope-probe", launch), bus, registry, RealClock(), Router())
+    ctx = ServiceContext("scope-probe", for_service("scope-probe", launch), bus, registry, RealClock(), HttpRouter())
     app = ProbeApp(FAST, weave_url=f"http://127.0.0.1:{router_port}/report")
     await app.start(ctx)
     try:
@@ -189,7 +189,7 @@ async def test_an_absent_scope_app_and_absent_services_do_not_stop_the_probe(tmp
     launch = LaunchConfig(state_dir=tmp_path, name="aa:00:00:00:00:01", nickname="lonely",
                           scope_targets=("127.0.0.1:9",))
     ctx = ServiceContext("scope-probe", for_service("scope-probe", launch), bus, new_registry(), RealClock(),
-                         Router())
+                         HttpRouter())
     app = ProbeApp(FAST, weave_url="http://127.0.0.1:9/report")
     await app.start(ctx)
     try:

@@ -17,7 +17,7 @@ from services.datapath.sleeve.forwarder import (
     MTUVerified,
     SendControl,
     SendPacket,
-    State,
+    ForwarderState,
 )
 from shared.weave.peer_name import PeerName
 from tests.reference import capture
@@ -46,10 +46,10 @@ def established(now: float = 0.0, **kw) -> tuple[Forwarder, list]:
 
 def test_confirm_sends_the_captured_heartbeat_then_fast_heartbeats():
     f = Forwarder(H1, H2, UID, outbound=True, remote_addr=ADDR_H2)
-    assert f.state is State.NEW and f.next_deadline() is None
+    assert f.state is ForwarderState.NEW and f.next_deadline() is None
     out = f.confirm(0.0)
     assert out == [SendPacket(PLAIN[1], ADDR_H2, True)]  # h1 -> h2 heartbeat, byte for byte
-    assert f.state is State.CONFIRMED
+    assert f.state is ForwarderState.CONFIRMED
     assert f.next_deadline() == 0.5
     assert f.tick(0.49) == []
     assert [p.payload for p in f.tick(0.5)] == [PLAIN[1]]
@@ -61,7 +61,7 @@ def test_ack_moves_to_slow_heartbeats_frag_test_and_pmtu_probe():
     f = Forwarder(H1, H2, UID, outbound=True, remote_addr=ADDR_H2)
     f.confirm(0.0)
     out = f.control_message(CONNECTION_ESTABLISHED, b"", 0.2)
-    assert f.state is State.ESTABLISHED
+    assert f.state is ForwarderState.ESTABLISHED
     assert out[0] == Established(H2)
     assert out[1] == SendPacket(PLAIN[5], ADDR_H2, False)  # frag test, as captured
     probe = out[2]
@@ -88,10 +88,10 @@ def test_heartbeat_timeout_fails_and_heartbeats_rearm_it():
     f.control_message(CONNECTION_ESTABLISHED, b"", 30.0)
     for t in range(40, 90, 10):
         assert all(isinstance(a, SendPacket) for a in f.tick(float(t)))
-    assert f.state is State.ESTABLISHED
+    assert f.state is ForwarderState.ESTABLISHED
     out = f.tick(90.0)
     assert Failed(H2, "timed out waiting for UDP heartbeat") in out
-    assert f.state is State.FAILED and f.next_deadline() is None
+    assert f.state is ForwarderState.FAILED and f.next_deadline() is None
     assert f.special_frame(fr.heartbeat_frame(UID), ADDR_H2, 91.0) == []
     assert f.tick(1000.0) == []
 
@@ -120,7 +120,7 @@ def test_frag_test_and_its_ack():
     for t in range(10, 300, 10):
         f.special_frame(fr.heartbeat_frame(UID), ADDR_H2, float(t))
         f.tick(float(t))
-    assert f.stack_frag and f.state is State.ESTABLISHED
+    assert f.stack_frag and f.state is ForwarderState.ESTABLISHED
     out = f.tick(300.1)
     assert not f.stack_frag
     assert any(not p.df and len(p.payload) == 60021 for p in out if isinstance(p, SendPacket))
@@ -271,22 +271,22 @@ def test_stop_and_events_before_confirm():
     f = Forwarder(H1, H2, UID, outbound=True, remote_addr=ADDR_H2)
     assert f.control_message(CONNECTION_ESTABLISHED, b"", 0.0) == []
     assert f.special_frame(fr.heartbeat_frame(UID), ADDR_H2, 0.0) == []
-    assert f.state is State.NEW
+    assert f.state is ForwarderState.NEW
     f.confirm(0.0)
     f.stop()
-    assert f.state is State.STOPPED and f.next_deadline() is None
+    assert f.state is ForwarderState.STOPPED and f.next_deadline() is None
     assert f.tick(100.0) == [] and f.confirm(1.0) == []
 
 
-def in_state(state: State) -> Forwarder:
+def in_state(state: ForwarderState) -> Forwarder:
     f = Forwarder(H1, H2, UID, outbound=True, remote_addr=ADDR_H2)
-    if state is not State.NEW:
+    if state is not ForwarderState.NEW:
         f.confirm(0.0)
-    if state is State.ESTABLISHED:
+    if state is ForwarderState.ESTABLISHED:
         f.control_message(CONNECTION_ESTABLISHED, b"", 0.1)
-    if state is State.FAILED:
+    if state is ForwarderState.FAILED:
         f.tick(60.0)
-    if state is State.STOPPED:
+    if state is ForwarderState.STOPPED:
         f.stop()
     assert f.state is state
     return f
@@ -303,23 +303,23 @@ EVENTS = {
 
 
 @pytest.mark.parametrize("state, event, next_state, actions", [
-    (State.NEW, "confirm", State.CONFIRMED, [SendPacket]),
-    (State.NEW, "ack", State.NEW, []),
-    (State.NEW, "heartbeat", State.NEW, []),
-    (State.NEW, "mtu test", State.NEW, []),
-    (State.NEW, "stop", State.STOPPED, []),
-    (State.CONFIRMED, "confirm", State.CONFIRMED, []),
-    (State.CONFIRMED, "ack", State.ESTABLISHED, [Established, SendPacket, SendPacket]),
-    (State.CONFIRMED, "heartbeat", State.CONFIRMED, [SendControl]),
-    (State.CONFIRMED, "mtu test", State.CONFIRMED, [SendControl]),
-    (State.CONFIRMED, "timeout", State.FAILED, [Failed]),
-    (State.ESTABLISHED, "ack", State.ESTABLISHED, [SendPacket, SendPacket]),
-    (State.ESTABLISHED, "heartbeat", State.ESTABLISHED, [SendControl]),
-    (State.ESTABLISHED, "stop", State.STOPPED, []),
-    (State.FAILED, "heartbeat", State.FAILED, []),
-    (State.FAILED, "ack", State.FAILED, []),
-    (State.STOPPED, "confirm", State.STOPPED, []),
-    (State.STOPPED, "mtu test", State.STOPPED, []),
+    (ForwarderState.NEW, "confirm", ForwarderState.CONFIRMED, [SendPacket]),
+    (ForwarderState.NEW, "ack", ForwarderState.NEW, []),
+    (ForwarderState.NEW, "heartbeat", ForwarderState.NEW, []),
+    (ForwarderState.NEW, "mtu test", ForwarderState.NEW, []),
+    (ForwarderState.NEW, "stop", ForwarderState.STOPPED, []),
+    (ForwarderState.CONFIRMED, "confirm", ForwarderState.CONFIRMED, []),
+    (ForwarderState.CONFIRMED, "ack", ForwarderState.ESTABLISHED, [Established, SendPacket, SendPacket]),
+    (ForwarderState.CONFIRMED, "heartbeat", ForwarderState.CONFIRMED, [SendControl]),
+    (ForwarderState.CONFIRMED, "mtu test", ForwarderState.CONFIRMED, [SendControl]),
+    (ForwarderState.CONFIRMED, "timeout", ForwarderState.FAILED, [Failed]),
+    (ForwarderState.ESTABLISHED, "ack", ForwarderState.ESTABLISHED, [SendPacket, SendPacket]),
+    (ForwarderState.ESTABLISHED, "heartbeat", ForwarderState.ESTABLISHED, [SendControl]),
+    (ForwarderState.ESTABLISHED, "stop", ForwarderState.STOPPED, []),
+    (ForwarderState.FAILED, "heartbeat", ForwarderState.FAILED, []),
+    (ForwarderState.FAILED, "ack", ForwarderState.FAILED, []),
+    (ForwarderState.STOPPED, "confirm", ForwarderState.STOPPED, []),
+    (ForwarderState.STOPPED, "mtu test", ForwarderState.STOPPED, []),
 ])
 def test_state_table(state, event, next_state, actions):
     f = in_state(state)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.datapath.sleeve import ethernet_decoder as eth
-from services.datapath.sleeve.router import Decision, Fit, Hop, Router, fit_frame
+from services.datapath.sleeve.frame_router import Decision, Fit, Hop, FrameRouter, fit_frame
 
 A, B, C = 0xAA0000000001, 0xAA0000000002, 0xAA0000000003
 MAC_A = bytes.fromhex("967220c75315")  # a container behind A
@@ -63,7 +63,7 @@ ARP = BROADCAST + MAC_A + b"\x08\x06" + bytes(28)
 
 
 def routers():
-    return {p: Router(p, LineRoutes(p)) for p in (A, B, C)}
+    return {p: FrameRouter(p, LineRoutes(p)) for p in (A, B, C)}
 
 
 def test_broadcast_floods_along_the_line_and_learns_macs():
@@ -102,14 +102,14 @@ def test_broadcast_fan_out_from_the_middle():
     (b"\x00" * 10, "short_frame"),
 ])
 def test_captured_drops(frame, reason):
-    r = Router(A, LineRoutes(A))
+    r = FrameRouter(A, LineRoutes(A))
     r.captured(ARP, 0.0)
     assert r.captured(frame, 1.0) == Decision(False, [], False)
     assert r.drops == {reason: 1}
 
 
 def test_looped_frame_and_moved_mac():
-    r = Router(A, LineRoutes(A))
+    r = FrameRouter(A, LineRoutes(A))
     r.forwarded(C, A, MAC_A + MAC_C + b"\x08\x06" + bytes(28), 0.0)
     looped = BROADCAST + MAC_C + b"\x08\x06" + bytes(28)
     assert r.captured(looped, 1.0).hops == [] and r.drops == {"looped": 1}
@@ -118,9 +118,9 @@ def test_looped_frame_and_moved_mac():
 
 
 def test_unreachable_destination_and_no_broadcast_hops():
-    r = Router(C, LineRoutes(C))
+    r = FrameRouter(C, LineRoutes(C))
     assert r.forwarded(A, 0xAA0000000009, ARP, 0.0).hops == []
-    r2 = Router(A, type("NoRoutes", (), {"unicast": lambda s, n: None, "broadcast": lambda s, n: []})())
+    r2 = FrameRouter(A, type("NoRoutes", (), {"unicast": lambda s, n: None, "broadcast": lambda s, n: []})())
     assert r2.captured(ARP, 0.0) == Decision(False, [], False)
     assert r.drops == {"unknown_destination": 1} and r2.drops == {"no_broadcast_route": 1}
 

@@ -15,10 +15,10 @@ from services.datapath.sleeve.forwarder import (
     MTUVerified,
     SendControl,
     SendPacket,
-    State,
+    ForwarderState,
 )
 from services.datapath.sleeve.overlay import Inject, SleeveOverlay
-from tests.unit.test_sleeve_router import ARP, MAC_A, MAC_C, LineRoutes, ipv4_frame
+from tests.unit.test_sleeve_frame_router import ARP, MAC_A, MAC_C, LineRoutes, ipv4_frame
 
 A, B, C = 0xAA0000000001, 0xAA0000000002, 0xAA0000000003
 PEERS = {A, B, C}
@@ -108,7 +108,7 @@ def line(key=None, pmtu=None) -> Net:
 def test_mesh_of_three_establishes_and_verifies_mtu(key, mtu):
     net = line(key)
     for f in net.fwd.values():
-        assert (f.state, f.mtu, f.stack_frag) == (State.ESTABLISHED, mtu, True)
+        assert (f.state, f.mtu, f.stack_frag) == (ForwarderState.ESTABLISHED, mtu, True)
     established = sorted((me, e.peer) for me, e in net.events if isinstance(e, Established))
     assert established == [(A, B), (B, A), (B, C), (C, B)]
     verified = {(me, e.peer, e.mtu) for me, e in net.events if isinstance(e, MTUVerified)}
@@ -125,7 +125,7 @@ def test_broadcast_then_unicast_reply_relayed_by_the_middle(key):
     net.capture(C, reply)
     assert net.injected[A] == [reply]
     assert net.injected[B] == [ARP]  # B relayed without injecting
-    assert net.overlays[B].router.macs.lookup(MAC_C) is None
+    assert net.overlays[B].frame_router.macs.lookup(MAC_C) is None
 
 
 def test_batched_frames_arrive_in_order():

@@ -35,7 +35,7 @@ from lightkube.types import PatchType
 from shared import kube, subjects
 from shared.bus import Bus, BusError
 from shared.config import LaunchConfig
-from shared.http import Request, Response, Router
+from shared.http import HttpRouter, Request, Response
 from shared.http_bus import serve_http
 from shared.schemas.base import Ok
 from shared.schemas.ipam import PrimeRequest, RmpeerReply, RmpeerRequest, StatusReply, StatusRequest
@@ -276,8 +276,8 @@ class KubePeers:
                  ("Reclaimed", ", ".join(x["Peer"] for x in r["Reclaimed"]) or "none")]
         return "".join(f"{k:>15}: {v}\n" for k, v in lines)
 
-    def router(self) -> Router:
-        http = Router()
+    def router(self) -> HttpRouter:
+        http = HttpRouter()
 
         async def status(_: Request) -> Response:
             return Response(200, self.section())

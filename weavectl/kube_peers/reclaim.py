@@ -118,7 +118,7 @@ class Tick:
 Event = ConfigMapRead | NodesListed | Conflict | Failed | RmpeerDone | Tick
 
 
-class State(enum.Enum):
+class ReclaimState(enum.Enum):
     REGISTER_READ = "reading the peer list to join it"
     REGISTER_WRITE = "adding ourselves to the peer list"
     REGISTER_WAIT = "waiting to retry joining the peer list"
@@ -141,7 +141,7 @@ class Reclaim:
     rng: random.Random
     register: bool = True                 # join the peer list first (Weave's --reclaim at start)
     retry_period_s: float = RETRY_PERIOD_S
-    state: State = State.SCAN_READ
+    state: ReclaimState = ReclaimState.SCAN_READ
     annotations: Mapping[str, str] = field(default_factory=dict)
     version: str = ""
     candidates: list[str] = field(default_factory=list)
@@ -152,7 +152,7 @@ class Reclaim:
     skipped: list[str] = field(default_factory=list)
 
     def start(self) -> Action:
-        self.state = State.REGISTER_READ if self.register else State.SCAN_READ
+        self.state = ReclaimState.REGISTER_READ if self.register else ReclaimState.SCAN_READ
         return ReadConfigMap()
 
     def handle(self, event: Event, now: float) -> Action:
@@ -171,23 +171,23 @@ class Reclaim:
         updated = pl.with_peer(self.annotations, self.me, self.my_node)
         if updated is None:
             return self._scan_nodes()
-        self.state = State.REGISTER_WRITE
+        self.state = ReclaimState.REGISTER_WRITE
         return WriteConfigMap(updated, self.version)
 
     def _register_written(self, _: ConfigMapRead, now: float) -> Action:
         return self._scan_nodes()
 
     def _register_conflict(self, _: Conflict, now: float) -> Action:
-        self.state = State.REGISTER_WAIT
+        self.state = ReclaimState.REGISTER_WAIT
         return self._wait(now)
 
     def _register_retry(self, _: Tick, now: float) -> Action:
-        self.state = State.REGISTER_READ
+        self.state = ReclaimState.REGISTER_READ
         return ReadConfigMap()
 
     # -- scan ------------------------------------------------------------------------------
     def _scan_nodes(self) -> Action:
-        self.state = State.SCAN_LIST
+        self.state = ReclaimState.SCAN_LIST
         return ListNodes()
 
     def _scan_read(self, _: ConfigMapRead, now: float) -> Action:
@@ -207,10 +207,10 @@ class Reclaim:
             self.quiet += 1
             if self.quiet >= QUIET_ROUNDS:
                 return self._done()
-            self.state = State.SCAN_READ
+            self.state = ReclaimState.SCAN_READ
             return ReadConfigMap()
         self.current = self.candidates.pop(0)
-        self.state = State.CLAIM_READ
+        self.state = ReclaimState.CLAIM_READ
         return ReadConfigMap()
 
     # -- claim, rmpeer, release ------------------------------------------------------------
@@ -221,7 +221,7 @@ class Reclaim:
         if holder is not None and pl.contains(self.annotations, holder):
             self.skipped.append(self.current)
             return self._next_candidate()
-        self.state = State.CLAIM_WRITE
+        self.state = ReclaimState.CLAIM_WRITE
         return WriteConfigMap(pl.with_claim(self.annotations, self.current, self.me), self.version)
 
     def _claim_written(self, _: ConfigMapRead, now: float) -> Action:
@@ -234,7 +234,7 @@ class Reclaim:
     def _check(self) -> Action:
         """[6] rmpeer only if the peer is still listed (else someone finished it)."""
         if pl.contains(self.annotations, self.current):
-            self.state = State.RMPEER
+            self.state = ReclaimState.RMPEER
             return Rmpeer(self.current)
         return self._release()
 
@@ -247,25 +247,25 @@ class Reclaim:
 
     def _release(self) -> Action:
         self.changed = True
-        self.state = State.RELEASE_READ
+        self.state = ReclaimState.RELEASE_READ
         return ReadConfigMap()
 
     def _release_read(self, _: ConfigMapRead, now: float) -> Action:
         updated = pl.released(self.annotations, self.current)
         if updated == self.annotations:
             return self._next_candidate()
-        self.state = State.RELEASE_WRITE
+        self.state = ReclaimState.RELEASE_WRITE
         return WriteConfigMap(updated, self.version)
 
     def _release_written(self, _: ConfigMapRead, now: float) -> Action:
         return self._next_candidate()
 
     def _release_conflict(self, _: Conflict, now: float) -> Action:
-        self.state = State.RELEASE_WAIT
+        self.state = ReclaimState.RELEASE_WAIT
         return self._wait(now)
 
     def _release_retry(self, _: Tick, now: float) -> Action:
-        self.state = State.RELEASE_READ
+        self.state = ReclaimState.RELEASE_READ
         return ReadConfigMap()
 
     def _failed(self, event: Failed, now: float) -> Action:
@@ -277,33 +277,33 @@ class Reclaim:
         return Wait(now + self.retry_period_s * (1.0 + self.rng.random()))
 
     def _done(self, error: str = "") -> Done:
-        self.state = State.DONE
+        self.state = ReclaimState.DONE
         return Done(tuple(self.reclaimed), tuple(self.skipped), error)
 
 
 RULES = {
-    (State.REGISTER_READ, ConfigMapRead): Reclaim._register_read,
-    (State.REGISTER_READ, Failed): Reclaim._failed,
-    (State.REGISTER_WRITE, ConfigMapRead): Reclaim._register_written,
-    (State.REGISTER_WRITE, Conflict): Reclaim._register_conflict,
-    (State.REGISTER_WRITE, Failed): Reclaim._failed,
-    (State.REGISTER_WAIT, Tick): Reclaim._register_retry,
-    (State.SCAN_READ, ConfigMapRead): Reclaim._scan_read,
-    (State.SCAN_READ, Failed): Reclaim._failed,
-    (State.SCAN_LIST, NodesListed): Reclaim._scan_listed,
-    (State.SCAN_LIST, Failed): Reclaim._failed,
-    (State.CLAIM_READ, ConfigMapRead): Reclaim._claim_read,
-    (State.CLAIM_READ, Failed): Reclaim._failed,
-    (State.CLAIM_WRITE, ConfigMapRead): Reclaim._claim_written,
-    (State.CLAIM_WRITE, Conflict): Reclaim._claim_lost,
-    (State.CLAIM_WRITE, Failed): Reclaim._claim_lost,
-    (State.RMPEER, RmpeerDone): Reclaim._rmpeer_done,
-    (State.RMPEER, Failed): Reclaim._rmpeer_failed,
-    (State.RELEASE_READ, ConfigMapRead): Reclaim._release_read,
-    (State.RELEASE_READ, Failed): Reclaim._failed,
-    (State.RELEASE_WRITE, ConfigMapRead): Reclaim._release_written,
-    (State.RELEASE_WRITE, Conflict): Reclaim._release_conflict,
-    (State.RELEASE_WRITE, Failed): Reclaim._failed,
-    (State.RELEASE_WAIT, Tick): Reclaim._release_retry,
+    (ReclaimState.REGISTER_READ, ConfigMapRead): Reclaim._register_read,
+    (ReclaimState.REGISTER_READ, Failed): Reclaim._failed,
+    (ReclaimState.REGISTER_WRITE, ConfigMapRead): Reclaim._register_written,
+    (ReclaimState.REGISTER_WRITE, Conflict): Reclaim._register_conflict,
+    (ReclaimState.REGISTER_WRITE, Failed): Reclaim._failed,
+    (ReclaimState.REGISTER_WAIT, Tick): Reclaim._register_retry,
+    (ReclaimState.SCAN_READ, ConfigMapRead): Reclaim._scan_read,
+    (ReclaimState.SCAN_READ, Failed): Reclaim._failed,
+    (ReclaimState.SCAN_LIST, NodesListed): Reclaim._scan_listed,
+    (ReclaimState.SCAN_LIST, Failed): Reclaim._failed,
+    (ReclaimState.CLAIM_READ, ConfigMapRead): Reclaim._claim_read,
+    (ReclaimState.CLAIM_READ, Failed): Reclaim._failed,
+    (ReclaimState.CLAIM_WRITE, ConfigMapRead): Reclaim._claim_written,
+    (ReclaimState.CLAIM_WRITE, Conflict): Reclaim._claim_lost,
+    (ReclaimState.CLAIM_WRITE, Failed): Reclaim._claim_lost,
+    (ReclaimState.RMPEER, RmpeerDone): Reclaim._rmpeer_done,
+    (ReclaimState.RMPEER, Failed): Reclaim._rmpeer_failed,
+    (ReclaimState.RELEASE_READ, ConfigMapRead): Reclaim._release_read,
+    (ReclaimState.RELEASE_READ, Failed): Reclaim._failed,
+    (ReclaimState.RELEASE_WRITE, ConfigMapRead): Reclaim._release_written,
+    (ReclaimState.RELEASE_WRITE, Conflict): Reclaim._release_conflict,
+    (ReclaimState.RELEASE_WRITE, Failed): Reclaim._failed,
+    (ReclaimState.RELEASE_WAIT, Tick): Reclaim._release_retry,
 }
 """(state, event) -> rule. A pair not here is a shell bug: the pass ends with an error."""

@@ -6,8 +6,8 @@ Modules, in the order a frame meets them:
   windows);
 - `ethernet_decoder`: DF detection, ICMP "fragmentation needed", IPv4 fragmentation;
 - `mac_cache`: MAC -> peer, with expiry;
-- `router`: forwarding decisions (captured / received frames -> inject, hops) and the
-  per-hop MTU fit;
+- `frame_router`: forwarding decisions (captured / received frames -> inject, hops)
+  and the per-hop MTU fit;
 - `forwarder`: per-remote-peer state machine (heartbeats, establishment, frag test,
   PMTU discovery and verification) and batching per channel;
 - `overlay`: the forwarder table and the receive/capture paths tying it together.

@@ -96,7 +96,7 @@ OFFLOAD_TRAINS = 0x08
 """The sender reads segment trains (train.py) on its sleeve socket."""
 
 
-class State(Enum):
+class ForwarderState(Enum):
     NEW = "new"
     CONFIRMED = "confirmed"
     ESTABLISHED = "established"
@@ -168,7 +168,7 @@ class MTUVerified(NamedTuple):
     mtu: int
 
 
-_LIVE = (State.CONFIRMED, State.ESTABLISHED)
+_LIVE = (ForwarderState.CONFIRMED, ForwarderState.ESTABLISHED)
 _LIVE_HANDLERS = {
     Event.HEARTBEAT: "_on_heartbeat",
     Event.FRAG_TEST: "_on_frag_test",
@@ -184,10 +184,10 @@ _LIVE_HANDLERS = {
     Event.OFFLOAD: "_on_offload",
     Event.STOP: "_on_stop",
 }
-TABLE: dict[tuple[State, Event], str] = {
-    (State.NEW, Event.CONFIRM): "_on_confirm",
-    (State.NEW, Event.STOP): "_on_stop",
-    (State.FAILED, Event.STOP): "_on_stop",
+TABLE: dict[tuple[ForwarderState, Event], str] = {
+    (ForwarderState.NEW, Event.CONFIRM): "_on_confirm",
+    (ForwarderState.NEW, Event.STOP): "_on_stop",
+    (ForwarderState.FAILED, Event.STOP): "_on_stop",
     **{(s, e): h for s in _LIVE for e, h in _LIVE_HANDLERS.items()},
 }
 """(state, event) -> handler; pairs not listed are ignored."""
@@ -237,7 +237,7 @@ class Forwarder:
         """The peer said it takes marked frames."""
         self.encrypted = session_key is not None
         self.remote_addr = remote_addr
-        self.state = State.NEW
+        self.state = ForwarderState.NEW
         self.mtu = fr.DEFAULT_MTU
         """Overlay MTU: IP packets up to this size pass on the DF channel."""
         self.stack_frag = False
@@ -380,7 +380,7 @@ class Forwarder:
     # ---- handlers (see the table) -------------------------------------------------
 
     def _on_confirm(self, now: float, out: list) -> None:
-        self.state = State.CONFIRMED
+        self.state = ForwarderState.CONFIRMED
         self.heartbeat_interval = self.heartbeats.fast
         if self.offload:
             flags = self._offload_flags() | (OFFLOAD_RESUMED if self.resumed else 0)
@@ -444,15 +444,15 @@ class Forwarder:
             self.acked_heartbeat = True
             out.append(SendControl(self.remote, CONNECTION_ESTABLISHED, b""))
         self.heartbeat_timeout_at = now + self.heartbeats.timeout
-        if self.resumed and self.state is State.CONFIRMED:
+        if self.resumed and self.state is ForwarderState.CONFIRMED:
             # The peer acknowledged this connection's heartbeats to our previous
             # datapath and will not again (Weave Net sends ConnectionEstablished once):
             # its heartbeat reaching us is the acknowledgement we get.
             self._on_heartbeat_ack(now, out, b"")
 
     def _on_heartbeat_ack(self, now: float, out: list, _body: bytes) -> None:
-        if self.state is State.CONFIRMED:
-            self.state = State.ESTABLISHED
+        if self.state is ForwarderState.CONFIRMED:
+            self.state = ForwarderState.ESTABLISHED
             self.heartbeat_interval = self.heartbeats.slow
             if self.heartbeat_at is not None:
                 self.heartbeat_at = now + self.heartbeats.slow
@@ -462,11 +462,11 @@ class Forwarder:
 
     def _on_heartbeat_timeout(self, now: float, out: list) -> None:
         self._on_stop(now, out)
-        self.state = State.FAILED
+        self.state = ForwarderState.FAILED
         out.append(Failed(self.remote, "timed out waiting for UDP heartbeat"))
 
     def _on_stop(self, now: float, out: list) -> None:
-        self.state = State.STOPPED
+        self.state = ForwarderState.STOPPED
         for attr, _ in _TIMERS:
             setattr(self, attr, None)
 

@@ -13,7 +13,7 @@ Received frame (from the overlay, with SrcPeer/DstPeer):
 1. DstPeer != us -> relay towards DstPeer via the unicast route (no MAC learning);
 2. else force-learn src MAC -> SrcPeer, inject locally, and unless the dst MAC is
    local, relay along `routes.broadcast(SrcPeer)` (so multicast floods like broadcast).
-Drops are counted in `Router.drops` by reason; a missing route is a drop, not an error.
+Drops are counted in `FrameRouter.drops` by reason; a missing route is a drop, not an error.
 
 Per next hop, `fit_frame` applies the forwarder's MTU: DF IPv4 frames larger than the
 MTU get an ICMP "fragmentation needed" sent back to the sender when unicast and are
@@ -30,8 +30,9 @@ from services.datapath.sleeve import ethernet_decoder as eth
 from services.datapath.sleeve.mac_cache import MacCache
 
 
-class Routes(Protocol):
-    """What the router needs from the mesh's routes (services.gossip.routes.Routes)."""
+class NextHops(Protocol):
+    """What the frame router needs of the mesh's routes (the gossip service's Routes, as
+    TopologyEvents bring them: datapath.topology.TopologyRoutes)."""
 
     def unicast(self, name: int) -> int | None:
         """Next hop towards `name` over established connections; None if unreachable."""
@@ -70,10 +71,10 @@ _NOTHING = Decision(False, [], False)
 _INJECT = Decision(True, [], False)
 
 
-class Router:
+class FrameRouter:
     """Forwarding decisions of peer `ourself`. Times are seconds, for the MAC cache."""
 
-    def __init__(self, ourself: int, routes: Routes, macs: MacCache | None = None) -> None:
+    def __init__(self, ourself: int, routes: NextHops, macs: MacCache | None = None) -> None:
         self.ourself = ourself
         self.routes = routes
         self.macs = macs if macs is not None else MacCache()

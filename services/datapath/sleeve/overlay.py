@@ -9,7 +9,7 @@ datagram or frame is counted in `drops` by reason):
    into frames; a broken packet -> its error's reason; a replay -> "replay";
 3. per frame: shorter than an Ethernet header -> "short_frame"; source or destination
    peer not in the topology -> "unknown_peer"; special frames go to the forwarder if
-   the peer sent them to us ("stray_special" otherwise); other frames go to the router.
+   the peer sent them to us ("stray_special" otherwise); other frames go to the frame router.
 
 Offloaded frames (offload.py): `capture` takes the virtio-net header the kernel gave
 with the frame; per hop it goes out marked (a peer that takes it) or resolved into
@@ -34,7 +34,7 @@ from services.datapath.sleeve import offload
 from services.datapath.sleeve.forwarder import Forwarder, Heartbeats, SendPacket
 from services.datapath.sleeve.mac_cache import MacCache
 from services.datapath.sleeve.ethernet_decoder import icmp_frag_needed, is_df as eth_df
-from services.datapath.sleeve.router import Decision, Router, Routes, fit_frame
+from services.datapath.sleeve.frame_router import Decision, FrameRouter, NextHops, fit_frame
 from shared.errors import RemoteProtocolError
 
 
@@ -62,13 +62,13 @@ class SleeveOverlay:
     every forwarder's periods."""
 
     def __init__(
-        self, ourself: int, peers: Container[int], routes: Routes, macs: MacCache | None = None,
+        self, ourself: int, peers: Container[int], routes: NextHops, macs: MacCache | None = None,
         heartbeats: Heartbeats = Heartbeats(),
     ) -> None:
         self.ourself = ourself
         self.heartbeats = heartbeats
         self.peers = peers
-        self.router = Router(ourself, routes, macs)
+        self.frame_router = FrameRouter(ourself, routes, macs)
         self.forwarders: dict[int, Forwarder] = {}
         """Confirmed forwarders by remote peer: only these receive and send."""
         self.drops: Counter[str] = Counter()
@@ -113,9 +113,9 @@ class SleeveOverlay:
                 # only a peer we offered offload to marks, and only frames addressed to
                 # us; src may be another peer's (a flood relayed by fwd.remote)
                 vnet, plain = offload.unmark(frame)
-                self._relay(self.router.forwarded(src, dst, plain, now), plain, now, out, vnet)
+                self._relay(self.frame_router.forwarded(src, dst, plain, now), plain, now, out, vnet)
             else:
-                self._relay(self.router.forwarded(src, dst, frame, now), frame, now, out)
+                self._relay(self.frame_router.forwarded(src, dst, frame, now), frame, now, out)
         return out
 
     def _relay(self, decision: Decision, frame, now: float, out: list, vnet=None) -> None:
@@ -131,7 +131,7 @@ class SleeveOverlay:
         stats.captured_bytes += len(frame)
         if vnet is not None and offload.is_plain(vnet):
             vnet = None
-        self._deliver(self.router.captured(frame, now), frame, now, out, vnet)
+        self._deliver(self.frame_router.captured(frame, now), frame, now, out, vnet)
         return out
 
     def flush(self) -> list[SendPacket]:
@@ -151,7 +151,7 @@ class SleeveOverlay:
     def drop_counts(self) -> Counter[str]:
         """Every drop so far by reason: datagrams and frames received, routing
         decisions, and frames too big for even an empty packet ("frame_too_big")."""
-        counts = self.drops + self.router.drops
+        counts = self.drops + self.frame_router.drops
         oversized = sum(f.oversized for f in self.forwarders.values())
         if oversized:
             counts["frame_too_big"] += oversized
@@ -225,7 +225,7 @@ class SleeveOverlay:
             self.drops["df_too_big_broadcast"] += 1
             return
         icmp = icmp_frag_needed(frame, mtu)
-        self._deliver(self.router.forwarded(hop.dst_peer, hop.src_peer, icmp, now), icmp, now, out)
+        self._deliver(self.frame_router.forwarded(hop.dst_peer, hop.src_peer, icmp, now), icmp, now, out)
 
     def _forward(self, fwd: Forwarder, hop, frame, df: bool, out: list) -> None:
         self.stats.forwarded += 1
@@ -239,7 +239,7 @@ class SleeveOverlay:
         if fit.icmp is not None:
             # The frag-needed frame goes back as if dst had sent it to src; it has no
             # DF bit, so this recursion ends after one level.
-            self._deliver(self.router.forwarded(hop.dst_peer, hop.src_peer, fit.icmp, now), fit.icmp, now, out)
+            self._deliver(self.frame_router.forwarded(hop.dst_peer, hop.src_peer, fit.icmp, now), fit.icmp, now, out)
             return
         if fit.drop is not None:
             self.drops[fit.drop] += 1
