@@ -30,8 +30,9 @@ Rules:
 - **Periodic gossip**: our whole state to random neighbours every `interval_s`, first
   one interval after start (mesh's gossip interval; it repairs lost broadcasts).
 - Everything else delivered is handed to the owner by kind (gossip, broadcast,
-  unicast). The sender's name is parsed here; a delivery with an unreadable sender
-  (which only a broken gossip service would send) is dropped.
+  unicast). The sender arrives as a PeerName (MeshReceive parses it); a delivery with
+  an unreadable sender, which only a broken gossip service would send, is refused by
+  the schema and dropped by the shell (mesh_channel) before it gets here.
 """
 from __future__ import annotations
 
@@ -82,8 +83,7 @@ class Dropped:
 
 def neighbours(event: TopologyEvent) -> set[tuple[PeerName, int]]:
     """(name, uid) of every neighbour in `event` (the definition above)."""
-    return {(PeerName.parse(p.name), p.uid) for p in event.peers
-            if p.name != event.ourself and p.reachable and p.address}
+    return {(p.name, p.uid) for p in event.peers if p.name != event.ourself and p.reachable and p.address}
 
 
 class GossipOwnerCore:
@@ -114,10 +114,8 @@ class GossipOwnerCore:
         if self.pull is not None and msg.payload == self.pull:
             if msg.kind != "unicast":
                 return Dropped(f"a pull by {msg.kind}: pulls come by unicast")
-            src = self._sender(msg)
-            return src if isinstance(src, Dropped) else [SendState("unicast", src)]
-        src = self._sender(msg)
-        return src if isinstance(src, Dropped) else [HandToOwner(msg.kind, src, msg.payload)]
+            return [SendState("unicast", msg.src)]
+        return [HandToOwner(msg.kind, msg.src, msg.payload)]
 
     def tick(self, now: float) -> list[Action]:
         """The periodic round, if due."""
@@ -134,9 +132,3 @@ class GossipOwnerCore:
         """The neighbours as of the last topology, in name order."""
         return sorted(name for name, _ in self._neighbours)
 
-    @staticmethod
-    def _sender(msg: MeshReceive) -> PeerName | Dropped:
-        try:
-            return PeerName.parse(msg.src)
-        except ValueError as exc:
-            return Dropped(f"unreadable sender {msg.src!r}: {exc}")

@@ -144,12 +144,12 @@ class OwnedChannel:
     def broadcast(self, payload: bytes) -> None:
         self._send(MeshSend(kind="broadcast", payload=payload))
 
-    def unicast(self, dst: PeerName | str, payload: bytes) -> None:
-        self._send(MeshSend(kind="unicast", payload=payload, dst=str(dst)))
+    def unicast(self, dst: PeerName, payload: bytes) -> None:
+        self._send(MeshSend(kind="unicast", payload=payload, dst=dst))
 
-    def gossip(self, payload: bytes, neighbour: PeerName | str | None = None) -> None:
+    def gossip(self, payload: bytes, neighbour: PeerName | None = None) -> None:
         """To random neighbours, or only down the connection to `neighbour`."""
-        self._send(MeshSend(kind="gossip", payload=payload, dst=None if neighbour is None else str(neighbour)))
+        self._send(MeshSend(kind="gossip", payload=payload, dst=neighbour))
 
     def gossip_round(self) -> None:
         """Our whole state to random neighbours now (what the timer does every interval)."""

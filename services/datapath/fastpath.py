@@ -54,6 +54,7 @@ from pyroute2 import IPRoute
 
 from services.datapath.host_iptables import HostIptables
 from pyroute2.netlink.exceptions import NetlinkError
+from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath.fastpath")
 
@@ -78,24 +79,22 @@ PACKET_IGNORE_OUTGOING = 23
 
 
 # -- sans-I/O: heartbeat frames and addresses --------------------------------------------
-def mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
 def mac_str(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def encode_heartbeat(src_mac: str, dst_mac: str, conn_uid: int, hearing: bool) -> bytes:
-    frame = _HB.pack(mac_bytes(dst_mac), mac_bytes(src_mac), HB_ETHERTYPE, HB_MAGIC, HB_VERSION,
+def encode_heartbeat(src: PeerName, dst: PeerName, conn_uid: int, hearing: bool) -> bytes:
+    """A heartbeat from peer `src` to peer `dst`, addressed by their bridges' MACs (a
+    peer's bridge MAC is its name)."""
+    frame = _HB.pack(dst.to_bytes6(), src.to_bytes6(), HB_ETHERTYPE, HB_MAGIC, HB_VERSION,
                      1 if hearing else 0, conn_uid & (2**64 - 1))
     return frame.ljust(HB_LEN, b"\0")
 
 
 @dataclass(frozen=True)
 class Heartbeat:
-    src: str
-    dst: str
+    src: PeerName
+    dst: PeerName
     conn_uid: int
     hearing: bool
 
@@ -106,7 +105,7 @@ def decode_heartbeat(frame: bytes) -> Heartbeat | None:
     dst, src, etype, magic, version, flags, uid = _HB.unpack_from(frame)
     if etype != HB_ETHERTYPE or magic != HB_MAGIC or version != HB_VERSION:
         return None
-    return Heartbeat(mac_str(src), mac_str(dst), uid, bool(flags & 1))
+    return Heartbeat(PeerName.from_bytes6(src), PeerName.from_bytes6(dst), uid, bool(flags & 1))
 
 
 def fastpath_mtu(underlay_mtu: int) -> int:

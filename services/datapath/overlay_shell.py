@@ -41,7 +41,7 @@ from services.datapath.sleeve.mac_cache import MacCache
 from services.datapath.sleeve.offload import VNET_LEN
 from services.datapath.sleeve.overlay import Inject, SleeveOverlay
 from services.datapath.sleeve.train import Reassembler, TrainSender
-from services.datapath.topology import TopologyRoutes, peer_int
+from services.datapath.topology import TopologyRoutes
 from services.datapath.overlay_switch import FASTPATH, OverlaySwitch, SendHeartbeat, Switched
 from services.datapath.udp import MAX_DATAGRAM, UdpTransport
 from shared.weave.protocol_tags import ProtocolTag
@@ -49,6 +49,7 @@ from shared import subjects
 from shared.bus import Bus, BusError, BusMsg
 from shared.config import DatapathSettings
 from shared.schemas.base import Message, Ok
+from shared.weave.peer_name import PeerName
 from shared.schemas.mesh import (OverlayConnection, OverlayConnectionEvent, OverlayConnectionsReply,
                                  OverlayConnectionsRequest, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
                                  OverlaySend, PeersRequest, TopologyEvent)
@@ -73,7 +74,7 @@ class _SleeveNextHops:
     """The topology's routes, minus the peers on the fastpath for broadcasts we start
     (the VXLAN device floods those to them)."""
 
-    def __init__(self, routes: TopologyRoutes, fast: set[int]) -> None:
+    def __init__(self, routes: TopologyRoutes, fast: set[PeerName]) -> None:
         self.routes, self.fast = routes, fast
 
     def unicast(self, name: int) -> int | None:
@@ -87,14 +88,13 @@ class _SleeveNextHops:
 
 
 class OverlayShell:
-    def __init__(self, bus: Bus, ourself: int, host: str, port: int, pcap_ifname: str, mode: str = "sleeve",
-                 bridge: str = "weave", bridge_port: str = "vethwe-bridge", our_mac: str | None = None,
+    def __init__(self, bus: Bus, ourself: PeerName, host: str, port: int, pcap_ifname: str, mode: str = "sleeve",
+                 bridge: str = "weave", bridge_port: str = "vethwe-bridge",
                  settings: DatapathSettings = DatapathSettings()) -> None:
         self.bus, self.ourself, self.host, self.port_no, self.pcap_ifname = bus, ourself, host, port, pcap_ifname
         self.mode, self.bridge, self.bridge_port = mode, bridge, bridge_port
-        self.our_mac = our_mac or fp.mac_str(ourself.to_bytes(6, "big"))
         self.switch = OverlaySwitch(mode)
-        self.fast: set[int] = set()
+        self.fast: set[PeerName] = set()
         """Peers whose traffic the fastpath carries now (sleeve leaves them out of broadcasts)."""
         self.fast_index: int | None = None
         self.fast_mtu = 0
@@ -263,7 +263,7 @@ class OverlayShell:
             log.warning("malformed overlay message event: %s", exc)
             return
         entry = self.conns.get(ev.conn_uid)
-        fwd = entry[0] if entry else self.overlay.forwarders.get(peer_int(ev.peer))
+        fwd = entry[0] if entry else self.overlay.forwarders.get(ev.peer)
         if fwd is None:
             return
         conn = self.conns[fwd.conn_uid][1]
@@ -312,7 +312,7 @@ class OverlayShell:
         # above the previous process's: microseconds since the epoch exceed any count of
         # packets it sealed since the connection began (it seals far fewer than one per µs).
         first_seq = time.time_ns() // 1000 if resumed else 0
-        fwd = self.overlay.make_forwarder(peer_int(conn.peer), conn.conn_uid, conn.outbound, remote_addr,
+        fwd = self.overlay.make_forwarder(conn.peer, conn.conn_uid, conn.outbound, remote_addr,
                                           conn.session_key, offload=not conn.compat, resumed=resumed,
                                           first_seq=first_seq, trains=self.udp is not None and self.udp.gro)
         self.conns[conn.conn_uid] = (fwd, conn)
@@ -425,7 +425,7 @@ class OverlayShell:
                                   conn.session_key, now)
         path = self.switch.paths[conn.conn_uid]
         if path.allowed:
-            index, ip, mac = self.fast_index, path.address, conn.peer.lower()
+            index, ip, mac = self.fast_index, path.address, str(conn.peer)
             self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, True))
             self._allow_source(ip, True)
         self._switch_actions(actions)
@@ -434,8 +434,8 @@ class OverlayShell:
         path = self.switch.remove(conn.conn_uid)
         if path is None or self.fast_index is None:
             return
-        index, ip, mac = self.fast_index, path.address, conn.peer.lower()
-        self.fast.discard(peer_int(conn.peer))
+        index, ip, mac = self.fast_index, path.address, str(conn.peer)
+        self.fast.discard(conn.peer)
         if path.allowed:
             self._netlink.put_nowait(lambda: fp.fdb_set(index, mac, ip, False))
             if not any(p.allowed and p.address == ip for p in self.switch.paths.values()):
@@ -453,7 +453,7 @@ class OverlayShell:
         now = self.loop.time()
         for hb in self.hb.recv_all():
             path = self.switch.paths.get(hb.conn_uid)
-            if path is None or peer_int(path.peer) != peer_int(hb.src):
+            if path is None or path.peer != hb.src:
                 continue
             self._switch_actions(self.switch.heartbeat(path.peer, hb.conn_uid, hb.hearing, now))
         self._wake.set()
@@ -461,7 +461,7 @@ class OverlayShell:
     def _switch_actions(self, actions: list) -> None:
         for a in actions:
             if isinstance(a, SendHeartbeat):
-                self.hb.send(fp.encode_heartbeat(self.our_mac, a.peer.lower(), a.conn_uid, a.hearing))
+                self.hb.send(fp.encode_heartbeat(self.ourself, a.peer, a.conn_uid, a.hearing))
             elif isinstance(a, Switched):
                 self._switched(a)
 
@@ -473,13 +473,13 @@ class OverlayShell:
         fwd, conn = entry
         index, ip = self.fast_index, path.address
         if a.overlay == FASTPATH:
-            self.fast.add(peer_int(a.peer))
+            self.fast.add(a.peer)
             self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, True))
             log.info("%s(%s): traffic on the fastpath (%s, mtu %d)", conn.peer, conn.nickname, ip, self.fast_mtu)
             self._post(subjects.request("gossip", "overlay_established"), OverlayEstablished(
                 peer=conn.peer, conn_uid=conn.conn_uid, overlay=FASTPATH, mtu=self.fast_mtu, encrypted=False))
             return
-        self.fast.discard(peer_int(a.peer))
+        self.fast.discard(a.peer)
         if a.previous == FASTPATH:
             self._netlink.put_nowait(lambda: fp.fdb_set(index, fp.ZERO_MAC, ip, False))
             self._netlink.put_nowait(lambda: fp.forget(index, ip))
@@ -504,13 +504,13 @@ class OverlayShell:
         to_wall = time.time() - self.loop.time()
         macs = []
         for mac, (peer, seen) in sorted(self.overlay.frame_router.macs.entries().items(), key=lambda kv: kv[1][1]):
-            macs.append({"Mac": fp.mac_str(mac), "Name": fp.mac_str(peer.to_bytes(6, "big")),
+            macs.append({"Mac": fp.mac_str(mac), "Name": str(PeerName(peer)),
                          "NickName": self.routes.nicknames.get(peer, ""), "LastSeen": _rfc3339(seen + to_wall)})
         diagnostics: dict = {"sleeve": None}
         if self.mode != "sleeve":
             diagnostics["weave-py-vxlan"] = {
                 "Device": fp.DEVICE, "MTU": self.fast_mtu,
-                "Peers": sorted(fp.mac_str(p.to_bytes(6, "big")) for p in self.fast)}
+                "Peers": sorted(str(p) for p in self.fast)}
         return {"OverlayDiagnostics": diagnostics, "Interface": f"{self.pcap_ifname} (via AF_PACKET)",
                 "CaptureStats": {"PacketsDropped": dropped, "PacketsIfDropped": 0, "PacketsReceived": received},
                 "MACs": macs}

@@ -22,18 +22,23 @@ Outputs: SendHeartbeat and Switched actions. Time is a parameter.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+
+from shared.config import LaunchConfig
+from shared.weave.peer_name import PeerName
 
 FASTPATH = "weave-py-vxlan"
 SLEEVE = "sleeve"
 HEARTBEAT_S = 0.5
 TIMEOUT_S = 1.5
-MODES = ("sleeve", "fastpath", "auto")
+MODES: tuple[str, ...] = typing.get_args(LaunchConfig.model_fields["datapath"].annotation)
+"""The datapath modes (LaunchConfig.datapath): sleeve, fastpath, auto."""
 
 
 @dataclass(frozen=True)
 class SendHeartbeat:
-    peer: str
+    peer: PeerName
     conn_uid: int
     hearing: bool
     """Whether we heard the peer within TIMEOUT_S (it learns that its direction works)."""
@@ -41,7 +46,7 @@ class SendHeartbeat:
 
 @dataclass(frozen=True)
 class Switched:
-    peer: str
+    peer: PeerName
     conn_uid: int
     overlay: str
     previous: str | None
@@ -49,7 +54,7 @@ class Switched:
 
 @dataclass
 class PeerPath:
-    peer: str
+    peer: PeerName
     conn_uid: int
     address: str
     allowed: bool
@@ -72,7 +77,7 @@ class OverlaySwitch:
         """By connection UID."""
 
     # -- inputs --------------------------------------------------------------------------
-    def add(self, peer: str, conn_uid: int, address: str, overlays: tuple[str, ...],
+    def add(self, peer: PeerName, conn_uid: int, address: str, overlays: tuple[str, ...],
             session_key: bytes | None, now: float) -> list:
         if conn_uid in self.paths:
             return []
@@ -84,7 +89,7 @@ class OverlaySwitch:
     def remove(self, conn_uid: int) -> PeerPath | None:
         return self.paths.pop(conn_uid, None)
 
-    def heartbeat(self, peer: str, conn_uid: int, hears_us: bool, now: float) -> list:
+    def heartbeat(self, peer: PeerName, conn_uid: int, hears_us: bool, now: float) -> list:
         path = self.paths.get(conn_uid)
         if path is None or path.peer != peer or not path.allowed:
             return []
@@ -110,7 +115,7 @@ class OverlaySwitch:
         path = self.paths.get(conn_uid)
         return path.using if path else None
 
-    def fastpath_peers(self) -> set[str]:
+    def fastpath_peers(self) -> set[PeerName]:
         return {p.peer for p in self.paths.values() if p.using == FASTPATH}
 
     def works(self, conn_uid: int, now: float) -> bool:

@@ -32,7 +32,7 @@ import logging
 import sys
 
 from services.datapath import endpoints
-from services.datapath.bridge import BRIDGE, BRIDGE_PORT, PCAP_PORT, ensure_bridge, mac_of_peer_name
+from services.datapath.bridge import BRIDGE, BRIDGE_PORT, PCAP_PORT, ensure_bridge
 from services.datapath.containers import Containers
 from services.datapath.fastpath import destroy_device
 from services.datapath.host_iptables import HostIptables, rules
@@ -41,7 +41,6 @@ from services.datapath.metrics import DatapathCollector
 from services.datapath.overlay_shell import OverlayShell
 from services.datapath.records import ExposeRecord, Records
 from services.datapath.sleeve.forwarder import ForwarderState
-from services.datapath.topology import peer_int
 from shared import subjects
 from shared.errors import WeaveError
 from shared.http import HttpRouter, Request, Response
@@ -50,6 +49,7 @@ from shared.schemas import Ok
 from shared.schemas.datapath import (AttachRequest, ContainerEvent, ContainersReply, ContainersRequest, DetachRequest,
                                      EndpointReply, EndpointRequest, ExposeRequest, HideRequest, PsRequest)
 from shared.service import ServiceContext, run_service
+from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath")
 RECONCILE_S = 5.0
@@ -84,9 +84,8 @@ class DatapathApp:
         await bus.serve(subjects.request("datapath", "endpoint_delete"), EndpointRequest, self._on_endpoint_delete)
         await serve_http(bus, "datapath", self._http_routes())
         self.mode = launch.datapath
-        self.sleeve = OverlayShell(bus, peer_int(launch.name), launch.host, launch.port, PCAP_PORT, mode=self.mode,
-                                   bridge=BRIDGE, bridge_port=BRIDGE_PORT, our_mac=mac_of_peer_name(launch.name),
-                                   settings=ctx.config.settings)
+        self.sleeve = OverlayShell(bus, PeerName.parse(launch.name), launch.host, launch.port, PCAP_PORT,
+                                   mode=self.mode, bridge=BRIDGE, bridge_port=BRIDGE_PORT, settings=ctx.config.settings)
         await self.sleeve.start()
         ctx.registry.register(DatapathCollector(lambda: self.sleeve,
                                                 lambda: len(self.records.containers) if self.records else 0))

@@ -3,17 +3,14 @@ fed by the gossip service's TopologyEvents (sans-I/O).
 
 The gossip router computes the tables exactly as mesh does (established, symmetric
 connections; broadcast next hops per source), so forwarding here agrees with every
-other peer, Weave Net's included. Names arrive as MAC strings and are kept as ints,
-the form the sleeve codec decodes from the wire.
+other peer, Weave Net's included. Peers are PeerNames, as the events bring them; the
+sleeve looks them up with the plain ints it decodes from frames (a PeerName is an int:
+equal ints hash and compare equal).
 """
 from __future__ import annotations
 
 from shared.schemas.mesh import TopologyEvent
-
-
-def peer_int(name: str) -> int:
-    """aa:00:00:00:00:01 -> 0xAA0000000001."""
-    return int(name.replace(":", ""), 16)
+from shared.weave.peer_name import PeerName
 
 
 class TopologyRoutes:
@@ -21,24 +18,24 @@ class TopologyRoutes:
     the same set object, so an overlay holding it sees every update)."""
 
     def __init__(self) -> None:
-        self.ourself: int | None = None
-        self.peers: set[int] = set()
-        self._unicast: dict[int, int] = {}
-        self._broadcast: dict[int, list[int]] = {}
-        self.nicknames: dict[int, str] = {}
+        self.ourself: PeerName | None = None
+        self.peers: set[PeerName] = set()
+        self._unicast: dict[PeerName, PeerName] = {}
+        self._broadcast: dict[PeerName, list[PeerName]] = {}
+        self.nicknames: dict[PeerName, str] = {}
 
-    def unicast(self, name: int) -> int | None:
+    def unicast(self, name: int) -> PeerName | None:
         return self._unicast.get(name)
 
-    def broadcast(self, source: int) -> list[int]:
+    def broadcast(self, source: int) -> list[PeerName]:
         return self._broadcast.get(source, [])
 
-    def update(self, event: TopologyEvent) -> list[int]:
+    def update(self, event: TopologyEvent) -> list[PeerName]:
         """Take a new event; returns the peers it says were removed."""
-        self.ourself = peer_int(event.ourself)
+        self.ourself = event.ourself
         self.peers.clear()
-        self.peers.update(peer_int(p.name) for p in event.peers)
-        self.nicknames = {peer_int(p.name): p.nickname for p in event.peers}
-        self._unicast = {peer_int(d): peer_int(v) for d, v in event.unicast.items()}
-        self._broadcast = {peer_int(s): [peer_int(h) for h in hops] for s, hops in event.broadcast.items()}
-        return [peer_int(n) for n in event.removed]
+        self.peers.update(p.name for p in event.peers)
+        self.nicknames = {p.name: p.nickname for p in event.peers}
+        self._unicast = dict(event.unicast)
+        self._broadcast = {source: list(hops) for source, hops in event.broadcast.items()}
+        return list(event.removed)

@@ -239,9 +239,9 @@ class DnsApp:
             self._mark_dirty()
 
     async def on_topology(self, event: TopologyEvent) -> None:
-        dropped = self.ns.set_known_peers(PeerName.parse(p.name) for p in event.peers)
+        dropped = self.ns.set_known_peers(p.name for p in event.peers)
         for name in event.removed:
-            dropped += self.ns.peer_gone(PeerName.parse(name))
+            dropped += self.ns.peer_gone(name)
         if dropped:
             log.info("dropped %d entries of peers that left", dropped)
             self._mark_dirty()
@@ -418,7 +418,7 @@ def _ip(addr: int) -> str:
 
 
 def _wire(entries) -> tuple[DnsEntryInfo, ...]:
-    return tuple(DnsEntryInfo(hostname=e.hostname, origin=str(e.origin), container_id=e.container_id,
+    return tuple(DnsEntryInfo(hostname=e.hostname, origin=e.origin, container_id=e.container_id,
                           address=e.address, version=e.version, tombstone=e.tombstone) for e in entries)
 
 

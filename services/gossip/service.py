@@ -168,7 +168,7 @@ class GossipApp:
                 self._mark_topology()
             elif isinstance(action, Deliver):
                 self._publish(subjects.mesh_in(action.channel),
-                              MeshReceive(kind=action.kind, src=str(action.src), payload=action.payload),
+                              MeshReceive(kind=action.kind, src=action.src, payload=action.payload),
                               trace=action.trace)
             elif isinstance(action, (OverlayUp, OverlayDown)):
                 kind = "added" if isinstance(action, OverlayUp) else "removed"
@@ -176,7 +176,7 @@ class GossipApp:
                               OverlayConnectionEvent(kind=kind, connection=_overlay_schema(action.conn)))
             elif isinstance(action, OverlayMessage):
                 self._publish(subjects.event("overlay_message"), OverlayMessageEvent(
-                    peer=str(action.peer), conn_uid=action.conn_uid, tag=action.tag, payload=action.payload))
+                    peer=action.peer, conn_uid=action.conn_uid, tag=action.tag, payload=action.payload))
 
     def _write(self, key: int, data: bytes) -> None:
         writer = self.writers.get(key)
@@ -249,12 +249,10 @@ class GossipApp:
 
     def topology(self) -> TopologyEvent:
         view = self.router.topology_view()
-        peers = tuple(PeerInfo(name=str(p.name), nickname=p.nickname, uid=int(p.uid), short_id=p.short_id,
+        peers = tuple(PeerInfo(name=p.name, nickname=p.nickname, uid=int(p.uid), short_id=p.short_id,
                                reachable=p.reachable, address=p.address) for p in view.peers)
-        return TopologyEvent(ourself=str(view.ourself), peers=peers,
-                             removed=tuple(str(n) for n in sorted(self._removed)),
-                             unicast={str(d): str(v) for d, v in view.unicast.items()},
-                             broadcast={str(s): tuple(str(h) for h in hops) for s, hops in view.broadcast.items()})
+        return TopologyEvent(ourself=view.ourself, peers=peers, removed=tuple(sorted(self._removed)),
+                             unicast=view.unicast, broadcast=view.broadcast)
 
     async def _publish_topology(self) -> None:
         event = self.topology()
@@ -269,7 +267,7 @@ class GossipApp:
         channel = msg.subject.split(".")[2]
         try:
             send = MeshSend.model_validate_json(msg.data)
-            dst = PeerName.parse(send.dst) if send.dst else None
+            dst = send.dst
             trace = tracing.inject().get("traceparent")  # the owner's trace, carried to weave-py peers
             self.apply(self.router.send_gossip(channel, send.kind, send.payload, self.now(), dst=dst, trace=trace))
         except (ValueError, WeaveError) as exc:
@@ -297,18 +295,18 @@ class GossipApp:
                 log.warning("cannot publish on %s: %s", subject, exc)
 
     async def _on_overlay_send(self, req: OverlaySend) -> Ok:
-        self.apply(self.router.send_overlay(PeerName.parse(req.peer), req.conn_uid, req.tag, req.payload,
+        self.apply(self.router.send_overlay(req.peer, req.conn_uid, req.tag, req.payload,
                                             self.now()))
         return Ok()
 
     async def _on_overlay_established(self, req: OverlayEstablished) -> Ok:
         attrs = {"mtu": req.mtu, "encrypted": req.encrypted} if req.mtu else {"encrypted": req.encrypted}
-        self.apply(self.router.overlay_established(PeerName.parse(req.peer), self.now(), req.overlay, attrs,
+        self.apply(self.router.overlay_established(req.peer, self.now(), req.overlay, attrs,
                                                    conn_uid=req.conn_uid))
         return Ok()
 
     async def _on_overlay_failed(self, req: OverlayFailed) -> Ok:
-        self.apply(self.router.overlay_failed(PeerName.parse(req.peer), req.conn_uid, req.reason, self.now()))
+        self.apply(self.router.overlay_failed(req.peer, req.conn_uid, req.reason, self.now()))
         return Ok()
 
     async def _on_connections(self, _: OverlayConnectionsRequest) -> OverlayConnectionsReply:
@@ -327,7 +325,7 @@ class GossipApp:
 
 
 def _overlay_schema(c: OverlayConn) -> OverlayConnection:
-    return OverlayConnection(peer=str(c.peer), nickname=c.nickname, conn_uid=c.conn_uid, outbound=c.outbound,
+    return OverlayConnection(peer=c.peer, nickname=c.nickname, conn_uid=c.conn_uid, outbound=c.outbound,
                              remote_addr=c.remote_addr, local_addr=c.local_addr, session_key=c.session_key,
                              overlays=c.overlays, compat=c.compat, remote_short_id=c.remote_short_id)
 

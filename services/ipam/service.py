@@ -280,9 +280,9 @@ class IpamApp:
             self._refused_logged = (self.now(), reason)
 
     async def on_topology(self, event: TopologyEvent) -> None:
-        me = str(self.alloc.our_name)
-        known = [PeerName.parse(p.name) for p in event.peers if p.reachable and p.name != me]
-        nicknames = {PeerName.parse(p.name): p.nickname for p in event.peers}
+        me = self.alloc.our_name
+        known = [p.name for p in event.peers if p.reachable and p.name != me]
+        nicknames = {p.name: p.nickname for p in event.peers}
         self.apply(self.alloc.set_peers(known, nicknames, now=self.now()))
 
     # -- containers (from the datapath) -----------------------------------------------------

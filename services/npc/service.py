@@ -79,7 +79,7 @@ class NpcApp:
         self.settings = settings = self._settings or ctx.config.settings
         self.controller = NetworkPolicyController(NPCConfig(allow_mcast=settings.allow_mcast))
         self.world = World(self.controller)
-        self.sources = PolicySources((launch.name or "00:00:00:00:00:00").lower())
+        self.sources = PolicySources(PeerName.parse(launch.name) if launch.name else UNKNOWN_PEER_NAME)
         self.store = StoreFile(Path(launch.state_dir) / STORE_FILE, self.sources, settings.persist_delay_s)
         self.channel = OwnedChannel(ctx.bus, POLICY_CHANNEL, self, settings.gossip_interval_s, pull=PULL)
         self._ingest(self.store.load())
@@ -312,7 +312,7 @@ class NpcApp:
             self._broadcast(corrections)
 
     async def on_topology(self, event: TopologyEvent) -> None:
-        removed = [name.lower() for name in event.removed]
+        removed = event.removed
         if removed:
             await self._commit(self.sources.peers_removed(removed))
 

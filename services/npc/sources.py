@@ -29,6 +29,7 @@ from typing import Any
 
 from shared.errors import RemoteProtocolError
 from shared.schemas.datapath import ContainerEvent
+from shared.weave.peer_name import PeerName
 
 POLICY = "NetworkPolicy"
 NAMESPACE = "Namespace"
@@ -46,6 +47,8 @@ class StoreEntry:
     key: str
     version: int
     origin: str
+    """The writer's peer name in its wire form (str of a PeerName): entries are JSON on
+    the wire and on disk, and their order compares it as text."""
     value: Mapping[str, Any] | None  # None = tombstone
     digest: str = field(default="", compare=False)
 
@@ -78,7 +81,7 @@ def namespace_key(name: str) -> str:
     return f"{NAMESPACE}/{name}"
 
 
-def pod_key(peer: str, container_id: str) -> str:
+def pod_key(peer: PeerName | str, container_id: str) -> str:
     return f"{POD}/{peer}/{container_id}"
 
 
@@ -177,21 +180,23 @@ class PolicySources:
     announce again.
     """
 
-    def __init__(self, ourself: str) -> None:
+    def __init__(self, ourself: PeerName) -> None:
         self.ourself = ourself
+        self._origin = str(ourself)
+        """How keys and entries name us (the MAC form, as on the wire)."""
         self.state = PolicyStore()
         self.own_pods: dict[str, dict[str, Any]] = {}
 
     # -- objects from `weave policy` --------------------------------------------------
     def put(self, key: str, value: Mapping[str, Any]) -> StoreEntry | None:
-        return self.state.write(key, dict(value), self.ourself)
+        return self.state.write(key, dict(value), self._origin)
 
     def delete(self, key: str) -> StoreEntry | None:
         """None if there is no live entry under `key`."""
         held = self.state.entries.get(key)
         if held is None or held.tombstone:
             return None
-        return self.state.write(key, None, self.ourself)
+        return self.state.write(key, None, self._origin)
 
     # -- pods of this host ---------------------------------------------------------
     def container_event(self, event: ContainerEvent) -> list[StoreEntry]:
@@ -207,14 +212,14 @@ class PolicySources:
         """The datapath's full list: containers not in it are gone."""
         self.own_pods = {e.container_id: pod_value(e) for e in events
                          if e.container_id != EXPOSE_ID and e.kind == "attached" and e.cidrs}
-        prefix = pod_key(self.ourself, "")
+        prefix = pod_key(self._origin, "")
         held = [k[len(prefix):] for k in self.state.entries if k.startswith(prefix)]
         return self._assert_own([*held, *self.own_pods])
 
     def _assert_own(self, container_ids: Iterable[str]) -> list[StoreEntry]:
         changed = []
         for cid in dict.fromkeys(container_ids):
-            entry = self.state.write(pod_key(self.ourself, cid), self.own_pods.get(cid), self.ourself)
+            entry = self.state.write(pod_key(self._origin, cid), self.own_pods.get(cid), self._origin)
             if entry is not None:
                 changed.append(entry)
         return changed
@@ -223,30 +228,30 @@ class PolicySources:
     def receive(self, entries: Iterable[StoreEntry]) -> tuple[list[StoreEntry], list[StoreEntry]]:
         """(entries that changed our map, our corrections to broadcast)."""
         new = self.state.merge(entries) or []
-        prefix = pod_key(self.ourself, "")
+        prefix = pod_key(self._origin, "")
         mine = [e.key[len(prefix):] for e in new if e.key.startswith(prefix)]
         corrections = self._assert_own(mine)
         return new + corrections, corrections
 
-    def peers_removed(self, peers: Iterable[str]) -> list[StoreEntry]:
+    def peers_removed(self, peers: Iterable[PeerName]) -> list[StoreEntry]:
         """Tombstone the pods of peers the mesh has forgotten (never our own)."""
-        gone = {p for p in peers if p != self.ourself}
+        gone = {str(p) for p in peers if p != self.ourself}
         changed = []
         for key, entry in list(self.state.entries.items()):
             kind, peer, _ = split_key(key)
             if kind == POD and peer in gone and not entry.tombstone:
-                changed.append(self.state.write(key, None, self.ourself))
+                changed.append(self.state.write(key, None, self._origin))
         return changed
 
     # -- persistence -----------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
-        return {"ourself": self.ourself, "own_pods": self.own_pods,
+        return {"ourself": self._origin, "own_pods": self.own_pods,
                 "entries": [[e.key, e.version, e.origin, e.value] for e in self.state.entries.values()]}
 
     def restore(self, data: Mapping[str, Any]) -> list[StoreEntry]:
         """Load a snapshot (ours, or a previous peer name's: then its pods are not ours)."""
         entries = [_entry(row) for row in data.get("entries", [])]
         self.state.merge(entries)
-        if data.get("ourself") == self.ourself:
+        if data.get("ourself") == self._origin:
             self.own_pods = {str(k): dict(v) for k, v in data.get("own_pods", {}).items()}
         return list(self.state.entries.values())

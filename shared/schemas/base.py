@@ -7,11 +7,19 @@ description), never with silence: the caller gets a reason, not a timeout.
 from __future__ import annotations
 
 import json
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, WithJsonSchema
+
+from shared.weave.peer_name import PeerName
 
 SCHEMA_VERSION = 1
+
+PeerNameField = Annotated[PeerName, PlainValidator(PeerName.of), PlainSerializer(str, return_type=str),
+                          WithJsonSchema({"type": "string", "pattern": "^[0-9a-f]{2}(:[0-9a-f]{2}){5}$"})]
+"""A peer name: a `PeerName` in memory, its MAC form (`aa:bb:cc:dd:ee:ff`) in JSON, so
+a receiver never parses one and the wire is what it was with plain strings. Built from
+a PeerName, a number or any text `PeerName.parse` takes."""
 
 
 class Message(BaseModel):

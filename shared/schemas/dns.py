@@ -10,14 +10,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.schemas.base import Message
+from shared.schemas.base import Message, PeerNameField
 
 
 class DnsEntryInfo(Message):
     """One weaveDNS record, as /report `DNS.Entries` shows it."""
 
     hostname: str = Field(description="Fully qualified name, case as registered (e.g. web.weave.local.).")
-    origin: str = Field(description="Peer name of the host that registered it (only it may change it).")
+    origin: PeerNameField = Field(description="Peer name of the host that registered it (only it may change it).")
     container_id: str = Field(description="Container the name belongs to (weave:extern for dns-add without one).")
     address: str = Field(description="IPv4 address, dotted quad.")
     version: int = Field(description="Bumped by the origin at each change (tombstone, revival).")

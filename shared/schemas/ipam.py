@@ -19,7 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from shared.schemas.base import Message
+from shared.schemas.base import Message, PeerNameField
 
 DEFAULT_WAIT_S = 25.0  # under shared.http_bus.FORWARD_TIMEOUT_S, so an HTTP caller gets our answer
 
@@ -92,7 +92,7 @@ class RingEntryInfo(Message):
 
     token: str = Field(description="First address of the range.")
     size: int = Field(description="Addresses in the range.")
-    peer: str = Field(description="Owner's peer name.")
+    peer: PeerNameField = Field(description="Owner's peer name.")
     nickname: str = Field(description="Owner's nickname, '' if unknown.")
     reachable: bool = Field(description="The owner is us or reachable over the mesh.")
     version: int = Field(description="Entry version (bumped by every change the owner makes).")

@@ -1,12 +1,15 @@
 """Messages between the gossip service and the rest of the host: topology and gossip
-channels (`weave.events.topology`, `weave.gossip.*`, `weave.mesh.<channel>.*`)."""
+channels (`weave.events.topology`, `weave.gossip.*`, `weave.mesh.<channel>.*`).
+
+Every peer name is a `PeerNameField`: a PeerName to the code on either side, the MAC
+form on the wire."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field
 
-from shared.schemas.base import Message
+from shared.schemas.base import Message, PeerNameField
 from shared.schemas.scope import SCOPE_CHANNEL  # ours: Scope probe reports, broadcast to every host's app
 
 IPAM_CHANNEL = "IPallocation"  # Weave Net's IPAM gossip channel
@@ -19,7 +22,7 @@ BUS_CHANNELS = (IPAM_CHANNEL, DNS_CHANNEL, POLICY_CHANNEL, SCOPE_CHANNEL)
 class PeerInfo(Message):
     """One peer of the mesh as the local router knows it."""
 
-    name: str = Field(description="Peer name, MAC form (aa:bb:cc:dd:ee:ff).")
+    name: PeerNameField = Field(description="Peer name.")
     nickname: str = Field(description="Peer nickname (its hostname by default).")
     uid: int = Field(description="Peer UID (changes at every restart of that peer's router).")
     short_id: int = Field(description="12-bit short id (fastdp VXLAN VNI).")
@@ -30,13 +33,13 @@ class PeerInfo(Message):
 class TopologyEvent(Message):
     """The mesh changed. Published on weave.events.topology; also the reply to PeersRequest."""
 
-    ourself: str = Field(description="Our own peer name.")
+    ourself: PeerNameField = Field(description="Our own peer name.")
     peers: tuple[PeerInfo, ...] = Field(description="Every known peer, ourselves included.")
-    removed: tuple[str, ...] = Field((), description="Peers forgotten since the last event (garbage collected).")
-    unicast: dict[str, str] = Field(default_factory=dict,
-                                    description="Data-plane next hop per destination (established, symmetric links).")
-    broadcast: dict[str, tuple[str, ...]] = Field(default_factory=dict,
-                                                  description="Data-plane broadcast next hops per source peer.")
+    removed: tuple[PeerNameField, ...] = Field((), description="Peers forgotten since the last event (garbage collected).")
+    unicast: dict[PeerNameField, PeerNameField] = Field(
+        default_factory=dict, description="Data-plane next hop per destination (established, symmetric links).")
+    broadcast: dict[PeerNameField, tuple[PeerNameField, ...]] = Field(
+        default_factory=dict, description="Data-plane broadcast next hops per source peer.")
 
 
 class PeersRequest(Message):
@@ -66,7 +69,7 @@ class MeshSend(Message):
 
     kind: Literal["broadcast", "unicast", "gossip"] = Field(description="How to send it.")
     payload: bytes = Field(description="The channel's own encoding (gob for Weave's channels).")
-    dst: str | None = Field(None, description="Peer name: unicast target, or the neighbour for gossip.")
+    dst: PeerNameField | None = Field(None, description="Peer name: unicast target, or the neighbour for gossip.")
 
 
 class MeshReceive(Message):
@@ -78,7 +81,7 @@ class MeshReceive(Message):
     """
 
     kind: Literal["broadcast", "unicast", "gossip"] = Field(description="How it arrived.")
-    src: str = Field(description="Peer name of the sender (see above).")
+    src: PeerNameField = Field(description="Peer name of the sender (see above).")
     payload: bytes = Field(description="The channel's own encoding.")
 
 
@@ -92,7 +95,7 @@ class MeshReceive(Message):
 class OverlayConnection(Message):
     """A mesh connection the datapath should run an overlay forwarder on."""
 
-    peer: str = Field(description="Remote peer name.")
+    peer: PeerNameField = Field(description="Remote peer name.")
     nickname: str = Field(description="Remote peer nickname.")
     conn_uid: int = Field(description="Connection UID (ConnID xor ConnID): heartbeats carry it.")
     outbound: bool = Field(description="We dialled (sets the nonce polarity bit).")
@@ -114,7 +117,7 @@ class OverlayConnectionEvent(Message):
 class OverlayMessageEvent(Message):
     """weave.events.overlay_message: an overlay control message (tags 1-3, 7) from a peer."""
 
-    peer: str = Field(description="Sending peer.")
+    peer: PeerNameField = Field(description="Sending peer.")
     conn_uid: int = Field(description="Connection it came on.")
     tag: int = Field(description="Mesh protocol tag (1, 2, 3, or 7).")
     payload: bytes = Field(description="Message body after the tag byte.")
@@ -123,7 +126,7 @@ class OverlayMessageEvent(Message):
 class OverlaySend(Message):
     """weave.gossip.overlay_send: write an overlay control message to a peer."""
 
-    peer: str = Field(description="Destination peer.")
+    peer: PeerNameField = Field(description="Destination peer.")
     conn_uid: int = Field(description="Only on this connection (dropped if it is gone).")
     tag: int = Field(description="Mesh protocol tag (1, 2, 3, or 7).")
     payload: bytes = Field(description="Body after the tag byte.")
@@ -132,7 +135,7 @@ class OverlaySend(Message):
 class OverlayEstablished(Message):
     """weave.gossip.overlay_established: the overlay's heartbeats work on this connection."""
 
-    peer: str = Field(description="Remote peer.")
+    peer: PeerNameField = Field(description="Remote peer.")
     conn_uid: int = Field(description="Connection.")
     overlay: str = Field(description="Overlay now carrying traffic, e.g. sleeve.")
     mtu: int = Field(0, description="Overlay MTU found (0 = not known yet).")
@@ -142,7 +145,7 @@ class OverlayEstablished(Message):
 class OverlayFailed(Message):
     """weave.gossip.overlay_failed: no overlay works; the mesh connection is dropped."""
 
-    peer: str = Field(description="Remote peer.")
+    peer: PeerNameField = Field(description="Remote peer.")
     conn_uid: int = Field(description="Connection.")
     reason: str = Field(description="Why, for the log.")
 

@@ -11,7 +11,8 @@ import re
 
 from shared.errors import LocalProtocolError
 
-_GROUP = re.compile(r"^[0-9a-fA-F]{1,2}$")
+_GROUP = re.compile(r"[0-9a-fA-F]{1,2}")
+_CANONICAL = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
 NAME_BITS = 48
 NAME_MASK = (1 << NAME_BITS) - 1
 SHORT_ID_BITS = 12
@@ -38,6 +39,23 @@ class PeerName(int):
         return cls(value)
 
     @classmethod
+    def of(cls, value: "PeerName | int | str") -> "PeerName":
+        """`value` as a PeerName: itself, a number, or text as `parse` takes it (the
+        canonical `aa:bb:cc:dd:ee:ff` form without the regex). ValueError for text or
+        a number that is no peer name."""
+        if isinstance(value, PeerName):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value <= NAME_MASK:
+                raise ValueError(f"peer name {value!r} does not fit in 48 bits")
+            return cls(value)
+        if not isinstance(value, str):
+            raise ValueError(f"a peer name is text or a number, not {type(value).__name__}")
+        if _CANONICAL.fullmatch(value):
+            return cls(int(value.replace(":", ""), 16))
+        return cls.parse(value)
+
+    @classmethod
     def from_bytes6(cls, data: bytes) -> "PeerName":
         if len(data) != 6:
             raise ValueError(f"peer name needs 6 bytes, got {len(data)}")
@@ -49,6 +67,13 @@ class PeerName(int):
     def __str__(self) -> str:
         b = self.to_bytes6()
         return ":".join(f"{x:02x}" for x in b)
+
+    def __format__(self, spec: str) -> str:
+        """The MAC form, padded or aligned as `spec` says; the number only when `spec`
+        asks for one (`:x`, `:d`, ...)."""
+        if spec and spec[-1] in "bcdoxXn":
+            return int.__format__(self, spec)
+        return format(str(self), spec)
 
     def __repr__(self) -> str:
         return f"PeerName({str(self)!r})"
@@ -66,7 +91,7 @@ def _split_groups(text: str) -> list[str]:
         groups = lg + ["0"] * (6 - len(lg) - len(rg)) + rg
     else:
         groups = text.split(":")
-    if len(groups) != 6 or not all(_GROUP.match(g) for g in groups):
+    if len(groups) != 6 or not all(_GROUP.fullmatch(g) for g in groups):
         raise ValueError(f"invalid peer name format: {text!r}")
     return groups
 

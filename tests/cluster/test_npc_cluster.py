@@ -104,7 +104,7 @@ class Mesh:
             send = MeshSend.model_validate_json(msg.data)
             self.sent.append((src.name, send))
             for h in self.hosts:
-                if h is src or h.app is None or (send.dst is not None and h.name != send.dst):
+                if h is src or h.app is None or (send.dst is not None and h.name != str(send.dst)):
                     continue
                 origin = "00:00:00:00:00:00" if send.kind == "gossip" else src.name
                 await h.gossip_bus.publish(subjects.mesh_in(POLICY_CHANNEL),

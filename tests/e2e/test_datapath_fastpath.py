@@ -135,14 +135,16 @@ def test_fastpath_three_hosts_fallback_and_return(testbed_factory):
         tb.unblock("h1", "h2", "udp", 6784)
         wait_until(lambda: uses(tb, "h1", "h2", FAST) and uses(tb, "h2", "h1", FAST), timeout=15,
                    what="h1-h2 on the fastpath again")
-        time.sleep(1.0)
+        time.sleep(2.0)  # two whole seconds of the stream back on the fastpath
     finally:
         stamps = pinger.stop()
         stream.send_signal(signal.SIGINT)  # iperf3 ends the test and reports
         result = stream.communicate(timeout=30)[0]
     per_second = [i["sum"]["bytes"] for i in json.loads(result)["intervals"]]
     print(f"TCP bytes per second through fallback and return: {per_second}; longest ping gap {longest_gap(stamps):.2f} s")
-    assert len(per_second) >= 5 and sum(per_second) > 5_000_000, per_second
+    # 1 s before the block, the fallback and return (as quick as 1-2 s together), 2 s after:
+    # iperf3 reports whole seconds only
+    assert len(per_second) >= 4 and sum(per_second) > 5_000_000, per_second
     assert per_second[-1] > 0 and sum(1 for b in per_second if b == 0) <= 2, (
         f"the TCP stream stalled around the fallback: bytes per second {per_second}")
     assert stamps, "no ping replies at all"

@@ -129,7 +129,7 @@ class Mesh:
         if send.kind == "unicast":
             return
         targets = [h for h in self.hosts if h is not src and h.app is not None
-                   and (send.dst is None or h.name == send.dst)]
+                   and (send.dst is None or h.name == str(send.dst))]
         origin = src.name if send.kind == "broadcast" else ZERO
         for h in targets:
             await h.gossip_bus.publish(subjects.mesh_in(DNS_CHANNEL),

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 from services.datapath import fastpath as fp
+from shared.weave.peer_name import PeerName
 from services.datapath.overlay_switch import (FASTPATH, HEARTBEAT_S, SLEEVE, TIMEOUT_S, OverlaySwitch, SendHeartbeat,
                                               Switched, fastpath_allowed)
 
-PEER = "aa:00:00:00:00:02"
+PEER = PeerName.parse("aa:00:00:00:00:02")
 UID = 77
 BOTH = (FASTPATH, SLEEVE)
 
@@ -102,7 +103,7 @@ def test_fastpath_mode_never_falls_back_for_allowed_peers():
 def test_heartbeats_of_another_connection_or_peer_are_ignored():
     sw, _ = up()
     assert sw.heartbeat(PEER, UID + 1, True, 0.1) == []
-    assert sw.heartbeat("aa:00:00:00:00:09", UID, True, 0.1) == []
+    assert sw.heartbeat(PeerName.parse("aa:00:00:00:00:09"), UID, True, 0.1) == []
     assert sw.using(UID) == SLEEVE
 
 
@@ -116,10 +117,12 @@ def test_remove_and_duplicate_add():
 
 
 def test_heartbeat_frame_round_trip_and_rejects():
-    frame = fp.encode_heartbeat("aa:00:00:00:00:01", "aa:00:00:00:00:02", 2**63 + 5, True)
+    h1, h2 = PeerName.parse("aa:00:00:00:00:01"), PeerName.parse("aa:00:00:00:00:02")
+    frame = fp.encode_heartbeat(h1, h2, 2**63 + 5, True)
     assert len(frame) == fp.HB_LEN
+    assert frame[:12] == bytes.fromhex("aa0000000002" "aa0000000001")  # to h2's bridge MAC, from h1's
     hb = fp.decode_heartbeat(frame)
-    assert hb == fp.Heartbeat("aa:00:00:00:00:01", "aa:00:00:00:00:02", 2**63 + 5, True)
+    assert hb == fp.Heartbeat(h1, h2, 2**63 + 5, True) and type(hb.src) is PeerName
     assert fp.decode_heartbeat(frame[:20]) is None
     assert fp.decode_heartbeat(frame[:12] + b"\x08\x00" + frame[14:]) is None  # IPv4, not ours
     assert fp.decode_heartbeat(frame[:14] + b"XXXX" + frame[18:]) is None

@@ -16,7 +16,7 @@ from services.datapath.ipam_client import Ipam, IpamUnavailable
 from services.datapath.netns import BadRequest, DatapathError
 from services.datapath.records import ContainerRecord, ExposeRecord, Records
 from services.datapath.sleeve.forwarder import CONNECTION_ESTABLISHED, Failed, ForwarderState
-from services.datapath.topology import TopologyRoutes, peer_int
+from services.datapath.topology import TopologyRoutes
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.errors import WeaveError
@@ -25,7 +25,10 @@ from shared.schemas.ipam import AllocateReply, AllocateRequest, ClaimRequest, Re
 from shared.schemas.mesh import (OverlayConnection, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
                                  OverlaySend, PeerInfo, TopologyEvent)
 
+from shared.weave.peer_name import PeerName
+
 H1, H2, H3 = "aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:03"
+P = PeerName.parse
 
 
 # -- arguments and records ---------------------------------------------------------------
@@ -69,10 +72,11 @@ def test_topology_routes_follow_events():
         ourself=H1, peers=tuple(PeerInfo(name=n, nickname=n[-1], uid=1, short_id=1, reachable=True)
                                 for n in (H1, H2, H3)),
         removed=("aa:00:00:00:00:09",), unicast={H2: H2, H3: H2}, broadcast={H1: (H2,), H3: ()}))
-    assert routes.peers is peers and peers == {peer_int(H1), peer_int(H2), peer_int(H3)}
-    assert routes.unicast(peer_int(H3)) == peer_int(H2) and routes.unicast(0x1) is None
-    assert routes.broadcast(peer_int(H1)) == [peer_int(H2)] and routes.broadcast(peer_int(H2)) == []
-    assert removed == [0xAA0000000009]
+    assert routes.peers is peers and peers == {P(H1), P(H2), P(H3)}
+    assert all(type(p) is PeerName for p in (*peers, routes.unicast(P(H3)), *routes.broadcast(P(H1))))
+    assert routes.unicast(P(H3)) == P(H2) and routes.unicast(0x1) is None
+    assert routes.broadcast(P(H1)) == [P(H2)] and routes.broadcast(P(H2)) == []
+    assert removed == [0xAA0000000009] and routes.unicast(0xAA0000000003) == P(H2)  # the sleeve asks with ints
 
 
 # -- IPAM over the bus -----------------------------------------------------------------
@@ -182,7 +186,7 @@ class FakeUdp:
 
 
 def shell_with(conn: OverlayConnection) -> osh.OverlayShell:
-    shell = osh.OverlayShell(bus=None, ourself=peer_int(H1), host="192.168.77.1", port=6783, pcap_ifname="x")
+    shell = osh.OverlayShell(bus=None, ourself=P(H1), host="192.168.77.1", port=6783, pcap_ifname="x")
     shell.loop = asyncio.get_running_loop()
     shell.udp = FakeUdp()
     shell.add(conn, resumed=False)
@@ -213,7 +217,7 @@ async def test_shell_maps_forwarder_actions_to_gossip_requests():
     assert fwd.state is ForwarderState.ESTABLISHED
     assert OverlayEstablished(peer=H2, conn_uid=77, overlay="sleeve", mtu=0, encrypted=False) in posted(shell)
 
-    shell._run([Failed(peer_int(H2), "timed out waiting for UDP heartbeat")], 0.0)
+    shell._run([Failed(P(H2), "timed out waiting for UDP heartbeat")], 0.0)
     assert posted(shell) == [OverlayFailed(peer=H2, conn_uid=77, reason="timed out waiting for UDP heartbeat")]
     shell.remove(77)
     assert shell.conns == {} and shell.overlay.forwarders == {}
@@ -233,10 +237,10 @@ async def test_report_has_weaves_router_fields_from_the_mac_cache():
     import time
 
     shell = shell_with(conn())
-    shell.routes.nicknames = {peer_int(H1): "h1", peer_int(H2): "h2"}
+    shell.routes.nicknames = {P(H1): "h1", P(H2): "h2"}
     now = shell.loop.time()
-    shell.overlay.frame_router.macs.add(bytes.fromhex("56a6ca7fbf1e"), peer_int(H1), now - 5)
-    shell.overlay.frame_router.macs.add_forced(bytes.fromhex("aa0000000002"), peer_int(H2), now)
+    shell.overlay.frame_router.macs.add(bytes.fromhex("56a6ca7fbf1e"), P(H1), now - 5)
+    shell.overlay.frame_router.macs.add_forced(bytes.fromhex("aa0000000002"), P(H2), now)
     r = shell.report()
     assert list(r) == ["OverlayDiagnostics", "Interface", "CaptureStats", "MACs"]
     assert r["OverlayDiagnostics"] == {"sleeve": None}  # mode sleeve: no fastpath part

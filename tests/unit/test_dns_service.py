@@ -50,7 +50,7 @@ async def test_a_name_added_on_one_host_resolves_on_the_others(cluster):
     mesh, (h1, h2, h3) = cluster
     reply = await add(h1, "web.weave.local", "10.32.0.5")
     assert [(e.hostname, e.address, e.origin, e.version) for e in reply.entries] == [
-        ("web.weave.local.", "10.32.0.5", peer_name(1), 0)]
+        ("web.weave.local.", "10.32.0.5", PeerName.parse(peer_name(1)), 0)]
     for h in (h2, h3):
         assert await wait_for(lambda h=h: h.addresses("web.weave.local")) == ["10.32.0.5"]
     assert await h3.addresses("WEB.weave.local") == ["10.32.0.5"], "lookups ignore case"
@@ -107,7 +107,7 @@ async def test_a_new_neighbour_gets_our_state_and_gone_peers_lose_theirs(cluster
     await mesh.publish_topology()
 
     async def gossiped_down():
-        return sorted(src for src, s in mesh.sent if s.kind == "gossip" and s.dst == h4.name)
+        return sorted(src for src, s in mesh.sent if s.kind == "gossip" and str(s.dst) == h4.name)
     await wait_for(lambda: _eq(gossiped_down(), [h1.name, h2.name, h3.name]), what="each gossips down to h4")
     await wait_for(lambda: _eq(h4.addresses("c.weave.local"), ["10.32.0.3"]), what="h4 learns c")
     assert await h4.addresses("a.weave.local") == ["10.32.0.1"]

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pydantic import ValidationError
 
 from shared import subjects
 from shared.bus import BusMsg, MemoryBroker, MemoryBus
 from shared.gossip_owner import Dropped, GossipOwnerCore, HandToOwner, SendPull, SendState, neighbours
 from shared.mesh_channel import OwnedChannel
+from shared.schemas.base import Message
 from shared.schemas.mesh import MeshReceive, MeshSend, PeerInfo, PeersRequest, TopologyEvent
 from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 
@@ -98,11 +100,10 @@ def test_deliveries(pull, kind, src, payload, expected):
     assert core.on_receive(MeshReceive(kind=kind, src=src, payload=payload)) == expected
 
 
-def test_a_delivery_with_an_unreadable_sender_is_dropped():
-    core = GossipOwnerCore(30.0, now=0.0, pull=PULL)
+def test_a_delivery_with_an_unreadable_sender_never_reaches_the_core():
     for payload in (b"x", PULL):
-        result = core.on_receive(MeshReceive(kind="unicast", src="not-a-peer", payload=payload))
-        assert isinstance(result, Dropped) and "not-a-peer" in result.reason
+        with pytest.raises(ValidationError, match="not-a-peer"):
+            MeshReceive(kind="unicast", src="not-a-peer", payload=payload)
 
 
 # -- the periodic round -------------------------------------------------------------------------
@@ -141,7 +142,7 @@ class Owner:
         self.got.append(("unicast", str(src), payload))
 
     async def on_topology(self, event):
-        self.got.append(("topology", tuple(p.name for p in event.peers)))
+        self.got.append(("topology", tuple(str(p.name) for p in event.peers)))
 
 
 async def until(cond, timeout: float = 5.0):
@@ -176,7 +177,7 @@ async def wired():
 
 
 def shapes(sent):
-    return [(s.kind, s.dst, s.payload) for s in sent]
+    return [(s.kind, None if s.dst is None else str(s.dst), s.payload) for s in sent]
 
 
 async def test_the_shell_catches_up_at_start_answers_pulls_and_hands_on_the_rest(wired):
@@ -195,6 +196,21 @@ async def test_the_shell_catches_up_at_start_answers_pulls_and_hands_on_the_rest
     await gossip.publish(subjects.event("topology"), topo(peer(A), peer(B)))
     await until(lambda: ("unicast", B, PULL) in shapes(sent))
     assert ("gossip", B, b"s1") in shapes(sent) and ("gossip", A, b"s1") not in shapes(sent)
+
+
+async def test_the_shell_drops_a_delivery_with_an_unreadable_sender(wired, caplog):
+    class LooseReceive(Message):  # what a broken gossip service could publish
+        kind: str
+        src: str
+        payload: bytes
+
+    gossip, channel, owner, sent = wired
+    await until(lambda: owner.got)
+    await gossip.publish(subjects.mesh_in("c"), LooseReceive(kind="unicast", src="not-a-peer", payload=b"x"))
+    await gossip.publish(subjects.mesh_in("c"), MeshReceive(kind="unicast", src=B, payload=b"after"))
+    await until(lambda: len(owner.got) == 2)
+    assert owner.got[1] == ("unicast", B, b"after")
+    assert "c: malformed delivery from the gossip service" in caplog.text and "not-a-peer" in caplog.text
 
 
 async def test_the_shell_gossips_every_interval_and_on_demand(wired):

@@ -13,8 +13,10 @@ from services.npc.sources import (PULL, StoreEntry, PolicyStore, PolicySources, 
                                   policy_key, split_key)
 from shared.errors import RemoteProtocolError
 from shared.schemas.datapath import ContainerEvent
+from shared.weave.peer_name import PeerName
 
 A, B, C = "aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:03"
+N = PeerName.parse  # a host is a PeerName; keys and entries name it in its wire form (A, B, C)
 K = policy_key("default", "web")
 V1, V2 = {"spec": {"podSelector": {}}}, {"spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
 
@@ -105,7 +107,7 @@ def test_writes_bump_the_version_and_skip_no_ops():
 
 
 def test_put_and_delete_through_the_sources():
-    src = PolicySources(A)
+    src = PolicySources(N(A))
     assert src.put(K, V1).version == 1
     assert src.delete(K) == E(2, A, None)
     assert src.delete(K) is None
@@ -120,7 +122,7 @@ def ev(cid, kind="attached", cidrs=("10.32.0.1/12",), labels=None, namespace="de
 
 
 def test_container_events_become_pod_entries():
-    src = PolicySources(A)
+    src = PolicySources(N(A))
     [e1] = src.container_event(ev("c1", labels={"app": "web"}))
     assert e1 == StoreEntry(pod_key(A, "c1"), 1, A, {"cidrs": ["10.32.0.1/12"], "labels": {"app": "web"},
                                                  "namespace": "default"})
@@ -133,7 +135,7 @@ def test_container_events_become_pod_entries():
 
 
 def test_a_snapshot_replaces_our_pods():
-    src = PolicySources(A)
+    src = PolicySources(N(A))
     src.container_event(ev("c1"))
     src.container_event(ev("c2", cidrs=("10.32.0.2/12",)))
     changed = src.container_snapshot([ev("c2", cidrs=("10.32.0.2/12",)), ev("c3", cidrs=("10.32.0.3/12",))])
@@ -141,7 +143,7 @@ def test_a_snapshot_replaces_our_pods():
 
 
 def test_gossip_about_our_own_pods_is_corrected():
-    src = PolicySources(A)
+    src = PolicySources(N(A))
     src.container_event(ev("c1"))
     # a peer tombstoned our pod (we were removed from its topology while away)
     changed, corrections = src.receive([StoreEntry(pod_key(A, "c1"), 2, B, None)])
@@ -156,18 +158,18 @@ def test_gossip_about_our_own_pods_is_corrected():
 
 
 def test_pods_of_removed_peers_are_tombstoned_but_never_ours():
-    src = PolicySources(A)
+    src = PolicySources(N(A))
     src.container_event(ev("c1"))
     src.receive([StoreEntry(pod_key(B, "c2"), 4, B, {"cidrs": ["10.32.0.2/12"]}),
                  StoreEntry(pod_key(C, "c3"), 1, C, {"cidrs": ["10.32.0.3/12"]})])
-    changed = src.peers_removed([B, A])
+    changed = src.peers_removed([N(B), N(A)])
     assert changed == [StoreEntry(pod_key(B, "c2"), 5, A, None)]
-    assert src.peers_removed([B]) == []
+    assert src.peers_removed([N(B)]) == []
     assert {e.key for e in src.state.live()} == {pod_key(A, "c1"), pod_key(C, "c3")}
 
 
 def test_two_hosts_converge_whatever_the_order():
-    a, b = PolicySources(A), PolicySources(B)
+    a, b = PolicySources(N(A)), PolicySources(N(B))
     ea = [a.put(K, V1), *a.container_event(ev("c1"))]
     eb = [b.put(K, V2), b.put(policy_key("x", "y"), V1), *b.container_event(ev("c2"))]
     a.receive(eb)
@@ -220,13 +222,14 @@ def test_garbage_is_a_remote_protocol_error(payload):
 
 
 def test_snapshot_and_restore():
-    src = PolicySources(A)
+    src = PolicySources(N(A))
     src.put(K, V1)
     src.container_event(ev("c1"))
     data = json.loads(json.dumps(src.snapshot()))
-    again = PolicySources(A)
+    assert data["ourself"] == A, "the file names us in the wire form"
+    again = PolicySources(N(A))
     assert {e.key for e in again.restore(data)} == {K, pod_key(A, "c1")}
     assert again.state.entries == src.state.entries and again.own_pods == src.own_pods
-    renamed = PolicySources(B)
+    renamed = PolicySources(N(B))
     renamed.restore(data)
     assert renamed.own_pods == {}, "another peer name: those pods are not ours"

@@ -35,3 +35,19 @@ def test_short_id_range():
     assert ShortID(4095) == 4095
     with pytest.raises(Exception):
         ShortID(4096)
+
+
+def test_of_takes_a_peer_name_a_number_or_text():
+    p = PeerName.parse("aa:00:00:00:00:01")
+    assert PeerName.of(p) is p
+    assert PeerName.of(0xAA0000000001) == PeerName.of("AA:00:00:00:00:01") == PeerName.of("aa:00:00:00:00:01") == p
+    assert PeerName.of("::1") == PeerName(1) and type(PeerName.of("aa:00:00:00:00:01")) is PeerName
+    for bad in ("+a:00:00:00:00:01", " a:00:00:00:00:01", "aa:00:00:00:00:01\n", "zz", 1 << 48, -1, True, None, 1.0):
+        with pytest.raises(ValueError):
+            PeerName.of(bad)
+
+
+def test_formatted_as_the_mac_form_unless_a_number_is_asked_for():
+    p = PeerName.parse("aa:00:00:00:00:01")
+    assert (f"{p}", f"{p:<18}|", "%s" % p) == ("aa:00:00:00:00:01", "aa:00:00:00:00:01 |", "aa:00:00:00:00:01")
+    assert (f"{p:x}", f"{p:d}") == ("aa0000000001", str(0xAA0000000001))

@@ -32,3 +32,25 @@ def test_parse_reply_tells_errors_from_replies():
 def test_parse_reply_rejects_garbage():
     with pytest.raises(ValidationError):
         parse_reply(b"not json", Ok)
+
+
+def test_peer_names_are_peer_names_in_memory_and_mac_text_on_the_wire():
+    import json
+
+    from shared.schemas.mesh import MeshSend, PeerInfo, TopologyEvent
+    from shared.weave.peer_name import PeerName
+
+    h1, h2 = "aa:00:00:00:00:01", "aa:00:00:00:00:02"
+    event = TopologyEvent(ourself=h1, peers=(PeerInfo(name=PeerName(0xAA0000000002), nickname="h2", uid=1, short_id=2,
+                                                      reachable=True),),
+                          removed=("AA:00:00:00:00:09",), unicast={h2: h2}, broadcast={"aa::1": (h2,)})
+    assert all(type(p) is PeerName for p in (event.ourself, event.peers[0].name, *event.removed, *event.unicast,
+                                             *event.unicast.values(), *event.broadcast, *event.broadcast[PeerName(
+                                                 0xAA0000000001)]))
+    wire = json.loads(event.model_dump_json())
+    assert (wire["ourself"], wire["peers"][0]["name"], wire["removed"], wire["unicast"], wire["broadcast"]) == (
+        h1, h2, ["aa:00:00:00:00:09"], {h2: h2}, {h1: [h2]})  # the MAC form, as plain strings were
+    assert TopologyEvent.model_validate_json(event.model_dump_json()) == event
+    assert MeshSend(kind="gossip", payload=b"x").dst is None
+    with pytest.raises(ValidationError, match="not-a-peer"):
+        MeshSend(kind="unicast", payload=b"x", dst="not-a-peer")

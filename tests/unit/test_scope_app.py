@@ -385,7 +385,7 @@ async def test_reports_from_the_local_bus_and_the_mesh(running):
 
 async def test_bad_mesh_and_bus_messages_are_dropped(running):
     bus = running.bus
-    await bus.publish(subjects.mesh_in(SCOPE_CHANNEL), MeshReceive(kind="broadcast", src="x", payload=b"\x07junk"))
+    await bus.publish(subjects.mesh_in(SCOPE_CHANNEL), MeshReceive(kind="broadcast", src="aa:00:00:00:00:09", payload=b"\x07junk"))
     bad = ProbeReport(probe_id="p", host="h", probe_version="v", full=True, body=b"not gzip")
     await bus.publish(subjects.event(REPORT_TOPIC), bad)
     rejected = running.app.state.rejected

@@ -13,4 +13,9 @@ Modules, in the order a frame meets them:
 - `overlay`: the forwarder table and the receive/capture paths tying it together.
 None of them does I/O or reads a clock: the datapath service's shell owns the sockets
 and passes `now` in.
+
+Peers: the shell hands the cores PeerNames (forwarders, routes, ourself); the peers a
+frame names are decoded as plain ints on every packet (`frame`), and stay ints in the
+MAC cache and hops, since building a PeerName per frame would cost on the hot path. A
+PeerName is an int, so the two hash and compare equal wherever they meet.
 """
