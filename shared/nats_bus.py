@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Awaitable, Callable
 
-import nats
-import nats.errors
-import nats.micro
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 
-from shared.bus import BusCore, BusError, BusMsg, Handler, M, Subscription
-from shared.schemas.base import Message
+def _import_nats_without_aiohttp() -> None:
+    """nats-py imports aiohttp for its websocket transport (a seventh of a second of CPU
+    and ~4 MB per process); the bus is plain TCP to the host's nats-server, so nats is
+    imported with aiohttp hidden, unless this process already has aiohttp (the Scope
+    pair), which then serves both. aiohttp stays importable afterwards."""
+    if "aiohttp" in sys.modules or "nats.aio.transport" in sys.modules:
+        return
+    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` raises ImportError
+    try:
+        import nats.aio.transport  # noqa: F401
+    finally:
+        del sys.modules["aiohttp"]
+
+
+_import_nats_without_aiohttp()
+
+import nats  # noqa: E402
+import nats.errors  # noqa: E402
+import nats.micro  # noqa: E402
+from nats.aio.client import Client  # noqa: E402
+from nats.aio.msg import Msg  # noqa: E402
+
+from shared.bus import BusCore, BusError, BusMsg, Handler, M, Subscription  # noqa: E402
+from shared.schemas.base import Message  # noqa: E402
 
 log = logging.getLogger(__name__)
 SERVICE_VERSION = "0.1.0"

@@ -40,10 +40,13 @@ PRELOAD = "weavectl.preload"
 
 
 # -- the fork server (no asyncio here) -------------------------------------------------
-def serve(run_supervisor: Callable[[socket.socket], int], modules: list[str]) -> int:
+def serve(run_supervisor: Callable[[socket.socket], int], modules: list[str],
+          supervisor_only: tuple[int, ...] = ()) -> int:
     """Preload `modules` (the services this stack runs), fork the supervisor (which calls
     `run_supervisor(sock)`), then serve spawn requests until the supervisor exits;
-    returns the supervisor's exit code."""
+    returns the supervisor's exit code. `supervisor_only`: fds only the supervisor keeps
+    (closed here after the fork, so no service inherits them and their reader sees EOF
+    when the supervisor exits)."""
     importlib.import_module(PRELOAD).load(modules)
     ours, theirs = socket.socketpair()
     wake_r, wake_w = os.pipe()
@@ -57,6 +60,8 @@ def serve(run_supervisor: Callable[[socket.socket], int], modules: list[str]) ->
         _reset_signals()
         _exit_with(lambda: run_supervisor(theirs))
     theirs.close()
+    for fd in supervisor_only:
+        os.close(fd)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda s, _: _forward(supervisor, s))
     return _loop(ours, wake_r, supervisor)

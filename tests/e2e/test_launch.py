@@ -88,3 +88,40 @@ def test_supervisor_crash_leaves_nothing_after_stop(netns):
     wait_until(lambda: not Path(f"/proc/{data['supervisor']}").exists(), what="supervisor gone")
     netns.weave("stop")
     assert wait_all_dead(netns.pids()) == []
+
+
+def test_launch_that_cannot_become_healthy_names_the_service_and_leaves_nothing(netns):
+    # weaveDNS on an address this namespace does not have: dns never becomes healthy
+    out = netns.weave("launch", "--dns-listen-address", "10.99.0.1:53", "--launch-timeout", "4")
+    assert out.returncode == 1, out
+    assert "service dns did not become healthy within 4 s" in out.stderr, out.stderr
+    assert "dns.log" in out.stderr  # the end of its log is shown
+    assert wait_all_dead(netns.pids()) == [], "launch failed but left processes behind"
+    assert not (netns.state_dir / "processes.json").exists()
+
+
+def test_launch_reports_a_supervisor_that_dies_while_it_waits(netns):
+    import signal
+    import subprocess
+    import time
+
+    from weavectl.testbed import weave_bin
+
+    cli = subprocess.Popen(["ip", "netns", "exec", netns.name, weave_bin(), "--state-dir", str(netns.state_dir),
+                            "launch", "--dns-listen-address", "10.99.0.1:53", "--launch-timeout", "60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pid_file = netns.state_dir / "supervisor.pid"
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), what="supervisor started")
+        killed = time.monotonic()
+        subprocess.run(["kill", "-9", pid_file.read_text().strip()], check=True)
+        _, err = cli.communicate(timeout=30)
+        waited = time.monotonic() - killed
+    finally:
+        if cli.poll() is None:
+            cli.send_signal(signal.SIGKILL)
+            cli.communicate()
+    assert cli.returncode == 1 and "the supervisor exited during launch" in err, err
+    assert waited < 10, f"the CLI took {waited:.1f} s to notice (its timeout was 60 s)"
+    left = wait_all_dead(netns.pids())
+    assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in left if Path(f"/proc/{p}").exists()]

