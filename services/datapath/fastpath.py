@@ -16,7 +16,8 @@ Design (documented choices):
   heartbeats use. Unicast entries for the peers' container MACs are learnt by the
   device (VXLAN learning on: src MAC -> outer src IP of received frames), which keeps
   them exact without a MAC feed; when a peer falls back to sleeve its learnt entries
-  and the bridge's entries on the VXLAN port are flushed, so frames go through sleeve.
+  and the bridge's entries on the VXLAN port are flushed, so frames go through sleeve,
+  and the MACs flushed are handed to the sleeve's MAC cache (`forget` returns them).
 - Both vxlan-6784 and vethwe-bridge are *isolated* bridge ports: frames arriving over
   the VXLAN never reach the sleeve capture (no learning of remote MACs as local, no
   re-flooding over sleeve) and frames sleeve injects never leave over the VXLAN.
@@ -53,6 +54,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 
 from services.datapath.host_iptables import HostIptables
+from services.datapath.overlay_switch import ZERO_MAC
 from pyroute2.netlink.exceptions import NetlinkError
 from shared.weave.peer_name import PeerName
 
@@ -70,7 +72,6 @@ _HB = struct.Struct("!6s6sH4sBBQ")
 HB_LEN = 60
 NTF_SELF = 0x02
 NUD_PERMANENT = 0x80
-ZERO_MAC = "00:00:00:00:00:00"
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
@@ -218,18 +219,24 @@ def prune(index: int, keep_ips: set[str], keep_flood_ips: set[str]) -> int:
     return removed
 
 
-def forget(index: int, ip: str) -> None:
-    """Drop what was learnt towards `ip` (VXLAN table) and on the VXLAN port (bridge table)."""
+def forget(index: int, ip: str) -> list[str]:
+    """Drop what was learnt towards `ip` (VXLAN table) and on the VXLAN port (bridge
+    table). Returns the MACs the VXLAN table had learnt towards `ip` (the containers
+    behind that peer), for the sleeve."""
+    learnt = []
     with IPRoute() as ipr:
         for msg in ipr.fdb("dump", ifindex=index):
+            mac = msg.get_attr("NDA_LLADDR")
             if (msg["ifindex"] == index and msg.get_attr("NDA_DST") == ip and not msg["state"] & NUD_PERMANENT
-                    and msg.get_attr("NDA_LLADDR") != ZERO_MAC):
+                    and mac != ZERO_MAC):
+                learnt.append(mac)
                 try:
-                    ipr.fdb("del", ifindex=index, lladdr=msg.get_attr("NDA_LLADDR"), dst=ip, NDA_FLAGS=NTF_SELF)
+                    ipr.fdb("del", ifindex=index, lladdr=mac, dst=ip, NDA_FLAGS=NTF_SELF)
                 except NetlinkError:
                     pass
     subprocess.run(["ip", "link", "set", "dev", DEVICE, "type", "bridge_slave", "fdb_flush"],
                    check=False, capture_output=True)
+    return learnt
 
 
 class _SockFilter(ctypes.Structure):

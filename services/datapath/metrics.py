@@ -20,17 +20,16 @@ from typing import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.datapath.overlay_shell import OverlayShell
-from services.datapath.sleeve.forwarder import ForwarderState
 
 
 class DatapathCollector:
-    def __init__(self, sleeve: Callable[[], OverlayShell | None], attached: Callable[[], int]) -> None:
-        """`sleeve`: the overlay shell now (None while it is not running); `attached`:
+    def __init__(self, overlay: Callable[[], OverlayShell | None], attached: Callable[[], int]) -> None:
+        """`overlay`: the overlay shell now (None while it is not running); `attached`:
         how many containers are attached now."""
-        self.sleeve, self.attached = sleeve, attached
+        self.overlay, self.attached = overlay, attached
 
     def collect(self) -> Iterator[Metric]:
-        shell = self.sleeve()
+        overlay = self.overlay()
         frames = CounterMetricFamily("weave_sleeve_frames", "Frames through the sleeve overlay.", labels=["direction"])
         octets = CounterMetricFamily("weave_sleeve_bytes", "Bytes through the sleeve overlay.", labels=["direction"])
         packets = CounterMetricFamily("weave_sleeve_received_packets", "UDP datagrams received by the sleeve.")
@@ -40,7 +39,8 @@ class DatapathCollector:
         trains = CounterMetricFamily("weave_sleeve_trains", "Segment trains received whole, by how they were read.",
                                      labels=["read"])
         trains_sent = CounterMetricFamily("weave_sleeve_trains_sent", "Segment trains sent.")
-        if shell is not None:
+        if overlay is not None:
+            shell = overlay.sleeve
             s = shell.overlay.stats
             for direction in ("captured", "injected", "forwarded", "relayed"):
                 frames.add_metric([direction], getattr(s, direction))
@@ -50,10 +50,7 @@ class DatapathCollector:
             packets.add_metric([], s.received_packets)
             for reason, n in sorted(shell.drop_counts().items()):
                 drops.add_metric([reason], n)
-            states = {st.value: 0 for st in ForwarderState}
-            for fwd, _ in shell.conns.values():
-                states[fwd.state.value] += 1
-            for state, n in states.items():
+            for state, n in shell.forwarder_states().items():
                 fwds.add_metric([state], n)
             trains.add_metric(["whole"], shell.trains_in.whole)
             trains.add_metric(["pieces"], shell.trains_in.trains - shell.trains_in.whole)

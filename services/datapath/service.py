@@ -3,9 +3,10 @@ containers, and the sleeve overlay to the other hosts.
 
 At start, in order: the bridge (Weave's pcap layout, MAC = peer name; bridge.py); the
 recorded attachments re-applied (only what is missing is made: a restart keeps
-container interfaces and addresses; records.py); the bus API; the sleeve (UDP on the
-launch host address, capture/inject on vethwe-pcap, a forwarder per mesh connection;
-overlay_shell.py).
+container interfaces and addresses; records.py); the bus API; the overlays
+(overlay_shell.py): the sleeve (UDP on the launch host address, capture/inject on
+vethwe-pcap, a forwarder per mesh connection; sleeve_shell.py) and the fastpath
+(fastpath_shell.py), the OverlaySwitch choosing per connection.
 
 Bus API (schemas in shared/schemas/datapath.py): weave.datapath.attach, detach, ps,
 expose, hide, containers, endpoint_create and endpoint_delete (the Docker plugin's
@@ -40,7 +41,6 @@ from services.datapath.ipam_client import Ipam
 from services.datapath.metrics import DatapathCollector
 from services.datapath.overlay_shell import OverlayShell
 from services.datapath.records import ExposeRecord, Records
-from services.datapath.sleeve.forwarder import ForwarderState
 from shared import subjects
 from shared.errors import WeaveError
 from shared.http import HttpRouter, Request, Response
@@ -59,7 +59,7 @@ RECONCILE_S = 5.0
 
 class DatapathApp:
     def __init__(self) -> None:
-        self.sleeve: OverlayShell | None = None
+        self.overlay: OverlayShell | None = None
         self.records: Records | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -84,10 +84,10 @@ class DatapathApp:
         await bus.serve(subjects.request("datapath", "endpoint_delete"), EndpointRequest, self._on_endpoint_delete)
         await serve_http(bus, "datapath", self._http_routes())
         self.mode = launch.datapath
-        self.sleeve = OverlayShell(bus, PeerName.parse(launch.name), launch.host, launch.port, PCAP_PORT,
-                                   mode=self.mode, bridge=BRIDGE, bridge_port=BRIDGE_PORT, settings=ctx.config.settings)
-        await self.sleeve.start()
-        ctx.registry.register(DatapathCollector(lambda: self.sleeve,
+        self.overlay = OverlayShell(bus, PeerName.parse(launch.name), launch.host, launch.port, PCAP_PORT,
+                                    mode=self.mode, bridge=BRIDGE, bridge_port=BRIDGE_PORT, settings=ctx.config.settings)
+        await self.overlay.start()
+        ctx.registry.register(DatapathCollector(lambda: self.overlay,
                                                 lambda: len(self.records.containers) if self.records else 0))
         self._spawn(self._reconcile_loop())
         log.info("bridge %s (mtu %d) up; %d containers attached", self.bridge.name, self.bridge.mtu,
@@ -96,17 +96,17 @@ class DatapathApp:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        if self.sleeve is not None:
-            await self.sleeve.stop()
+        if self.overlay is not None:
+            await self.overlay.stop()
         if await self.containers.teardown_if_unused():
             await asyncio.to_thread(destroy_device, BRIDGE_PORT)
             log.info("nothing attached: bridge (and fastpath device) removed")
 
     def health(self) -> tuple[bool, str]:
-        if self.sleeve is None:
+        if self.overlay is None:
             return False, "starting"
-        n = sum(1 for fwd, _ in self.sleeve.conns.values() if fwd.state is ForwarderState.ESTABLISHED)
-        f = len(self.sleeve.fast)
+        n = self.overlay.sleeve.established()
+        f = len(self.overlay.switch.fast_peers)
         return True, (f"{len(self.records.containers)} containers, {n} sleeve connections established, "
                       f"{f} peers on the fastpath (mode {self.mode})")
 
@@ -175,7 +175,7 @@ class DatapathApp:
 
         async def report(_: Request) -> Response:
             """Merged into gossip's /report: the Router fields the datapath knows."""
-            return Response(200, json.dumps({"Router": self.sleeve.report() if self.sleeve else {}}),
+            return Response(200, json.dumps({"Router": self.overlay.report() if self.overlay else {}}),
                             "application/json")
 
         http.add("POST", "/expose/{ip}/{len}", expose)

@@ -14,12 +14,12 @@ from shared.weave.peer_name import PeerName
 
 
 class TopologyRoutes:
-    """Unicast and broadcast next hops, and the set of known peers (`peers` is kept as
-    the same set object, so an overlay holding it sees every update)."""
+    """Unicast and broadcast next hops, and the set of known peers (`peers`: a new
+    frozenset at every update, never changed in place; pass it on to who needs it)."""
 
     def __init__(self) -> None:
         self.ourself: PeerName | None = None
-        self.peers: set[PeerName] = set()
+        self.peers: frozenset[PeerName] = frozenset()
         self._unicast: dict[PeerName, PeerName] = {}
         self._broadcast: dict[PeerName, list[PeerName]] = {}
         self.nicknames: dict[PeerName, str] = {}
@@ -33,8 +33,7 @@ class TopologyRoutes:
     def update(self, event: TopologyEvent) -> list[PeerName]:
         """Take a new event; returns the peers it says were removed."""
         self.ourself = event.ourself
-        self.peers.clear()
-        self.peers.update(p.name for p in event.peers)
+        self.peers = frozenset(p.name for p in event.peers)
         self.nicknames = {p.name: p.nickname for p in event.peers}
         self._unicast = dict(event.unicast)
         self._broadcast = {source: list(hops) for source, hops in event.broadcast.items()}

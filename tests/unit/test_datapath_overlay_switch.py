@@ -1,14 +1,16 @@
 """The overlay switch (sans-I/O, manual clock): preference order, fallback when fastpath
-heartbeats stop, recovery when they resume, the modes and the password rule; and the
-fastpath heartbeat frame codec."""
+heartbeats stop, recovery when they resume, the modes and the password rule, what the
+kernel (FDB entries, flushes, sources, pruning) and gossip (reports, failures) are
+told; and the fastpath heartbeat frame codec."""
 from __future__ import annotations
 
 import pytest
 
 from services.datapath import fastpath as fp
 from shared.weave.peer_name import PeerName
-from services.datapath.overlay_switch import (FASTPATH, HEARTBEAT_S, SLEEVE, TIMEOUT_S, OverlaySwitch, SendHeartbeat,
-                                              Switched, fastpath_allowed)
+from services.datapath.overlay_switch import (FASTPATH, HEARTBEAT_S, SLEEVE, TIMEOUT_S, ZERO_MAC, AllowSource, Fail,
+                                              FlushLearnt, OverlaySwitch, Prune, Report, SendHeartbeat, SetFdb,
+                                              SleeveStatus, Switched, fastpath_allowed)
 
 PEER = PeerName.parse("aa:00:00:00:00:02")
 UID = 77
@@ -85,6 +87,19 @@ def test_fallback_when_heartbeats_stop_and_return_when_they_resume():
     assert switches(sw.heartbeat(PEER, UID, True, 10.1)) == [(FASTPATH, SLEEVE)]
 
 
+def test_falls_back_before_a_tcp_streams_third_retransmission():
+    """A TCP sender whose segments vanish resends after its RTO, doubled each time (0.2 s
+    at least: 0.2, 0.6 and 1.4 s after the loss began, then 3.0 s). The fallback (and
+    the FDB flush, and the sleeve learning the MACs flushed) must come before the third
+    even when the last heartbeat arrived just before the loss: else the stream waits for
+    the fourth, ~3 s after the loss (two empty seconds in the e2e fallback test)."""
+    sw, _ = up()
+    sw.heartbeat(PEER, UID, True, 1.0)  # the path breaks right after this one
+    third = 1.0 + 0.2 + 0.4 + 0.8
+    assert switches(sw.tick(1.0 + 3 * HEARTBEAT_S + 0.05)) == [], "three lost heartbeats are tolerated"
+    assert switches(sw.tick(third - 0.3)) == [(SLEEVE, FASTPATH)]
+
+
 def test_falls_back_when_the_peer_stops_hearing_us():
     sw, _ = up()
     sw.heartbeat(PEER, UID, True, 1.0)
@@ -110,7 +125,7 @@ def test_heartbeats_of_another_connection_or_peer_are_ignored():
 def test_remove_and_duplicate_add():
     sw, _ = up()
     assert sw.add(PEER, UID, "10.0.0.2", BOTH, None, 1.0) == []
-    assert sw.remove(UID).peer == PEER
+    assert sw.remove(UID) == [SetFdb(str(PEER), "10.0.0.2", False), AllowSource("10.0.0.2", False)]
     assert sw.using(UID) is None and sw.tick(5.0) == []
     with pytest.raises(ValueError):
         OverlaySwitch("fastdp")
@@ -131,7 +146,7 @@ def test_heartbeat_frame_round_trip_and_rejects():
 
 
 def test_sleeve_leaves_fastpath_peers_out_of_our_own_broadcasts_only():
-    from services.datapath.overlay_shell import _SleeveNextHops
+    from services.datapath.sleeve_mesh import SleeveNextHops
     from services.datapath.topology import TopologyRoutes
     from shared.schemas.mesh import TopologyEvent
 
@@ -142,11 +157,88 @@ def test_sleeve_leaves_fastpath_peers_out_of_our_own_broadcasts_only():
     routes.update(TopologyEvent.model_validate({
         "ourself": names[0], "peers": peers, "unicast": {names[1]: names[1], names[2]: names[2]},
         "broadcast": {names[0]: [names[1], names[2]], names[1]: [names[2]]}, "removed": []}))
-    fast: set[int] = set()
-    sr = _SleeveNextHops(routes, fast)
+    sw = OverlaySwitch("fastpath")
+    sr = SleeveNextHops(routes, lambda: sw.fast_peers)
     a, b, c = (int(n.replace(":", ""), 16) for n in names)
     assert sr.broadcast(a) == [b, c]
-    fast.add(b)
+    sw.add(PeerName(b), UID, "10.0.0.2", BOTH, None, 0.0)  # the fastpath carries b at once in this mode
+    assert sw.fast_peers == {b}
     assert sr.broadcast(a) == [c]  # the VXLAN device floods to b
     assert sr.broadcast(b) == [c]  # relaying someone else's broadcast is unchanged
     assert sr.unicast(b) == b
+    sw.remove(UID)
+    assert sr.broadcast(a) == [b, c]
+
+
+# -- what the kernel and gossip are told (the table in overlay_switch.py) ----------------------
+IP = "10.0.0.2"
+
+
+def sleeve_up(mtu=1438, established=True, overlay="fast-sleeve"):
+    return SleeveStatus(overlay, mtu, False, established)
+
+
+def test_an_allowed_path_gets_its_fdb_entry_and_source_before_anything_else():
+    sw, out = up()
+    assert out[:2] == [SetFdb("aa:00:00:00:00:02", IP, True), AllowSource(IP, True)]
+    assert out[2] == Switched(PEER, UID, SLEEVE, None)
+    _, out = up(key=b"k" * 32)  # encrypted: never the fastpath, nothing in the kernel
+    assert [a for a in out if isinstance(a, (SetFdb, AllowSource))] == []
+
+
+def test_on_the_fastpath_floods_go_to_the_peer_and_gossip_hears_of_it():
+    sw = OverlaySwitch("auto", fast_mtu=1450)
+    sw.add(PEER, UID, IP, BOTH, None, 0.0)
+    out = sw.heartbeat(PEER, UID, True, 0.3)
+    assert out[:3] == [Switched(PEER, UID, FASTPATH, SLEEVE), SetFdb(ZERO_MAC, IP, True),
+                       Report(PEER, UID, FASTPATH, 1450, False)]
+    assert sw.fast_peers == {PEER} and sw.fastpath_peers() == {PEER}
+
+
+@pytest.mark.parametrize("word, told", [
+    (None, []),  # the sleeve never said anything: it reports when it is established
+    (sleeve_up(), [Report(PEER, UID, "fast-sleeve", 1438, False)]),
+    (sleeve_up(established=False), []),  # resumed, heartbeats not acknowledged yet
+    (SleeveStatus("sleeve", 0, False, False, failed="no heartbeat"), [Fail(PEER, UID, "no heartbeat")]),
+])
+def test_after_a_fallback_gossip_hears_the_sleeves_last_word(word, told):
+    sw = OverlaySwitch("auto")
+    sw.add(PEER, UID, IP, BOTH, None, 0.0)
+    sw.heartbeat(PEER, UID, True, 1.0)
+    if word is not None:
+        assert sw.sleeve(UID, word) == [], "the fastpath carries the peer: gossip is told nothing"
+    out = sw.tick(1.0 + TIMEOUT_S)
+    assert out[:3] == [Switched(PEER, UID, SLEEVE, FASTPATH), SetFdb(ZERO_MAC, IP, False), FlushLearnt(IP, PEER)]
+    assert [a for a in out if isinstance(a, (Report, Fail))] == told
+    assert sw.fast_peers == frozenset()
+
+
+def test_on_sleeve_every_word_of_the_sleeve_is_told():
+    sw, _ = up("sleeve")
+    assert sw.sleeve(UID, sleeve_up(mtu=0, overlay="sleeve")) == [Report(PEER, UID, "sleeve", 0, False)]
+    assert sw.sleeve(UID, sleeve_up(established=False)) == [Report(PEER, UID, "fast-sleeve", 1438, False)]
+    assert sw.sleeve(UID, SleeveStatus("sleeve", 0, True, False, failed="x")) == [Fail(PEER, UID, "x")]
+    assert sw.sleeve(UID + 1, sleeve_up()) == [], "not a connection the switch knows"
+
+
+def test_removing_a_path_on_the_fastpath_undoes_its_kernel_state():
+    sw = OverlaySwitch("fastpath")
+    sw.add(PEER, UID, IP, BOTH, None, 0.0)
+    sw.add(PEER, UID + 1, IP, BOTH, None, 0.0)  # a second connection to the same address
+    mac = str(PEER)
+    assert sw.remove(UID) == [SetFdb(mac, IP, False), SetFdb(ZERO_MAC, IP, False), FlushLearnt(IP, PEER)]
+    assert sw.remove(UID + 1) == [SetFdb(mac, IP, False), AllowSource(IP, False), SetFdb(ZERO_MAC, IP, False),
+                                  FlushLearnt(IP, PEER)]
+    assert sw.remove(UID) == []
+    assert sw.fast_peers == frozenset()
+
+
+def test_what_a_previous_process_left_is_pruned_to_what_the_paths_need():
+    p3, p4 = PeerName.parse("aa:00:00:00:00:03"), PeerName.parse("aa:00:00:00:00:04")
+    sw = OverlaySwitch("auto")
+    sw.add(PEER, UID, IP, BOTH, None, 0.0)
+    sw.add(p3, 78, "10.0.0.3", BOTH, None, 0.0)
+    sw.add(p4, 79, "10.0.0.4", (SLEEVE,), None, 0.0)  # a Go peer: not in the kernel
+    sw.heartbeat(p3, 78, True, 0.1)
+    assert sw.prune_previous() == [Prune(frozenset({IP, "10.0.0.3"}), frozenset({"10.0.0.3"}))]
+    assert OverlaySwitch("sleeve").prune_previous() == []

@@ -1,31 +1,40 @@
-"""The datapath shell's pure and bus-facing parts without devices: ADDR parsing, DNS
-names, the records file, topology routes, the IPAM client against an in-memory ipam
-(and without one), address rollback, and the overlay shell's mapping of forwarder
-actions to gossip-service requests (control messages as tag 7 or compat tags,
-established with the MTU, failed)."""
+"""The datapath's pure and bus-facing parts without devices: ADDR parsing, DNS names,
+the records file, topology routes, the IPAM client against an in-memory ipam (and
+without one), address rollback, and, without a loop, how the sleeve meets the mesh
+(control messages as tag 7 or compat tags; its forwarders' verdicts through the
+overlay switch to gossip-service requests: established with the MTU, failed), PMTU
+per host, and the /report Router fields."""
 from __future__ import annotations
 
-import asyncio
 from ipaddress import IPv4Interface, IPv4Network
 
 import pytest
 
 from services.datapath import overlay_shell as osh
+from services.datapath import sleeve_mesh
 from services.datapath.containers import Containers, check_fqdn, parse_addr_args
 from services.datapath.ipam_client import Ipam, IpamUnavailable
 from services.datapath.netns import BadRequest, DatapathError
 from services.datapath.records import ContainerRecord, ExposeRecord, Records
-from services.datapath.sleeve.forwarder import CONNECTION_ESTABLISHED, Failed, ForwarderState
+from services.datapath.overlay_report import FastpathStatus, router_report
+from services.datapath.overlay_switch import (FASTPATH, TIMEOUT_S, Fail, FlushLearnt, OverlaySwitch, Report,
+                                              SleeveStatus)
+from services.datapath.sleeve import frame as fr
+from services.datapath.sleeve.forwarder import (CONNECTION_ESTABLISHED, Failed, ForwarderState, MTUVerified,
+                                                SendControl, SendPacket)
+from services.datapath.sleeve.mac_cache import MacCache
+from services.datapath.sleeve.overlay import SleeveOverlay
 from services.datapath.topology import TopologyRoutes
 from shared import subjects
 from shared.bus import MemoryBroker, MemoryBus
 from shared.errors import WeaveError
 from shared.schemas import HealthReply, HealthRequest, Ok
 from shared.schemas.ipam import AllocateReply, AllocateRequest, ClaimRequest, ReleaseRequest
-from shared.schemas.mesh import (OverlayConnection, OverlayEstablished, OverlayFailed, OverlayMessageEvent,
-                                 OverlaySend, PeerInfo, TopologyEvent)
+from shared.schemas.mesh import (OverlayConnection, OverlayEstablished, OverlayFailed, OverlaySend, PeerInfo,
+                                 TopologyEvent)
 
 from shared.weave.peer_name import PeerName
+from tests.unit.test_datapath_offload import MAC_A, MAC_B, tcp_frame
 
 H1, H2, H3 = "aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:03"
 P = PeerName.parse
@@ -67,12 +76,14 @@ def test_records_survive_a_reload_and_a_corrupt_file_is_empty(tmp_path):
 
 def test_topology_routes_follow_events():
     routes = TopologyRoutes()
-    peers = routes.peers
+    before = routes.peers
     removed = routes.update(TopologyEvent(
         ourself=H1, peers=tuple(PeerInfo(name=n, nickname=n[-1], uid=1, short_id=1, reachable=True)
                                 for n in (H1, H2, H3)),
         removed=("aa:00:00:00:00:09",), unicast={H2: H2, H3: H2}, broadcast={H1: (H2,), H3: ()}))
-    assert routes.peers is peers and peers == {P(H1), P(H2), P(H3)}
+    peers = routes.peers
+    assert peers == {P(H1), P(H2), P(H3)}
+    assert before == frozenset(), "replaced, never changed in place: who holds the old set keeps it"
     assert all(type(p) is PeerName for p in (*peers, routes.unicast(P(H3)), *routes.broadcast(P(H1))))
     assert routes.unicast(P(H3)) == P(H2) and routes.unicast(0x1) is None
     assert routes.broadcast(P(H1)) == [P(H2)] and routes.broadcast(P(H2)) == []
@@ -170,78 +181,137 @@ async def test_a_failed_allocation_releases_what_this_request_got(tmp_path):
     assert fake.held["c1"] == set()
 
 
-# -- the overlay shell's bus side, with in-memory sockets --------------------------------
-class FakeUdp:
-    gro = False  # no segment trains offered (tests/unit/test_sleeve_train.py has them)
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, tuple, bool]] = []
-        self.drops = {}
-
-    def send(self, payload, addr, df):
-        self.sent.append((bytes(payload), addr, df))
-
-    def forget(self, ip):
-        pass
-
-
-def shell_with(conn: OverlayConnection) -> osh.OverlayShell:
-    shell = osh.OverlayShell(bus=None, ourself=P(H1), host="192.168.77.1", port=6783, pcap_ifname="x")
-    shell.loop = asyncio.get_running_loop()
-    shell.udp = FakeUdp()
-    shell.add(conn, resumed=False)
-    return shell
-
-
-def posted(shell) -> list:
-    out = []
-    while not shell._outbox.empty():
-        out.append(shell._outbox.get_nowait()[1])
-    return out
-
-
+# -- the sleeve and the mesh: control messages and verdicts, without a loop -----------------
 def conn(compat=False, outbound=True) -> OverlayConnection:
     return OverlayConnection(peer=H2, nickname="h2", conn_uid=77, outbound=outbound, remote_addr="192.168.77.2:6783",
                              local_addr="192.168.77.1:41000", overlays=("sleeve",), compat=compat)
 
 
-async def test_shell_maps_forwarder_actions_to_gossip_requests():
-    shell = shell_with(conn())
-    (offer,) = posted(shell)
+def sleeve_for(c: OverlayConnection):
+    """The sleeve core and the switch as the shells set them up for connection `c`."""
+    overlay = SleeveOverlay(P(H1), frozenset({P(H1), P(H2)}), TopologyRoutes())
+    addr = ("192.168.77.2", 6783) if c.outbound else None
+    fwd = overlay.make_forwarder(c.peer, c.conn_uid, c.outbound, addr, c.session_key, offload=not c.compat)
+    switch = OverlaySwitch("sleeve")
+    switch.add(c.peer, c.conn_uid, "192.168.77.2", c.overlays, c.session_key, 0.0)
+    return overlay, fwd, switch
+
+
+def told(switch: OverlaySwitch, fwd, actions) -> list:
+    """What gossip hears of a forwarder's actions: its words, through the switch."""
+    out = []
+    for a in actions:
+        word = sleeve_mesh.sleeve_word(fwd, a)
+        if word is not None:
+            out += [osh.gossip_request(x)[1] for x in switch.sleeve(fwd.conn_uid, word)]
+    return out
+
+
+def test_forwarder_actions_become_gossip_requests():
+    c = conn()
+    overlay, fwd, switch = sleeve_for(c)
+    out = overlay.confirm(fwd, 0.0)
+    (offer,) = [sleeve_mesh.control_to_mesh(c, a) for a in out if isinstance(a, SendControl)]
     assert offer == OverlaySend(peer=H2, conn_uid=77, tag=7, payload=bytes([0, 0x80, 0x01]))
-    assert shell.udp.sent and all(addr == ("192.168.77.2", 6783) and df for _, addr, df in shell.udp.sent)
+    sent = [a for a in out if isinstance(a, SendPacket)]
+    assert sent and all(p.addr == ("192.168.77.2", 6783) and p.df for p in sent)
 
-    ack = OverlayMessageEvent(peer=H2, conn_uid=77, tag=7, payload=bytes([0, CONNECTION_ESTABLISHED]))
-    await shell._on_message(type("M", (), {"data": ack.model_dump_json().encode()})())
-    fwd, _ = shell.conns[77]
+    sub = sleeve_mesh.control_from_mesh(c, 7, bytes([0, CONNECTION_ESTABLISHED]))
+    acts = fwd.control_message(*sub, 0.1)
     assert fwd.state is ForwarderState.ESTABLISHED
-    assert OverlayEstablished(peer=H2, conn_uid=77, overlay="sleeve", mtu=0, encrypted=False) in posted(shell)
+    assert told(switch, fwd, acts) == [OverlayEstablished(peer=H2, conn_uid=77, overlay="sleeve", mtu=0,
+                                                          encrypted=False)]
+    assert osh.gossip_request(Report(P(H2), 77, "sleeve", 0, False))[0] == subjects.request(
+        "gossip", "overlay_established")
 
-    shell._run([Failed(P(H2), "timed out waiting for UDP heartbeat")], 0.0)
-    assert posted(shell) == [OverlayFailed(peer=H2, conn_uid=77, reason="timed out waiting for UDP heartbeat")]
-    shell.remove(77)
-    assert shell.conns == {} and shell.overlay.forwarders == {}
-
-
-async def test_compat_connections_use_raw_tags_and_no_offload_offer():
-    shell = shell_with(conn(compat=True, outbound=False))
-    assert posted(shell) == [] and shell.udp.sent == []  # inbound: no address until a heartbeat
-    assert osh._sub_message(conn(compat=True), 1, b"") == (1, b"")
-    assert osh._sub_message(conn(), 1, b"") is None  # raw tags only on compat connections
-    assert osh._sub_message(conn(), 7, bytes([1, 1])) is None  # index 1: no such overlay
-    assert osh._sub_message(conn(), 7, bytes([0, 3, 5, 0x9e])) == (3, bytes([5, 0x9e]))
+    failed = told(switch, fwd, [Failed(P(H2), "timed out waiting for UDP heartbeat")])
+    assert failed == [OverlayFailed(peer=H2, conn_uid=77, reason="timed out waiting for UDP heartbeat")]
+    assert osh.gossip_request(Fail(P(H2), 77, "x"))[0] == subjects.request("gossip", "overlay_failed")
+    overlay.stop(fwd)
+    assert overlay.connections == {} and overlay.forwarders == {}
 
 
-async def test_report_has_weaves_router_fields_from_the_mac_cache():
+def test_compat_connections_use_raw_tags_and_no_offload_offer():
+    c = conn(compat=True, outbound=False)
+    overlay, fwd, _ = sleeve_for(c)
+    out = overlay.confirm(fwd, 0.0)
+    assert out == []  # inbound: no address until a heartbeat; compat: no offload offer
+    assert sleeve_mesh.control_from_mesh(conn(compat=True), 1, b"") == (1, b"")
+    assert sleeve_mesh.control_from_mesh(conn(), 1, b"") is None  # raw tags only on compat connections
+    assert sleeve_mesh.control_from_mesh(conn(), 7, bytes([1, 1])) is None  # index 1: no such overlay
+    assert sleeve_mesh.control_from_mesh(conn(), 7, bytes([0, 3, 5, 0x9e])) == (3, bytes([5, 0x9e]))
+    assert sleeve_mesh.control_to_mesh(c, SendControl(P(H2), 1, b"\x05")) == OverlaySend(
+        peer=H2, conn_uid=77, tag=1, payload=b"\x05")
+
+
+def test_the_sleeves_word_after_an_mtu_or_a_rename():
+    c = conn()
+    overlay, fwd, switch = sleeve_for(c)
+    overlay.confirm(fwd, 0.0)
+    assert sleeve_mesh.sleeve_word(fwd, MTUVerified(P(H2), 1438)) is None, "not established, not resumed"
+    fwd.control_message(*sleeve_mesh.control_from_mesh(c, 7, bytes([0, CONNECTION_ESTABLISHED])), 0.1)
+    word = sleeve_mesh.sleeve_word(fwd, MTUVerified(P(H2), 1438))
+    assert word == SleeveStatus("sleeve", 0, False, True)
+    assert sleeve_mesh.renamed(fwd, "sleeve") is None, "still the plain sleeve"
+    assert sleeve_mesh.renamed(fwd, "fast-sleeve") == SleeveStatus("sleeve", 0, False, True)
+
+
+def test_pmtu_reaches_every_forwarder_to_that_host():
+    overlay = SleeveOverlay(P(H1), frozenset({P(H1), P(H2), P(H3)}), TopologyRoutes())
+    a = overlay.make_forwarder(P(H2), 1, True, ("192.168.77.2", 6783))
+    b = overlay.make_forwarder(P(H3), 2, True, ("192.168.77.3", 6783))
+    for fwd in (a, b):
+        overlay.confirm(fwd, 0.0)
+    assert overlay.uses_host("192.168.77.2") and not overlay.uses_host("192.168.77.9")
+    overlay.msg_too_big(("192.168.77.2", 6783), 1400, 1.0)
+    assert a.mtu < 1400 and b.mtu == fr.DEFAULT_MTU
+    overlay.topology_changed(frozenset({P(H1), P(H3)}), [P(H2)])
+    assert P(H2) not in overlay.peers
+
+
+def test_after_a_fallback_the_sleeve_unicasts_to_the_macs_the_fastpath_carried():
+    """The cause of the stall when a pair falls back: the sleeve never saw the frames the
+    fastpath carried (isolated ports), so it floods frames to those MACs, and a full-size
+    TCP segment (DF, as big as the fastpath took it) is too big for sleeve: a flood of
+    it is dropped with no frag-needed, so TCP's retransmissions vanish until something
+    else teaches the sleeve the MAC. The fastpath's flush hands the MACs it had learnt
+    behind the peer to the sleeve, which then unicasts and answers frag-needed (TCP
+    resends at once, in segments that fit)."""
+    infos = tuple(PeerInfo(name=n, nickname=n[-1], uid=1, short_id=1, reachable=True) for n in (H1, H2, H3))
+    routes = TopologyRoutes()
+    routes.update(TopologyEvent(ourself=H1, peers=infos, removed=(), unicast={H2: H2, H3: H3},
+                                broadcast={H1: (H2, H3)}))
+    switch = OverlaySwitch("auto")
+    overlay = SleeveOverlay(P(H1), routes.peers, sleeve_mesh.SleeveNextHops(routes, lambda: switch.fast_peers))
+    fwd = overlay.make_forwarder(P(H2), 77, True, ("192.168.77.2", 6783))
+    overlay.confirm(fwd, 0.0)
+    overlay.msg_too_big(("192.168.77.2", 6783), 1500, 0.0)  # the sleeve's path MTU, as an underlay of 1500 gives
+    switch.add(P(H2), 77, "192.168.77.2", (FASTPATH, "sleeve"), None, 0.0)
+    switch.heartbeat(P(H2), 77, True, 0.1)
+    assert switch.fast_peers == {P(H2)}
+    (flush,) = [a for a in switch.tick(0.1 + TIMEOUT_S) if isinstance(a, FlushLearnt)]
+    assert flush == FlushLearnt("192.168.77.2", P(H2)) and switch.fast_peers == frozenset()
+
+    segment = tcp_frame(bytes(8000))  # MAC_A (ours) -> MAC_B (behind h2), DF
+    assert overlay.capture(segment, 2.0) == []  # flooded: too big for sleeve, dropped unannounced
+    assert overlay.drop_counts()["df_too_big_broadcast"] == 1
+    overlay.learn_macs(flush.peer, [MAC_B], 2.0)  # what the flush found in the VXLAN device's table
+    (frag_needed,) = overlay.capture(segment, 2.1)
+    icmp = bytes(frag_needed.frame)
+    assert icmp[:12] == MAC_A + MAC_B and icmp[23] == 1 and icmp[34:36] == bytes([3, 4])  # ICMP 3/4 to the sender
+    assert 0 < int.from_bytes(icmp[40:42], "big") <= fwd.mtu
+
+
+def test_report_has_weaves_router_fields_from_the_mac_cache():
     import re
     import time
 
-    shell = shell_with(conn())
-    shell.routes.nicknames = {P(H1): "h1", P(H2): "h2"}
-    now = shell.loop.time()
-    shell.overlay.frame_router.macs.add(bytes.fromhex("56a6ca7fbf1e"), P(H1), now - 5)
-    shell.overlay.frame_router.macs.add_forced(bytes.fromhex("aa0000000002"), P(H2), now)
-    r = shell.report()
+    macs = MacCache()
+    now = 1000.0
+    macs.add(bytes.fromhex("56a6ca7fbf1e"), P(H1), now - 5)
+    macs.add_forced(bytes.fromhex("aa0000000002"), P(H2), now)
+    nicknames = {P(H1): "h1", P(H2): "h2"}
+    r = router_report(macs.entries(), nicknames, (0, 0), "x", None, time.time() - now)
     assert list(r) == ["OverlayDiagnostics", "Interface", "CaptureStats", "MACs"]
     assert r["OverlayDiagnostics"] == {"sleeve": None}  # mode sleeve: no fastpath part
     assert r["Interface"] == "x (via AF_PACKET)"
@@ -252,6 +322,9 @@ async def test_report_has_weaves_router_fields_from_the_mac_cache():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", second["LastSeen"])
     seen = time.mktime(time.strptime(second["LastSeen"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
     assert abs(seen - time.time()) < 5
+    fast = router_report({}, {}, (7, 1), "x", FastpathStatus(1450, [P(H3), P(H2)]), 0.0)
+    assert fast["OverlayDiagnostics"]["weave-py-vxlan"] == {"Device": "vxlan-6784", "MTU": 1450, "Peers": [H2, H3]}
+    assert fast["CaptureStats"] == {"PacketsDropped": 1, "PacketsIfDropped": 0, "PacketsReceived": 7}
 
 
 def test_gossip_merges_the_datapaths_router_fields_in_weaves_order():

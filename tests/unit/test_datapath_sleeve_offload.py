@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve import offload as ol
 from services.datapath.sleeve.forwarder import (CONNECTION_ESTABLISHED, OFFLOAD, OFFLOAD_REPLY, OFFLOAD_RESUMED,
                                                 OFFLOAD_TAKES, SendControl, ForwarderState)
@@ -113,7 +114,7 @@ def test_a_restarted_peer_is_acknowledged_again():
 def test_a_forwarder_that_did_not_offer_offload_never_unmarks():
     net = setup(takers=(A, B))  # C does not take marked frames
     marked = ol.mark(MAC_C + MAC_A + b"\x08\x00" + bytes(60), ol.ZERO_VNET)
-    packer = type(net.fwd[(B, C)]._enc)(B)  # a plain packet as B would build it
+    packer = fr.PlainPacker(B)  # a plain packet as B would build it (no key here)
     packer.append_frame(B, C, marked)
     actions = net.overlays[C].receive(bytes(packer.flush()), ADDR[B], net.now)
     assert [(bytes(a.frame), a.vnet) for a in actions if isinstance(a, Inject)] == [(marked, None)]

@@ -27,7 +27,7 @@ passed in: write them out before reusing that buffer.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Container, Hashable, NamedTuple
+from typing import Container, Hashable, Iterable, NamedTuple
 
 from services.datapath.sleeve import frame as fr
 from services.datapath.sleeve import offload
@@ -58,8 +58,8 @@ class Stats:
 
 class SleeveOverlay:
     """Sleeve for local peer `ourself`. `peers` answers `name in peers` for the peers
-    the topology knows; `routes` gives unicast/broadcast next hops; `heartbeats` are
-    every forwarder's periods."""
+    the topology knows (`topology_changed` replaces it); `routes` gives unicast/broadcast
+    next hops; `heartbeats` are every forwarder's periods."""
 
     def __init__(
         self, ourself: int, peers: Container[int], routes: NextHops, macs: MacCache | None = None,
@@ -71,6 +71,9 @@ class SleeveOverlay:
         self.frame_router = FrameRouter(ourself, routes, macs)
         self.forwarders: dict[int, Forwarder] = {}
         """Confirmed forwarders by remote peer: only these receive and send."""
+        self.connections: dict[int, Forwarder] = {}
+        """Every forwarder made and not stopped, by connection UID (an older connection
+        to a peer keeps its forwarder until it is stopped, out of `forwarders`)."""
         self.drops: Counter[str] = Counter()
         self.stats = Stats()
 
@@ -81,8 +84,10 @@ class SleeveOverlay:
     ) -> Forwarder:
         """A forwarder for a new mesh connection; it takes part only once confirmed.
         `first_seq`: see crypto.NaClPacker (a resumed connection must not start at 0)."""
-        return Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key, offload, resumed,
-                         first_seq, trains, self.heartbeats)
+        fwd = Forwarder(self.ourself, remote, conn_uid, outbound, remote_addr, session_key, offload, resumed,
+                        first_seq, trains, self.heartbeats)
+        self.connections[conn_uid] = fwd
+        return fwd
 
     def confirm(self, fwd: Forwarder, now: float) -> list:
         """The mesh confirmed the connection: `fwd` becomes the forwarder to its peer."""
@@ -93,7 +98,50 @@ class SleeveOverlay:
         """The connection is gone; a newer forwarder for the same peer stays."""
         if self.forwarders.get(fwd.remote) is fwd:
             del self.forwarders[fwd.remote]
+        if self.connections.get(fwd.conn_uid) is fwd:
+            del self.connections[fwd.conn_uid]
         fwd.stop()
+
+    def topology_changed(self, peers: Container[int], removed: Iterable[int] = ()) -> None:
+        """The peers the topology knows now; MACs behind `removed` peers are forgotten."""
+        self.peers = peers
+        for name in removed:
+            self.frame_router.macs.delete_peer(name)
+
+    def msg_too_big(self, addr: tuple, pmtu: int, now: float) -> list:
+        """The kernel refused a DF datagram to `addr` (EMSGSIZE; `pmtu` = IP_MTU of the
+        path): the path MTU is the host's, so every forwarder to that host (an address's
+        first element) learns it."""
+        out: list = []
+        for fwd in list(self.forwarders.values()):
+            if fwd.remote_addr is not None and fwd.remote_addr[0] == addr[0]:
+                out += fwd.msg_too_big(pmtu, now)
+        return out
+
+    def uses_host(self, host: str) -> bool:
+        """Some forwarder sends to `host` (an address's first element)."""
+        return any(f.remote_addr is not None and f.remote_addr[0] == host for f in self.connections.values())
+
+    def learn_macs(self, peer: int, macs: Iterable[bytes], now: float) -> None:
+        """MACs another overlay carried to and from `peer` (the fastpath's, falling back):
+        learnt as behind it, as if frames from them had arrived from it, so frames to
+        them go as unicast (a flood too big for sleeve would be dropped, with no
+        frag-needed to make TCP resend smaller)."""
+        for mac in macs:
+            self.frame_router.macs.add_forced(mac, peer, now)
+
+    def expire_macs(self, now: float) -> None:
+        """Forget MACs not seen for the cache's max age (call every `mac_expiry_interval`)."""
+        self.frame_router.macs.expire(now)
+
+    @property
+    def mac_expiry_interval(self) -> float:
+        """Seconds between calls of `expire_macs` (the MAC cache's own)."""
+        return self.frame_router.macs.expiry_interval
+
+    def macs(self) -> dict[bytes, tuple[int, float]]:
+        """MAC -> (peer behind it, when last seen)."""
+        return self.frame_router.macs.entries()
 
     def receive(self, packet: bytes, sender: Hashable, now: float) -> list:
         """Handle one UDP payload from address `sender`."""
