@@ -69,6 +69,8 @@ HB_ETHERTYPE = 0x88B5  # IEEE local experimental
 HB_MAGIC = b"WPVX"
 HB_VERSION = 1
 _HB = struct.Struct("!6s6sH4sBBQ")
+HB_HEARING = 1  # flags: the sender hears us
+HB_IDLE = 2  # flags: the sender's next heartbeat comes after overlay_switch.IDLE_HEARTBEAT_S
 HB_LEN = 60
 NTF_SELF = 0x02
 NUD_PERMANENT = 0x80
@@ -84,11 +86,11 @@ def mac_str(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
-def encode_heartbeat(src: PeerName, dst: PeerName, conn_uid: int, hearing: bool) -> bytes:
+def encode_heartbeat(src: PeerName, dst: PeerName, conn_uid: int, hearing: bool, idle: bool = False) -> bytes:
     """A heartbeat from peer `src` to peer `dst`, addressed by their bridges' MACs (a
     peer's bridge MAC is its name)."""
     frame = _HB.pack(dst.to_bytes6(), src.to_bytes6(), HB_ETHERTYPE, HB_MAGIC, HB_VERSION,
-                     1 if hearing else 0, conn_uid & (2**64 - 1))
+                     (HB_HEARING if hearing else 0) | (HB_IDLE if idle else 0), conn_uid & (2**64 - 1))
     return frame.ljust(HB_LEN, b"\0")
 
 
@@ -98,6 +100,7 @@ class Heartbeat:
     dst: PeerName
     conn_uid: int
     hearing: bool
+    idle: bool = False
 
 
 def decode_heartbeat(frame: bytes) -> Heartbeat | None:
@@ -106,7 +109,19 @@ def decode_heartbeat(frame: bytes) -> Heartbeat | None:
     dst, src, etype, magic, version, flags, uid = _HB.unpack_from(frame)
     if etype != HB_ETHERTYPE or magic != HB_MAGIC or version != HB_VERSION:
         return None
-    return Heartbeat(PeerName.from_bytes6(src), PeerName.from_bytes6(dst), uid, bool(flags & 1))
+    return Heartbeat(PeerName.from_bytes6(src), PeerName.from_bytes6(dst), uid, bool(flags & HB_HEARING),
+                     bool(flags & HB_IDLE))
+
+
+def device_packets(proc_net_dev: str, device: str = DEVICE) -> int | None:
+    """Frames `device` received plus sent, from the text of /proc/net/dev (None if it is
+    not there)."""
+    for line in proc_net_dev.splitlines():
+        name, sep, counters = line.partition(":")
+        if sep and name.strip() == device:
+            fields = counters.split()
+            return int(fields[1]) + int(fields[9])
+    return None
 
 
 def fastpath_mtu(underlay_mtu: int) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 from services.datapath import fastpath as fp
 from services.datapath.host_iptables import HostIptables
@@ -21,6 +22,9 @@ from services.datapath.overlay_switch import AllowSource, FlushLearnt, Prune, Se
 from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath.fastpath")
+BUSY_FRAMES = 4
+"""Frames besides heartbeats the device must carry between two looks to count as busy
+(an ARP now and then is not traffic)."""
 
 
 class FastpathShell:
@@ -37,6 +41,10 @@ class FastpathShell:
         self._work: asyncio.Queue[tuple[Callable[[], object], Callable[[object], None] | None]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self._on_flushed: Callable[[PeerName, list[str]], None] = lambda peer, macs: None
+        self._heartbeats = 0
+        """Heartbeats sent and received since `traffic` last looked."""
+        self._frames: int | None = None
+        """The device's frame count when `traffic` last looked."""
 
     async def start(self, mode: str, on_heartbeats: Callable[[list[fp.Heartbeat]], None],
                     on_flushed: Callable[[PeerName, list[str]], None]) -> bool:
@@ -57,10 +65,29 @@ class FastpathShell:
             return False
         await self._source_filter()
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.hb.fileno(), lambda: on_heartbeats(self.hb.recv_all()))
+        loop.add_reader(self.hb.fileno(), lambda: on_heartbeats(self._received(self.hb.recv_all())))
         self._tasks.append(loop.create_task(self._worker()))
         log.info("fastpath %s on udp %d (vni %#x, mtu %d), mode %s", fp.DEVICE, fp.PORT, fp.VNI, self.mtu, mode)
         return True
+
+    def _received(self, heartbeats: list[fp.Heartbeat]) -> list[fp.Heartbeat]:
+        self._heartbeats += len(heartbeats)
+        return heartbeats
+
+    def traffic(self) -> bool | None:
+        """Whether the device carried traffic (BUSY_FRAMES or more besides heartbeats)
+        since the last call; None when it cannot tell (the first call, no device)."""
+        if self.index is None:
+            return None
+        try:
+            frames = fp.device_packets(Path("/proc/net/dev").read_text())
+        except OSError:
+            frames = None
+        heartbeats, self._heartbeats = self._heartbeats, 0
+        last, self._frames = self._frames, frames
+        if frames is None or last is None:
+            return None
+        return frames - last - heartbeats >= BUSY_FRAMES
 
     async def _source_filter(self) -> None:
         try:
@@ -84,7 +111,8 @@ class FastpathShell:
         if index is None:
             return
         if isinstance(action, SendHeartbeat):
-            self.hb.send(fp.encode_heartbeat(self.ourself, action.peer, action.conn_uid, action.hearing))
+            self.hb.send(fp.encode_heartbeat(self.ourself, action.peer, action.conn_uid, action.hearing, action.idle))
+            self._heartbeats += 1
         elif isinstance(action, SetFdb):
             self._queue(lambda: fp.fdb_set(index, action.mac, action.ip, action.present))
         elif isinstance(action, FlushLearnt):

@@ -28,7 +28,7 @@ import time
 from services.datapath import fastpath as fp
 from services.datapath.fastpath_shell import FastpathShell
 from services.datapath.overlay_report import FastpathStatus, router_report
-from services.datapath.overlay_switch import FASTPATH, Action, Fail, OverlaySwitch, Report, SleeveStatus, Switched
+from services.datapath.overlay_switch import FASTPATH, HEARTBEAT_S, Action, Fail, OverlaySwitch, Report, SleeveStatus, Switched
 from services.datapath.sleeve_mesh import OVERLAY
 from services.datapath.sleeve_shell import SleeveShell
 from shared import subjects
@@ -148,7 +148,7 @@ class OverlayShell:
     def _on_heartbeats(self, heartbeats: list[fp.Heartbeat]) -> None:
         now = self.loop.time()
         for hb in heartbeats:
-            self._switch(self.switch.heartbeat(hb.src, hb.conn_uid, hb.hearing, now))
+            self._switch(self.switch.heartbeat(hb.src, hb.conn_uid, hb.hearing, now, hb.idle))
         self._wake.set()
 
     def _sleeve_word(self, conn: OverlayConnection, word: SleeveStatus) -> None:
@@ -201,6 +201,7 @@ class OverlayShell:
         self._wake.set()
 
     async def _timer_loop(self) -> None:
+        traffic_at = float("-inf")
         while True:
             deadline = min(self.sleeve.next_deadline(), self.switch.next_deadline() or float("inf"))
             try:
@@ -211,6 +212,10 @@ class OverlayShell:
             self._wake.clear()
             now = self.loop.time()
             self.sleeve.tick(now)
+            if now - traffic_at >= HEARTBEAT_S:  # the switch's pace follows the traffic
+                traffic_at, busy = now, self.fastpath.traffic()
+                if busy is not None:
+                    self._switch(self.switch.traffic(busy, now))
             self._switch(self.switch.tick(now))
 
     # -- status --------------------------------------------------------------------------

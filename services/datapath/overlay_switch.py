@@ -9,20 +9,25 @@ sleeve last said of itself; it says which overlay carries the peer's traffic:
 - allowed: the mode is not "sleeve", both ends advertise FASTPATH, and the connection
   carries no session key (a password with an untrusted connection needs encryption,
   which the fastpath lacks);
-- works: heartbeats (fastpath.py's frames, sent every HEARTBEAT_S through the VXLAN
-  device itself, so they take the very path data takes) arrive from the peer, and the
-  last one said "I hear you" (so both directions are proven). None for TIMEOUT_S ->
-  not working. TIMEOUT_S is short enough that a pair falls back before a TCP stream's
-  third retransmission (RTO 0.2 s, doubled each time: 0.2, 0.6, 1.4 s after the loss
-  began); a later fallback leaves the stream waiting for the fourth, ~3 s after the
-  loss (the e2e fallback test's two empty seconds).
+- works: heartbeats (fastpath.py's frames, sent through the VXLAN device itself, so
+  they take the very path data takes) arrive from the peer, and the last one said "I
+  hear you" (so both directions are proven). Each heartbeat says when the next comes:
+  HEARTBEAT_S while the fastpath carries traffic, IDLE_HEARTBEAT_S while it does not
+  (the shell tells the switch which, `traffic(busy, now)`: an idle host is not woken
+  four times a second per peer). None for LOST_HEARTBEATS + 1 of the peer's intervals
+  -> not working. With traffic that is TIMEOUT_S, short enough that a pair falls back
+  before a TCP stream's third retransmission (RTO 0.2 s, doubled each time: 0.2, 0.6,
+  1.4 s after the loss began); a later fallback leaves the stream waiting for the
+  fourth, ~3 s after the loss (the e2e fallback test's two empty seconds). When
+  traffic starts, a heartbeat goes at once, announcing the quick pace.
 - mode "auto": fastpath while it works, else sleeve (fallback and return happen
   without touching the mesh connection). Mode "fastpath": allowed peers always use it
   (no fallback); peers it cannot reach (Go peers, encrypted connections) keep sleeve,
   as nothing else reaches them. Mode "sleeve": never the fastpath.
 
-Inputs: add/remove(connection), heartbeat(peer, conn_uid, hears_us, now), tick(now),
-and the sleeve's own word on a connection, sleeve(conn_uid, SleeveStatus). Time is a
+Inputs: add/remove(connection), heartbeat(peer, conn_uid, hears_us, now, idle),
+tick(now), traffic(busy, now), and the sleeve's own word on a connection,
+sleeve(conn_uid, SleeveStatus). Time is a
 parameter. Outputs are actions, in order, by this table:
 
 | input                    | when                            | actions                                    |
@@ -42,8 +47,8 @@ parameter. Outputs are actions, in order, by this table:
 | remove                   | it was on the fastpath          | SetFdb(ZERO_MAC, ip, off), FlushLearnt(ip, |
 |                          |                                 | peer)                                      |
 | prune_previous           | after the first snapshot        | Prune(kept IPs, flood IPs)                 |
-Heartbeats: SendHeartbeat every HEARTBEAT_S per allowed path, and at once when a peer
-is first heard. `fast_peers` is the set of peers the fastpath carries now,
+Heartbeats: SendHeartbeat every HEARTBEAT_S (IDLE_HEARTBEAT_S without traffic) per
+allowed path, and at once when a peer is first heard or traffic starts. `fast_peers` is the set of peers the fastpath carries now,
 which sleeve leaves out of the broadcasts we start (the VXLAN device floods to them).
 """
 from __future__ import annotations
@@ -57,8 +62,11 @@ from shared.weave.peer_name import PeerName
 FASTPATH = "weave-py-vxlan"
 SLEEVE = "sleeve"
 HEARTBEAT_S = 0.25
-TIMEOUT_S = 1.0
-"""Three heartbeats may be lost in a row without a fallback; see `works` above."""
+IDLE_HEARTBEAT_S = 1.0
+LOST_HEARTBEATS = 3
+"""Heartbeats that may be lost in a row without a fallback; see `works` above."""
+TIMEOUT_S = (LOST_HEARTBEATS + 1) * HEARTBEAT_S
+"""1.0 s: the fallback with traffic (4.0 s when the peer has none)."""
 MODES: tuple[str, ...] = typing.get_args(LaunchConfig.model_fields["datapath"].annotation)
 """The datapath modes (LaunchConfig.datapath): sleeve, fastpath, auto."""
 ZERO_MAC = "00:00:00:00:00:00"
@@ -71,7 +79,9 @@ class SendHeartbeat:
     peer: PeerName
     conn_uid: int
     hearing: bool
-    """Whether we heard the peer within TIMEOUT_S (it learns that its direction works)."""
+    """Whether we heard the peer lately (it learns that its direction works)."""
+    idle: bool = False
+    """The next heartbeat comes after IDLE_HEARTBEAT_S, not HEARTBEAT_S."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,14 @@ class PeerPath:
     using: str | None = None
     next_heartbeat: float = 0.0
     sleeve: SleeveStatus | None = None
+    peer_idle: bool = False
+    """The peer's last heartbeat said its next comes after IDLE_HEARTBEAT_S."""
+
+
+def _timeout(path: PeerPath) -> float:
+    """How long without a heartbeat from the path's peer before it is not heard: the
+    interval its last heartbeat announced, LOST_HEARTBEATS + 1 times."""
+    return (LOST_HEARTBEATS + 1) * (IDLE_HEARTBEAT_S if path.peer_idle else HEARTBEAT_S)
 
 
 def fastpath_allowed(mode: str, overlays: tuple[str, ...], session_key: bytes | None) -> bool:
@@ -187,6 +205,9 @@ class OverlaySwitch:
         """By connection UID."""
         self.fast_peers: frozenset[PeerName] = frozenset()
         """Peers the fastpath carries now (replaced, never changed in place)."""
+        self.busy = True
+        """The fastpath carries traffic (heartbeats at HEARTBEAT_S): as the shell last
+        said; busy until it says otherwise, so that a new path is proven quickly."""
 
     # -- inputs --------------------------------------------------------------------------
     def add(self, peer: PeerName, conn_uid: int, address: str, overlays: tuple[str, ...],
@@ -213,16 +234,17 @@ class OverlaySwitch:
             self._carried_changed()
         return out
 
-    def heartbeat(self, peer: PeerName, conn_uid: int, hears_us: bool, now: float) -> list[Action]:
+    def heartbeat(self, peer: PeerName, conn_uid: int, hears_us: bool, now: float,
+                  idle: bool = False) -> list[Action]:
+        """A heartbeat from `peer`; `idle`: it says its next comes after IDLE_HEARTBEAT_S."""
         path = self.paths.get(conn_uid)
         if path is None or path.peer != peer or not path.allowed:
             return []
         first = not self._hearing(path, now)
-        path.last_heard, path.peer_hears_us = now, hears_us
+        path.last_heard, path.peer_hears_us, path.peer_idle = now, hears_us, idle
         out = self._decide(path, now)
         if first:  # answer at once, so the peer learns quickly that we hear it
-            path.next_heartbeat = now + HEARTBEAT_S
-            out.append(SendHeartbeat(path.peer, conn_uid, True))
+            out.append(self._heartbeat(path, now, hearing=True))
         return out
 
     def tick(self, now: float) -> list[Action]:
@@ -230,9 +252,18 @@ class OverlaySwitch:
         for path in list(self.paths.values()):
             out += self._decide(path, now)
             if path.allowed and now >= path.next_heartbeat:
-                path.next_heartbeat = now + HEARTBEAT_S
-                out.append(SendHeartbeat(path.peer, path.conn_uid, self._hearing(path, now)))
+                out.append(self._heartbeat(path, now, self._hearing(path, now)))
         return out
+
+    def traffic(self, busy: bool, now: float) -> list[Action]:
+        """Whether the fastpath carried traffic since the shell last looked. Traffic
+        starting sends a heartbeat on every path at once (the quick pace announced)."""
+        started, self.busy = busy and not self.busy, busy
+        if not started:
+            return []
+        for path in self.paths.values():
+            path.next_heartbeat = now
+        return self.tick(now)
 
     def sleeve(self, conn_uid: int, status: SleeveStatus) -> list[Action]:
         """What the sleeve says of the connection now: up (established, or a resumed
@@ -266,14 +297,18 @@ class OverlaySwitch:
 
     def next_deadline(self) -> float | None:
         times = [p.next_heartbeat for p in self.paths.values() if p.allowed]
-        times += [p.last_heard + TIMEOUT_S for p in self.paths.values()
+        times += [p.last_heard + _timeout(p) for p in self.paths.values()
                   if p.allowed and p.last_heard is not None and p.using == FASTPATH]
         return min(times) if times else None
 
     # -- internals -----------------------------------------------------------------------
+    def _heartbeat(self, path: PeerPath, now: float, hearing: bool) -> SendHeartbeat:
+        path.next_heartbeat = now + (HEARTBEAT_S if self.busy else IDLE_HEARTBEAT_S)
+        return SendHeartbeat(path.peer, path.conn_uid, hearing, idle=not self.busy)
+
     @staticmethod
     def _hearing(path: PeerPath, now: float) -> bool:
-        return path.last_heard is not None and now - path.last_heard < TIMEOUT_S
+        return path.last_heard is not None and now - path.last_heard < _timeout(path)
 
     def _best(self, path: PeerPath, now: float) -> str:
         if not path.allowed:

@@ -8,7 +8,8 @@ import pytest
 
 from services.datapath import fastpath as fp
 from shared.weave.peer_name import PeerName
-from services.datapath.overlay_switch import (FASTPATH, HEARTBEAT_S, SLEEVE, TIMEOUT_S, ZERO_MAC, AllowSource, Fail,
+from services.datapath.overlay_switch import (FASTPATH, HEARTBEAT_S, IDLE_HEARTBEAT_S, SLEEVE, TIMEOUT_S, ZERO_MAC,
+                                              AllowSource, Fail,
                                               FlushLearnt, OverlaySwitch, Prune, Report, SendHeartbeat, SetFdb,
                                               SleeveStatus, Switched, fastpath_allowed)
 
@@ -242,3 +243,62 @@ def test_what_a_previous_process_left_is_pruned_to_what_the_paths_need():
     sw.heartbeat(p3, 78, True, 0.1)
     assert sw.prune_previous() == [Prune(frozenset({IP, "10.0.0.3"}), frozenset({"10.0.0.3"}))]
     assert OverlaySwitch("sleeve").prune_previous() == []
+
+
+def on_fastpath():
+    sw, _ = up()
+    sw.heartbeat(PEER, UID, True, 0.1)
+    assert sw.using(UID) == FASTPATH
+    return sw
+
+
+def test_without_traffic_heartbeats_slow_down_and_say_so():
+    sw = on_fastpath()
+    assert sw.traffic(False, 0.2) == []
+    hb = heartbeats(sw.tick(0.1 + HEARTBEAT_S))  # the one due at the quick pace announces the slow one
+    assert hb == [SendHeartbeat(PEER, UID, True, idle=True)]
+    sw.heartbeat(PEER, UID, True, 0.9, idle=True)  # the peer is idle too
+    assert heartbeats(sw.tick(0.1 + HEARTBEAT_S + IDLE_HEARTBEAT_S - 0.01)) == []
+    assert heartbeats(sw.tick(0.1 + HEARTBEAT_S + IDLE_HEARTBEAT_S)) == [SendHeartbeat(PEER, UID, True, idle=True)]
+    assert sw.using(UID) == FASTPATH
+
+
+def test_traffic_starting_sends_a_heartbeat_at_once_at_the_quick_pace():
+    sw = on_fastpath()
+    sw.traffic(False, 0.2)
+    sw.tick(0.1 + HEARTBEAT_S)
+    out = sw.traffic(True, 0.5)
+    assert heartbeats(out) == [SendHeartbeat(PEER, UID, True, idle=False)]
+    assert sw.traffic(True, 0.6) == []  # still busy: nothing new
+    assert heartbeats(sw.tick(0.5 + HEARTBEAT_S)) == [SendHeartbeat(PEER, UID, True)]
+
+
+def test_a_peer_that_announced_the_slow_pace_is_given_four_of_its_intervals():
+    sw, _ = up()
+    sw.heartbeat(PEER, UID, True, 1.0, idle=True)
+    assert sw.using(UID) == FASTPATH
+    assert sw.next_deadline() <= 1.0 + HEARTBEAT_S  # our own heartbeat (we are busy until told)
+    assert switches(sw.tick(1.0 + TIMEOUT_S + 0.5)) == []  # the quick pace's timeout is not the peer's
+    assert switches(sw.tick(1.0 + 4 * IDLE_HEARTBEAT_S - 0.01)) == []
+    assert switches(sw.tick(1.0 + 4 * IDLE_HEARTBEAT_S)) == [(SLEEVE, FASTPATH)]
+    # a quick heartbeat again: the short timeout is back
+    sw.heartbeat(PEER, UID, True, 10.0)
+    assert switches(sw.tick(10.0 + TIMEOUT_S)) == [(SLEEVE, FASTPATH)]
+
+
+def test_heartbeat_frame_carries_the_pace():
+    h1, h2 = PeerName.parse("aa:00:00:00:00:01"), PeerName.parse("aa:00:00:00:00:02")
+    assert fp.decode_heartbeat(fp.encode_heartbeat(h1, h2, 5, False, idle=True)) == fp.Heartbeat(h1, h2, 5, False, True)
+    assert fp.decode_heartbeat(fp.encode_heartbeat(h1, h2, 5, True)).idle is False
+
+
+def test_device_packets_from_proc_net_dev():
+    text = ("Inter-|   Receive                                                |  Transmit\n"
+            " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls"
+            " carrier compressed\n"
+            "    lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0"
+            "       0          0\n"
+            f"{fp.DEVICE}: 90000     123    0    0    0     0          0         0    80000     456    0    0    0"
+            "     0       0          0\n")
+    assert fp.device_packets(text) == 123 + 456
+    assert fp.device_packets(text, "weave") is None
