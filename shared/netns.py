@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from pyroute2 import IPRoute
+from shared.netlink import IPRoute
 
 from shared.errors import LocalProtocolError, WeaveError
 

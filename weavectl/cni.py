@@ -195,7 +195,7 @@ def _add_routes(ns, ifname: str, routes: list[dict], gateway) -> None:
 
 
 def _hairpin(host_ifname: str) -> None:
-    from pyroute2 import IPRoute
+    from shared.netlink import IPRoute
 
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=host_ifname)[0]

@@ -38,8 +38,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from shared.netlink import IPRoute
+from shared.netlink import NetlinkError
 
 from services.datapath.bridge import BRIDGE, CONTAINER_VETH_PREFIX, PORT_PREFIXES, Host, bridge_link
 from services.datapath.netns import (NETNS_RUN_DIR, BadRequest, Conflict, DatapathError, Namespace,

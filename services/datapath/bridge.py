@@ -32,8 +32,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from shared.netlink import IPRoute
+from shared.netlink import NetlinkError
 
 from services.datapath.netns import BadRequest, Conflict, Namespace, using_namespace
 from services.datapath.veth import (check_mac, configure_arp_cache, create_veth, delete_link, find_link, link_kind,

@@ -51,11 +51,11 @@ import struct
 import subprocess
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
+from shared.netlink import IPRoute
 
 from services.datapath.host_iptables import HostIptables
 from services.datapath.overlay_switch import ZERO_MAC
-from pyroute2.netlink.exceptions import NetlinkError
+from shared.netlink import NetlinkError
 from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath.fastpath")

@@ -15,8 +15,8 @@ import re
 import socket
 import struct
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from shared.netlink import IPRoute
+from shared.netlink import NetlinkError
 
 from services.datapath.netns import BadRequest, Conflict, Namespace, NotFound
 

@@ -88,7 +88,7 @@ class LocalNetworks:
 
 def local_networks() -> tuple[str, ...]:
     """IPv4 addresses of every interface of this network namespace, as ip/len."""
-    from pyroute2 import IPRoute
+    from shared.netlink import IPRoute
 
     with IPRoute() as ipr:
         out = []
