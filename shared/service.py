@@ -25,6 +25,7 @@ from shared.bus import Bus
 from shared.clock import Clock, RealClock
 from shared.config import LaunchConfig, ServiceConfig, for_service, state_dir_from_env
 from shared.http import HttpRouter, HttpServer
+from shared.memory import TrimmingExecutor
 from shared.metrics import metrics_router, new_registry
 from shared.schemas import HealthReply, HealthRequest
 from shared.tracing import setup_tracing
@@ -111,6 +112,7 @@ def setup_logging(name: str) -> None:
 async def _serve_forever(name: str, app: ServiceApp) -> None:
     from shared.nats_bus import NatsBus
 
+    asyncio.get_running_loop().set_default_executor(TrimmingExecutor(asyncio.get_running_loop()))
     launch = LaunchConfig.load(state_dir_from_env())
     config = for_service(name, launch)
     setup_tracing(name, host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
