@@ -1,6 +1,7 @@
 """Time as a parameter (STYLE.md 3): cores take `now`; shells get it from a Clock."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Protocol
 
@@ -39,3 +40,17 @@ class ManualClock:
             raise ValueError("a manual clock only moves forward")
         self._wall += seconds
         self._mono += seconds
+
+
+async def sleep_or_wake(wake: asyncio.Event, timeout: float | None) -> bool:
+    """The shells' timer loops: sleep `timeout` seconds (None: until woken) or until `wake`
+    is set, whichever comes first; clear `wake` and say whether it woke us. (asyncio.timeout,
+    not wait_for: 3.11's wait_for can swallow a cancellation.)"""
+    woken = True
+    try:
+        async with asyncio.timeout(None if timeout is None else max(0.0, timeout)):
+            await wake.wait()
+    except TimeoutError:
+        woken = False
+    wake.clear()
+    return woken

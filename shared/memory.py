@@ -37,6 +37,10 @@ class TrimmingExecutor(ThreadPoolExecutor):
         self.trims = 0
         """How many trims ran (for tests and metrics)."""
 
+    @property
+    def trim_pending(self) -> bool:
+        return self._pending is not None
+
     def submit(self, fn, /, *args, **kwargs) -> Future:
         future = super().submit(fn, *args, **kwargs)
         if self._trim is not None:

@@ -22,9 +22,6 @@ from services.datapath.overlay_switch import AllowSource, FlushLearnt, Prune, Se
 from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath.fastpath")
-BUSY_FRAMES = 4
-"""Frames besides heartbeats the device must carry between two looks to count as busy
-(an ARP now and then is not traffic)."""
 
 
 class FastpathShell:
@@ -74,9 +71,9 @@ class FastpathShell:
         self._heartbeats += len(heartbeats)
         return heartbeats
 
-    def traffic(self) -> bool | None:
-        """Whether the device carried traffic (BUSY_FRAMES or more besides heartbeats)
-        since the last call; None when it cannot tell (the first call, no device)."""
+    def frames(self) -> int | None:
+        """Frames the device carried besides heartbeats since the last call; None when it
+        cannot tell (the first call, no device)."""
         if self.index is None:
             return None
         try:
@@ -87,7 +84,7 @@ class FastpathShell:
         last, self._frames = self._frames, frames
         if frames is None or last is None:
             return None
-        return frames - last - heartbeats >= BUSY_FRAMES
+        return frames - last - heartbeats
 
     async def _source_filter(self) -> None:
         try:

@@ -32,6 +32,7 @@ from services.datapath.overlay_switch import FASTPATH, HEARTBEAT_S, Action, Fail
 from services.datapath.sleeve_mesh import OVERLAY
 from services.datapath.sleeve_shell import SleeveShell
 from shared import subjects
+from shared.clock import sleep_or_wake
 from shared.bus import Bus, BusError, BusMsg
 from shared.config import DatapathSettings
 from shared.schemas.base import Message, Ok
@@ -204,18 +205,13 @@ class OverlayShell:
         traffic_at = float("-inf")
         while True:
             deadline = min(self.sleeve.next_deadline(), self.switch.next_deadline() or float("inf"))
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await sleep_or_wake(self._wake, deadline - self.loop.time())
             now = self.loop.time()
             self.sleeve.tick(now)
             if now - traffic_at >= HEARTBEAT_S:  # the switch's pace follows the traffic
-                traffic_at, busy = now, self.fastpath.traffic()
-                if busy is not None:
-                    self._switch(self.switch.traffic(busy, now))
+                traffic_at, frames = now, self.fastpath.frames()
+                if frames is not None:
+                    self._switch(self.switch.traffic(frames, now))
             self._switch(self.switch.tick(now))
 
     # -- status --------------------------------------------------------------------------

@@ -13,7 +13,8 @@ sleeve last said of itself; it says which overlay carries the peer's traffic:
   they take the very path data takes) arrive from the peer, and the last one said "I
   hear you" (so both directions are proven). Each heartbeat says when the next comes:
   HEARTBEAT_S while the fastpath carries traffic, IDLE_HEARTBEAT_S while it does not
-  (the shell tells the switch which, `traffic(busy, now)`: an idle host is not woken
+  (the shell tells the switch what the device carried, `traffic(frames, now)`, and
+  BUSY_FRAMES or more is traffic: an idle host is not woken
   four times a second per peer). None for LOST_HEARTBEATS + 1 of the peer's intervals
   -> not working. With traffic that is TIMEOUT_S, short enough that a pair falls back
   before a TCP stream's third retransmission (RTO 0.2 s, doubled each time: 0.2, 0.6,
@@ -26,7 +27,7 @@ sleeve last said of itself; it says which overlay carries the peer's traffic:
   as nothing else reaches them. Mode "sleeve": never the fastpath.
 
 Inputs: add/remove(connection), heartbeat(peer, conn_uid, hears_us, now, idle),
-tick(now), traffic(busy, now), and the sleeve's own word on a connection,
+tick(now), traffic(frames, now), and the sleeve's own word on a connection,
 sleeve(conn_uid, SleeveStatus). Time is a
 parameter. Outputs are actions, in order, by this table:
 
@@ -65,6 +66,9 @@ HEARTBEAT_S = 0.25
 IDLE_HEARTBEAT_S = 1.0
 LOST_HEARTBEATS = 3
 """Heartbeats that may be lost in a row without a fallback; see `works` above."""
+BUSY_FRAMES = 4
+"""Frames besides heartbeats the device must carry between two looks for the fastpath
+to count as busy (an ARP now and then is not traffic)."""
 TIMEOUT_S = (LOST_HEARTBEATS + 1) * HEARTBEAT_S
 """1.0 s: the fallback with traffic (4.0 s when the peer has none)."""
 MODES: tuple[str, ...] = typing.get_args(LaunchConfig.model_fields["datapath"].annotation)
@@ -255,9 +259,10 @@ class OverlaySwitch:
                 out.append(self._heartbeat(path, now, self._hearing(path, now)))
         return out
 
-    def traffic(self, busy: bool, now: float) -> list[Action]:
-        """Whether the fastpath carried traffic since the shell last looked. Traffic
-        starting sends a heartbeat on every path at once (the quick pace announced)."""
+    def traffic(self, frames: int, now: float) -> list[Action]:
+        """The frames besides heartbeats the fastpath carried since the shell last looked.
+        Traffic starting sends a heartbeat on every path at once (the quick pace announced)."""
+        busy = frames >= BUSY_FRAMES
         started, self.busy = busy and not self.busy, busy
         if not started:
             return []

@@ -40,6 +40,7 @@ from services.dns.server import DnsServer, ResolvConf, UpstreamClient
 from services.dns.status import local_entry_count
 from shared.weave.peer_name import UNKNOWN_PEER_NAME, PeerName
 from shared import subjects
+from shared.clock import sleep_or_wake
 from shared.bus import BusError, BusMsg
 from shared.durable import Journal, JournalWriter, write_atomic
 from shared.errors import RemoteProtocolError, WeaveError
@@ -254,12 +255,7 @@ class DnsApp:
         while True:
             now = self.clock.monotonic()
             deadline = min(now + self._purge_delay(), max(next_write, now) if self._dirty else float("inf"))
-            try:
-                async with asyncio.timeout(max(0.0, deadline - now)):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await sleep_or_wake(self._wake, deadline - now)
             try:
                 next_write = await self._tick(next_write)
             except Exception:  # a bug in one tick must not stop the purge and the writes for good

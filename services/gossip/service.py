@@ -26,6 +26,7 @@ from services.gossip.router import (Close, Dial, OverlayConn, OverlayDown, Overl
 from opentelemetry.trace import SpanKind
 
 from shared import subjects, tracing
+from shared.clock import sleep_or_wake
 from shared.config import GossipSettings, LaunchConfig
 from shared.durable import write_atomic
 from shared.errors import WeaveError
@@ -228,16 +229,10 @@ class GossipApp:
             self.apply(self.router.connection_lost(key, self.now(), reason))
 
     async def _timer_loop(self) -> None:
-        """Sleep until the router's next deadline or a wake-up, then tick. (asyncio.timeout,
-        not wait_for: 3.11's wait_for can swallow a cancellation.)"""
+        """Sleep until the router's next deadline or a wake-up, then tick."""
         while True:
             deadline = self.router.next_deadline()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await sleep_or_wake(self._wake, None if deadline is None else deadline - self.now())
             self._execute(self.router.tick(self.now()))
             if self._topology_dirty:
                 self._topology_dirty = False

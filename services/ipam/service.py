@@ -38,6 +38,7 @@ from services.ipam.metrics import IpamCollector
 from services.ipam.config import allocator_config, mode_name
 from services.ipam.store import DB_FILE, Store
 from shared import subjects
+from shared.clock import sleep_or_wake
 from shared.bus import BusError, BusMsg
 from shared.errors import WeaveError
 from shared.mesh_channel import OwnedChannel
@@ -242,13 +243,7 @@ class IpamApp:
         """Sleep until the core's deadline (woken early if an input moved it), then tick."""
         while True:
             self._armed = deadline = self.alloc.next_deadline()
-            delay = None if deadline is None else max(0.0, deadline - self.now())
-            try:
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self._wake.clear()
+            await sleep_or_wake(self._wake, None if deadline is None else deadline - self.now())
             self.apply(self.alloc.tick(now=self.now()))
 
     # -- mesh (the ChannelOwner of IPallocation) ------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from services.datapath import fastpath as fp
 from shared.weave.peer_name import PeerName
-from services.datapath.overlay_switch import (FASTPATH, HEARTBEAT_S, IDLE_HEARTBEAT_S, SLEEVE, TIMEOUT_S, ZERO_MAC,
+from services.datapath.overlay_switch import (BUSY_FRAMES, FASTPATH, HEARTBEAT_S, IDLE_HEARTBEAT_S, SLEEVE, TIMEOUT_S, ZERO_MAC,
                                               AllowSource, Fail,
                                               FlushLearnt, OverlaySwitch, Prune, Report, SendHeartbeat, SetFdb,
                                               SleeveStatus, Switched, fastpath_allowed)
@@ -254,7 +254,7 @@ def on_fastpath():
 
 def test_without_traffic_heartbeats_slow_down_and_say_so():
     sw = on_fastpath()
-    assert sw.traffic(False, 0.2) == []
+    assert sw.traffic(0, 0.2) == []
     hb = heartbeats(sw.tick(0.1 + HEARTBEAT_S))  # the one due at the quick pace announces the slow one
     assert hb == [SendHeartbeat(PEER, UID, True, idle=True)]
     sw.heartbeat(PEER, UID, True, 0.9, idle=True)  # the peer is idle too
@@ -265,11 +265,11 @@ def test_without_traffic_heartbeats_slow_down_and_say_so():
 
 def test_traffic_starting_sends_a_heartbeat_at_once_at_the_quick_pace():
     sw = on_fastpath()
-    sw.traffic(False, 0.2)
+    sw.traffic(0, 0.2)
     sw.tick(0.1 + HEARTBEAT_S)
-    out = sw.traffic(True, 0.5)
+    out = sw.traffic(100, 0.5)
     assert heartbeats(out) == [SendHeartbeat(PEER, UID, True, idle=False)]
-    assert sw.traffic(True, 0.6) == []  # still busy: nothing new
+    assert sw.traffic(100, 0.6) == []  # still busy: nothing new
     assert heartbeats(sw.tick(0.5 + HEARTBEAT_S)) == [SendHeartbeat(PEER, UID, True)]
 
 
@@ -302,3 +302,10 @@ def test_device_packets_from_proc_net_dev():
             "     0       0          0\n")
     assert fp.device_packets(text) == 123 + 456
     assert fp.device_packets(text, "weave") is None
+
+
+def test_a_few_stray_frames_are_not_traffic():
+    sw = on_fastpath()
+    sw.traffic(0, 0.2)
+    assert sw.traffic(BUSY_FRAMES - 1, 0.3) == [] and not sw.busy  # an ARP now and then
+    assert heartbeats(sw.traffic(BUSY_FRAMES, 0.4)) and sw.busy
