@@ -203,11 +203,16 @@ def _kill_recorded(state_dir: Path) -> None:
     except (OSError, ValueError):
         data = {}
     recorded = [*data.get("processes", {}).values(), data.get("supervisor", 0)]
-    for pid in {p for p in recorded if p and Path(f"/proc/{p}").exists()} | set(stack_processes(state_dir)):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    pids = {p for p in recorded if p and Path(f"/proc/{p}").exists()} | set(stack_processes(state_dir))
+    deadline = time.monotonic() + 3.0
+    while pids and time.monotonic() < deadline:  # again: the fork server may fork once more as it dies
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+        pids = set(stack_processes(state_dir))
     path.unlink(missing_ok=True)
     (state_dir / PID_FILE).unlink(missing_ok=True)
 
