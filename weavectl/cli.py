@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from shared.paths import state_dir_from_env
-from weavectl.errors import LaunchError
+from weavectl.errors import LaunchError, describe_error
 
 
 class _Lazy:
@@ -229,14 +229,33 @@ def cmd_launch(args: argparse.Namespace) -> int:
         cfg = launcher.prepare(cfg, resume=args.resume)
         print(f"prepared {cfg.state_dir} for peer {cfg.name} ({cfg.nickname})")
         return 0
-    if args.foreground:
-        from weavectl.supervisor import run_foreground
+    if not args.foreground:  # main() hands every other launch to the supervisor
+        raise LaunchError("weave launch: neither --prepare-only nor --foreground here (a bug)")
+    return launcher.run_foreground(launcher.prepare(cfg, resume=args.resume))
 
-        return run_foreground(launcher.prepare(cfg, resume=args.resume))
-    started = time.monotonic()
-    reply = launcher.launch(cfg, timeout=args.launch_timeout, resume=args.resume)
-    print(f"weave launched on {reply.host} in {time.monotonic() - started:.2f} s: "
-          + ", ".join(p.name for p in reply.processes))
+
+IN_CLI = ("--help", "--prepare-only", "--foreground")
+"""`weave launch` options the CLI itself carries out; any other launch is parsed and
+checked by the supervisor's process (`launcher.accept_launch`), which imports the
+configuration anyway, so the CLI does not (pydantic and the schemas: a seventh of a
+second of CPU per launch)."""
+
+
+def launched_by_supervisor(argv: list[str]) -> bool:
+    """A `weave launch` command line with none of IN_CLI (nor a prefix of one, as argparse
+    takes them, nor -h)."""
+    return not any(word == "-h" or (len(word) > 2 and any(flag.startswith(word) for flag in IN_CLI))
+                   for word in argv if word.startswith("-"))
+
+
+def launch_in_supervisor(argv: list[str]) -> int:
+    try:
+        reply, seconds = launcher.launch(argv)
+    except launcher.UsageError as exc:
+        sys.stderr.write(exc.text)
+        return exc.code
+    print(f"weave launched on {reply['host']} in {seconds:.2f} s: "
+          + ", ".join(p["name"] for p in reply["processes"]))
     return 0
 
 
@@ -391,6 +410,15 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("shared.nats_bus").setLevel(logging.ERROR)  # the CLI says what failed itself
     argv = sys.argv[1:] if argv is None else argv
+    if verb_of(argv) == "launch" and launched_by_supervisor(argv):
+        try:
+            return launch_in_supervisor(argv)
+        except LaunchError as exc:
+            return _fail(argparse.Namespace(command="launch"), exc.reason, exc.hint)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # noqa: BLE001
+            return _unexpected(argparse.Namespace(command="launch"), exc)
     parser = build_parser(verb_of(argv) if "-h" not in argv and "--help" not in argv else None)
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command) or args.handler
@@ -414,19 +442,10 @@ def _fail(args: argparse.Namespace, reason: str, hint: str = "") -> int:
 
 def _unexpected(args: argparse.Namespace, exc: Exception) -> int:
     """An error no command turned into a LaunchError: said in one line, with its kind."""
-    from shared.bus import BusError
-
     if os.environ.get("WEAVE_DEBUG"):
         import traceback
         traceback.print_exc()
-    if isinstance(exc, BusError):
-        return _fail(args, f"{exc.code}: {exc.message}")
-    if isinstance(exc, PermissionError):
-        return _fail(args, f"permission denied: {exc.filename or exc}", "run it as root (sudo weave ...)")
-    if isinstance(exc, OSError):
-        return _fail(args, f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-    return _fail(args, f"unexpected error ({type(exc).__name__}): {exc}",
-                 "this is a bug; WEAVE_DEBUG=1 shows where it happened")
+    return _fail(args, *describe_error(exc))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from shared.schemas import (HealthReply, HealthRequest, Ok, RestartRequest, Serv
 from shared.service import setup_logging
 from shared.tracing import setup_tracing
 from weavectl import forkserver
+from weavectl.errors import LaunchError
 from weavectl.stack_files import NATS_CONF, PID_FILE, PROCESSES_FILE, nats_server_path, write_nats_conf  # noqa: F401
 from weavectl.services import service_module
 
@@ -319,11 +320,29 @@ async def _port_open(host: str, port: int) -> bool:
     return True
 
 
-def run_foreground(launch: LaunchConfig) -> int:
-    """The supervisor in the calling process (a container's or a systemd unit's main):
-    this process becomes the fork server (it stays PID 1 in a container)."""
-    os.execv(sys.executable, [sys.executable, "-m", "weavectl.supervisor", "--state-dir", str(launch.state_dir)])
-    return 1  # not reached
+def _accept_launch(argv: list[str], state_dir: Path, ready_fd: int) -> LaunchConfig:
+    """`weave launch` handed over by the CLI (launcher.launch): parse and check its command
+    line here, where pydantic and the configuration are imported anyway, write the host's
+    state, then send this process's output to its log."""
+    from weavectl import cli, launcher
+
+    def configure(args) -> LaunchConfig:
+        cfg = cli.launch_config(args)
+        if cfg.state_dir.resolve() != state_dir.resolve():  # the CLI found it by the exact flag
+            raise LaunchError(f"the state dir is {state_dir}, not {cfg.state_dir}: give --state-dir in full")
+        return cfg
+
+    cfg = launcher.accept_launch(ready_fd, argv, lambda words: cli.build_parser("launch").parse_args(words),
+                                 configure)
+    log = os.open(cfg.log_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.environ["WEAVE_STATE_DIR"] = str(cfg.state_dir)
+    return cfg
 
 
 def _supervise(launch: LaunchConfig, forks: "forkserver.ForkClient | None", ready_fd: int | None = None) -> int:
@@ -337,7 +356,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--ready-fd", type=int, help="write the process table here until the stack is healthy "
                                                      "(weave launch waits on it)")
+    parser.add_argument("--launch", action="store_true", help="read a `weave launch` command line (JSON list) on "
+                        "stdin, parse, check and prepare it first; the answer goes to --ready-fd")
     args = parser.parse_args(argv)
+    if args.launch:
+        _accept_launch(json.loads(sys.stdin.buffer.read() or b"[]"), args.state_dir, args.ready_fd)
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
     if not FORK:

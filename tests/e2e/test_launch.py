@@ -125,3 +125,26 @@ def test_launch_reports_a_supervisor_that_dies_while_it_waits(netns):
     assert waited < 10, f"the CLI took {waited:.1f} s to notice (its timeout was 60 s)"
     left = wait_all_dead(netns.pids())
     assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in left if Path(f"/proc/{p}").exists()]
+
+
+def test_launch_is_parsed_by_the_supervisor_and_keeps_the_password_off_command_lines(netns):
+    """`weave launch` hands its command line to the supervisor's process on a pipe: the
+    CLI imports no pydantic (issue 15: its start-up CPU), and the password given with
+    --password appears on no process's command line, not even the long-lived ones."""
+    import sys
+
+    from weavectl.testbed import weave_bin
+
+    out = netns.run(sys.executable, "-X", "importtime", weave_bin(), "--state-dir", str(netns.state_dir),
+                    "launch", "--nickname", "e2e", "--no-scope", "--password", "s3cret-on-no-cmdline")
+    assert out.returncode == 0, out.stderr
+    imported = [line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")]
+    assert "weavectl.stack_files" in imported and "subprocess" in imported, imported  # the launch path is listed
+    assert not [m for m in imported if m.startswith(("pydantic", "shared.config", "shared.schemas"))], imported
+    assert "weave launched on e2e" in out.stdout
+    cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() for p in netns.pids() if Path(f"/proc/{p}").exists()]
+    assert any(b"weavectl.supervisor" in c for c in cmdlines) and len(cmdlines) >= 6, cmdlines
+    assert not [c for c in cmdlines if b"s3cret" in c], "the password is on a command line"
+    assert json.loads((netns.state_dir / "launch.json").read_text())["password"] == "s3cret-on-no-cmdline"
+    assert netns.weave("stop").returncode == 0
+    assert wait_all_dead(netns.pids()) == []
