@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from shared.errors import RemoteProtocolError
@@ -226,6 +225,8 @@ def parse_object(raw: Mapping[str, Any]) -> KubeObject:
 
 def load_manifests(text: str) -> list[KubeObject]:
     """Every object in a multi-document YAML (or JSON) text; `kind: List` is flattened."""
+    import yaml  # here: only manifests need it (16 ms of every launch's start-up otherwise)
+
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
