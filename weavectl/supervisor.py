@@ -19,6 +19,11 @@ Started detached by `weave launch`; lives until `weave stop` (bus request
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # the fork server: no collections while it imports (see preload.load)
+    import gc
+
+    gc.disable()
+
 import argparse
 import asyncio
 import json
@@ -369,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
     if not FORK:
+        import gc
+
+        gc.enable()  # (off while this process imported, see the top of this module)
         sys.exit(_supervise(launch, None, args.ready_fd))
     modules = [service_module(name) for name in services_for(launch)]
     sys.exit(forkserver.serve(lambda sock: _supervise(launch, forkserver.ForkClient(sock), args.ready_fd), modules,
