@@ -11,6 +11,8 @@ import gc
 import importlib
 import logging
 
+from weavectl import compiled_once
+
 log = logging.getLogger("weave.preload")
 
 
@@ -25,6 +27,23 @@ def load(modules: list[str]) -> None:
             importlib.import_module(module)
         except ImportError as exc:  # the supervisor reports it when the service fails to start
             log.warning("cannot preload %s: %s", module, exc)
+    compiled_once.finish()  # (installed by `python -m weavectl.supervisor`, if it was)
     gc.collect()
     gc.freeze()
     gc.enable()
+
+
+def main() -> None:
+    """`make venv`: import what a fork server imports for every service a launch can
+    run, and write compiled_once's cache of dataclass methods."""
+    from weavectl.services import SERVICE_MODULES
+
+    compiled_once.write_always = True
+    active = compiled_once.install()
+    importlib.import_module("weavectl.supervisor")  # what the fork server imports before its preload
+    load(list(SERVICE_MODULES.values()))  # ends with compiled_once.finish()
+    print(f"{active.path}: {active.sources} sources, {active.compiled} compiled now")
+
+
+if __name__ == "__main__":  # run as weavectl.preload, the module whose load() finishes the cache
+    importlib.import_module("weavectl.preload").main()

@@ -19,10 +19,13 @@ Started detached by `weave launch`; lives until `weave stop` (bus request
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # the fork server: no collections while it imports (see preload.load)
-    import gc
+if __name__ == "__main__":  # the fork server: no collections while it imports (see preload.load),
+    import gc                # and dataclasses' methods from compiled code (weavectl/compiled_once.py)
 
     gc.disable()
+    from weavectl import compiled_once
+
+    compiled_once.install()
 
 import argparse
 import asyncio
@@ -376,6 +379,9 @@ def main(argv: list[str] | None = None) -> None:
     if not FORK:
         import gc
 
+        from weavectl import compiled_once
+
+        compiled_once.finish()
         gc.enable()  # (off while this process imported, see the top of this module)
         sys.exit(_supervise(launch, None, args.ready_fd))
     modules = [service_module(name) for name in services_for(launch)]
