@@ -197,6 +197,9 @@ def accept_launch(ready_fd: int, argv: list[str], parse, configure) -> "LaunchCo
     except Exception as exc:  # noqa: BLE001 - said to the CLI in one line, as it would have said it
         from weavectl.errors import describe_error
 
+        if os.environ.get("WEAVE_DEBUG"):  # on the CLI's stderr: this process has no log yet
+            import traceback
+            traceback.print_exc()
         reason, hint = describe_error(exc)
         say({"error": reason, "hint": hint})
         sys.exit(1)
