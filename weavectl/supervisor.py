@@ -19,10 +19,7 @@ Started detached by `weave launch`; lives until `weave stop` (bus request
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # the fork server: no collections while it imports (see preload.load),
-    import gc                # and dataclasses' methods from compiled code (weavectl/compiled_once.py)
-
-    gc.disable()
+if __name__ == "__main__":  # the fork server: dataclasses' methods from compiled code
     from weavectl import compiled_once
 
     compiled_once.install()
@@ -377,12 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
     if not FORK:
-        import gc
-
         from weavectl import compiled_once
 
         compiled_once.finish()
-        gc.enable()  # (off while this process imported, see the top of this module)
         sys.exit(_supervise(launch, None, args.ready_fd))
     modules = [service_module(name) for name in services_for(launch)]
     sys.exit(forkserver.serve(lambda sock: _supervise(launch, forkserver.ForkClient(sock), args.ready_fd), modules,
