@@ -52,18 +52,24 @@ class NatsBus(BusCore):
 
     @classmethod
     async def connect(cls, url: str, token: str, service: str, *, timeout: float = 10.0) -> "NatsBus":
-        """Connect, retrying until `timeout` while the server is not up yet."""
+        """Connect, retrying until `timeout` while the server is not up yet. (nats-py itself
+        retries a first connection forever when reconnects are unlimited, so the attempt
+        is bounded here: without it a CLI command whose host's nats-server was down
+        waited for ever instead of saying so.)"""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             try:
-                nc = await nats.connect(url, token=token, name=f"weave-{service}", max_reconnect_attempts=-1,
-                                        reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
-                                        error_cb=_log_error, disconnected_cb=_log_disconnect)
+                nc = await asyncio.wait_for(
+                    nats.connect(url, token=token, name=f"weave-{service}", max_reconnect_attempts=-1,
+                                 reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
+                                 error_cb=_log_error, disconnected_cb=_log_disconnect),
+                    max(deadline - loop.time(), 0.05))
                 return cls(nc, service)
             except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
                 if loop.time() >= deadline:
-                    raise BusError("unavailable", f"cannot reach the bus at {url}: {exc}") from exc
+                    why = str(exc) or f"nothing answered within {timeout:g} s"
+                    raise BusError("unavailable", f"cannot reach the bus at {url}: {why}") from exc
                 await asyncio.sleep(CONNECT_RETRY_S)
 
     async def _raw_publish(self, subject: str, data: bytes, headers: dict[str, str]) -> None:

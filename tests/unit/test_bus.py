@@ -309,3 +309,20 @@ async def test_close_lets_handlers_in_hand_answer(make_bus):
     release.set()
     await closing
     assert (await pending).n == 3
+
+
+async def test_connect_to_a_bus_nobody_serves_gives_up_at_its_timeout():
+    """nats-py retries a first connection forever when reconnects are unlimited; our
+    connect says `unavailable` at its timeout (a CLI command must not wait for ever)."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(BusError) as err:
+        await NatsBus.connect(f"nats://127.0.0.1:{port}", "token", "cli", timeout=1.0)
+    assert err.value.code == "unavailable" and f"127.0.0.1:{port}" in str(err.value)
+    assert 0.9 <= time.monotonic() - started < 3.0
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []  # nothing left running
