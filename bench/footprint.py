@@ -223,8 +223,7 @@ def soak(tb: Testbed, seconds: float) -> None:
     each minute; the growth of each process after the first minute."""
     h = tb.hosts[0]
     state = Path(h.state_dir)
-    samples: list[dict[str, int]] = []
-    private: list[dict[str, int]] = []
+    samples: list[dict[str, dict]] = []  # snapshot() each minute
     end = time.monotonic() + seconds
     next_sample = time.monotonic() + 60
     n = 0
@@ -237,21 +236,19 @@ def soak(tb: Testbed, seconds: float) -> None:
             tb.exec(h.nickname, ["dig", "@127.0.0.1", "+time=1", "+tries=1", f"soak{n}.weave.local"], check=False)
             tb.weave(h, "detach", ns, check=False)
             if time.monotonic() >= next_sample:
-                now = snapshot(state)
-                samples.append({k: v["pss_kb"] for k, v in now.items()})
-                private.append({k: v["private_kb"] for k, v in now.items()})
-                print(f"minute {len(samples)}: " + ", ".join(f"{k} {v / 1024:.1f}" for k, v in sorted(samples[-1].items())),
-                      flush=True)
+                samples.append(snapshot(state))
+                print(f"minute {len(samples)}: " + ", ".join(f"{k} {v['pss_kb'] / 1024:.1f}"
+                                                             for k, v in sorted(samples[-1].items())), flush=True)
                 next_sample += 60
             time.sleep(1.0)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
     if len(samples) >= 2:
-        for label, series in (("PSS", samples), ("private memory", private)):
+        first, last = samples[0], samples[-1]
+        for label, key in (("PSS", "pss_kb"), ("private memory", "private_kb")):
             # private: what the process itself holds (PSS also grows as shared code pages are first run)
-            first, last = series[0], series[-1]
-            print(f"growth after the first minute ({label}): " + ", ".join(
-                f"{k} {100 * (last[k] - first[k]) / first[k]:+.1f}%" for k in sorted(first) if k in last))
+            growth = {k: 100 * (last[k][key] - first[k][key]) / first[k][key] for k in sorted(first) if k in last}
+            print(f"growth after the first minute ({label}): " + ", ".join(f"{k} {g:+.1f}%" for k, g in growth.items()))
 
 
 def main() -> None:

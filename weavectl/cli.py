@@ -410,18 +410,12 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("shared.nats_bus").setLevel(logging.ERROR)  # the CLI says what failed itself
     argv = sys.argv[1:] if argv is None else argv
-    if verb_of(argv) == "launch" and launched_by_supervisor(argv):
-        try:
-            return launch_in_supervisor(argv)
-        except LaunchError as exc:
-            return _fail(argparse.Namespace(command="launch"), exc.reason, exc.hint)
-        except KeyboardInterrupt:
-            return 130
-        except Exception as exc:  # noqa: BLE001
-            return _unexpected(argparse.Namespace(command="launch"), exc)
-    parser = build_parser(verb_of(argv) if "-h" not in argv and "--help" not in argv else None)
-    args = parser.parse_args(argv)
-    handler = COMMANDS.get(args.command) or args.handler
+    if verb_of(argv) == "launch" and launched_by_supervisor(argv):  # parsed by the supervisor
+        args, handler = argparse.Namespace(command="launch", state_dir=None), lambda _: launch_in_supervisor(argv)
+    else:
+        parser = build_parser(verb_of(argv) if "-h" not in argv and "--help" not in argv else None)
+        args = parser.parse_args(argv)
+        handler = COMMANDS.get(args.command) or args.handler
     try:
         with cli_span(args):
             return handler(args)

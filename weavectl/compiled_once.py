@@ -35,6 +35,14 @@ def _digest(source: str) -> bytes:
     return hashlib.blake2b(source.encode(), digest_size=16).digest()
 
 
+def _unmarshal(blob: bytes | None):
+    """The code object in `blob`, or None (no blob, or a damaged one: compiled again)."""
+    try:
+        return marshal.loads(blob) if blob is not None else None
+    except (ValueError, EOFError, TypeError):
+        return None
+
+
 class DataclassCode:
     """The file: _MAGIC, a count (u32), that many entries (_ENTRY), then the marshalled
     code objects. It is read as one bytes object and each code object unmarshalled
@@ -76,9 +84,10 @@ class DataclassCode:
             index[digest] = offset << 32 | size
         self._data, self._index = data, index
 
-    def finish(self, write: bool | None = None) -> None:
+    def finish(self, write: bool | None = None, prune: bool = False) -> None:
         """Uninstall; write the sources used this time if any was compiled (`write`
-        None: unless bytecode writing is off). The file's bytes are let go."""
+        None: unless bytecode writing is off), with those the file had unless `prune`.
+        The file's bytes are let go."""
         if not self.installed:
             return
         self.installed = False
@@ -88,7 +97,7 @@ class DataclassCode:
             write = not sys.dont_write_bytecode
         self.sources = len(self._used)
         if write and self.compiled:
-            self._write()
+            self._write(prune)
         self._data, self._new, self._used = b"", {}, []
 
     def _blob(self, digest: bytes) -> bytes | None:
@@ -104,13 +113,7 @@ class DataclassCode:
     def _exec(self, source, globals=None, locals=None, /):
         if source.__class__ is str:
             digest = _digest(source)
-            blob = self._blob(digest)
-            code = None
-            if blob is not None:
-                try:
-                    code = marshal.loads(blob)  # made now, beside the class it serves (see _kept)
-                except (ValueError, EOFError, TypeError):
-                    code = None
+            code = _unmarshal(self._blob(digest))  # made now, beside the class it serves (see _kept)
             if code is None:
                 code = compile(source, "<string>", "exec")
                 self._new[digest] = marshal.dumps(code)
@@ -119,10 +122,11 @@ class DataclassCode:
             source = code
         return builtins.exec(source, globals, locals)
 
-    def _write(self) -> None:
+    def _write(self, prune: bool) -> None:
         """What this run used, with what the file had (a launch of fewer services keeps
-        the others'); `make venv` writes only what it used, so stale sources go then."""
-        digests = list(dict.fromkeys(self._used if write_always else [*self._index, *self._used]))
+        the others') unless `prune` (`make venv`, which imports every service's modules:
+        stale sources go then)."""
+        digests = list(dict.fromkeys(self._used if prune else [*self._index, *self._used]))
         blobs = [self._blob(d) for d in digests]
         head = len(_MAGIC) + 4 + len(digests) * _ENTRY.size
         entries, offset = [], head
@@ -148,13 +152,13 @@ def install(path: Path = CACHE_FILE) -> DataclassCode:
     return _active
 
 
-def finish(write: bool | None = None) -> int:
+def finish(write: bool | None = None, prune: bool = False) -> int:
     """Stop using it (the preload's end); returns how many sources were compiled."""
     global _active, _kept
     if _active is None:
         return 0
     active, _active = _active, None
-    active.finish(write_always or write)
+    active.finish(write, prune)
     _kept = active
     return active.compiled
 
@@ -169,7 +173,3 @@ so each child copied more pages (+6 to +8 MB PSS per host, freed or kept). Now t
 file is one bytes object (its own mapping, given back after the preload), each code
 object is unmarshalled when its class is made (a few us, not a compile's ~100), and
 what stays is this index of digests, ~90 KB."""
-
-
-write_always = False
-"""Set by `python -m weavectl.preload` (make venv): write even where bytecode writing is off."""

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R", bound="Message")
 PEER_NAME_PREFIX = b"9oBJ0Jmip-"  # weave:net/uuid.go
+ACCEPT_TIMEOUT_S = 60.0  # for the supervisor's first answer (its imports take ~0.3 s)
 PEERS_FILE = "gossip-peers.json"  # the gossip service's direct peers (services/gossip/service.py)
 
 
@@ -223,9 +224,10 @@ def wait_ready(pipe: "ReadyPipe") -> dict:
     it changes) until every process is running and healthy; return that one. The CLI
     needs no bus client for this, nor pydantic (plain JSON); EOF before it means the
     supervisor exited. On a timeout or an early exit the stack is stopped."""
-    first = pipe.line(60.0)
+    first = pipe.line(ACCEPT_TIMEOUT_S)
     if first is None:
-        raise LaunchError("the supervisor " + ("exited before it took" if pipe.eof else "did not answer for 60 s on")
+        raise LaunchError("the supervisor " + ("exited before it took" if pipe.eof else
+                                               f"did not answer for {ACCEPT_TIMEOUT_S:g} s on")
                           + " the launch's arguments", "its error, if any, is above")
     if "usage" in first:
         raise UsageError(first["usage"], first["code"])

@@ -21,13 +21,14 @@ COMMON = ("shared.service", "shared.nats_bus", "nats.micro")
 alone is a third of a second), loaded before the services' own modules."""
 
 
-def load(modules: list[str]) -> None:
+def load(modules: list[str], *, rewrite_code_cache: bool = False) -> None:
     for module in (*COMMON, *modules):
         try:
             importlib.import_module(module)
         except ImportError as exc:  # the supervisor reports it when the service fails to start
             log.warning("cannot preload %s: %s", module, exc)
-    compiled_once.finish()  # (installed by `python -m weavectl.supervisor`, if it was)
+    # (installed by `python -m weavectl.supervisor`, if it was)
+    compiled_once.finish(write=rewrite_code_cache or None, prune=rewrite_code_cache)
     gc.collect()
     gc.freeze()
 
@@ -37,10 +38,9 @@ def main() -> None:
     run, and write compiled_once's cache of dataclass methods."""
     from weavectl.services import SERVICE_MODULES
 
-    compiled_once.write_always = True
     active = compiled_once.install()
     importlib.import_module("weavectl.supervisor")  # what the fork server imports before its preload
-    load(list(SERVICE_MODULES.values()))  # ends with compiled_once.finish()
+    load(list(SERVICE_MODULES.values()), rewrite_code_cache=True)
     print(f"{active.path}: {active.sources} sources, {active.compiled} compiled now")
 
 
