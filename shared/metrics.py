@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from shared.prom import CONTENT_TYPE, CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
 
 from shared.http import HttpRouter, Request, Response
 
@@ -27,7 +26,7 @@ def metrics_router(registry: CollectorRegistry, health: Callable[[], tuple[bool,
     router = HttpRouter()
 
     async def metrics(_: Request) -> Response:
-        return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+        return Response(200, generate_latest(registry), CONTENT_TYPE)
 
     async def healthz(_: Request) -> Response:
         ok, detail = health()

@@ -8,26 +8,48 @@ service carries on without a restart of its own (no start-order coupling).
 from __future__ import annotations
 
 import asyncio
+import importlib
+import importlib.util
 import logging
 import sys
+from pathlib import Path
 from typing import Awaitable, Callable
 
+from shared.imports import bare_package
 
-def _import_nats_without_aiohttp() -> None:
-    """nats-py imports aiohttp for its websocket transport (a seventh of a second of CPU
-    and ~4 MB per process); the bus is plain TCP to the host's nats-server, so nats is
-    imported with aiohttp hidden, unless this process already has aiohttp (the Scope
-    pair), which then serves both. aiohttp stays importable afterwards."""
-    if "aiohttp" in sys.modules or "nats.aio.transport" in sys.modules:
+
+def _import_nats_lean() -> None:
+    """nats-py imports, at its top, parts of itself and of the standard library that a
+    TCP bus client never runs; they are left out unless this process has them already:
+    - aiohttp, for its websocket transport (a seventh of a second of CPU and ~4 MB per
+      process; the Scope pair imports aiohttp anyway, and then it serves both);
+    - its JetStream client `nats.js` (and email.parser with it: 1.5 MB, ~25 ms), of
+      which the core client reads only `nats.js.api` (header names): the package is
+      registered bare (shared/imports.py) and completes itself on first use;
+    - importlib.metadata, to look up its own version for the CONNECT line (1.1 MB, a
+      scan of every installed distribution): read from its dist-info directory's name.
+    aiohttp and importlib.metadata stay importable afterwards."""
+    if "nats.aio.client" in sys.modules:
         return
-    sys.modules["aiohttp"] = None  # type: ignore[assignment]  # `import aiohttp` raises ImportError
+    spec = importlib.util.find_spec("nats")
+    site = Path(spec.submodule_search_locations[0])
+    bare_package("nats.js", init_on_use=True, path=str(site / "js" / "__init__.py"))
+    importlib.import_module("nats.js.api")
+    hidden = [name for name in ("aiohttp", "importlib.metadata") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # `import name` raises ImportError
     try:
-        import nats.aio.transport  # noqa: F401
+        import nats.aio.client
     finally:
-        del sys.modules["aiohttp"]
+        for name in hidden:
+            del sys.modules[name]
+    nats.js = sys.modules["nats.js"]  # (set by the import system only for what it loaded itself)
+    if nats.aio.client.__version__ == "0.0.0":  # its answer when importlib.metadata is missing
+        versions = [d.name[len("nats_py-"):-len(".dist-info")] for d in site.parent.glob("nats_py-*.dist-info")]
+        nats.aio.client.__version__ = versions[0] if len(versions) == 1 else "0.0.0"
 
 
-_import_nats_without_aiohttp()
+_import_nats_lean()
 
 import nats  # noqa: E402
 import nats.errors  # noqa: E402

@@ -6,24 +6,13 @@ modules and a seventh of a second of CPU, of which we use rtnetlink only. Here t
 package is registered bare (its path, not its `__init__`), and only the submodules we
 use are imported: 99 modules, 0.09 s (measured on this machine). Every module of this
 project takes pyroute2 from here; if something imported the whole package first, that
-one is used, and these names are the same objects.
+one is used, and these names are the same objects. (shared/imports.py has the helpers.)
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
+from shared.imports import bare_package
 
-
-def _bare_package() -> None:
-    if "pyroute2" in sys.modules:
-        return
-    spec = importlib.util.find_spec("pyroute2")
-    if spec is None:
-        raise ImportError("pyroute2 is not installed")
-    sys.modules["pyroute2"] = importlib.util.module_from_spec(spec)
-
-
-_bare_package()
+bare_package("pyroute2")
 
 from pyroute2.iproute.linux import IPRoute  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402

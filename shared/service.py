@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from prometheus_client import CollectorRegistry
+from shared.prom import CollectorRegistry
 
 from shared import subjects
 from shared.bus import Bus

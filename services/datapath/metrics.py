@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from shared.prom import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.datapath.overlay_shell import OverlayShell
 

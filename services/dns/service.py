@@ -27,7 +27,7 @@ import random
 from ipaddress import IPv4Interface
 from pathlib import Path
 
-from prometheus_client.core import GaugeMetricFamily
+from shared.prom import GaugeMetricFamily
 
 from services.dns import codec, snapshot
 from services.dns.config import DnsConfig

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from shared.prom import CONTENT_TYPE, CollectorRegistry, generate_latest
 
 from services.gossip import status
 from services.gossip.router import Router as MeshRouter
@@ -94,7 +94,7 @@ def api_router(app: GossipApi, registry: CollectorRegistry) -> HttpRouter:
         return Response(200, "")
 
     async def get_metrics(_: Request) -> Response:
-        return Response(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+        return Response(200, generate_latest(registry), CONTENT_TYPE)
 
     http.add("POST", "/connect", post_connect)
     http.add("POST", "/forget", post_forget)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from shared.prom import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from services.gossip.connection import ConnState
 from services.gossip.router import Router

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from shared.prom import Collector, GaugeMetricFamily
 
 from services.ipam import status
 from services.ipam.allocator import Allocator

@@ -23,8 +23,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from prometheus_client import Counter
-from prometheus_client.core import Metric
+from shared.prom import Counter, Metric
 from pydantic import ValidationError
 
 from shared import subjects

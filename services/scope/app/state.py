@@ -12,7 +12,7 @@ import logging
 import time
 import weakref
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from shared.prom import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.scope.app.collector import Collector
 from services.scope.app.config import AppConfig

@@ -25,8 +25,7 @@ import secrets
 import time
 
 import aiohttp
-from prometheus_client import Counter, Gauge, Summary
-from prometheus_client.core import CounterMetricFamily
+from shared.prom import Counter, CounterMetricFamily, Gauge, Summary
 
 from services.scope.codec import encode_report
 from services.scope.probe.app_client import AppClient, report_headers
