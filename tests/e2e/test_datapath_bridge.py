@@ -193,6 +193,21 @@ def test_two_containers_ping_across_the_bridge(scratch, host):
     assert list_attached(host) == [a1, a2]
 
 
+def test_host_ports_from_libc_in_its_own_namespace_match_pyroute2s_dump(scratch, host):
+    """The datapath's reconcile asks for the container veths every few seconds in its
+    own namespace (libc's interface list); elsewhere it is pyroute2's dump: the same."""
+    c1, c2 = scratch.ns("c1"), scratch.ns("c2")
+    a1, a2 = attach(c1, ["10.32.0.1/12"], host=host), attach(c2, ["10.32.0.2/12"], host=host)
+    with open_namespace(host) as hns:
+        assert hns.run(att.host_ports) == att.host_ports(host) == {a1.host_ifname, a2.host_ifname}
+        sh("ip", "netns", "del", c2)  # the container's namespace goes, and its veth with it
+        scratch.names.remove(c2)
+        deadline = time.monotonic() + 5
+        while a2.host_ifname in hns.run(att.host_ports) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert hns.run(att.host_ports) == att.host_ports(host) == {a1.host_ifname}
+
+
 def test_no_multicast_route_when_disabled(scratch, host):
     c1 = scratch.ns("c1")
     attach(c1, ["10.32.0.1/12"], host=host, multicast_route=False)
