@@ -39,20 +39,10 @@ def stack_pids(state_dir: Path) -> dict[str, int]:
     data = json.loads((state_dir / "processes.json").read_text())
     pids = {"supervisor": int(data["supervisor"])}
     pids.update({name: int(pid) for name, pid in data["processes"].items() if pid})
-    parent = _ppid(pids["supervisor"])  # the fork server the supervisor was forked from
-    if parent and b"weavectl.supervisor" in Path(f"/proc/{parent}/cmdline").read_bytes():
-        pids["forkserver"] = parent
     for extra in _children(int(data["supervisor"])):  # anything else it started
         if extra not in pids.values():
             pids[_comm(extra)] = extra
     return pids
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _children(pid: int) -> list[int]:
@@ -73,7 +63,7 @@ def _comm(pid: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         text = b" ".join(cmd).decode(errors="replace")
-        for name in ("forkserver", "resource_tracker"):
+        for name in ("resource_tracker",):
             if name in text:
                 return name
         return Path(f"/proc/{pid}/comm").read_text().strip()

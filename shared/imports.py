@@ -1,8 +1,8 @@
 """Libraries imported without the parts this project never runs (issue 15).
 
-Every module imported by the fork server (weavectl/forkserver.py) is memory in every
+Every module the supervisor preloads (weavectl/forkserver.py) is memory in every
 host's stack and CPU in every launch. Some libraries import, at their top, modules we
-never use: the helpers here leave those out, each change measured on the fork server's
+never use: the helpers here leave those out, each change measured on the supervisor's
 preload (tracemalloc, `python -m bench.footprint`):
 - `bare_package`: register a package without running its `__init__`, so that only the
   submodules we import are loaded (pyroute2: shared/netlink.py; prometheus_client:

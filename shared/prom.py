@@ -3,7 +3,7 @@ exposition of a registry.
 
 `import prometheus_client` runs an `__init__` that imports its exposition module, which
 imports http.server, http.client, urllib.request, email and mimetypes (1.6 MB and ~40
-modules in every host's fork server) for servers and push gateways we do not use: our
+modules in every host's preloading supervisor) for servers and push gateways we do not use: our
 services serve /metrics on their own HTTP server (shared/metrics.py). Here the package is
 registered bare (shared/imports.py) and only the metric modules are imported;
 `generate_latest` writes the Prometheus text format, version 0.0.4, the one Weave Net's

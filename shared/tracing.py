@@ -20,6 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util._once import Once
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACE_FILE_MAX_BYTES = 4 * 1024 * 1024  # per service; one rotated file kept beside it
@@ -86,22 +87,30 @@ class QuietBatchSpanProcessor(SpanProcessor):
         self._cond = threading.Condition()
         self._stopping = False
         self._flush_waiters: list[threading.Event] = []
-        self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        """Started with the first span, in whichever process records it."""
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._restart_in_child)
+            os.register_at_fork(after_in_child=self._forget_in_child)
 
-    def _restart_in_child(self) -> None:
-        """A forked process has no copy of our thread: start one (its queue starts empty)."""
+    def _forget_in_child(self) -> None:
+        """A forked process has no copy of our thread, and our lock may have been held
+        at the fork: start afresh (empty queue), with a thread only if this process
+        records a span here (a service forked from the supervisor records its own)."""
         self._cond = threading.Condition()
         self._queue, self._flush_waiters = [], []
-        self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
-        self._thread.start()
+        self._thread = None
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="span-export", daemon=True)
+                    self._thread.start()
 
     @property
     def native_id(self) -> int | None:
         """The export thread's kernel id (its wake-ups are counted in /proc)."""
-        return self._thread.native_id
+        return self._thread.native_id if self._thread else None
 
     def on_start(self, span, parent_context=None) -> None:
         pass
@@ -109,6 +118,7 @@ class QuietBatchSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if not span.context.trace_flags.sampled:
             return
+        self._ensure_thread()
         with self._cond:
             if len(self._queue) >= self.max_queue:
                 self.dropped += 1
@@ -138,6 +148,8 @@ class QuietBatchSpanProcessor(SpanProcessor):
                 return
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self._thread is None:
+            return True  # nothing was ever queued here
         done = threading.Event()
         with self._cond:
             self._flush_waiters.append(done)
@@ -148,7 +160,8 @@ class QuietBatchSpanProcessor(SpanProcessor):
         with self._cond:
             self._stopping = True
             self._cond.notify()
-        self._thread.join(5.0)
+        if self._thread is not None:
+            self._thread.join(5.0)
         self.exporter.shutdown()
 
 
@@ -186,6 +199,14 @@ def setup_tracing(service: str, *, host: str, trace_dir: Path | None = None,
         provider.add_span_processor(QuietBatchSpanProcessor(exporter, delay_s=0.5))
     trace.set_tracer_provider(provider)
     return provider
+
+
+def forget_tracer_provider() -> None:
+    """In a process forked from one that installed its tracer provider (a service forked
+    by the supervisor): forget it, so that this process's `setup_tracing` installs its
+    own (OpenTelemetry lets a process set the global provider once)."""
+    trace._TRACER_PROVIDER = None
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
 
 
 def read_spans(trace_dir: Path) -> Iterator[dict]:

@@ -2,7 +2,7 @@
 
 For each dataclass, the standard library writes the source of `__init__`, `__repr__`,
 `__eq__`, `__hash__` (and `__setattr__`/`__delattr__` when frozen) and `exec`s it: the
-fork server creates ~240 dataclasses (ours, nats-py's, pydantic's) and compiling those
+preloading supervisor creates ~240 dataclasses (ours, nats-py's, pydantic's) and compiling those
 ~940 small sources was 0.1 s of its 0.49 s of start-up CPU (issue 15). While installed,
 `dataclasses` finds our `exec` in its module globals before the builtin one: a source
 seen before is run from its code object, kept in a cache file beside the interpreter
@@ -145,7 +145,7 @@ _active: DataclassCode | None = None
 
 
 def install(path: Path = CACHE_FILE) -> DataclassCode:
-    """Start using the cache in this process (the fork server, before its imports)."""
+    """Start using the cache in this process (the supervisor, before its preload)."""
     global _active
     if _active is None:
         _active = DataclassCode(path).install()
@@ -164,7 +164,7 @@ def finish(write: bool | None = None, prune: bool = False) -> int:
 
 
 _kept: DataclassCode | None = None
-"""The finished cache (its index). Where things lie in the fork server's memory decides
+"""The finished cache (its index). Where things lie in the preloaded memory decides
 how many of its pages each child copies (a page is copied when anything on it is
 written, a reference count included), and it shows in PSS per host. A first version
 kept a dict of sources and code objects: its ~2.5 MB of objects, none of them touched

@@ -52,7 +52,7 @@ def derive_peer_name() -> str:
 
 
 def _is_ours(pid: int) -> bool:
-    """`pid` is alive and is a supervisor or fork server (not a reused pid)."""
+    """`pid` is alive and is a supervisor (not a reused pid)."""
     try:
         return b"weavectl.supervisor" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -154,7 +154,7 @@ def _given_state_dir(argv: list[str]) -> Path:
 
 def run_foreground(cfg: "LaunchConfig") -> int:
     """The supervisor in the calling process (a container's or a systemd unit's main):
-    this process becomes the fork server (it stays PID 1 in a container)."""
+    this process becomes the supervisor (it stays PID 1 in a container)."""
     os.execv(sys.executable, [sys.executable, "-m", "weavectl.supervisor", "--state-dir", str(cfg.state_dir)])
     return 1  # not reached
 
@@ -317,9 +317,9 @@ def stop(state_dir: Path, timeout: float = 15.0) -> bool:
 
 def _kill_recorded(state_dir: Path) -> None:
     """SIGKILL what a dead supervisor left: every pid in processes.json, and every process
-    of this stack that it never recorded (one started just before it died): the fork
-    server and the services forked from it (their command line is the fork server's, with
-    this state dir) and nats-server (its config file is in this state dir)."""
+    of this stack that it never recorded (one started just before it died): the services
+    forked from it (their command line is the supervisor's, with this state dir) and
+    nats-server (its config file is in this state dir)."""
     path = state_dir / PROCESSES_FILE
     try:
         data = json.loads(path.read_text())
@@ -328,7 +328,7 @@ def _kill_recorded(state_dir: Path) -> None:
     recorded = [*data.get("processes", {}).values(), data.get("supervisor", 0)]
     pids = {p for p in recorded if p and Path(f"/proc/{p}").exists()} | set(stack_processes(state_dir))
     deadline = time.monotonic() + 3.0
-    while pids and time.monotonic() < deadline:  # again: the fork server may fork once more as it dies
+    while pids and time.monotonic() < deadline:  # again: a dying supervisor may fork once more
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)

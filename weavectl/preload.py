@@ -1,4 +1,4 @@
-"""What the fork server (weavectl/forkserver.py) imports before it forks: the modules of
+"""What the supervisor (weavectl/forkserver.py) imports before it forks: the modules of
 the services this stack runs, then `gc.freeze()`, so the objects made by these imports
 are left out of later collections (a collection touches every object it scans, which
 would copy the shared pages into each child). (Importing with the collector off saved
@@ -35,7 +35,7 @@ def load(modules: list[str], *, rewrite_code_cache: bool = False) -> None:
 
 def _freeze() -> None:
     """Collect the young generations (where an import's garbage is) and freeze what is
-    left, after each module: the imports' later collections, and the fork server's last
+    left, after each module: the imports' later collections, and the supervisor's last
     one, then skip what earlier imports made. A full collection of everything at the end
     found nothing more to free, and it and the automatic full collection during the
     imports cost 0.04-0.06 s of the preload's 0.45-0.5 s."""
@@ -44,12 +44,12 @@ def _freeze() -> None:
 
 
 def main() -> None:
-    """`make venv`: import what a fork server imports for every service a launch can
+    """`make venv`: import what the supervisor preloads for every service a launch can
     run, and write compiled_once's cache of dataclass methods."""
     from weavectl.services import SERVICE_MODULES
 
     active = compiled_once.install()
-    importlib.import_module("weavectl.supervisor")  # what the fork server imports before its preload
+    importlib.import_module("weavectl.supervisor")  # what the supervisor imports before its preload
     load(list(SERVICE_MODULES.values()), rewrite_code_cache=True)
     print(f"{active.path}: {active.sources} sources, {active.compiled} compiled now")
 

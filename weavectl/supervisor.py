@@ -9,8 +9,9 @@ Started detached by `weave launch`; lives until `weave stop` (bus request
 - `weave.supervisor.restart` restarts one process on purpose, at once, optionally with
   launch config overrides (another datapath mode: LaunchConfig.RESTART_OVERRIDES),
   passed as the WEAVE_OVERRIDE_* variables shared.config reads.
-- Services are forked from a warm fork server that imported their modules once
-  (weavectl/forkserver.py): a start or restart takes milliseconds; nats-server is exec'd.
+- Services are forked from this process, which imported their modules once before
+  its loop started (weavectl/forkserver.py): a start or restart takes milliseconds;
+  nats-server is forked and exec'd.
 - Health is asked when someone wants it (`weave.supervisor.ps`, which `weave launch`
   polls until the stack is healthy): each service by `weave.<svc>.health`, nats by a
   TCP connect. Nothing polls while all is idle.
@@ -19,7 +20,7 @@ Started detached by `weave launch`; lives until `weave stop` (bus request
 """
 from __future__ import annotations
 
-if __name__ == "__main__":  # the fork server: dataclasses' methods from compiled code
+if __name__ == "__main__":  # the preloading supervisor: dataclasses' methods from compiled code
     from weavectl import compiled_once
 
     compiled_once.install()
@@ -61,8 +62,9 @@ GC work too small to see at the bus's rates. (GOMEMLIMIT, lower still, would mak
 collector thrash while an 8 MB Scope report is in flight.)"""
 NATS_START_S = 5.0  # how long services wait for nats-server to listen before they start anyway
 FORK = os.environ.get("WEAVE_FORKSERVER", "1") != "0"
-"""Services are forked from the warm fork server (weavectl/forkserver.py); WEAVE_FORKSERVER=0
-execs each one as `python -m <module>` instead (slower, more memory; for debugging)."""
+"""Services are forked from the supervisor's preloaded process (weavectl/forkserver.py);
+WEAVE_FORKSERVER=0 execs each one as `python -m <module>` instead (slower, more memory;
+for debugging)."""
 
 
 def _installed(name: str) -> bool:
@@ -92,9 +94,9 @@ class Proc:
     name: str
     argv: list[str]
     """What to exec for a process that is not forked (nats-server, or any service when
-    the fork server is off)."""
+    forking is off)."""
     module: str = ""
-    """A service's module, forked from the fork server ('' for nats-server)."""
+    """A service's module, forked from the supervisor ('' for nats-server)."""
     env: dict[str, str] = field(default_factory=dict)
     process: "asyncio.subprocess.Process | forkserver.ForkedProcess | None" = None
     state: str = "starting"
@@ -109,11 +111,11 @@ class Proc:
 
 
 class Supervisor:
-    def __init__(self, launch: LaunchConfig, forks: "forkserver.ForkClient | None" = None,
+    def __init__(self, launch: LaunchConfig, forks: "forkserver.Forker | None" = None,
                  ready_fd: int | None = None) -> None:
         """`ready_fd`: where `weave launch` waits for the stack (see `_tell_ready`)."""
         self.ready_fd = ready_fd
-        """`forks`: the fork server to start services from; None: exec each one."""
+        """`forks`: starts processes by forking this one; None: exec each one."""
         self.launch = launch
         self.forks = forks
         self.incarnation = _incarnation(os.getpid())
@@ -142,8 +144,10 @@ class Supervisor:
         env = dict(os.environ, WEAVE_STATE_DIR=str(self.launch.state_dir),
                    WEAVE_INCARNATION=self.incarnation, **proc.env)
         log_path = self.launch.log_dir / f"{proc.name}.log"
-        if proc.module and self.forks is not None:
+        if self.forks is not None and proc.module:
             proc.process = await self.forks.spawn(proc.name, proc.module, env, str(log_path))
+        elif self.forks is not None:  # (not through asyncio's child watcher: the Forker reaps)
+            proc.process = await self.forks.spawn_exec(proc.argv, env, str(log_path))
         else:
             with open(log_path, "ab") as logf:
                 proc.process = await asyncio.create_subprocess_exec(
@@ -355,7 +359,7 @@ def _accept_launch(argv: list[str], state_dir: Path, ready_fd: int) -> LaunchCon
     return cfg
 
 
-def _supervise(launch: LaunchConfig, forks: "forkserver.ForkClient | None", ready_fd: int | None = None) -> int:
+def _supervise(launch: LaunchConfig, forks: "forkserver.Forker | None", ready_fd: int | None = None) -> int:
     setup_tracing("supervisor", host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
     asyncio.run(Supervisor(launch, forks, ready_fd).run())
     return 0
@@ -379,8 +383,7 @@ def main(argv: list[str] | None = None) -> None:
         compiled_once.finish()
         sys.exit(_supervise(launch, None, args.ready_fd))
     modules = [service_module(name) for name in services_for(launch)]
-    sys.exit(forkserver.serve(lambda sock: _supervise(launch, forkserver.ForkClient(sock), args.ready_fd), modules,
-                              supervisor_only=() if args.ready_fd is None else (args.ready_fd,)))
+    sys.exit(forkserver.serve(lambda forks: _supervise(launch, forks, args.ready_fd), modules))
 
 
 if __name__ == "__main__":
