@@ -82,7 +82,9 @@ class ForkedProcess:
 
 class Forker:
     """Forks the supervisor's processes from its own, on its event loop; reaps them all
-    on SIGCHLD (exit codes as `asyncio.subprocess` gives them: negative for a signal)."""
+    on SIGCHLD (exit codes as `asyncio.subprocess` gives them: negative for a signal).
+    It reaps every child of this process, so nothing else here may start one through
+    asyncio's subprocesses (whose watcher would find its child gone)."""
 
     def __init__(self) -> None:
         self._exits: dict[int, asyncio.Future] = {}
@@ -102,9 +104,8 @@ class Forker:
 
     def _fork(self, body: Callable[[], int | None]) -> ForkedProcess:
         pid = os.fork()
-        if pid == 0:
-            _leave_the_supervisor()
-            _exit_with(lambda: contextvars.Context().run(body))
+        if pid == 0:  # (whatever happens in here ends in os._exit, never in the supervisor's loop)
+            _exit_with(lambda: _leave_the_supervisor() or contextvars.Context().run(body))
         # (SIGCHLD is handled on the loop, after this returns: the future is there first)
         exited = self._exits[pid] = self._loop.create_future()
         return ForkedProcess(pid, exited)

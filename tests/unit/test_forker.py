@@ -54,6 +54,10 @@ async def main(forks):
     out["service_code"] = await svc.wait()
     killed = await forks.spawn("dies", "fakesvc", {{"WHO": "x", "DIE": "1"}}, {tmp!r} + "/dies.log")
     out["killed_code"] = await killed.wait()
+    real, forkserver._leave_the_supervisor = forkserver._leave_the_supervisor, lambda: 1 / 0
+    broken = await forks.spawn("broken", "fakesvc", {{"WHO": "x"}}, {tmp!r} + "/broken.log")
+    out["broken_code"] = await broken.wait()  # ends there, never back in this loop
+    forkserver._leave_the_supervisor = real
     prog = await forks.spawn_exec(["/bin/sh", "-c", "echo $WHO; exit 3"], {{"WHO": "sh"}}, {tmp!r} + "/sh.log")
     out["exec_code"] = await prog.wait()
     os.close(write_end)
@@ -73,8 +77,11 @@ def test_a_forked_service_leaves_the_supervisor_behind(tmp_path: Path):
     script = SUPERVISOR.format(tmp=str(tmp_path))
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
-    sup = json.loads(run.stdout.strip().splitlines()[-1])
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 1, lines  # one supervisor: no child went on with its loop
+    sup = json.loads(lines[0])
     assert sup["service_code"] == 0 and sup["killed_code"] == -9 and sup["exec_code"] == 3
+    assert sup["broken_code"] == 1 and "ZeroDivisionError" in run.stderr
     assert sup["pipe_eof"]
     assert sup["threads"] == ["MainThread", "span-export"]  # the only other thread: asleep, holding no lock
 
