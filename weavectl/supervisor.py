@@ -161,7 +161,14 @@ class Supervisor:
         """Keep `proc` running until the supervisor stops."""
         backoff = BACKOFF_START_S
         while not self.stopping.is_set():
-            await self._spawn(proc)
+            try:
+                await self._spawn(proc)
+            except OSError as exc:  # no fork or exec now (out of memory or pids): try again later
+                log.error("cannot start %s: %s; trying again in %.1f s", proc.name, exc, backoff)
+                proc.state, proc.process = "backoff", None
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
             code = await proc.process.wait()
             self._record_pids()
             if self.stopping.is_set():
@@ -177,12 +184,16 @@ class Supervisor:
             log.warning("%s (pid %s) exited with %s after %.1f s; restarting in %.1f s",
                         proc.name, proc.process.pid, code, ran, backoff)
             proc.state = "backoff"
-            try:
-                await asyncio.wait_for(self.stopping.wait(), backoff)
-            except asyncio.TimeoutError:
-                pass
+            await self._pause(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_S)
         proc.state = "stopped"
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the supervisor stops meanwhile."""
+        try:
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     # -- health ------------------------------------------------------------------
     async def _check(self, proc: Proc) -> None:
