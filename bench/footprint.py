@@ -4,7 +4,7 @@ On a 2-host testbed (each host a network namespace running `weave launch --no-sc
 connected to the other, one container attached on each), per host:
 - PSS and private (unshared) memory of every process of the stack (supervisor,
   nats-server, each service), from /proc/<pid>/smaps_rollup;
-- CPU while idle over `--idle` seconds (utime + stime), and wake-ups per second
+- CPU while idle over `--idle` seconds (each thread's run time, in nanoseconds), and wake-ups per second
   (voluntary context switches), per process;
 - CPU to start the stack: the CPU time of every stack process from `weave launch` until
   it reports healthy (plus the `weave launch` CLI itself), and that wall time.
@@ -85,6 +85,20 @@ def cpu_s(pid: int) -> float:
     return (int(stat[11]) + int(stat[12])) / CLK_TCK
 
 
+def run_s(pid: int) -> float:
+    """CPU time of every live thread of `pid`, to the nanosecond (/proc/<pid>/task/*/schedstat):
+    for the idle window, where /proc/<pid>/stat's clock ticks would round each process's
+    0.01-0.02 s to +-0.01 s. (A thread that ends in the window takes its time with it;
+    the stack's threads live as long as their process.)"""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
 def wakeups(pid: int) -> int:
     """Voluntary context switches of every thread of `pid`."""
     total = 0
@@ -138,7 +152,7 @@ def snapshot(state_dir: Path) -> dict[str, dict]:
         try:
             pss, private = memory_kb(pid)
             out[name] = {"pid": pid, "pss_kb": pss, "private_kb": private, "cpu_s": cpu_s(pid),
-                         "wakeups": wakeups(pid)}
+                         "run_s": run_s(pid), "wakeups": wakeups(pid)}
         except (OSError, ValueError, KeyError):
             continue
     return out
@@ -155,7 +169,7 @@ def idle(state_dirs: list[Path], seconds: float) -> list[dict[str, dict]]:
             before = before_all.get(name)
             if before is None or before["pid"] != after["pid"]:
                 continue
-            host[name] = {**after, "idle_cpu_s": after["cpu_s"] - before["cpu_s"],
+            host[name] = {**after, "idle_cpu_s": after["run_s"] - before["run_s"],
                           "wakeups_per_s": (after["wakeups"] - before["wakeups"]) / seconds}
         out.append(host)
     return out
