@@ -63,9 +63,8 @@ def _comm(pid: int) -> str:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         text = b" ".join(cmd).decode(errors="replace")
-        for name in ("resource_tracker",):
-            if name in text:
-                return name
+        if "resource_tracker" in text:
+            return "resource_tracker"
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return f"pid {pid}"

@@ -32,8 +32,8 @@ def _import_nats_lean() -> None:
     if "nats.aio.client" in sys.modules:
         return
     spec = importlib.util.find_spec("nats")
-    site = Path(spec.submodule_search_locations[0])
-    bare_package("nats.js", init_on_use=True, path=str(site / "js" / "__init__.py"))
+    package = Path(spec.submodule_search_locations[0])
+    bare_package("nats.js", init_on_use=True, path=str(package / "js" / "__init__.py"))
     importlib.import_module("nats.js.api")
     hidden = [name for name in ("aiohttp", "importlib.metadata") if name not in sys.modules]
     for name in hidden:
@@ -45,7 +45,7 @@ def _import_nats_lean() -> None:
             del sys.modules[name]
     nats.js = sys.modules["nats.js"]  # (set by the import system only for what it loaded itself)
     if nats.aio.client.__version__ == "0.0.0":  # its answer when importlib.metadata is missing
-        versions = [d.name[len("nats_py-"):-len(".dist-info")] for d in site.parent.glob("nats_py-*.dist-info")]
+        versions = [d.name[len("nats_py-"):-len(".dist-info")] for d in package.parent.glob("nats_py-*.dist-info")]
         nats.aio.client.__version__ = versions[0] if len(versions) == 1 else "0.0.0"
 
 

@@ -144,10 +144,9 @@ class Supervisor:
         env = dict(os.environ, WEAVE_STATE_DIR=str(self.launch.state_dir),
                    WEAVE_INCARNATION=self.incarnation, **proc.env)
         log_path = self.launch.log_dir / f"{proc.name}.log"
-        if self.forks is not None and proc.module:
-            proc.process = await self.forks.spawn(proc.name, proc.module, env, str(log_path))
-        elif self.forks is not None:  # (not through asyncio's child watcher: the Forker reaps)
-            proc.process = await self.forks.spawn_exec(proc.argv, env, str(log_path))
+        if self.forks is not None:  # (nats-server too: not through asyncio's child watcher, the Forker reaps)
+            proc.process = await (self.forks.spawn(proc.name, proc.module, env, str(log_path)) if proc.module
+                                  else self.forks.spawn_exec(proc.argv, env, str(log_path)))
         else:
             with open(log_path, "ab") as logf:
                 proc.process = await asyncio.create_subprocess_exec(
@@ -164,36 +163,30 @@ class Supervisor:
             try:
                 await self._spawn(proc)
             except OSError as exc:  # no fork or exec now (out of memory or pids): try again later
+                proc.process = None
                 log.error("cannot start %s: %s; trying again in %.1f s", proc.name, exc, backoff)
-                proc.state, proc.process = "backoff", None
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
-                continue
-            code = await proc.process.wait()
-            self._record_pids()
-            if self.stopping.is_set():
-                break
-            ran = time.time() - proc.started_at
-            proc.restarts += 1
-            proc.healthy = False
-            if proc.restart_now:
-                proc.restart_now = False
-                log.info("%s restarted on request", proc.name)
-                continue
-            backoff = BACKOFF_START_S if ran >= BACKOFF_RESET_AFTER_S else backoff
-            log.warning("%s (pid %s) exited with %s after %.1f s; restarting in %.1f s",
-                        proc.name, proc.process.pid, code, ran, backoff)
+            else:
+                code = await proc.process.wait()
+                self._record_pids()
+                if self.stopping.is_set():
+                    break
+                ran = time.time() - proc.started_at
+                proc.restarts += 1
+                proc.healthy = False
+                if proc.restart_now:
+                    proc.restart_now = False
+                    log.info("%s restarted on request", proc.name)
+                    continue
+                backoff = BACKOFF_START_S if ran >= BACKOFF_RESET_AFTER_S else backoff
+                log.warning("%s (pid %s) exited with %s after %.1f s; restarting in %.1f s",
+                            proc.name, proc.process.pid, code, ran, backoff)
             proc.state = "backoff"
-            await self._pause(backoff)
+            try:
+                await asyncio.wait_for(self.stopping.wait(), backoff)
+            except asyncio.TimeoutError:
+                pass
             backoff = min(backoff * 2, BACKOFF_MAX_S)
         proc.state = "stopped"
-
-    async def _pause(self, seconds: float) -> None:
-        """Wait `seconds`, or less if the supervisor stops meanwhile."""
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     # -- health ------------------------------------------------------------------
     async def _check(self, proc: Proc) -> None:

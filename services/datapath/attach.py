@@ -116,11 +116,11 @@ def host_ports(host: Host = None) -> set[str]:
     tens of microseconds: the datapath asks every RECONCILE_S, idle or not); elsewhere
     through pyroute2, which parses every link's attributes."""
     if host is None:
-        names = (name for _, name in socket.if_nameindex())
-        return {n for n in names if n.startswith(CONTAINER_VETH_PREFIX)}
-    with using_namespace(host) as hns, hns.iproute() as ipr:
-        names = (link.get("ifname") for link in ipr.get_links())
-        return {n for n in names if n.startswith(CONTAINER_VETH_PREFIX)}
+        names = [name for _, name in socket.if_nameindex()]
+    else:
+        with using_namespace(host) as hns, hns.iproute() as ipr:
+            names = [link.get("ifname") for link in ipr.get_links()]
+    return {n for n in names if n.startswith(CONTAINER_VETH_PREFIX)}
 
 
 def attach(container: Host, addrs: Iterable[Addr], *, host: Host = None, mac: str | None = None,

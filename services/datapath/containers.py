@@ -299,7 +299,7 @@ class Containers:
     async def reconcile(self) -> None:
         """Forget containers whose namespace has gone (their veth went with it)."""
         async with self.lock:
-            # (in this thread's namespace: no worker thread woken every few seconds)
+            # (in our own namespace a cheap call: no worker thread woken every few seconds)
             ports = att.host_ports() if self.host is None else await asyncio.to_thread(att.host_ports, self.host)
             for rec in [r for r in self.records.containers.values() if att.host_ifname_for(r.netns_inode) not in ports]:
                 if not await asyncio.to_thread(_alive, rec):

@@ -12,11 +12,12 @@ from weavectl.supervisor import Proc, Supervisor
 
 class FlakyForks:
     """Refuses the first fork as the kernel would; then 'forks' processes that exit
-    when told to."""
+    when told to. `forked` is set at each successful fork."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.exits: list[asyncio.Future] = []
+        self.forked = asyncio.Event()
 
     async def spawn(self, name, module, env, log_path):
         self.calls += 1
@@ -24,14 +25,12 @@ class FlakyForks:
             raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
         fut = asyncio.get_running_loop().create_future()
         self.exits.append(fut)
+        self.forked.set()
         return forkserver.ForkedProcess(2 ** 22 + self.calls, fut)  # (never signalled)
 
-
-async def _until(cond, timeout=5.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    async def next_fork(self) -> None:
+        await asyncio.wait_for(self.forked.wait(), 5)
+        self.forked.clear()
 
 
 async def test_a_fork_refused_by_the_kernel_is_tried_again_after_the_backoff(tmp_path, monkeypatch, caplog):
@@ -40,12 +39,12 @@ async def test_a_fork_refused_by_the_kernel_is_tried_again_after_the_backoff(tmp
     sup = Supervisor(LaunchConfig(state_dir=tmp_path), forks)  # type: ignore[arg-type]
     proc = Proc("gossip", [], "services.gossip.service")
     watch = asyncio.create_task(sup._watch(proc))
-    await _until(lambda: forks.calls == 2)
-    assert proc.state == "starting" and proc.pid == 2 ** 22 + 2
+    await forks.next_fork()
+    assert forks.calls == 2 and proc.state == "starting" and proc.pid == 2 ** 22 + 2
     assert "cannot start gossip: [Errno 11] Resource temporarily unavailable" in caplog.text
     forks.exits[-1].set_result(-9)  # and a crash after that is restarted as before
-    await _until(lambda: forks.calls == 3)
-    assert proc.restarts == 1
+    await forks.next_fork()
+    assert forks.calls == 3 and proc.restarts == 1
     sup.stopping.set()
     forks.exits[-1].set_result(0)
     await asyncio.wait_for(watch, 5)
