@@ -16,6 +16,9 @@ gives launch-to-full-mesh.
     .venv/bin/python -m bench.footprint [--idle 30] [--json]
     .venv/bin/python -m bench.footprint --soak 600    # churn attach/detach + DNS queries;
                                                       # PSS per process each minute
+    .venv/bin/python -m bench.footprint --merge-pages [--ksm-sleep-ms 200]
+                                 # launched --merge-pages: PSS before and after the machine's
+                                 # ksmd merged the pages, and ksmd's CPU next to the stack's
 """
 from __future__ import annotations
 
@@ -117,9 +120,9 @@ def children_cpu_s(pid: int) -> float:
     return (int(stat[13]) + int(stat[14])) / CLK_TCK
 
 
-def launch_and_measure_start(tb: Testbed, h) -> dict:
+def launch_and_measure_start(tb: Testbed, h, extra: tuple[str, ...] = ()) -> dict:
     """`weave launch` on h, timed; CPU of the stack's processes (and the CLI) until healthy."""
-    argv = ["ip", "netns", "exec", h.ns, *_weave(tb, h, tb.launch_args(h, launch_args=("--no-scope",)))]
+    argv = ["ip", "netns", "exec", h.ns, *_weave(tb, h, tb.launch_args(h, launch_args=("--no-scope", *extra)))]
     started = time.monotonic()
     before = os.times()
     subprocess.run(argv, check=True, capture_output=True, timeout=120)
@@ -174,12 +177,12 @@ def idle(state_dirs: list[Path], seconds: float) -> list[dict[str, dict]]:
     return out
 
 
-def build(root: Path) -> tuple[Testbed, list[dict]]:
+def build(root: Path, extra: tuple[str, ...] = ()) -> tuple[Testbed, list[dict]]:
     tb = Testbed(root, prefix=f"wfp{os.getpid() % 1000}")
     tb.up(2, launch=False)
     starts = []
     for h in tb.hosts:
-        starts.append(launch_and_measure_start(tb, h))
+        starts.append(launch_and_measure_start(tb, h, extra))
     for h in tb.hosts:
         tb.weave(h, "connect", *[o.addr for o in tb.hosts if o is not h])
     for h in tb.hosts:
@@ -254,14 +257,73 @@ def soak(tb: Testbed, seconds: float) -> None:
             print(f"growth after the first minute ({label}): " + ", ".join(f"{k} {g:+.1f}%" for k, g in growth.items()))
 
 
+KSM = Path("/sys/kernel/mm/ksm")
+
+
+def _ksm(name: str) -> str:
+    return (KSM / name).read_text().strip()
+
+
+def _ksmd_s() -> float:
+    """CPU time of the kernel's ksmd thread, in seconds."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _safe(lambda p: (entry / "comm").read_text().strip(), 0, "") == "ksmd":
+            return run_s(int(entry.name))
+    raise SystemExit("no ksmd thread: this kernel has no KSM")
+
+
+def merged(tb: Testbed, seconds: float, sleep_ms: int | None) -> None:
+    """--merge-pages: both hosts launched with it; PSS per host before ksmd runs and after
+    two whole scans of it (ksmd merges a page it has seen unchanged on two scans; its
+    count of full scans is bumped when its cursor wraps, which may happen at once, so it
+    waits for three), then idle CPU with ksmd's own next to the stack's. ksmd is the
+    machine's (/sys/kernel/mm/ksm): it is turned on for the measurement, then put back
+    as it was (pages merged meanwhile stay merged until written)."""
+    dirs = [Path(h.state_dir) for h in tb.hosts]
+    before = [snapshot(d) for d in dirs]
+    saved = {name: _ksm(name) for name in ("run", "sleep_millisecs")}
+    scans = int(_ksm("full_scans"))
+    started = time.monotonic()
+    try:
+        if sleep_ms is not None:
+            (KSM / "sleep_millisecs").write_text(str(sleep_ms))
+        (KSM / "run").write_text("1")
+        while int(_ksm("full_scans")) < scans + 3 and time.monotonic() - started < 1200:
+            time.sleep(0.5)
+        merge_s = time.monotonic() - started
+        ksmd0 = _ksmd_s()
+        per_host = idle(dirs, seconds)
+        ksmd_s = _ksmd_s() - ksmd0
+        sharing = int(_ksm("pages_sharing"))
+    finally:
+        for name in ("sleep_millisecs", "run"):
+            (KSM / name).write_text(saved[name])
+    pss = [sum(p["pss_kb"] for p in host.values()) / 1024 for host in before]
+    after = [sum(p["pss_kb"] for p in host.values()) / 1024 for host in per_host]
+    idle_cpu = [sum(p["idle_cpu_s"] for p in host.values()) * 30 / seconds for host in per_host]
+    ksmd_per_host = ksmd_s * 30 / seconds / len(dirs)  # (it scanned both hosts' processes, nothing else asked)
+    print(f"weave launch --merge-pages, 2 hosts; ksmd at sleep_millisecs={sleep_ms or saved['sleep_millisecs']}, "
+          f"pages_to_scan={_ksm('pages_to_scan')}: its scans took {merge_s:.0f} s, {sharing} pages merged")
+    print(f"{'per host':<40}{'goal':>8}" + "".join(f"{'h' + str(i + 1):>10}" for i in range(len(dirs))))
+    print(f"{'PSS before ksmd ran (MB)':<40}{'':>8}" + "".join(f"{v:>10.1f}" for v in pss))
+    print(f"{'PSS after ksmd scanned them (MB)':<40}{GOAL['pss_mb']:>8}" + "".join(f"{v:>10.1f}" for v in after))
+    print(f"{'idle CPU of the stack (s per 30 s)':<40}{'':>8}" + "".join(f"{v:>10.3f}" for v in idle_cpu))
+    print(f"{'+ ksmd, half of its CPU (s per 30 s)':<40}{GOAL['idle_cpu_s_per_30s']:>8}"
+          + "".join(f"{v + ksmd_per_host:>10.3f}" for v in idle_cpu))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle measurement")
     ap.add_argument("--soak", type=float, default=0.0, help="seconds of attach/detach + DNS churn instead")
+    ap.add_argument("--merge-pages", action="store_true", help="launch with --merge-pages and measure with the "
+                    "machine's ksmd on (turned on for the run, then put back)")
+    ap.add_argument("--ksm-sleep-ms", type=int, help="ksmd's pause between batches for --merge-pages "
+                    "(default: the machine's setting)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        tb, starts = build(Path(tmp))
+        tb, starts = build(Path(tmp), ("--merge-pages",) if args.merge_pages else ())
         try:
             deadline = time.monotonic() + 30
             while not established(tb) and time.monotonic() < deadline:
@@ -270,6 +332,9 @@ def main() -> None:
                 soak(tb, args.soak)
                 return
             time.sleep(5)  # let start-up work (first gossip, consensus) finish
+            if args.merge_pages:
+                merged(tb, args.idle, args.ksm_sleep_ms)
+                return
             per_host = idle([Path(h.state_dir) for h in tb.hosts], args.idle)
             rep = report(starts, per_host, args.idle)
             print(json.dumps(rep, indent=1)) if args.json else print_report(rep)

@@ -71,6 +71,11 @@ class LaunchConfig(BaseModel):
     dns_ttl: int = Field(1, description="TTL of weaveDNS answers, seconds (Weave --dns-ttl).")
     conn_limit: int = Field(200, description="Max mesh connections; 0 = unlimited (Weave --conn-limit).")
     no_discovery: bool = Field(False, description="Do not dial peers learnt from gossip (Weave --no-discovery).")
+    merge_pages: bool = Field(False, description="Let the kernel merge identical memory pages of the stack's "
+                              "processes (KSM, shared/memory.py): about a fifth less memory per host while the host's "
+                              "ksmd runs, which costs CPU of its own. Not a Weave Net flag. Taken by the supervisor "
+                              "(weave launch, --foreground), whose processes inherit it; compose and Kubernetes, "
+                              "which start each service themselves, do not take it.")
     trusted_subnets: tuple[str, ...] = Field((), description="CIDRs whose peers get unencrypted overlays.")
     datapath: Literal["sleeve", "fastpath", "auto"] = Field("auto", description="Overlays this host may use.")
     bus_port: int = Field(6785, description="Loopback port of this host's nats-server.")

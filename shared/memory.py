@@ -1,4 +1,5 @@
-"""Free memory given back to the system after a burst of work in worker threads.
+"""Memory: free pages given back after a burst of work in worker threads, and identical
+pages merged by the kernel when the operator asks for it (`weave launch --merge-pages`).
 
 glibc gives each thread that allocates its own malloc arena, and frees into an arena do
 not go back to the system on their own: the datapath's netlink work (pyroute2 in
@@ -9,13 +10,27 @@ allocations flat (tracemalloc). `malloc_trim(0)` returns their free pages.
 `TrimmingExecutor` is the event loop's default executor in every service
 (shared/service.py): when work it ran finishes, a trim is scheduled TRIM_DELAY_S later
 (one at a time), so a burst costs one trim and an idle process is never woken for it.
+
+`merge_pages()` (`weave launch --merge-pages`): each Python process of the stack holds
+about 11 MB of pages copied from the supervisor's preloaded heap, most of them identical
+or nearly so in every process (a reference count raised and dropped: docs/decisions.md,
+"What a host's stack costs at rest"). The kernel's same-page merging (KSM) folds
+identical pages back into one. `prctl(PR_SET_MEMORY_MERGE)` (Linux 6.4) asks for it for
+all of a process's memory, and the kernel keeps it for every process it forks or execs,
+so the supervisor asking covers the whole stack, nats-server too. The merging itself is
+done by the kernel's ksmd, which the host runs or not (/sys/kernel/mm/ksm/run = 1): a
+setting for the whole machine, with a CPU cost of its own (it scans the pages), so weave
+never turns it on; `merge_pages_problem()` says when it is off.
 """
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import logging
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 TRIM_DELAY_S = 2.0
@@ -61,3 +76,53 @@ class TrimmingExecutor(ThreadPoolExecutor):
         self._pending = None
         self._trim(0)
         self.trims += 1
+
+
+PR_SET_MEMORY_MERGE = 67
+PR_GET_MEMORY_MERGE = 68
+KSM_RUN = Path("/sys/kernel/mm/ksm/run")
+
+
+def merge_pages() -> str | None:
+    """Let the kernel merge this process's identical pages with others' (KSM), and those
+    of every process it starts from now on. None when done, else why not."""
+    code, err = _prctl(PR_SET_MEMORY_MERGE, 1)
+    if code == 0:
+        return None
+    return _no_merging(err)
+
+
+def merging_pages() -> bool:
+    """Whether this process's pages may be merged (it or its parent called merge_pages)."""
+    return _prctl(PR_GET_MEMORY_MERGE, 0)[0] == 1
+
+
+def merge_pages_problem(ksm_run: Path = KSM_RUN) -> str | None:
+    """What keeps `--merge-pages` from saving memory on this host, or None: a kernel
+    without KSM or without PR_SET_MEMORY_MERGE (6.4), or ksmd not running."""
+    code, err = _prctl(PR_GET_MEMORY_MERGE, 0)
+    if code < 0:
+        return _no_merging(err)
+    try:
+        run = ksm_run.read_text().strip()
+    except OSError:
+        return "this kernel has no KSM (/sys/kernel/mm/ksm): pages are not merged"
+    if run != "1":
+        return (f"the kernel's page merging (ksmd) is off here ({ksm_run} is {run}): the stack's pages "
+                f"will merge once the host turns it on (echo 1 > {ksm_run}; ksmd's scanning costs CPU)")
+    return None
+
+
+def _no_merging(err: int) -> str:
+    if err == errno.EINVAL:
+        return "this kernel cannot merge a process's pages (PR_SET_MEMORY_MERGE needs Linux 6.4 with KSM)"
+    return f"page merging refused: {os.strerror(err)}"
+
+
+def _prctl(option: int, arg: int) -> tuple[int, int]:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        code = libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    except (OSError, AttributeError):  # no libc prctl
+        return -1, errno.ENOSYS
+    return code, ctypes.get_errno() if code < 0 else 0

@@ -112,6 +112,9 @@ def _add_launch(sub: argparse._SubParsersAction, options: bool = True) -> None:
     p.add_argument("--trusted-subnets", default=",".join(d["trusted_subnets"]),
                    help="comma-separated CIDRs of trusted peers")
     p.add_argument("--datapath", choices=choices["datapath"], default=d["datapath"], help="overlays this host may use")
+    p.add_argument("--merge-pages", action="store_true", default=d["merge_pages"],
+                   help="let the kernel merge the stack's identical memory pages (KSM; saves memory while the "
+                        "host runs ksmd, /sys/kernel/mm/ksm/run = 1)")
     p.add_argument("--docker-host", default=d["docker_host"], metavar="URL",
                    help="this host's Docker engine (default DOCKER_HOST, else /var/run/docker.sock if there): "
                         "runs the Docker network plugin, names Docker containers in attach/ps/dns-add")
@@ -216,7 +219,7 @@ def launch_config(args: argparse.Namespace):
         dns_listen_address=args.dns_listen_address, dns_domain=args.dns_domain, dns_ttl=args.dns_ttl,
         no_scope=args.no_scope, scope_listen=args.scope_listen, scope_targets=tuple(args.scope_targets),
         scope_token=args.scope_token or None, scope_controls=args.scope_controls, conn_limit=args.conn_limit,
-        no_discovery=args.no_discovery,
+        no_discovery=args.no_discovery, merge_pages=args.merge_pages,
         trusted_subnets=tuple(s for s in args.trusted_subnets.split(",") if s), datapath=args.datapath,
         bus_port=args.bus_port, otlp_endpoint=args.otlp_endpoint, profile=args.profile,
         docker_host=None if args.no_docker else engine_url(args.docker_host),
@@ -256,6 +259,8 @@ def launch_in_supervisor(argv: list[str]) -> int:
         return exc.code
     print(f"weave launched on {reply['host']} in {seconds:.2f} s: "
           + ", ".join(p["name"] for p in reply["processes"]))
+    for note in reply.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 

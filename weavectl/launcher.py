@@ -170,7 +170,8 @@ class UsageError(Exception):
 def accept_launch(ready_fd: int, argv: list[str], parse, configure) -> "LaunchConfig":
     """The supervisor's side of `launch`: parse `argv` (`parse`, argparse), build the
     LaunchConfig (`configure(args)`), check nothing runs there, write the host's state,
-    and say so on `ready_fd` as the first line ({"accepted": {...}}); or say why not
+    and say so on `ready_fd` as the first line ({"accepted": {...}}, with the notes of
+    `launch_notes`); or say why not
     ({"usage": text, "code": 2} or {"error", "hint"}) and exit."""
     import contextlib
     import io
@@ -205,8 +206,20 @@ def accept_launch(ready_fd: int, argv: list[str], parse, configure) -> "LaunchCo
         say({"error": reason, "hint": hint})
         sys.exit(1)
     say({"accepted": {"state_dir": str(cfg.state_dir), "log_dir": str(cfg.log_dir),
-                      "timeout": args.launch_timeout}})
+                      "timeout": args.launch_timeout, "notes": launch_notes(cfg)}})
     return cfg
+
+
+def launch_notes(cfg: "LaunchConfig") -> list[str]:
+    """What `weave launch` tells the operator about this launch besides the stack: an
+    option that will do nothing on this host yet, and why."""
+    if cfg.merge_pages:
+        from shared.memory import merge_pages_problem
+
+        problem = merge_pages_problem()
+        if problem:
+            return [f"--merge-pages: {problem}"]
+    return []
 
 
 def _write_token(state_dir: Path) -> None:
@@ -223,7 +236,8 @@ def wait_ready(pipe: "ReadyPipe") -> dict:
     `accept_launch`), then its process table (a ServicesReply in JSON per line, each time
     it changes) until every process is running and healthy; return that one. The CLI
     needs no bus client for this, nor pydantic (plain JSON); EOF before it means the
-    supervisor exited. On a timeout or an early exit the stack is stopped."""
+    supervisor exited. On a timeout or an early exit the stack is stopped. The table
+    returned carries the launch's "notes" too."""
     first = pipe.line(ACCEPT_TIMEOUT_S)
     if first is None:
         raise LaunchError("the supervisor " + ("exited before it took" if pipe.eof else
@@ -245,7 +259,7 @@ def wait_ready(pipe: "ReadyPipe") -> dict:
                 break
             last = reply
             if all(p["healthy"] for p in last["processes"]):
-                return last
+                return {**last, "notes": accepted.get("notes", [])}
         if pipe.eof:
             raise LaunchError("the supervisor exited during launch",
                               f"see {log_dir / 'supervisor.log'}:\n{_tail(log_dir / 'supervisor.log')}")

@@ -363,6 +363,16 @@ def _accept_launch(argv: list[str], state_dir: Path, ready_fd: int) -> LaunchCon
     return cfg
 
 
+def _merge_pages() -> None:
+    from shared.memory import merge_pages, merge_pages_problem
+
+    problem = merge_pages() or merge_pages_problem()
+    if problem:
+        log.warning("--merge-pages: %s", problem)
+    else:
+        log.info("--merge-pages: the stack's identical pages are merged by the kernel (KSM)")
+
+
 def _supervise(launch: LaunchConfig, forks: "forkserver.Forker | None", ready_fd: int | None = None) -> int:
     setup_tracing("supervisor", host=launch.nickname, trace_dir=launch.trace_dir, endpoint=launch.otlp_endpoint)
     asyncio.run(Supervisor(launch, forks, ready_fd).run())
@@ -381,6 +391,8 @@ def main(argv: list[str] | None = None) -> None:
         _accept_launch(json.loads(sys.stdin.buffer.read() or b"[]"), args.state_dir, args.ready_fd)
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
+    if launch.merge_pages:  # before the preload: every process forked or exec'd from here inherits it
+        _merge_pages()
     if not FORK:
         from weavectl import compiled_once
 
