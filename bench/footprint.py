@@ -16,13 +16,15 @@ gives launch-to-full-mesh.
     .venv/bin/python -m bench.footprint [--idle 30] [--json]
     .venv/bin/python -m bench.footprint --soak 600    # churn attach/detach + DNS queries;
                                                       # PSS per process each minute
-    .venv/bin/python -m bench.footprint --merge-pages [--ksm-sleep-ms 200]
+    .venv/bin/python -m bench.footprint --merge-pages [--ksm-sleep-ms 200] [--soak 600]
                                  # launched --merge-pages: PSS before and after the machine's
                                  # ksmd merged the pages, and ksmd's CPU next to the stack's
+                                 # (or the soak, ksmd on)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -272,38 +274,53 @@ def _ksmd_s() -> float:
     raise SystemExit("no ksmd thread: this kernel has no KSM")
 
 
-def merged(tb: Testbed, seconds: float, sleep_ms: int | None) -> None:
-    """--merge-pages: both hosts launched with it; PSS per host before ksmd runs and after
-    two whole scans of it (ksmd merges a page it has seen unchanged on two scans; its
-    count of full scans is bumped when its cursor wraps, which may happen at once, so it
-    waits for three), then idle CPU with ksmd's own next to the stack's. ksmd is the
-    machine's (/sys/kernel/mm/ksm): it is turned on for the measurement, then put back
-    as it was (pages merged meanwhile stay merged until written)."""
-    dirs = [Path(h.state_dir) for h in tb.hosts]
-    before = [snapshot(d) for d in dirs]
+@contextlib.contextmanager
+def ksmd_on(sleep_ms: int | None):
+    """The machine's ksmd running (at `sleep_ms` between batches, if given) for the
+    block, then put back as it was (pages merged meanwhile stay merged until written)."""
     saved = {name: _ksm(name) for name in ("run", "sleep_millisecs")}
-    scans = int(_ksm("full_scans"))
-    started = time.monotonic()
     try:
         if sleep_ms is not None:
             (KSM / "sleep_millisecs").write_text(str(sleep_ms))
         (KSM / "run").write_text("1")
-        while int(_ksm("full_scans")) < scans + 3 and time.monotonic() - started < 1200:
-            time.sleep(0.5)
-        merge_s = time.monotonic() - started
-        ksmd0 = _ksmd_s()
-        per_host = idle(dirs, seconds)
-        ksmd_s = _ksmd_s() - ksmd0
-        sharing = int(_ksm("pages_sharing"))
+        yield
     finally:
         for name in ("sleep_millisecs", "run"):
             (KSM / name).write_text(saved[name])
+
+
+def wait_merged() -> float:
+    """Seconds until ksmd has scanned everything twice: it merges a page it has seen
+    unchanged on two scans, and its count of full scans is bumped when its cursor wraps,
+    which may happen at once, so this waits for three."""
+    scans, started = int(_ksm("full_scans")), time.monotonic()
+    while int(_ksm("full_scans")) < scans + 3 and time.monotonic() - started < 1200:
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def merged(tb: Testbed, seconds: float, sleep_ms: int | None, soak_s: float) -> None:
+    """--merge-pages: both hosts launched with it; PSS per host before ksmd runs and once
+    it has merged, then idle CPU with ksmd's own next to the stack's (or, with --soak,
+    the soak with ksmd on). ksmd is the machine's (/sys/kernel/mm/ksm): it is turned on
+    for the measurement, then put back."""
+    dirs = [Path(h.state_dir) for h in tb.hosts]
+    before = [snapshot(d) for d in dirs]
+    with ksmd_on(sleep_ms):
+        merge_s = wait_merged()
+        print(f"weave launch --merge-pages, 2 hosts; ksmd at sleep_millisecs={_ksm('sleep_millisecs')}, "
+              f"pages_to_scan={_ksm('pages_to_scan')}: its scans took {merge_s:.0f} s, "
+              f"{_ksm('pages_sharing')} pages merged", flush=True)
+        if soak_s:
+            soak(tb, soak_s)
+            return
+        ksmd0 = _ksmd_s()
+        per_host = idle(dirs, seconds)
+        ksmd_s = _ksmd_s() - ksmd0
     pss = [sum(p["pss_kb"] for p in host.values()) / 1024 for host in before]
     after = [sum(p["pss_kb"] for p in host.values()) / 1024 for host in per_host]
     idle_cpu = [sum(p["idle_cpu_s"] for p in host.values()) * 30 / seconds for host in per_host]
     ksmd_per_host = ksmd_s * 30 / seconds / len(dirs)  # (it scanned both hosts' processes, nothing else asked)
-    print(f"weave launch --merge-pages, 2 hosts; ksmd at sleep_millisecs={sleep_ms or saved['sleep_millisecs']}, "
-          f"pages_to_scan={_ksm('pages_to_scan')}: its scans took {merge_s:.0f} s, {sharing} pages merged")
     print(f"{'per host':<40}{'goal':>8}" + "".join(f"{'h' + str(i + 1):>10}" for i in range(len(dirs))))
     print(f"{'PSS before ksmd ran (MB)':<40}{'':>8}" + "".join(f"{v:>10.1f}" for v in pss))
     print(f"{'PSS after ksmd scanned them (MB)':<40}{GOAL['pss_mb']:>8}" + "".join(f"{v:>10.1f}" for v in after))
@@ -328,13 +345,14 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while not established(tb) and time.monotonic() < deadline:
                 time.sleep(0.2)
+            if args.merge_pages:
+                time.sleep(5)  # let start-up work (first gossip, consensus) finish
+                merged(tb, args.idle, args.ksm_sleep_ms, args.soak)
+                return
             if args.soak:
                 soak(tb, args.soak)
                 return
             time.sleep(5)  # let start-up work (first gossip, consensus) finish
-            if args.merge_pages:
-                merged(tb, args.idle, args.ksm_sleep_ms)
-                return
             per_host = idle([Path(h.state_dir) for h in tb.hosts], args.idle)
             rep = report(starts, per_host, args.idle)
             print(json.dumps(rep, indent=1)) if args.json else print_report(rep)
