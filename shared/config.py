@@ -74,8 +74,8 @@ class LaunchConfig(BaseModel):
     merge_pages: bool = Field(False, description="Let the kernel merge identical memory pages of the stack's "
                               "processes (KSM, shared/memory.py): about a fifth less memory per host while the host's "
                               "ksmd runs, which costs CPU of its own. Not a Weave Net flag. Taken by the supervisor "
-                              "(weave launch, --foreground), whose processes inherit it; compose and Kubernetes, "
-                              "which start each service themselves, do not take it.")
+                              "(weave launch, --foreground: systemd, the Kubernetes DaemonSet's WEAVE_MERGE_PAGES=1), "
+                              "whose processes inherit it; compose, which starts each service itself, does not.")
     trusted_subnets: tuple[str, ...] = Field((), description="CIDRs whose peers get unencrypted overlays.")
     datapath: Literal["sleeve", "fastpath", "auto"] = Field("auto", description="Overlays this host may use.")
     bus_port: int = Field(6785, description="Loopback port of this host's nats-server.")

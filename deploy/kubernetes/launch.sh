@@ -37,6 +37,8 @@ set -- --state-dir "$WEAVE_STATE_DIR" launch --foreground \
   --nickname "$NODE" --ipalloc-range "$IPALLOC_RANGE" --ipalloc-init "$IPALLOC_INIT" --conn-limit "$CONN_LIMIT" \
   --no-dns
 if [ -n "${WEAVE_NO_FASTDP:-}" ]; then set -- "$@" --datapath sleeve; fi
+# (not a Weave Net variable) the kernel merges the stack's identical pages, if the node runs ksmd
+if [ -n "${WEAVE_MERGE_PAGES:-}" ]; then set -- "$@" --merge-pages; fi
 if [ -n "${WEAVE_OTLP_ENDPOINT:-}" ]; then set -- "$@" --otlp-endpoint "$WEAVE_OTLP_ENDPOINT"; fi
 # WEAVE_PASSWORD is read from the environment by `weave launch`.
 # shellcheck disable=SC2086

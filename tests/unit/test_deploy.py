@@ -101,7 +101,8 @@ def test_daemonset_speaks_weave_nets_environment():
     ds = next(d for d in manifest_docs() if d["kind"] == "DaemonSet")
     container = ds["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"] for e in container["env"]}
-    assert {"IPALLOC_RANGE", "CONN_LIMIT", "IPALLOC_INIT", "WEAVE_PASSWORD", "WEAVE_NO_FASTDP"} <= env
+    assert {"IPALLOC_RANGE", "CONN_LIMIT", "IPALLOC_INIT", "WEAVE_PASSWORD", "WEAVE_NO_FASTDP",
+            "WEAVE_MERGE_PAGES"} <= env
     assert "KUBE_PEERS" not in env, "the peers come from the API server"
     assert container["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/status/kube-peers",
                                                       "port": 6784}
@@ -191,7 +192,15 @@ def test_kube_launch_script_with_peers_and_ipalloc_init_given(tmp_path):
     assert out.returncode == 0, out.stderr
     joined = " ".join(out.stdout.split("\n"))
     assert "--ipalloc-init observer" in joined and "--conn-limit 30" in joined and "10.0.0.7 10.0.0.8" in joined
+    assert "--merge-pages" not in joined and "--datapath" not in joined
     assert not any("kube-peers list" in c for c in calls)
+
+
+def test_kube_launch_script_merges_pages_when_asked(tmp_path):
+    out, _ = kube_launch(tmp_path, KUBE_PEERS="10.0.0.7", WEAVE_MERGE_PAGES="1")
+    assert out.returncode == 0, out.stderr
+    args = out.stdout.split("\n")
+    assert "--merge-pages" in args and args.index("--merge-pages") < args.index("10.0.0.7")
 
 
 def test_kube_launch_script_fails_without_peers(tmp_path):
