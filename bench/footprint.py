@@ -260,6 +260,7 @@ def soak(tb: Testbed, seconds: float) -> None:
 
 
 KSM = Path("/sys/kernel/mm/ksm")
+MERGE_TIMEOUT_S = 1200.0
 
 
 def _ksm(name: str) -> str:
@@ -269,7 +270,7 @@ def _ksm(name: str) -> str:
 def _ksmd_s() -> float:
     """CPU time of the kernel's ksmd thread, in seconds."""
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _safe(lambda p: (entry / "comm").read_text().strip(), 0, "") == "ksmd":
+        if entry.name.isdigit() and _comm(int(entry.name)) == "ksmd":
             return run_s(int(entry.name))
     raise SystemExit("no ksmd thread: this kernel has no KSM")
 
@@ -294,7 +295,9 @@ def wait_merged() -> float:
     unchanged on two scans, and its count of full scans is bumped when its cursor wraps,
     which may happen at once, so this waits for three."""
     scans, started = int(_ksm("full_scans")), time.monotonic()
-    while int(_ksm("full_scans")) < scans + 3 and time.monotonic() - started < 1200:
+    while int(_ksm("full_scans")) < scans + 3:
+        if time.monotonic() - started > MERGE_TIMEOUT_S:
+            raise SystemExit(f"ksmd did not finish its scans in {MERGE_TIMEOUT_S:.0f} s (try a smaller --ksm-sleep-ms)")
         time.sleep(0.5)
     return time.monotonic() - started
 
@@ -345,14 +348,13 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while not established(tb) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if args.merge_pages:
-                time.sleep(5)  # let start-up work (first gossip, consensus) finish
-                merged(tb, args.idle, args.ksm_sleep_ms, args.soak)
-                return
-            if args.soak:
+            if args.soak and not args.merge_pages:
                 soak(tb, args.soak)
                 return
             time.sleep(5)  # let start-up work (first gossip, consensus) finish
+            if args.merge_pages:
+                merged(tb, args.idle, args.ksm_sleep_ms, args.soak)
+                return
             per_host = idle([Path(h.state_dir) for h in tb.hosts], args.idle)
             rep = report(starts, per_host, args.idle)
             print(json.dumps(rep, indent=1)) if args.json else print_report(rep)

@@ -92,11 +92,6 @@ def merge_pages() -> str | None:
     return _no_merging(err)
 
 
-def merging_pages() -> bool:
-    """Whether this process's pages may be merged (it or its parent called merge_pages)."""
-    return _prctl(PR_GET_MEMORY_MERGE, 0)[0] == 1
-
-
 def merge_pages_problem(ksm_run: Path = KSM_RUN) -> str | None:
     """What keeps `--merge-pages` from saving memory on this host, or None: a kernel
     without KSM or without PR_SET_MEMORY_MERGE (6.4), or ksmd not running."""
