@@ -3,7 +3,10 @@
 On a 2-host testbed (each host a network namespace running `weave launch --no-scope`,
 connected to the other, one container attached on each), per host:
 - PSS and private (unshared) memory of every process of the stack (supervisor,
-  nats-server, each service), from /proc/<pid>/smaps_rollup;
+  nats-server, each service), from /proc/<pid>/smaps_rollup; and the host's PSS were it
+  the machine's only stack: PSS splits a file page (nats-server's binary, libpython,
+  shared libraries) among the two hosts' processes, which a node does not (pagemap and
+  kpagecount give each page's mappings);
 - CPU while idle over `--idle` seconds (each thread's run time, in nanoseconds), and wake-ups per second
   (voluntary context switches), per process;
 - CPU to start the stack: the CPU time of every stack process from `weave launch` until
@@ -24,10 +27,13 @@ gives launch-to-full-mesh.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
 import os
+import struct
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +41,8 @@ from pathlib import Path
 from weavectl.testbed import Testbed
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PFN_MASK = (1 << 55) - 1
 GO = {"pss_mb": 49.0, "idle_cpu_s_per_30s": 0.03, "start_cpu_s": 0.07, "launch_to_mesh_s": 0.62}
 GOAL = {"pss_mb": 100.0, "idle_cpu_s_per_30s": 0.10, "start_cpu_s": 0.6, "launch_to_mesh_s": 1.5}
 
@@ -82,6 +90,62 @@ def memory_kb(pid: int) -> tuple[int, int]:
         key, value = line.split(":", 1)
         fields[key] = int(value.split()[0])
     return fields["Pss"], fields["Private_Clean"] + fields["Private_Dirty"]
+
+
+def page_frames(pid: int) -> list[int]:
+    """The physical frame of every resident page `pid` maps, one entry per mapping
+    (/proc/<pid>/pagemap; frame numbers need root)."""
+    frames = []
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+            fields = line.split()
+            if fields[-1] == "[vsyscall]":  # not in the page tables
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            pagemap.seek(start // PAGE * 8)
+            for (entry,) in struct.iter_unpack("<Q", pagemap.read((end - start) // PAGE * 8)):
+                if entry >> 63:  # present
+                    frames.append(entry & PFN_MASK)
+    return frames
+
+
+def alone_extra_kb(host: list[int], others: list[int], mapcount) -> float:
+    """What a host's PSS leaves out because the testbed's other hosts map the same pages:
+    its file pages (nats-server's binary, libpython, shared libraries) are split with the
+    other hosts' stacks, which a node running one stack does not have. For each page of
+    `host` (frames, one per mapping) also in `others`, the share it would have with the
+    others gone, 1 / (mapcount - their mappings), less the share PSS gave it, 1 / mapcount.
+    `mapcount(frame)` is the kernel's count of mappings of that page."""
+    theirs = collections.Counter(others)
+    extra = 0.0
+    for frame in host:
+        j = theirs.get(frame, 0)
+        if not j:
+            continue
+        total = mapcount(frame)
+        if total > j:  # (else not a page PSS counts, e.g. the zero page)
+            extra += 1 / (total - j) - 1 / total
+    return extra * PAGE / 1024
+
+
+def kpagecount():
+    """mapcount(frame) from /proc/kpagecount, as alone_extra_kb wants it."""
+    f = open("/proc/kpagecount", "rb")
+
+    def mapcount(frame: int) -> int:
+        f.seek(frame * 8)
+        return struct.unpack("<Q", f.read(8))[0]
+    return f, mapcount
+
+
+def alone_pss_mb(state_dirs: list[Path], pss_mb: list[float]) -> list[float]:
+    """Each host's PSS as if it were the only stack on the machine (see alone_extra_kb)."""
+    frames = [[fr for pid in stack_pids(d).values() for fr in _safe(page_frames, pid, [])] for d in state_dirs]
+    f, mapcount = kpagecount()
+    with f:
+        return [round(pss + alone_extra_kb(mine, [fr for j, fs in enumerate(frames) if j != i for fr in fs],
+                                           mapcount) / 1024, 1)
+                for i, (mine, pss) in enumerate(zip(frames, pss_mb))]
 
 
 def cpu_s(pid: int) -> float:
@@ -179,6 +243,31 @@ def idle(state_dirs: list[Path], seconds: float) -> list[dict[str, dict]]:
     return out
 
 
+BARE_LOOP = """
+import asyncio, sys
+async def main():
+    print("ready", flush=True)
+    while True:
+        await asyncio.sleep(1.0)
+asyncio.run(main())
+"""
+
+
+@contextlib.contextmanager
+def bare_loop():
+    """A bare asyncio process that wakes once a second and does nothing else: the same
+    run's yardstick for idle CPU. On this shared machine a wake-up after a long sleep
+    costs ~0.3-1 ms of CPU (caches gone cold), 10-20x one after a short sleep, and the
+    cost moves from day to day; the stack's idle CPU is mostly its wake-ups."""
+    proc = subprocess.Popen([sys.executable, "-c", BARE_LOOP], stdout=subprocess.PIPE)
+    try:
+        proc.stdout.readline()
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def build(root: Path, extra: tuple[str, ...] = ()) -> tuple[Testbed, list[dict]]:
     tb = Testbed(root, prefix=f"wfp{os.getpid() % 1000}")
     tb.up(2, launch=False)
@@ -196,18 +285,24 @@ def established(tb: Testbed) -> bool:
     return all(" established " in tb.weave(h, "status", "connections", check=False).stdout for h in tb.hosts)
 
 
-def report(starts: list[dict], per_host: list[dict[str, dict]], seconds: float) -> dict:
+def pss_mb(procs: dict[str, dict]) -> float:
+    return sum(p["pss_kb"] for p in procs.values()) / 1024
+
+
+def report(starts: list[dict], per_host: list[dict[str, dict]], seconds: float, alone: list[float],
+           bare_s: float) -> dict:
     hosts = []
-    for start, procs in zip(starts, per_host):
+    for start, procs, pss_alone in zip(starts, per_host, alone):
         hosts.append({
             "start_wall_s": round(start["wall_s"], 2), "start_cpu_s": round(start["cpu_s"], 2),
-            "pss_mb": round(sum(p["pss_kb"] for p in procs.values()) / 1024, 1),
+            "pss_mb": round(pss_mb(procs), 1), "pss_alone_mb": pss_alone,
             "private_mb": round(sum(p["private_kb"] for p in procs.values()) / 1024, 1),
             "idle_cpu_s_per_30s": round(sum(p["idle_cpu_s"] for p in procs.values()) * 30 / seconds, 3),
+            "wakeups_per_s": round(sum(p["wakeups_per_s"] for p in procs.values()), 1),
             "processes": {n: {"pss_mb": round(p["pss_kb"] / 1024, 1), "private_mb": round(p["private_kb"] / 1024, 1),
                               "idle_cpu_s": round(p["idle_cpu_s"], 3), "wakeups_per_s": round(p["wakeups_per_s"], 1)}
                           for n, p in sorted(procs.items())}})
-    return {"idle_seconds": seconds, "hosts": hosts}
+    return {"idle_seconds": seconds, "hosts": hosts, "bare_loop_cpu_s_per_30s": round(bare_s * 30 / seconds, 3)}
 
 
 def print_report(rep: dict) -> None:
@@ -218,6 +313,14 @@ def print_report(rep: dict) -> None:
             ("CPU to start the stack (s)", "start_cpu_s")]
     for label, key in rows:
         print(f"{label:<34}{GO[key]:>14}{GOAL[key]:>8}" + "".join(f"{h[key]:>10}" for h in rep["hosts"]))
+        if key == "pss_mb":  # (the Go figure was taken with its peer on the same machine too)
+            print(f"{'  the same, were it the only stack':<34}{'':>14}{'':>8}"
+                  + "".join(f"{h['pss_alone_mb']:>10}" for h in rep["hosts"]))
+        if key == "idle_cpu_s_per_30s":
+            print(f"{'  wake-ups per second':<34}{'':>14}{'':>8}"
+                  + "".join(f"{h['wakeups_per_s']:>10}" for h in rep["hosts"]))
+            print(f"{'  beside: bare asyncio, 1 wake/s':<34}{'':>14}{'':>8}{rep['bare_loop_cpu_s_per_30s']:>10}"
+                  "  (same window: what a wake-up costs on this machine now)")
     print(f"{'private memory (MB)':<34}{'':>14}{'':>8}" + "".join(f"{h['private_mb']:>10}" for h in rep["hosts"]))
     print(f"{'weave launch to healthy (s)':<34}{'':>14}{'':>8}" + "".join(f"{h['start_wall_s']:>10}"
                                                                        for h in rep["hosts"]))
@@ -320,13 +423,15 @@ def merged(tb: Testbed, seconds: float, sleep_ms: int | None, soak_s: float) -> 
         ksmd0 = _ksmd_s()
         per_host = idle(dirs, seconds)
         ksmd_s = _ksmd_s() - ksmd0
-    pss = [sum(p["pss_kb"] for p in host.values()) / 1024 for host in before]
-    after = [sum(p["pss_kb"] for p in host.values()) / 1024 for host in per_host]
+    pss = [pss_mb(host) for host in before]
+    after = [pss_mb(host) for host in per_host]
+    after_alone = alone_pss_mb(dirs, after)
     idle_cpu = [sum(p["idle_cpu_s"] for p in host.values()) * 30 / seconds for host in per_host]
     ksmd_per_host = ksmd_s * 30 / seconds / len(dirs)  # (it scanned both hosts' processes, nothing else asked)
     print(f"{'per host':<40}{'goal':>8}" + "".join(f"{'h' + str(i + 1):>10}" for i in range(len(dirs))))
     print(f"{'PSS before ksmd ran (MB)':<40}{'':>8}" + "".join(f"{v:>10.1f}" for v in pss))
     print(f"{'PSS after ksmd scanned them (MB)':<40}{GOAL['pss_mb']:>8}" + "".join(f"{v:>10.1f}" for v in after))
+    print(f"{'  the same, were it the only stack':<40}{'':>8}" + "".join(f"{v:>10.1f}" for v in after_alone))
     print(f"{'idle CPU of the stack (s per 30 s)':<40}{'':>8}" + "".join(f"{v:>10.3f}" for v in idle_cpu))
     print(f"{'+ ksmd, half of its CPU (s per 30 s)':<40}{GOAL['idle_cpu_s_per_30s']:>8}"
           + "".join(f"{v + ksmd_per_host:>10.3f}" for v in idle_cpu))
@@ -355,8 +460,12 @@ def main() -> None:
             if args.merge_pages:
                 merged(tb, args.idle, args.ksm_sleep_ms, args.soak)
                 return
-            per_host = idle([Path(h.state_dir) for h in tb.hosts], args.idle)
-            rep = report(starts, per_host, args.idle)
+            dirs = [Path(h.state_dir) for h in tb.hosts]
+            with bare_loop() as bare:
+                bare0 = run_s(bare)
+                per_host = idle(dirs, args.idle)
+                bare_s = run_s(bare) - bare0
+            rep = report(starts, per_host, args.idle, alone_pss_mb(dirs, [pss_mb(p) for p in per_host]), bare_s)
             print(json.dumps(rep, indent=1)) if args.json else print_report(rep)
         finally:
             tb.down()

@@ -147,7 +147,8 @@ def test_launch_is_parsed_by_the_supervisor_and_keeps_the_password_off_command_l
     assert not [c for c in cmdlines if b"s3cret" in c], "the password is on a command line"
     assert json.loads((netns.state_dir / "launch.json").read_text())["password"] == "s3cret-on-no-cmdline"
     nats = json.loads((netns.state_dir / "processes.json").read_text())["processes"]["nats"]
-    assert b"GOGC=50" in Path(f"/proc/{nats}/environ").read_bytes().split(b"\0")  # its heap kept smaller
+    environ = Path(f"/proc/{nats}/environ").read_bytes().split(b"\0")
+    assert b"GOGC=50" in environ and b"GOMAXPROCS=1" in environ  # its heap kept smaller, one P
     assert netns.weave("stop").returncode == 0
     assert wait_all_dead(netns.pids()) == []
 

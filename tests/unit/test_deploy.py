@@ -234,3 +234,11 @@ def test_prepare_only_writes_state_without_starting_anything(tmp_path):
     assert {"launch.json", "bus.token", "nats.conf"} <= {p.name for p in state.iterdir()}
     assert "supervisor.pid" not in {p.name for p in state.iterdir()}
     assert oct((state / "bus.token").stat().st_mode & 0o777) == "0o600"
+
+
+def test_compose_runs_nats_server_with_the_supervisors_go_settings():
+    from weavectl.supervisor import NATS_ENV
+
+    doc = yaml.safe_load(compose("config").stdout)
+    env = doc["services"]["nats"]["environment"]
+    assert {k: env.get(k) for k in NATS_ENV} == NATS_ENV

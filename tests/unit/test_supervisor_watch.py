@@ -49,3 +49,11 @@ async def test_a_fork_refused_by_the_kernel_is_tried_again_after_the_backoff(tmp
     forks.exits[-1].set_result(0)
     await asyncio.wait_for(watch, 5)
     assert proc.state == "stopped"
+
+
+def test_nats_server_gets_the_go_settings_unless_the_operator_set_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("GOGC", raising=False)
+    monkeypatch.setenv("GOMAXPROCS", "4")
+    sup = Supervisor(LaunchConfig(state_dir=tmp_path), None)  # type: ignore[arg-type]
+    sup._make_procs()
+    assert sup.procs["nats"].env == {"GOGC": supervisor.NATS_ENV["GOGC"], "GOMAXPROCS": "4"}
