@@ -138,14 +138,15 @@ def kpagecount():
     return f, mapcount
 
 
-def alone_pss_mb(state_dirs: list[Path], pss_mb: list[float]) -> list[float]:
-    """Each host's PSS as if it were the only stack on the machine (see alone_extra_kb)."""
+def alone_pss_mb(state_dirs: list[Path], pss: list[float]) -> list[float]:
+    """Each host's PSS (`pss`, MB) as if it were the only stack on the machine (see
+    alone_extra_kb)."""
     frames = [[fr for pid in stack_pids(d).values() for fr in _safe(page_frames, pid, [])] for d in state_dirs]
     f, mapcount = kpagecount()
     with f:
-        return [round(pss + alone_extra_kb(mine, [fr for j, fs in enumerate(frames) if j != i for fr in fs],
-                                           mapcount) / 1024, 1)
-                for i, (mine, pss) in enumerate(zip(frames, pss_mb))]
+        return [round(mb + alone_extra_kb(mine, [fr for j, fs in enumerate(frames) if j != i for fr in fs],
+                                          mapcount) / 1024, 1)
+                for i, (mine, mb) in enumerate(zip(frames, pss))]
 
 
 def cpu_s(pid: int) -> float:
@@ -244,7 +245,7 @@ def idle(state_dirs: list[Path], seconds: float) -> list[dict[str, dict]]:
 
 
 BARE_LOOP = """
-import asyncio, sys
+import asyncio
 async def main():
     print("ready", flush=True)
     while True:
