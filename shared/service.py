@@ -25,7 +25,7 @@ from shared.bus import Bus
 from shared.clock import Clock, RealClock
 from shared.config import LaunchConfig, ServiceConfig, for_service, state_dir_from_env
 from shared.http import HttpRouter, HttpServer
-from shared.memory import TrimmingExecutor
+from shared.memory import TrimmingExecutor, fix_mmap_threshold
 from shared.metrics import metrics_router, new_registry
 from shared.schemas import HealthReply, HealthRequest
 from shared.tracing import setup_tracing
@@ -152,6 +152,7 @@ def run_service(name: str, app_factory: Callable[[], ServiceApp]) -> None:
     since the previous SIGUSR2 (for a service whose memory grows).
     """
     setup_logging(name)
+    fix_mmap_threshold()  # (a forked service has it from the supervisor already; compose's do not)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     if os.environ.get("WEAVE_TRACEMALLOC") == "1":
         _trace_allocations()

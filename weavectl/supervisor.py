@@ -43,6 +43,7 @@ from shared.bus import BusError
 from shared.config import LaunchConfig
 from shared.schemas import (HealthReply, HealthRequest, Ok, RestartRequest, ServiceProcess, ServicesReply,
                             ServicesRequest, StopRequest)
+from shared.memory import fix_mmap_threshold
 from shared.service import setup_logging
 from shared.tracing import setup_tracing
 from weavectl import forkserver
@@ -397,6 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         _accept_launch(json.loads(sys.stdin.buffer.read() or b"[]"), args.state_dir, args.ready_fd)
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
+    fix_mmap_threshold()  # before the preload: the services forked from here keep it
     if launch.merge_pages:  # before the preload: every process forked or exec'd from here inherits it
         _merge_pages()
     if not FORK:

@@ -62,3 +62,31 @@ def test_weave_launch_takes_merge_pages(tmp_path, monkeypatch):
     on = launch_config(parse(["--state-dir", str(tmp_path), "launch", "--no-docker", "--merge-pages"]))
     off = launch_config(parse(["--state-dir", str(tmp_path), "launch", "--no-docker"]))
     assert on.merge_pages and not off.merge_pages
+
+
+def test_a_fixed_mmap_threshold_keeps_large_blocks_out_of_the_heap():
+    """glibc raises its mmap threshold to a freed large block's size, so the next one of
+    that size comes from the heap and stays; fixed, it is mapped and given back."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from pathlib import Path
+from shared.memory import fix_mmap_threshold
+def heap_kb():
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if line.endswith("[heap]"):
+            a, b = (int(x, 16) for x in line.split()[0].split("-"))
+            return (b - a) // 1024
+    return 0
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+before = heap_kb()
+block = bytearray(4 << 20); del block
+block = bytearray(4 << 20)
+print(heap_kb() - before)
+"""
+    grown = {mode: int(subprocess.run([sys.executable, "-c", probe, mode], capture_output=True, text=True,
+                                      check=True).stdout) for mode in ("glibc", "fixed")}
+    assert grown["glibc"] >= 3072 and grown["fixed"] < 1024, grown  # (KiB of heap)
