@@ -290,6 +290,10 @@ def pss_mb(procs: dict[str, dict]) -> float:
     return sum(p["pss_kb"] for p in procs.values()) / 1024
 
 
+def idle_cpu_per_30s(procs: dict[str, dict], seconds: float) -> float:
+    return sum(p["idle_cpu_s"] for p in procs.values()) * 30 / seconds
+
+
 def report(starts: list[dict], per_host: list[dict[str, dict]], seconds: float, alone: list[float],
            bare_s: float) -> dict:
     hosts = []
@@ -298,7 +302,7 @@ def report(starts: list[dict], per_host: list[dict[str, dict]], seconds: float, 
             "start_wall_s": round(start["wall_s"], 2), "start_cpu_s": round(start["cpu_s"], 2),
             "pss_mb": round(pss_mb(procs), 1), "pss_alone_mb": pss_alone,
             "private_mb": round(sum(p["private_kb"] for p in procs.values()) / 1024, 1),
-            "idle_cpu_s_per_30s": round(sum(p["idle_cpu_s"] for p in procs.values()) * 30 / seconds, 3),
+            "idle_cpu_s_per_30s": round(idle_cpu_per_30s(procs, seconds), 3),
             "wakeups_per_s": round(sum(p["wakeups_per_s"] for p in procs.values()), 1),
             "processes": {n: {"pss_mb": round(p["pss_kb"] / 1024, 1), "private_mb": round(p["private_kb"] / 1024, 1),
                               "idle_cpu_s": round(p["idle_cpu_s"], 3), "wakeups_per_s": round(p["wakeups_per_s"], 1)}
@@ -427,7 +431,7 @@ def merged(tb: Testbed, seconds: float, sleep_ms: int | None, soak_s: float) -> 
     pss = [pss_mb(host) for host in before]
     after = [pss_mb(host) for host in per_host]
     after_alone = alone_pss_mb(dirs, after)
-    idle_cpu = [sum(p["idle_cpu_s"] for p in host.values()) * 30 / seconds for host in per_host]
+    idle_cpu = [idle_cpu_per_30s(host, seconds) for host in per_host]
     ksmd_per_host = ksmd_s * 30 / seconds / len(dirs)  # (it scanned both hosts' processes, nothing else asked)
     print(f"{'per host':<40}{'goal':>8}" + "".join(f"{'h' + str(i + 1):>10}" for i in range(len(dirs))))
     print(f"{'PSS before ksmd ran (MB)':<40}{'':>8}" + "".join(f"{v:>10.1f}" for v in pss))

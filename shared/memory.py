@@ -36,10 +36,12 @@ log = logging.getLogger(__name__)
 TRIM_DELAY_S = 2.0
 
 
-def _malloc_trim() -> "ctypes._CFuncPtr | None":
+def _libc(name: str) -> "ctypes._CFuncPtr | None":
+    """The C library's function `name` (errno kept for ctypes.get_errno), or None where
+    this libc has none (malloc_trim and mallopt are glibc's)."""
     try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
+        return getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):
         return None
 
 
@@ -47,7 +49,7 @@ class TrimmingExecutor(ThreadPoolExecutor):
     def __init__(self, loop: asyncio.AbstractEventLoop, delay_s: float = TRIM_DELAY_S) -> None:
         super().__init__(thread_name_prefix="worker")
         self._loop, self._delay_s = loop, delay_s
-        self._trim = _malloc_trim()
+        self._trim = _libc("malloc_trim")
         self._pending: asyncio.TimerHandle | None = None
         self.trims = 0
         """How many trims ran (for tests and metrics)."""
@@ -93,11 +95,8 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     grew +1.1 % / +1.5 % after the first minute instead of +2.9 % / +2.5 %, from 0.6 MB
     less at minute one; the other services within noise. The kernel call per large
     allocation costs nothing at the stack's rates. False where malloc is not glibc's."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+    mallopt = _libc("mallopt")
+    return mallopt is not None and mallopt(M_MMAP_THRESHOLD, threshold) == 1
 
 
 PR_SET_MEMORY_MERGE = 67
@@ -137,9 +136,8 @@ def _no_merging(err: int) -> str:
 
 
 def _prctl(option: int, arg: int) -> tuple[int, int]:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        code = libc.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
-    except (OSError, AttributeError):  # no libc prctl
+    prctl = _libc("prctl")
+    if prctl is None:
         return -1, errno.ENOSYS
+    code = prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
     return code, ctypes.get_errno() if code < 0 else 0

@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
         _accept_launch(json.loads(sys.stdin.buffer.read() or b"[]"), args.state_dir, args.ready_fd)
     setup_logging("supervisor")
     launch = LaunchConfig.load(args.state_dir)
-    fix_mmap_threshold()  # before the preload: the services forked from here keep it
+    fix_mmap_threshold()  # for the supervisor's own heap (each service sets it again at its entry)
     if launch.merge_pages:  # before the preload: every process forked or exec'd from here inherits it
         _merge_pages()
     if not FORK:
