@@ -49,6 +49,7 @@ import logging
 import socket
 import struct
 import subprocess
+import time
 from dataclasses import dataclass
 
 from shared.netlink import IPRoute
@@ -77,8 +78,14 @@ NUD_PERMANENT = 0x80
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_ATTACH_FILTER = 26
+SO_TIMESTAMPNS = 35
+SO_RCVBUFFORCE = 33
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
+HB_RCVBUF = 1 << 20
+"""The heartbeat socket's receive buffer: read once a beat at rest, it holds a beat's
+heartbeats from ~1,000 peers (each 60-byte frame takes ~1 KB of buffer)."""
+_TIMESPEC = struct.Struct("@qq")
 
 
 # -- sans-I/O: heartbeat frames and addresses --------------------------------------------
@@ -273,13 +280,33 @@ def _ethertype_filter(ethertype: int) -> bytes:
     return bytes(fprog)
 
 
+_ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+
+
+def received_at(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's receive time (SO_TIMESTAMPNS) from a recvmsg's ancillary data; the
+    present time if it is missing."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(data)
+            return sec + nsec / 1e9
+    return time.time()
+
+
 class HeartbeatSocket:
     """AF_PACKET on the VXLAN device: writes heartbeats into it, reads the peers' (only
-    frames of HB_ETHERTYPE pass the kernel filter; our own outgoing ones are skipped)."""
+    frames of HB_ETHERTYPE pass the kernel filter; our own outgoing ones are skipped),
+    each with the time the kernel received it, so that reading them late (once a beat)
+    loses nothing of when they came."""
 
     def __init__(self, ifname: str = DEVICE) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _ethertype_filter(HB_ETHERTYPE))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:  # root may pass net.core.rmem_max
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, HB_RCVBUF)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, HB_RCVBUF)
         try:  # else the kernel clones every frame the device sends for this socket (dev_queue_xmit_nit)
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         except OSError:  # kernels < 4.20: outgoing frames are skipped in recv_all
@@ -299,11 +326,12 @@ class HeartbeatSocket:
             log.debug("heartbeat not sent: %s", exc)
             return False
 
-    def recv_all(self, limit: int = 64) -> list[Heartbeat]:
+    def recv_all(self, limit: int = 4096) -> list[tuple[Heartbeat, float]]:
+        """The heartbeats waiting, each with the wall-clock time the kernel received it."""
         out = []
         for _ in range(limit):
             try:
-                data, addr = self.sock.recvfrom(2048)
+                data, anc, _flags, addr = self.sock.recvmsg(2048, _ANC_SPACE)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -313,7 +341,7 @@ class HeartbeatSocket:
                 continue
             hb = decode_heartbeat(data)
             if hb is not None:
-                out.append(hb)
+                out.append((hb, received_at(anc)))
         return out
 
     def close(self) -> None:

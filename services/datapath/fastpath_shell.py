@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Callable
-from pathlib import Path
 
 from services.datapath import fastpath as fp
 from services.datapath.host_iptables import HostIptables
@@ -22,6 +23,8 @@ from services.datapath.overlay_switch import AllowSource, FlushLearnt, Prune, Se
 from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath.fastpath")
+
+NET_DEV = "/proc/net/dev"
 
 
 class FastpathShell:
@@ -40,14 +43,19 @@ class FastpathShell:
         self._on_flushed: Callable[[PeerName, list[str]], None] = lambda peer, macs: None
         self._heartbeats = 0
         """Heartbeats sent and received since `traffic` last looked."""
+        self._on_heartbeats: Callable[[list[tuple[fp.Heartbeat, float]]], None] = lambda heartbeats: None
+        self._eager = False
+        """The event loop reads each heartbeat as it arrives (see `listen`)."""
         self._frames: int | None = None
         """The device's frame count when `traffic` last looked."""
+        self._net_dev_fd: int | None = None
 
-    async def start(self, mode: str, on_heartbeats: Callable[[list[fp.Heartbeat]], None],
+    async def start(self, mode: str, on_heartbeats: Callable[[list[tuple[fp.Heartbeat, float]]], None],
                     on_flushed: Callable[[PeerName, list[str]], None]) -> bool:
         """Bring the device up for `mode` (in mode sleeve, remove one a previous run left).
-        True if the fastpath runs; False: sleeve only (the reason is logged)."""
-        self._on_flushed = on_flushed
+        True if the fastpath runs; False: sleeve only (the reason is logged).
+        `on_heartbeats` gets what `drain` gives, as heartbeats arrive while `listen` is eager."""
+        self._on_flushed, self._on_heartbeats = on_flushed, on_heartbeats
         if mode == "sleeve":
             if await asyncio.to_thread(fp.destroy_device, self.bridge_port):
                 log.info("datapath mode sleeve: fastpath device %s removed", fp.DEVICE)
@@ -61,15 +69,35 @@ class FastpathShell:
             self.index = None
             return False
         await self._source_filter()
-        loop = asyncio.get_running_loop()
-        loop.add_reader(self.hb.fileno(), lambda: on_heartbeats(self._received(self.hb.recv_all())))
-        self._tasks.append(loop.create_task(self._worker()))
+        self.listen(eager=True)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._worker()))
         log.info("fastpath %s on udp %d (vni %#x, mtu %d), mode %s", fp.DEVICE, fp.PORT, fp.VNI, self.mtu, mode)
         return True
 
-    def _received(self, heartbeats: list[fp.Heartbeat]) -> list[fp.Heartbeat]:
-        self._heartbeats += len(heartbeats)
-        return heartbeats
+    def listen(self, eager: bool) -> None:
+        """`eager`: wake for each heartbeat as it arrives (while a path is being proven,
+        each is answered at once); else they wait in the socket for `drain`, called at the
+        switch's beat, and a host at rest wakes once a beat whatever its number of peers."""
+        if self.hb is None or eager == self._eager:
+            return
+        loop = asyncio.get_running_loop()
+        if eager:
+            loop.add_reader(self.hb.fileno(), lambda: self._on_heartbeats(self.drain()))
+        else:
+            loop.remove_reader(self.hb.fileno())
+        self._eager = eager
+
+    def drain(self) -> list[tuple[fp.Heartbeat, float]]:
+        """The peers' heartbeats waiting, each with the event loop's time of its arrival
+        (the kernel's receive time, carried over from the wall clock)."""
+        if self.hb is None:
+            return []
+        got = self.hb.recv_all()
+        if not got:
+            return []
+        self._heartbeats += len(got)
+        now, wall = asyncio.get_running_loop().time(), time.time()
+        return [(hb, now - max(0.0, wall - at)) for hb, at in got]
 
     def frames(self) -> int | None:
         """Frames the device carried besides heartbeats since the last call; None when it
@@ -77,7 +105,7 @@ class FastpathShell:
         if self.index is None:
             return None
         try:
-            frames = fp.device_packets(Path("/proc/net/dev").read_text())
+            frames = fp.device_packets(self._net_dev())
         except OSError:
             frames = None
         heartbeats, self._heartbeats = self._heartbeats, 0
@@ -85,6 +113,17 @@ class FastpathShell:
         if frames is None or last is None:
             return None
         return frames - last - heartbeats
+
+    def _net_dev(self) -> str:
+        """/proc/net/dev, read afresh from offset 0 of a descriptor kept open (it is
+        read every beat: no open, close or path objects each time)."""
+        if self._net_dev_fd is None:
+            self._net_dev_fd = os.open(NET_DEV, os.O_RDONLY | os.O_CLOEXEC)
+        chunks, offset = [], 0
+        while chunk := os.pread(self._net_dev_fd, 65536, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks).decode("ascii", "replace")
 
     async def _source_filter(self) -> None:
         try:
@@ -99,8 +138,11 @@ class FastpathShell:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.hb is not None:
-            asyncio.get_running_loop().remove_reader(self.hb.fileno())
+            self.listen(eager=False)
             self.hb.close()
+        if self._net_dev_fd is not None:
+            os.close(self._net_dev_fd)
+            self._net_dev_fd = None
 
     def apply(self, action: SendHeartbeat | SetFdb | FlushLearnt | AllowSource | Prune) -> None:
         """Carry out one of the switch's kernel actions (in order with the others)."""

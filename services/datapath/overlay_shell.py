@@ -10,8 +10,9 @@ Inputs, each handled to completion on the event loop thread (no locks):
 - at start and every RESYNC_S, snapshots (weave.gossip.connections, .peers): a
   restarted datapath catches up, and a lost event is repaired; after the first one,
   what a previous process left in the kernel is pruned (the switch says what);
-- the fastpath's heartbeats, for the switch; the sleeve's verdicts (sleeve_mesh), for
-  the switch;
+- the fastpath's heartbeats, for the switch: as each arrives while a path is being
+  proven, else read at the switch's beat (the timer task) with their arrival times; the
+  sleeve's verdicts (sleeve_mesh), for the switch;
 - one timer task for the sleeve's deadlines (forwarders, MAC expiry) and the switch's.
 The switch's actions: kernel work (FDB entries, flushes, allowed sources, pruning,
 heartbeats) goes to the fastpath shell, and the MACs a flush removed (the containers
@@ -146,11 +147,14 @@ class OverlayShell:
             await asyncio.sleep(RESYNC_S)
 
     # -- the switch's inputs and actions -------------------------------------------------------
-    def _on_heartbeats(self, heartbeats: list[fp.Heartbeat]) -> None:
-        now = self.loop.time()
-        for hb in heartbeats:
-            self._switch(self.switch.heartbeat(hb.src, hb.conn_uid, hb.hearing, now, hb.idle))
+    def _on_heartbeats(self, heartbeats: list[tuple[fp.Heartbeat, float]]) -> None:
+        """Heartbeats read as they arrived (the fastpath shell's eager reader)."""
+        self._heard(heartbeats)
         self._wake.set()
+
+    def _heard(self, heartbeats: list[tuple[fp.Heartbeat, float]]) -> None:
+        for hb, at in heartbeats:
+            self._switch(self.switch.heartbeat(hb.src, hb.conn_uid, hb.hearing, at, hb.idle))
 
     def _sleeve_word(self, conn: OverlayConnection, word: SleeveStatus) -> None:
         actions = self.switch.sleeve(conn.conn_uid, word)
@@ -207,12 +211,14 @@ class OverlayShell:
             deadline = min(self.sleeve.next_deadline(), self.switch.next_deadline() or float("inf"))
             await sleep_or_wake(self._wake, deadline - self.loop.time())
             now = self.loop.time()
+            self._heard(self.fastpath.drain())  # before any verdict: nothing heard is left unread
             self.sleeve.tick(now)
             if now - traffic_at >= HEARTBEAT_S:  # the switch's pace follows the traffic
                 traffic_at, frames = now, self.fastpath.frames()
                 if frames is not None:
                     self._switch(self.switch.traffic(frames, now))
             self._switch(self.switch.tick(now))
+            self.fastpath.listen(eager=not self.switch.settled(now))
 
     # -- status --------------------------------------------------------------------------
     def report(self) -> dict:

@@ -49,7 +49,11 @@ parameter. Outputs are actions, in order, by this table:
 |                          |                                 | peer)                                      |
 | prune_previous           | after the first snapshot        | Prune(kept IPs, flood IPs)                 |
 Heartbeats: SendHeartbeat every HEARTBEAT_S (IDLE_HEARTBEAT_S without traffic) per
-allowed path, and at once when a peer is first heard or traffic starts. `fast_peers` is the set of peers the fastpath carries now,
+allowed path, and at once when a peer is first heard or traffic starts; the paths'
+heartbeats share one beat (`tick`). Once every path works (`settled`), the shell reads
+the peers' heartbeats at that beat, with the times the kernel received them, rather than
+waking for each: a host at rest wakes once a second for the fastpath, whatever its
+number of peers. `fast_peers` is the set of peers the fastpath carries now,
 which sleeve leaves out of the broadcasts we start (the VXLAN device floods to them).
 """
 from __future__ import annotations
@@ -252,11 +256,17 @@ class OverlaySwitch:
         return out
 
     def tick(self, now: float) -> list[Action]:
+        """Decisions due, and the heartbeats: when one is due, every path's heartbeat due
+        within half an interval goes with it (early never hurts: the peer's timeout counts
+        from the last one it heard), so the paths fall into one beat and a host with many
+        peers wakes once an interval, not once per peer."""
         out: list[Action] = []
         for path in list(self.paths.values()):
             out += self._decide(path, now)
-            if path.allowed and now >= path.next_heartbeat:
-                out.append(self._heartbeat(path, now, self._hearing(path, now)))
+        allowed = [p for p in self.paths.values() if p.allowed]
+        if any(now >= p.next_heartbeat for p in allowed):
+            soon = now + (HEARTBEAT_S if self.busy else IDLE_HEARTBEAT_S) / 2
+            out += [self._heartbeat(p, now, self._hearing(p, now)) for p in allowed if p.next_heartbeat <= soon]
         return out
 
     def traffic(self, frames: int, now: float) -> list[Action]:
@@ -299,6 +309,11 @@ class OverlaySwitch:
     def works(self, conn_uid: int, now: float) -> bool:
         path = self.paths.get(conn_uid)
         return bool(path and path.allowed and self._hearing(path, now) and path.peer_hears_us)
+
+    def settled(self, now: float) -> bool:
+        """Every allowed path works both ways: the shell may read the peers' heartbeats at
+        its own beat instead of as each arrives (until then, each is answered at once)."""
+        return all(self.works(uid, now) for uid, p in self.paths.items() if p.allowed)
 
     def next_deadline(self) -> float | None:
         times = [p.next_heartbeat for p in self.paths.values() if p.allowed]

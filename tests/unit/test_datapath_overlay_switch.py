@@ -309,3 +309,88 @@ def test_a_few_stray_frames_are_not_traffic():
     sw.traffic(0, 0.2)
     assert sw.traffic(BUSY_FRAMES - 1, 0.3) == [] and not sw.busy  # an ARP now and then
     assert heartbeats(sw.traffic(BUSY_FRAMES, 0.4)) and sw.busy
+
+
+def peers(n):
+    return [(PeerName.parse(f"aa:00:00:00:01:{k:02x}"), 100 + k) for k in range(n)]
+
+
+def test_the_paths_heartbeats_fall_into_one_beat():
+    """Paths added at scattered times share one beat after their first rounds: a host with
+    many peers wakes once an interval for its heartbeats, not once per peer. Batching only
+    ever sends a heartbeat early, never late."""
+    sw = OverlaySwitch("auto")
+    sw.traffic(0, 0.0)  # at rest: IDLE_HEARTBEAT_S
+    last_sent: dict[int, float] = {}
+    beats: set[float] = set()
+
+    def sent(actions, now):
+        for a in heartbeats(actions):
+            assert now - last_sent.get(a.conn_uid, now) <= IDLE_HEARTBEAT_S + 1e-9, "never later than the interval"
+            last_sent[a.conn_uid] = now
+            beats.add(round(now, 6))
+
+    for k, (peer, uid) in enumerate(peers(6)):
+        sent(sw.add(peer, uid, f"10.0.0.{k + 2}", BOTH, None, 0.17 * k), 0.17 * k)
+    # each peer's own heartbeats come at its own phase, once a second
+    arrivals = sorted((0.17 * k + 0.05 + j, peer, uid) for k, (peer, uid) in enumerate(peers(6)) for j in range(7))
+    now = 0.17 * 5
+    while now < 6.0:
+        now = min(sw.next_deadline(), arrivals[0][0])
+        while arrivals[0][0] <= now:
+            _, peer, uid = arrivals.pop(0)
+            sent(sw.heartbeat(peer, uid, True, now, idle=True), now)
+        sent(sw.tick(now), now)
+        assert sw.fastpath_peers() == {peer for peer, _ in peers(6)} or now < 1.0
+    late = sorted(t for t in beats if t >= 3.0)
+    gaps = {round(b - a, 6) for a, b in zip(late, late[1:])}
+    assert len(late) >= 3 and gaps == {IDLE_HEARTBEAT_S}, sorted(beats)  # one beat a second, every path in it
+    assert {round(t, 6) for t in last_sent.values()} == {late[-1]}
+
+
+def test_settled_once_every_path_works_both_ways_and_not_after_a_fallback():
+    sw, _ = up()
+    assert not sw.settled(0.0)  # nothing heard yet: the shell reads each heartbeat at once
+    sw.heartbeat(PEER, UID, False, 0.1)
+    assert not sw.settled(0.1)  # the peer does not hear us yet
+    sw.heartbeat(PEER, UID, True, 0.2)
+    assert sw.settled(0.2)
+    other = PeerName.parse("aa:00:00:00:00:03")
+    sw.add(other, UID + 1, "10.0.0.3", BOTH, None, 0.3)
+    assert not sw.settled(0.3)  # a new path is proven with eager reads
+    sw.heartbeat(other, UID + 1, True, 0.4)
+    assert sw.settled(0.4)
+    sw.tick(0.4 + TIMEOUT_S)  # both peers went quiet: fallback
+    assert not sw.settled(0.4 + TIMEOUT_S)
+    # a sleeve-only path (a Go peer) never holds it back
+    go = PeerName.parse("aa:00:00:00:00:04")
+    sw2, _ = up()
+    sw2.add(go, UID + 2, "10.0.0.4", (SLEEVE,), None, 0.0)
+    sw2.heartbeat(PEER, UID, True, 0.1)
+    assert sw2.settled(0.1)
+
+
+def test_received_at_reads_the_kernels_timestamp():
+    import socket
+    import struct
+    import time as _time
+    stamp = (socket.SOL_SOCKET, fp.SO_TIMESTAMPNS, struct.pack("@qq", 1_700_000_000, 250_000_000))
+    assert fp.received_at([stamp]) == 1_700_000_000.25
+    before = _time.time()
+    assert before <= fp.received_at([]) <= _time.time()  # no timestamp: now
+
+
+def test_proc_net_dev_is_read_afresh_from_one_descriptor():
+    """The shell keeps /proc/net/dev open and reads it from offset 0 every beat: each
+    read sees the counters of that moment (loopback's, moved by a datagram to itself)."""
+    import socket
+    from services.datapath.fastpath_shell import FastpathShell
+    shell = FastpathShell(PEER, "127.0.0.1", "weave", "vethwe-bridge")
+    before = fp.device_packets(shell._net_dev(), "lo")
+    fd = shell._net_dev_fd
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        for _ in range(5):
+            s.sendto(b"x", s.getsockname())
+    after = fp.device_packets(shell._net_dev(), "lo")
+    assert shell._net_dev_fd == fd and after >= before + 10  # 5 sent + 5 received
