@@ -46,6 +46,7 @@ class FastpathShell:
         self._on_heartbeats: Callable[[list[tuple[fp.Heartbeat, float]]], None] = lambda heartbeats: None
         self._eager = False
         """The event loop reads each heartbeat as it arrives (see `listen`)."""
+        self._drained_at = float("-inf")
         self._frames: int | None = None
         """The device's frame count when `traffic` last looked."""
         self._net_dev_fd: int | None = None
@@ -89,15 +90,18 @@ class FastpathShell:
 
     def drain(self) -> list[tuple[fp.Heartbeat, float]]:
         """The peers' heartbeats waiting, each with the event loop's time of its arrival
-        (the kernel's receive time, carried over from the wall clock)."""
+        (the kernel's receive time, carried over from the wall clock, and never before the
+        last drain, which would have read it: a step of the wall clock moves nothing)."""
         if self.hb is None:
             return []
+        now = asyncio.get_running_loop().time()
+        since, self._drained_at = self._drained_at, now
         got = self.hb.recv_all()
         if not got:
             return []
         self._heartbeats += len(got)
-        now, wall = asyncio.get_running_loop().time(), time.time()
-        return [(hb, now - max(0.0, wall - at)) for hb, at in got]
+        wall = time.time()
+        return [(hb, min(now, max(since, now - (wall - at)))) for hb, at in got]
 
     def frames(self) -> int | None:
         """Frames the device carried besides heartbeats since the last call; None when it

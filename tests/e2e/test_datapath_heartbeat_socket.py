@@ -64,5 +64,5 @@ def test_a_heartbeat_read_late_keeps_its_arrival_time(pair):
     src, uid, hearing, idle, at = seen["got"][0]
     assert (src, uid, hearing, idle) == ("aa:00:00:00:00:01", 7, True, True)
     assert seen["read"] - seen["sent"] >= LATE_S
-    assert 0 <= at - seen["sent"] < 0.1, seen  # when it came, not when it was read
+    assert -0.01 < at - seen["sent"] < 0.1, seen  # when it came (to the clocks' conversion), not when read
     assert seen["again"] == 0  # read once

@@ -394,3 +394,37 @@ def test_proc_net_dev_is_read_afresh_from_one_descriptor():
             s.sendto(b"x", s.getsockname())
     after = fp.device_packets(shell._net_dev(), "lo")
     assert shell._net_dev_fd == fd and after >= before + 10  # 5 sent + 5 received
+
+
+def test_drained_heartbeats_keep_their_arrival_within_the_beat_whatever_the_wall_clock():
+    """A heartbeat's kernel time (wall clock) becomes the loop's time of its arrival, and
+    never earlier than the previous drain (which would have read it) nor later than now:
+    a wall clock stepped forward or back cannot make a peer look silent."""
+    import asyncio
+    import time as _time
+    from services.datapath.fastpath_shell import FastpathShell
+    hb = fp.Heartbeat(PEER, PEER, UID, True)
+
+    class Waiting:
+        def __init__(self):
+            self.frames = []
+
+        def recv_all(self):
+            got, self.frames = self.frames, []
+            return got
+
+    async def run():
+        shell = FastpathShell(PEER, "127.0.0.1", "weave", "vethwe-bridge")
+        shell.hb = Waiting()
+        loop = asyncio.get_running_loop()
+        first = loop.time()
+        assert shell.drain() == []
+        await asyncio.sleep(0.2)
+        wall = _time.time()
+        shell.hb.frames = [(hb, wall - 0.1), (hb, wall - 3600.0), (hb, wall + 3600.0)]
+        (_, a), (_, b), (_, c) = shell.drain()
+        now = loop.time()
+        assert now - 0.15 < a < now - 0.05  # 0.1 s ago
+        assert first <= b < first + 0.05  # "an hour ago": no earlier than the last drain
+        assert now - 0.05 < c <= now  # "in an hour": now
+    asyncio.run(run())
