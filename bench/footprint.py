@@ -269,9 +269,9 @@ def bare_loop():
         proc.wait()
 
 
-def build(root: Path, extra: tuple[str, ...] = ()) -> tuple[Testbed, list[dict]]:
+def build(root: Path, extra: tuple[str, ...] = (), hosts: int = 2) -> tuple[Testbed, list[dict]]:
     tb = Testbed(root, prefix=f"wfp{os.getpid() % 1000}")
-    tb.up(2, launch=False)
+    tb.up(hosts, launch=False)
     starts = []
     for h in tb.hosts:
         starts.append(launch_and_measure_start(tb, h, extra))
@@ -283,7 +283,9 @@ def build(root: Path, extra: tuple[str, ...] = ()) -> tuple[Testbed, list[dict]]
 
 
 def established(tb: Testbed) -> bool:
-    return all(" established " in tb.weave(h, "status", "connections", check=False).stdout for h in tb.hosts)
+    """Every host has an established connection to each of the others."""
+    return all(tb.weave(h, "status", "connections", check=False).stdout.count(" established ") >= len(tb.hosts) - 1
+               for h in tb.hosts)
 
 
 def pss_mb(procs: dict[str, dict]) -> float:
@@ -311,7 +313,8 @@ def report(starts: list[dict], per_host: list[dict[str, dict]], seconds: float, 
 
 
 def print_report(rep: dict) -> None:
-    print(f"one host's stack (weave launch --no-scope; 2 peers, 1 container; idle {rep['idle_seconds']:.0f} s)")
+    print(f"one host's stack (weave launch --no-scope; {len(rep['hosts'])} hosts, each peered with the others "
+          f"and running 1 container; idle {rep['idle_seconds']:.0f} s)")
     print(f"{'per host':<34}{'Weave Net 2.8':>14}{'goal':>8}" + "".join(f"{'h' + str(i + 1):>10}"
                                                                     for i in range(len(rep['hosts']))))
     rows = [("memory, PSS of all processes (MB)", "pss_mb"), ("CPU while idle (s per 30 s)", "idle_cpu_s_per_30s"),
@@ -450,10 +453,13 @@ def main() -> None:
                     "machine's ksmd on (turned on for the run, then put back)")
     ap.add_argument("--ksm-sleep-ms", type=int, help="ksmd's pause between batches for --merge-pages "
                     "(default: the machine's setting)")
+    ap.add_argument("--hosts", type=int, default=2, choices=range(2, 10), metavar="2-9",
+                    help="testbed hosts, each peered with all the others (default 2; more shows what each "
+                    "peer adds at rest)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        tb, starts = build(Path(tmp), ("--merge-pages",) if args.merge_pages else ())
+        tb, starts = build(Path(tmp), ("--merge-pages",) if args.merge_pages else (), args.hosts)
         try:
             deadline = time.monotonic() + 30
             while not established(tb) and time.monotonic() < deadline:
