@@ -113,7 +113,7 @@ def host_ifname_for(ns: Namespace | int) -> str:
 def host_ports(host: Host = None) -> set[str]:
     """Names of the container veths (vethwepl*) in the host namespace. In the calling
     thread's own namespace (host None) from libc's interface list (one netlink dump in C,
-    tens of microseconds: the datapath asks every RECONCILE_S, idle or not); elsewhere
+    tens of microseconds: the datapath asks whenever a link is deleted); elsewhere
     through pyroute2, which parses every link's attributes."""
     if host is None:
         names = [name for _, name in socket.if_nameindex()]

@@ -44,7 +44,6 @@ Design (documented choices):
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import socket
 import struct
@@ -54,6 +53,7 @@ from dataclasses import dataclass
 
 from shared.netlink import IPRoute
 
+from services.datapath.bpf import attach_half_word_filter
 from services.datapath.host_iptables import HostIptables
 from services.datapath.overlay_switch import ZERO_MAC
 from shared.netlink import NetlinkError
@@ -77,7 +77,6 @@ NTF_SELF = 0x02
 NUD_PERMANENT = 0x80
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
-SO_ATTACH_FILTER = 26
 SO_TIMESTAMPNS = 35
 SO_RCVBUFFORCE = 33
 SOL_PACKET = 263
@@ -261,25 +260,6 @@ def forget(index: int, ip: str) -> list[str]:
     return learnt
 
 
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-def _ethertype_filter(ethertype: int) -> bytes:
-    prog = (_SockFilter * 4)(
-        _SockFilter(0x28, 0, 0, 12),  # ldh [12]
-        _SockFilter(0x15, 0, 1, ethertype),  # jeq #ethertype
-        _SockFilter(0x06, 0, 0, 0xFFFF),  # ret #65535
-        _SockFilter(0x06, 0, 0, 0))  # ret #0
-    fprog = _SockFprog(4, prog)
-    _ethertype_filter.keep = prog  # the kernel copies it during setsockopt
-    return bytes(fprog)
-
-
 _ANC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
@@ -301,7 +281,7 @@ class HeartbeatSocket:
 
     def __init__(self, ifname: str = DEVICE) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _ethertype_filter(HB_ETHERTYPE))
+        attach_half_word_filter(self.sock, 12, HB_ETHERTYPE)  # the Ethernet type
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         try:  # root may pass net.core.rmem_max
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, HB_RCVBUF)

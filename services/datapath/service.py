@@ -38,6 +38,7 @@ from services.datapath.containers import Containers
 from services.datapath.fastpath import destroy_device
 from services.datapath.host_iptables import HostIptables, rules
 from services.datapath.ipam_client import Ipam
+from services.datapath.link_watch import LinkDeletions
 from services.datapath.metrics import DatapathCollector
 from services.datapath.overlay_shell import OverlayShell
 from services.datapath.records import ExposeRecord, Records
@@ -53,6 +54,7 @@ from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath")
 RECONCILE_S = 5.0
+"""Only without link notifications (link_watch.py)."""
 """How often containers whose namespace vanished are looked for (and reported detached)."""
 
 
@@ -150,12 +152,33 @@ class DatapathApp:
         return Ok()
 
     async def _reconcile_loop(self) -> None:
-        while True:
-            await asyncio.sleep(RECONCILE_S)
-            try:
-                await self.containers.reconcile()
-            except WeaveError as exc:
-                log.warning("reconcile: %s", exc)
+        """Forget vanished containers: once at start (they may have gone while no
+        datapath ran), then whenever the kernel says a link was deleted (a container's
+        namespace takes its veth with it). Without link notifications (the socket
+        refused), every RECONCILE_S."""
+        try:
+            links = LinkDeletions()
+        except OSError as exc:
+            log.warning("no link notifications (%s): looking for vanished containers every %.0f s", exc, RECONCILE_S)
+            links = None
+        deleted = asyncio.Event()
+        if links is not None:
+            asyncio.get_running_loop().add_reader(links.fileno(), lambda: links.read() and deleted.set())
+        try:
+            while True:
+                try:
+                    await self.containers.reconcile()
+                except WeaveError as exc:
+                    log.warning("reconcile: %s", exc)
+                if links is None:
+                    await asyncio.sleep(RECONCILE_S)
+                else:
+                    await deleted.wait()
+                    deleted.clear()
+        finally:
+            if links is not None:
+                asyncio.get_running_loop().remove_reader(links.fileno())
+                links.close()
 
     # -- Weave's HTTP routes -----------------------------------------------------------------
     def _http_routes(self) -> HttpRouter:
