@@ -54,8 +54,8 @@ from shared.weave.peer_name import PeerName
 
 log = logging.getLogger("weave.datapath")
 RECONCILE_S = 5.0
-"""Only without link notifications (link_watch.py)."""
-"""How often containers whose namespace vanished are looked for (and reported detached)."""
+"""How often containers whose namespace vanished are looked for (and reported detached)
+when the kernel's link notifications cannot be had (link_watch.py); with them, never."""
 
 
 
