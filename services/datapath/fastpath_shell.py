@@ -110,8 +110,9 @@ class FastpathShell:
             return None
         try:
             frames = fp.device_packets(self._net_dev())
-        except OSError:
+        except OSError:  # the next look opens it afresh
             frames = None
+            self._close_net_dev()
         heartbeats, self._heartbeats = self._heartbeats, 0
         last, self._frames = self._frames, frames
         if frames is None or last is None:
@@ -144,9 +145,15 @@ class FastpathShell:
         if self.hb is not None:
             self.listen(eager=False)
             self.hb.close()
+        self._close_net_dev()
+
+    def _close_net_dev(self) -> None:
         if self._net_dev_fd is not None:
-            os.close(self._net_dev_fd)
-            self._net_dev_fd = None
+            fd, self._net_dev_fd = self._net_dev_fd, None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def apply(self, action: SendHeartbeat | SetFdb | FlushLearnt | AllowSource | Prune) -> None:
         """Carry out one of the switch's kernel actions (in order with the others)."""

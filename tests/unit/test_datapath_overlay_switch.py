@@ -428,3 +428,14 @@ def test_drained_heartbeats_keep_their_arrival_within_the_beat_whatever_the_wall
         assert first <= b < first + 0.05  # "an hour ago": no earlier than the last drain
         assert now - 0.05 < c <= now  # "in an hour": now
     asyncio.run(run())
+
+
+def test_a_broken_proc_net_dev_descriptor_is_opened_afresh():
+    import os
+    from services.datapath.fastpath_shell import FastpathShell
+    shell = FastpathShell(PEER, "127.0.0.1", "weave", "vethwe-bridge")
+    shell.index = 1  # as if the device were up
+    shell._net_dev()
+    os.close(shell._net_dev_fd)  # e.g. closed under it
+    assert shell.frames() is None and shell._net_dev_fd is None
+    assert fp.device_packets(shell._net_dev(), "lo") is not None
