@@ -326,3 +326,19 @@ def test_state_table(state, event, next_state, actions):
     out = EVENTS[event](f)
     assert f.state is next_state
     assert [type(a) for a in out if not (event == "timeout" and isinstance(a, SendPacket))] == actions
+
+
+def test_a_heartbeat_due_soon_goes_at_an_earlier_wake_up_but_never_more_than_half_early():
+    f, _ = established()
+    due = f.heartbeat_at  # slow heartbeats now: every 10 s
+    assert f.heartbeat_interval == 10.0
+    assert [p for p in f.tick(due - 1.5, early=1.0) if isinstance(p, SendPacket)] == []  # not yet
+    sent = [p for p in f.tick(due - 0.8, early=1.0) if isinstance(p, SendPacket)]
+    assert [p.payload for p in sent] == [PLAIN[1]]  # the heartbeat, as captured from Weave
+    assert f.heartbeat_at == pytest.approx(due - 0.8 + 10.0)  # re-armed from when it went
+    assert [p for p in f.tick(due - 0.7, early=1.0) if isinstance(p, SendPacket)] == []  # once
+    # fast heartbeats (every 0.5 s) go at most 0.25 s early
+    g = Forwarder(H1, H2, UID, outbound=True, remote_addr=ADDR_H2)
+    g.confirm(0.0)
+    assert g.tick(0.2, early=1.0) == []  # 0.3 s before it is due: more than half its interval
+    assert len(g.tick(0.3, early=1.0)) == 1 and g.heartbeat_at == pytest.approx(0.8)

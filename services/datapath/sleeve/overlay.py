@@ -189,11 +189,12 @@ class SleeveOverlay:
             out += fwd.flush()
         return out
 
-    def tick(self, now: float) -> list:
-        """Fire every forwarder's due timers."""
+    def tick(self, now: float, early: float = 0.0) -> list:
+        """Fire every forwarder's due timers (and its heartbeat due within `early`,
+        Forwarder.tick)."""
         out: list = []
         for fwd in list(self.forwarders.values()):
-            out += fwd.tick(now)
+            out += fwd.tick(now, early)
         return out
 
     def drop_counts(self) -> Counter[str]:
