@@ -26,6 +26,7 @@ import socket
 import struct
 
 from services.datapath.sleeve.offload import VNET_LEN, ZERO_VNET
+from services.datapath.sockopts import big_buffers
 
 SOL_PACKET = 263
 PACKET_VNET_HDR = 15
@@ -47,7 +48,7 @@ class PacketPort:
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-            _big_buffers(sock)
+            big_buffers(sock, SOCKET_BUFFER)
             sock.bind((ifname, ETH_P_ALL))
             sock.setblocking(False)
         except BaseException:
@@ -114,12 +115,3 @@ class TapPort:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def _big_buffers(sock: socket.socket) -> None:
-    """SO_*BUFFORCE (root) lifts the rmem_max/wmem_max caps; fall back to the plain ones."""
-    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # SO_RCVBUFFORCE, SO_SNDBUFFORCE
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from shared.netlink import IPRoute
 
-from services.datapath.bpf import attach_half_word_filter
+from services.datapath.sockopts import attach_half_word_filter, big_buffers
 from services.datapath.host_iptables import HostIptables
 from services.datapath.overlay_switch import ZERO_MAC
 from shared.netlink import NetlinkError
@@ -78,7 +78,6 @@ NUD_PERMANENT = 0x80
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SO_TIMESTAMPNS = 35
-SO_RCVBUFFORCE = 33
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
 HB_RCVBUF = 1 << 20
@@ -283,10 +282,7 @@ class HeartbeatSocket:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         attach_half_word_filter(self.sock, 12, HB_ETHERTYPE)  # the Ethernet type
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        try:  # root may pass net.core.rmem_max
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, HB_RCVBUF)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, HB_RCVBUF)
+        big_buffers(self.sock, HB_RCVBUF, send=False)
         try:  # else the kernel clones every frame the device sends for this socket (dev_queue_xmit_nit)
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         except OSError:  # kernels < 4.20: outgoing frames are skipped in recv_all

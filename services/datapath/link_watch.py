@@ -13,16 +13,16 @@ reconciles anyway.
 """
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
 import struct
 
-from services.datapath.bpf import attach_half_word_filter
+from services.datapath.sockopts import attach_half_word_filter
 
 log = logging.getLogger("weave.datapath.links")
 
-NETLINK_ROUTE = 0
 RTMGRP_LINK = 1
 RTM_DELLINK = 17
 NLMSG_TYPE_OFFSET = 4
@@ -32,7 +32,7 @@ class LinkDeletions:
     """Deletions of links in the calling thread's network namespace, as they happen."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
         try:  # nlmsg_type is in host order; BPF reads big-endian
             attach_half_word_filter(self.sock, NLMSG_TYPE_OFFSET, int.from_bytes(struct.pack("=H", RTM_DELLINK), "big"))
             self.sock.bind((0, RTMGRP_LINK))
@@ -40,9 +40,24 @@ class LinkDeletions:
         except OSError:
             self.sock.close()
             raise
+        self._seen = asyncio.Event()
+        self._reading = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    async def next(self) -> None:
+        """Return once a deletion has been seen (or may have been missed) since the last
+        call; the event loop reads the socket meanwhile."""
+        if not self._reading:
+            asyncio.get_running_loop().add_reader(self.sock.fileno(), self._readable)
+            self._reading = True
+        await self._seen.wait()
+        self._seen.clear()
+
+    def _readable(self) -> None:
+        if self.read():
+            self._seen.set()
 
     def read(self) -> bool:
         """Take every waiting message; True if a deletion was seen or may have been
@@ -65,4 +80,7 @@ class LinkDeletions:
             seen = True
 
     def close(self) -> None:
+        if self._reading:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self._reading = False
         self.sock.close()

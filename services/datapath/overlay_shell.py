@@ -29,7 +29,8 @@ import time
 from services.datapath import fastpath as fp
 from services.datapath.fastpath_shell import FastpathShell
 from services.datapath.overlay_report import FastpathStatus, router_report
-from services.datapath.overlay_switch import FASTPATH, HEARTBEAT_S, Action, Fail, OverlaySwitch, Report, SleeveStatus, Switched
+from services.datapath.overlay_switch import (FASTPATH, HEARTBEAT_S, IDLE_HEARTBEAT_S, Action, Fail, OverlaySwitch,
+                                              Report, SleeveStatus, Switched)
 from services.datapath.sleeve_mesh import OVERLAY
 from services.datapath.sleeve_shell import SleeveShell
 from shared import subjects
@@ -212,7 +213,7 @@ class OverlayShell:
             await sleep_or_wake(self._wake, deadline - self.loop.time())
             now = self.loop.time()
             self._heard(self.fastpath.drain())  # before any verdict: nothing heard is left unread
-            self.sleeve.tick(now)
+            self.sleeve.tick(now, early=IDLE_HEARTBEAT_S)  # its heartbeats ride on the fastpath's beat
             if now - traffic_at >= HEARTBEAT_S:  # the switch's pace follows the traffic
                 traffic_at, frames = now, self.fastpath.frames()
                 if frames is not None:

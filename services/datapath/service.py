@@ -161,23 +161,15 @@ class DatapathApp:
         except OSError as exc:
             log.warning("no link notifications (%s): looking for vanished containers every %.0f s", exc, RECONCILE_S)
             links = None
-        deleted = asyncio.Event()
-        if links is not None:
-            asyncio.get_running_loop().add_reader(links.fileno(), lambda: links.read() and deleted.set())
         try:
             while True:
                 try:
                     await self.containers.reconcile()
                 except WeaveError as exc:
                     log.warning("reconcile: %s", exc)
-                if links is None:
-                    await asyncio.sleep(RECONCILE_S)
-                else:
-                    await deleted.wait()
-                    deleted.clear()
+                await (links.next() if links else asyncio.sleep(RECONCILE_S))
         finally:
-            if links is not None:
-                asyncio.get_running_loop().remove_reader(links.fileno())
+            if links:
                 links.close()
 
     # -- Weave's HTTP routes -----------------------------------------------------------------

@@ -41,10 +41,6 @@ log = logging.getLogger("weave.datapath.sleeve")
 
 BATCH = 64
 """Frames or datagrams handled per wake-up before flushing (baseline.md: drain up to 64)."""
-HEARTBEAT_EARLY_S = 1.0
-"""A forwarder's heartbeat due within this goes at an earlier wake-up (at most half its
-interval early): at rest the fastpath's beat wakes the datapath every second, so the
-sleeve's 10 s heartbeats ride on it instead of waking it once per peer."""
 
 
 class SleeveShell:
@@ -238,8 +234,10 @@ class SleeveShell:
     def next_deadline(self) -> float:
         return min(self.overlay.next_deadline() or float("inf"), self._mac_expiry_at)
 
-    def tick(self, now: float) -> None:
-        self._run(self.overlay.tick(now, HEARTBEAT_EARLY_S), now)
+    def tick(self, now: float, early: float = 0.0) -> None:
+        """Fire the sleeve's due timers; a forwarder's heartbeat due within `early` goes now
+        too (Forwarder.tick)."""
+        self._run(self.overlay.tick(now, early), now)
         self._flush(now)
         if now >= self._mac_expiry_at:
             self.overlay.expire_macs(now)

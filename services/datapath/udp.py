@@ -22,12 +22,13 @@ would lose it; nothing here raises on the data path.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import socket
 import struct
 import sys
 from collections import Counter
+
+from services.datapath.sockopts import attach_drop_all, big_buffers
 
 IP_MTU = 14
 SOL_UDP = 17
@@ -36,24 +37,11 @@ UDP_GRO = 104
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 IP_MTU_DISCOVER = 10
 IP_PMTUDISC_DONT, IP_PMTUDISC_DO = 0, 2
-SO_ATTACH_FILTER = 26
 SOCKET_BUFFER = 8 * 1024 * 1024
 MAX_DATAGRAM = 65536
 
 _UDP_HEADER = struct.Struct("!HHHH")
 _LITTLE = sys.byteorder == "little"
-
-
-class _SockFilter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
-
-
-_DROP_ALL = (_SockFilter * 1)(_SockFilter(0x06, 0, 0, 0))  # BPF_RET | BPF_K, 0: accept nothing
-_DROP_ALL_PROG = _SockFprog(1, _DROP_ALL)
 
 
 class UdpTransport:
@@ -66,7 +54,7 @@ class UdpTransport:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-            _big_buffers(sock)
+            big_buffers(sock, SOCKET_BUFFER)
             sock.bind((host, port))
             sock.setblocking(False)
         except BaseException:
@@ -128,9 +116,9 @@ class UdpTransport:
     def _open_df(self, ip: str) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(_DROP_ALL_PROG))
+            attach_drop_all(sock)
             sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
-            _big_buffers(sock, receive=False)
+            big_buffers(sock, SOCKET_BUFFER, receive=False)
             if self.host != "0.0.0.0":
                 sock.bind((self.host, 0))
             sock.connect((ip, 0))
@@ -159,12 +147,3 @@ def _reason(exc: OSError) -> str:
     if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
         return "send_unreachable"
     return "send_failed"
-
-
-def _big_buffers(sock: socket.socket, receive: bool = True) -> None:
-    options = ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)) if receive else ((32, socket.SO_SNDBUF),)
-    for force, plain in options:  # SO_RCVBUFFORCE / SO_SNDBUFFORCE need root; else capped
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, SOCKET_BUFFER)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
-import json, select, subprocess, sys, time
+import asyncio, json, select, subprocess, sys, time
 from services.datapath.link_watch import LinkDeletions
 
 ns, box = sys.argv[1], sys.argv[2]
@@ -40,6 +40,22 @@ out["moved"] = seen()
 ip("netns", "del", box)  # the container's namespace goes, and lw2 with it
 out["namespace_gone"] = seen(5)
 out["lw2_left"] = "lw2" in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+watch.close()
+
+async def on_the_loop():  # as the datapath waits: LinkDeletions.next on the event loop
+    w = LinkDeletions()
+    ip("link", "add", "lw4", "type", "veth", "peer", "name", "lw5")
+    try:
+        await asyncio.wait_for(w.next(), 0.5)
+        woke_on_create = True
+    except asyncio.TimeoutError:
+        woke_on_create = False
+    ip("link", "del", "lw4")
+    t = time.monotonic()
+    await asyncio.wait_for(w.next(), 5)
+    w.close()
+    return woke_on_create, time.monotonic() - t
+out["loop_woke_on_create"], out["loop_deleted_after_s"] = asyncio.run(on_the_loop())
 print(json.dumps(out))
 """
 
@@ -66,3 +82,4 @@ def test_only_deletions_are_seen_and_a_dying_namespace_is_one(namespaces):
     assert seen["deleted"] is True and seen["deleted_after_s"] < 1.0, seen
     assert seen["moved"] is True, seen
     assert seen["namespace_gone"] is True and seen["lw2_left"] is False, seen
+    assert seen["loop_woke_on_create"] is False and seen["loop_deleted_after_s"] < 1.0, seen

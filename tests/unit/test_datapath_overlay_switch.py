@@ -4,9 +4,16 @@ kernel (FDB entries, flushes, sources, pruning) and gossip (reports, failures) a
 told; and the fastpath heartbeat frame codec."""
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import struct
+import time
+
 import pytest
 
 from services.datapath import fastpath as fp
+from services.datapath.fastpath_shell import FastpathShell
 from shared.weave.peer_name import PeerName
 from services.datapath.overlay_switch import (BUSY_FRAMES, FASTPATH, HEARTBEAT_S, IDLE_HEARTBEAT_S, SLEEVE, TIMEOUT_S, ZERO_MAC,
                                               AllowSource, Fail,
@@ -371,20 +378,15 @@ def test_settled_once_every_path_works_both_ways_and_not_after_a_fallback():
 
 
 def test_received_at_reads_the_kernels_timestamp():
-    import socket
-    import struct
-    import time as _time
     stamp = (socket.SOL_SOCKET, fp.SO_TIMESTAMPNS, struct.pack("@qq", 1_700_000_000, 250_000_000))
     assert fp.received_at([stamp]) == 1_700_000_000.25
-    before = _time.time()
-    assert before <= fp.received_at([]) <= _time.time()  # no timestamp: now
+    before = time.time()
+    assert before <= fp.received_at([]) <= time.time()  # no timestamp: now
 
 
 def test_proc_net_dev_is_read_afresh_from_one_descriptor():
     """The shell keeps /proc/net/dev open and reads it from offset 0 every beat: each
     read sees the counters of that moment (loopback's, moved by a datagram to itself)."""
-    import socket
-    from services.datapath.fastpath_shell import FastpathShell
     shell = FastpathShell(PEER, "127.0.0.1", "weave", "vethwe-bridge")
     before = fp.device_packets(shell._net_dev(), "lo")
     fd = shell._net_dev_fd
@@ -400,9 +402,6 @@ def test_drained_heartbeats_keep_their_arrival_within_the_beat_whatever_the_wall
     """A heartbeat's kernel time (wall clock) becomes the loop's time of its arrival, and
     never earlier than the previous drain (which would have read it) nor later than now:
     a wall clock stepped forward or back cannot make a peer look silent."""
-    import asyncio
-    import time as _time
-    from services.datapath.fastpath_shell import FastpathShell
     hb = fp.Heartbeat(PEER, PEER, UID, True)
 
     class Waiting:
@@ -420,7 +419,7 @@ def test_drained_heartbeats_keep_their_arrival_within_the_beat_whatever_the_wall
         first = loop.time()
         assert shell.drain() == []
         await asyncio.sleep(0.2)
-        wall = _time.time()
+        wall = time.time()
         shell.hb.frames = [(hb, wall - 0.1), (hb, wall - 3600.0), (hb, wall + 3600.0)]
         (_, a), (_, b), (_, c) = shell.drain()
         now = loop.time()
@@ -431,8 +430,6 @@ def test_drained_heartbeats_keep_their_arrival_within_the_beat_whatever_the_wall
 
 
 def test_a_broken_proc_net_dev_descriptor_is_opened_afresh():
-    import os
-    from services.datapath.fastpath_shell import FastpathShell
     shell = FastpathShell(PEER, "127.0.0.1", "weave", "vethwe-bridge")
     shell.index = 1  # as if the device were up
     shell._net_dev()

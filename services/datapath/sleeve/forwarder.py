@@ -314,21 +314,18 @@ class Forwarder:
         wake-ups it has anyway, and the peer, whose timeout counts from the last one it
         heard, only hears from us a little sooner."""
         out: list = []
-        while (due := self._earliest_due(now)) is not None:
+        while (due := self._earliest_due(now, early)) is not None:
             attr, event = due
             setattr(self, attr, None)
             out += self.handle(event, now)
-        if early > 0 and self.heartbeat_at is not None and \
-                self.heartbeat_at <= now + min(early, self.heartbeat_interval / 2):
-            self.heartbeat_at = None
-            out += self.handle(Event.HEARTBEAT_DUE, now)
         return out
 
-    def _earliest_due(self, now: float) -> tuple[str, Event] | None:
+    def _earliest_due(self, now: float, early: float = 0.0) -> tuple[str, Event] | None:
         best = None
         for attr, event in _TIMERS:
             t = getattr(self, attr)
-            if t is not None and t <= now and (best is None or t < best[0]):
+            limit = now + min(early, self.heartbeat_interval / 2) if event is Event.HEARTBEAT_DUE else now
+            if t is not None and t <= limit and (best is None or t < best[0]):
                 best = (t, attr, event)
         return None if best is None else best[1:]
 
