@@ -19,14 +19,19 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 venv: $(VENV)/.installed
-	@$(PY) -m compileall -q -j0 shared services weavectl bench tests >/dev/null
-	@$(PY) -m weavectl.preload >/dev/null
+	@$(PY) -m compileall -q -j0 -o 0 -o 2 shared services weavectl >/dev/null
+	@$(PY) -m compileall -q -j0 bench tests >/dev/null
+	@PYTHONDONTWRITEBYTECODE= $(PY) -OO -m weavectl.preload >/dev/null
 
 # (compileall: the project's bytecode is written once here, so that every process of a
 # stack imports from .pyc even where PYTHONDONTWRITEBYTECODE is set: compiling the
 # modules a fork server preloads costs 0.17 s of CPU per launch. Only changed files are
-# recompiled on a second run. `-m weavectl.preload` does the same for the methods
-# @dataclass generates: 0.1 s of every launch's CPU, see weavectl/compiled_once.py.)
+# recompiled on a second run. The stack runs `python -OO` (weavectl/stack_files.py
+# STACK_PYTHON_FLAGS), the CLI and the tests plain `python`, so the project gets both.
+# `-OO -m weavectl.preload` imports what the supervisor can preload with bytecode
+# writing on: the .opt-2.pyc of every library and stdlib module among them (as root,
+# the stdlib's too), and the cache of the methods @dataclass generates: 0.1 s of every
+# launch's CPU, see weavectl/compiled_once.py.)
 
 # The Scope page: npm ci installs exactly the lockfile's packages (no network at run
 # time: the bundle is served by the app), esbuild bundles them with our sources.

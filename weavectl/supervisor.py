@@ -48,7 +48,8 @@ from shared.service import setup_logging
 from shared.tracing import setup_tracing
 from weavectl import forkserver
 from weavectl.errors import LaunchError
-from weavectl.stack_files import NATS_CONF, PID_FILE, PROCESSES_FILE, nats_server_path, write_nats_conf  # noqa: F401
+from weavectl.stack_files import (NATS_CONF, PID_FILE, PROCESSES_FILE, nats_server_path,  # noqa: F401
+                                  python_argv, write_nats_conf)
 from weavectl.services import service_module
 
 log = logging.getLogger("weave.supervisor")
@@ -137,7 +138,7 @@ class Supervisor:
         env = {name: os.environ.get(name, value) for name, value in NATS_ENV.items()}  # the operator's first
         self.procs["nats"] = Proc("nats", [nats_server_path(), "-c", str(conf)], env=env)
         for svc in services_for(self.launch):
-            self.procs[svc] = Proc(svc, [sys.executable, "-m", service_module(svc)], service_module(svc))
+            self.procs[svc] = Proc(svc, python_argv(service_module(svc)), service_module(svc))
 
 
     def _record_pids(self) -> None:

@@ -144,6 +144,8 @@ def test_launch_is_parsed_by_the_supervisor_and_keeps_the_password_off_command_l
     assert "weave launched on e2e" in out.stdout
     cmdlines = [Path(f"/proc/{p}/cmdline").read_bytes() for p in netns.pids() if Path(f"/proc/{p}").exists()]
     assert any(b"weavectl.supervisor" in c for c in cmdlines) and len(cmdlines) >= 6, cmdlines
+    pythons = [c.split(b"\0") for c in cmdlines if b"weavectl.supervisor" in c]  # the services are its forks
+    assert len(pythons) >= 6 and all(argv[1] == b"-OO" for argv in pythons), pythons  # no docstrings, no asserts
     assert not [c for c in cmdlines if b"s3cret" in c], "the password is on a command line"
     assert json.loads((netns.state_dir / "launch.json").read_text())["password"] == "s3cret-on-no-cmdline"
     nats = json.loads((netns.state_dir / "processes.json").read_text())["processes"]["nats"]

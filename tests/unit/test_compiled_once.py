@@ -3,11 +3,13 @@ changes nothing but the compiling."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 from weavectl.compiled_once import DataclassCode
+from weavectl.stack_files import STACK_PYTHON_FLAGS
 
 
 def _make():
@@ -74,16 +76,24 @@ def test_no_write_while_bytecode_writing_is_off(tmp_path):
 
 
 def test_the_fork_server_compiles_nothing_after_make_venv():
-    """`make venv` wrote the cache (as it writes .pyc): importing what the fork server
-    imports compiles no dataclass method."""
-    probe = ("from weavectl import compiled_once\nc = compiled_once.install()\nimport weavectl.supervisor\n"
+    """`make venv` wrote the cache and the bytecode (as the stack's Python runs, `-OO`):
+    importing what the supervisor preloads compiles no dataclass method and no module
+    from source, where bytecode is never written (PYTHONDONTWRITEBYTECODE)."""
+    probe = ("import importlib._bootstrap_external as bx\nfrom_source = []\n"
+             "def counted(self, data, path, **kw):\n"
+             "    from_source.append(path)\n"
+             "    return original(self, data, path, **kw)\n"
+             "original, bx.SourceLoader.source_to_code = bx.SourceLoader.source_to_code, counted\n"
+             "from weavectl import compiled_once\nc = compiled_once.install()\nimport weavectl.supervisor\n"
              "from weavectl import preload\nfrom weavectl.services import SERVICE_MODULES\n"
-             "preload.load(list(SERVICE_MODULES.values()))\nprint(c.compiled, c.sources)")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
-                         env={"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"})
+             "preload.load(list(SERVICE_MODULES.values()))\n"
+             "import sys, json\nprint(json.dumps([c.compiled, c.sources, sys.flags.optimize, from_source]))")
+    out = subprocess.run([sys.executable, *STACK_PYTHON_FLAGS, "-c", probe], capture_output=True, text=True,
+                         timeout=120, env={"PYTHONDONTWRITEBYTECODE": "1", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
-    compiled, sources = map(int, out.stdout.split())
-    assert sources > 500 and compiled == 0, (compiled, sources, Path(sys.prefix))
+    compiled, sources, optimize, from_source = json.loads(out.stdout)
+    assert optimize == 2 and sources > 500 and compiled == 0, (compiled, sources, Path(sys.prefix))
+    assert from_source == [], f"{len(from_source)} modules compiled from source: {from_source[:5]}"
 
 
 def test_a_run_that_used_fewer_sources_keeps_the_others(tmp_path):
