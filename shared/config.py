@@ -173,6 +173,13 @@ class ServiceSettings(BaseModel):
         return {}
 
 
+ServiceConfig.model_rebuild()
+"""(Its `settings` field names ServiceSettings before the class exists: built here, at
+import, rather than on first use. Otherwise each forked service built its validator
+for itself, a schema generation that copied ~1.6 MB of the supervisor's pages into
+every service: issue 15.)"""
+
+
 class GossipSettings(ServiceSettings):
     gossip_interval_s: float = Field(30.0, description="Periodic gossip of every channel to random neighbours "
                                      "(mesh's defaultGossipInterval; repairs lost broadcasts).")
