@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -59,7 +58,7 @@ RouteHandler = Callable[[Request], Awaitable[Response]]
 
 class HttpRouter:
     def __init__(self) -> None:
-        self._routes: list[tuple[str, re.Pattern[str], RouteHandler]] = []
+        self._routes: list[tuple[str, tuple[str, ...], RouteHandler]] = []
         self._prefixes: list[tuple[str, RouteHandler]] = []
 
     def add_prefix(self, prefix: str, handler: RouteHandler) -> None:
@@ -67,18 +66,22 @@ class HttpRouter:
         self._prefixes.append((prefix.rstrip("/"), handler))
 
     def add(self, method: str, pattern: str, handler: RouteHandler) -> None:
-        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
-        self._routes.append((method.upper(), re.compile(regex), handler))
+        """`pattern`: a path whose `{name}` segments each match one non-empty segment.
+        Matched segment by segment, not by a regular expression: compiling one per route
+        ran the re compiler in every service at its start, which copied the pages of its
+        code from the supervisor's memory into each of them (issue 15)."""
+        self._routes.append((method.upper(), tuple(pattern.split("/")), handler))
 
     async def dispatch(self, req: Request) -> Response:
         allowed = False
-        for method, regex, handler in self._routes:
-            m = regex.match(req.path)
-            if not m:
+        parts = req.path.split("/")
+        for method, segments, handler in self._routes:
+            params = _match(segments, parts)
+            if params is None:
                 continue
             allowed = True
             if method == req.method:
-                req.params = {k: unquote(v) for k, v in m.groupdict().items()}
+                req.params = {k: unquote(v) for k, v in params.items()}
                 return await handler(req)
         if allowed:
             return Response(405, f"method {req.method} not allowed on {req.path}\n")
@@ -86,6 +89,21 @@ class HttpRouter:
             if req.path == prefix or req.path.startswith(prefix + "/"):
                 return await handler(req)
         return Response(404, f"404 page not found: {req.path}\n")
+
+
+def _match(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    """The `{name}` segments' values if the path's segments match the pattern's, else None."""
+    if len(segments) != len(parts):
+        return None
+    params = {}
+    for want, got in zip(segments, parts):
+        if want[:1] == "{" and want[-1:] == "}":
+            if not got:
+                return None
+            params[want[1:-1]] = got
+        elif want != got:
+            return None
+    return params
 
 
 class HttpServer:
