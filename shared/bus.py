@@ -1,7 +1,8 @@
 """The local bus: one protocol, two implementations with the same semantics.
 
-- `NatsBus`: nats-py against the host's nats-server (loopback, token). Request
-  endpoints are registered with `nats.micro`, so `$SRV.PING|INFO|STATS` discovery works.
+- `NatsBus`: our NATS client (shared/nats_client.py) against the host's nats-server
+  (loopback, token). Each process answers `$SRV.PING|INFO|STATS` discovery as a
+  `nats.micro` service does.
 - `MemoryBus`: an in-process twin over a shared `MemoryBroker`, for the cluster tier.
 
 Both share `BusCore`, which holds everything that is not transport: typed encoding,
@@ -260,6 +261,7 @@ class _MemorySub:
                  callback: Callable[[BusMsg], Awaitable[None]]) -> None:
         self.broker, self.subject, self.queue, self._callback = broker, subject, queue, callback
         self._pending: asyncio.Queue[BusMsg] = asyncio.Queue(maxsize=PENDING_LIMIT)
+        self._busy = False
         self._task = asyncio.get_running_loop().create_task(self._run())
         self.dropped = 0
 
@@ -272,7 +274,18 @@ class _MemorySub:
     async def _run(self) -> None:
         while True:
             msg = await self._pending.get()
-            await self._callback(msg)
+            self._busy = True
+            try:
+                await self._callback(msg)
+            finally:
+                self._busy = False
+
+    async def idle(self, timeout: float) -> None:
+        """Wait (up to `timeout`) until what was received was handled."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (not self._pending.empty() or self._busy) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def unsubscribe(self) -> None:
         self.broker.remove(self)
@@ -334,6 +347,11 @@ class MemoryBus(BusCore):
         self._subs.append(sub)
 
     async def close(self) -> None:
+        """As NatsBus: no new messages; what was received, and requests in hand, may
+        still be answered (for up to CLOSE_GRACE_S)."""
+        for sub in self._subs:
+            self.broker.remove(sub)
+        await asyncio.gather(*(sub.idle(CLOSE_GRACE_S) for sub in self._subs))
         await self._drain_handlers()
         for sub in self._subs:
             await sub.unsubscribe()

@@ -16,7 +16,7 @@ from weavectl import compiled_once
 log = logging.getLogger("weave.preload")
 
 
-COMMON = ("shared.service", "shared.nats_bus", "nats.micro")
+COMMON = ("shared.service", "shared.nats_bus")
 """What every service imports when it starts rather than at import time (the bus client
 alone is a third of a second), loaded before the services' own modules."""
 

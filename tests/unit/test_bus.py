@@ -290,7 +290,8 @@ async def test_serial_serving_keeps_order(make_bus):
     assert seen == list(range(5)) and peak[0] == 1, "one at a time, in arrival order"
 
 
-async def test_close_lets_handlers_in_hand_answer(make_bus):
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_close_lets_handlers_in_hand_answer(make_bus, concurrency):
     """A service that stops answers the requests it is already working on (they were
     cancelled, say) before its connection goes, rather than leaving callers to time out."""
     server, client = await make_bus("ipam"), await make_bus("cli")
@@ -300,7 +301,7 @@ async def test_close_lets_handlers_in_hand_answer(make_bus):
         await release.wait()
         return Pong(n=req.n)
 
-    await server.serve("weave.ipam.closing", Ping, handler, concurrency=4)
+    await server.serve("weave.ipam.closing", Ping, handler, concurrency=concurrency)
     pending = asyncio.ensure_future(client.request("weave.ipam.closing", Ping(n=3), Pong, timeout=5))
     await asyncio.sleep(0.05)
     closing = asyncio.ensure_future(server.close())
