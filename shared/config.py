@@ -34,6 +34,7 @@ from shared.paths import DEFAULT_STATE_DIR, state_dir_from_env  # noqa: F401 (pa
 from shared.schemas.scope import MAX_BODY
 
 LAUNCH_FILE = "launch.json"
+_last_loaded: list = [None, None]  # [(path, inode, size, mtime_ns), LaunchConfig]: LaunchConfig.load
 TOKEN_FILE = "bus.token"
 Profile = Literal["production", "test"]
 
@@ -120,8 +121,19 @@ class LaunchConfig(BaseModel):
 
     @classmethod
     def load(cls, state_dir: Path) -> "LaunchConfig":
-        with open(Path(state_dir) / LAUNCH_FILE) as f:
-            return cls.model_validate(json.load(f))
+        """The launch settings in `state_dir`. The file last loaded, unchanged since (the
+        same inode, size and mtime: launch.json is only ever replaced whole), is not read
+        again: a service forked from the supervisor finds the supervisor's copy, and so
+        skips running the validation, and copying the pages that touches (issue 15)."""
+        path = Path(state_dir) / LAUNCH_FILE
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+            if _last_loaded[0] == key:
+                return _last_loaded[1]
+            launch = cls.model_validate(json.load(f))
+        _last_loaded[:] = [key, launch]
+        return launch
 
     @property
     def bus_url(self) -> str:

@@ -104,9 +104,19 @@ class ServiceRunner:
 
 
 def setup_logging(name: str) -> None:
-    logging.basicConfig(
-        level=os.environ.get("WEAVE_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
-        format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s")
+    """What logging.basicConfig does (a stderr handler with our format, unless the root
+    logger has handlers), but the level is set only if it changes: Logger.setLevel
+    clears every logger's cache, touching all of a process's loggers, which in a service
+    forked from the supervisor (already at that level) copies their pages (issue 15)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {name}[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    level = os.environ.get("WEAVE_LOG_LEVEL", "INFO").upper()
+    if logging.getLevelName(root.level) != level:
+        root.setLevel(level)
 
 
 async def _serve_forever(name: str, app: ServiceApp) -> None:

@@ -164,6 +164,23 @@ def test_launch_config_round_trips_and_is_private(tmp_path):
     assert LaunchConfig.load(tmp_path) == cfg
 
 
+def test_launch_config_is_read_again_only_when_the_file_changed(tmp_path):
+    """A service forked from the supervisor gets the supervisor's copy (no validation
+    run again, issue 15); a launch.json replaced since is read afresh."""
+    LaunchConfig(state_dir=tmp_path, nickname="first").save()
+    first = LaunchConfig.load(tmp_path)
+    assert LaunchConfig.load(tmp_path) is first
+    LaunchConfig(state_dir=tmp_path, nickname="second").save()
+    assert LaunchConfig.load(tmp_path).nickname == "second"
+    other = tmp_path / "other"
+    other.mkdir()
+    LaunchConfig(state_dir=other, nickname="other").save()
+    assert LaunchConfig.load(other).nickname == "other" and LaunchConfig.load(tmp_path).nickname == "second"
+    (tmp_path / "launch.json").unlink()
+    with pytest.raises(FileNotFoundError):
+        LaunchConfig.load(tmp_path)
+
+
 def test_launch_config_rejects_unknown_options(tmp_path):
     with pytest.raises(ValidationError):
         LaunchConfig(state_dir=tmp_path, datapath="warp")
