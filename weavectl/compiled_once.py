@@ -2,14 +2,14 @@
 
 For each dataclass, the standard library writes the source of `__init__`, `__repr__`,
 `__eq__`, `__hash__` (and `__setattr__`/`__delattr__` when frozen) and `exec`s it: the
-preloading supervisor creates ~240 dataclasses (ours, nats-py's, pydantic's) and compiling those
+preloading supervisor created ~240 dataclasses (ours, nats-py's, pydantic's) and compiling those
 ~940 small sources was 0.1 s of its 0.49 s of start-up CPU (issue 15). While installed,
 `dataclasses` finds our `exec` in its module globals before the builtin one: a source
 seen before is run from its code object, kept in a cache file beside the interpreter
 (`<venv>/weave-dataclass-code`, marshal, keyed by a digest of the source text), as .pyc files
 keep a module's. Nothing else changes: the same text compiles to the same code object
 and runs with the same globals and namespace; a source not in the cache is compiled as
-before. The file is written by `make venv` (`python -m weavectl.preload`), and by
+before. The file is written by `make venv` (`python -OO -m weavectl.preload`), and by
 a launch that compiled something new unless bytecode writing is off
 (PYTHONDONTWRITEBYTECODE, as for .pyc); a missing, unreadable or foreign file (another
 interpreter's bytecode) is ignored.
