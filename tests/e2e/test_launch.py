@@ -127,6 +127,29 @@ def test_launch_reports_a_supervisor_that_dies_while_it_waits(netns):
     assert left == [], [Path(f"/proc/{p}/cmdline").read_bytes() for p in left if Path(f"/proc/{p}").exists()]
 
 
+def test_services_carry_on_when_the_bus_server_dies(netns):
+    """kill -9 nats-server: the supervisor starts it again and every service's bus client
+    connects again by itself (shared/nats_client.py), re-subscribing: each answers its
+    health request over the new server with the pid it had (none was restarted)."""
+    out = netns.weave("launch", "--nickname", "e2e", "--no-scope")
+    assert out.returncode == 0, out.stderr
+    table = service_table(netns)
+    netns.run("kill", "-9", str(table["nats"][0]))
+
+    def back():
+        try:
+            t = service_table(netns)
+        except AssertionError:  # the bus is not back yet
+            return None
+        return t if t["nats"][0] not in (0, table["nats"][0]) and all(h == "healthy" for _, h in t.values()) else None
+
+    after = wait_until(back, what="nats-server restarted and every service healthy on it")
+    assert {n: pid for n, (pid, _) in after.items() if n != "nats"} == \
+        {n: pid for n, (pid, _) in table.items() if n != "nats"}, "a service was restarted"
+    assert netns.weave("stop").returncode == 0
+    assert wait_all_dead(netns.pids()) == []
+
+
 def test_launch_is_parsed_by_the_supervisor_and_keeps_the_password_off_command_lines(netns):
     """`weave launch` hands its command line to the supervisor's process on a pipe: the
     CLI imports no pydantic (issue 15: its start-up CPU), and the password given with
