@@ -124,18 +124,22 @@ class BusCore:
                       timeout: float = DEFAULT_TIMEOUT_S) -> R:
         """Send a request and return the typed reply; an ErrorReply raises BusError."""
         with self._span(f"{subject} request", subject, kind=SpanKind.CLIENT,
-                        attributes=_attrs(subject, "request")) as span:
-            data = await self._raw_request(subject, _encode(message), tracing.inject(), timeout)
+                        attributes=_attrs(subject, "request"), record_exception=False) as span:
             try:
-                reply = parse_reply(data, reply_type)
-            except ValidationError as exc:
-                span.set_status(Status(StatusCode.ERROR, "bad reply"))
-                raise BusError("bad_reply", f"reply does not match {reply_type.__name__}: {_first_error(exc)}",
-                               subject=subject) from exc
-            if isinstance(reply, ErrorReply):
-                span.set_status(Status(StatusCode.ERROR, reply.code))
-                raise BusError(reply.code, reply.description, subject=subject)
-            return reply
+                data = await self._raw_request(subject, _encode(message), tracing.inject(), timeout)
+                try:
+                    reply = parse_reply(data, reply_type)
+                except ValidationError as exc:
+                    span.set_status(Status(StatusCode.ERROR, "bad reply"))
+                    raise BusError("bad_reply", f"reply does not match {reply_type.__name__}: {_first_error(exc)}",
+                                   subject=subject) from exc
+                if isinstance(reply, ErrorReply):
+                    span.set_status(Status(StatusCode.ERROR, reply.code))
+                    raise BusError(reply.code, reply.description, subject=subject)
+                return reply
+            except Exception as exc:
+                _record_failure(span, exc)
+                raise
 
     async def handle_request(self, subject: str, data: bytes, headers: dict[str, str] | None,
                              request_type: type[M], handler: Callable[[M], Awaitable[Message]]) -> bytes:
@@ -203,6 +207,18 @@ class Concurrency:
         self._sem.release()
         if not task.cancelled() and task.exception() is not None:
             log.error("request handler failed: %r", task.exception())
+
+
+def _record_failure(span: trace.Span, exc: Exception) -> None:
+    """A BusError is the bus's own answer (nobody serves the subject, a timeout, the
+    responder's error): an exception event without a stack trace. OpenTelemetry's
+    record_exception formats one by reading every frame's source file into linecache,
+    kept for the process's life: in a service racing its peers at start, ~100 kB of
+    sources for an expected "unavailable" (issue 15). Anything else is a bug: whole."""
+    if isinstance(exc, BusError):
+        span.add_event("exception", {"exception.type": type(exc).__name__, "exception.message": str(exc)})
+    else:
+        span.record_exception(exc)
 
 
 def _encode(message: Message) -> bytes:

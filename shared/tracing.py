@@ -186,8 +186,14 @@ def span_to_dict(span: ReadableSpan) -> dict:
 
 def setup_tracing(service: str, *, host: str, trace_dir: Path | None = None,
                   endpoint: str | None = None) -> TracerProvider:
-    """Install the global tracer provider for this process and return it."""
-    provider = TracerProvider(resource=Resource.create({"service.name": f"weave-{service}", "host.name": host}))
+    """Install the global tracer provider for this process and return it.
+
+    Two things here matter to the services forked from the supervisor (issue 15): the
+    resource is made without `Resource.create`'s thread pool (a thread started and
+    joined in every process, for two detectors that only read the environment), and
+    one tracer is asked for at once, which compiles the regular expressions of the
+    SDK's warnings filter into re's cache before the forks, not in each service."""
+    provider = TracerProvider(resource=resource({"service.name": f"weave-{service}", "host.name": host}))
     endpoint = endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -198,7 +204,24 @@ def setup_tracing(service: str, *, host: str, trace_dir: Path | None = None,
         exporter = JsonLinesSpanExporter(Path(trace_dir) / f"{service}.jsonl")
         provider.add_span_processor(QuietBatchSpanProcessor(exporter, delay_s=0.5))
     trace.set_tracer_provider(provider)
+    provider.get_tracer("weave.setup")
     return provider
+
+
+def resource(attributes: dict[str, str]) -> Resource:
+    """What `Resource.create(attributes)` makes with its default detectors (the SDK's
+    own attributes, a service.instance.id, OTEL_RESOURCE_ATTRIBUTES and
+    OTEL_SERVICE_NAME), run in this thread. Detectors configured by
+    OTEL_EXPERIMENTAL_RESOURCE_DETECTORS go through `Resource.create` as before."""
+    from opentelemetry.sdk.resources import (_DEFAULT_RESOURCE, OTEL_EXPERIMENTAL_RESOURCE_DETECTORS,
+                                             OTELResourceDetector, ServiceInstanceIdResourceDetector)
+
+    if os.environ.get(OTEL_EXPERIMENTAL_RESOURCE_DETECTORS, "").strip():
+        return Resource.create(attributes)
+    merged = _DEFAULT_RESOURCE  # (tests/unit/test_tracing_setup.py holds this equal to Resource.create's)
+    for detector in (ServiceInstanceIdResourceDetector(), OTELResourceDetector()):
+        merged = merged.merge(detector.detect())
+    return merged.merge(Resource(attributes))
 
 
 def forget_tracer_provider() -> None:
