@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 from shared.nats_bus import NatsBus
 from shared.schemas import HealthReply, HealthRequest
-from weavectl.stack_files import nats_server_path
+from weavectl.nats_process import LocalNatsServer
 
 SUBJECT = "weave.bench.health"
 
@@ -93,29 +89,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--requests", type=int, default=3000)
     args = ap.parse_args()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = Path(tmp) / "nats.conf"
-        conf.write_text(f'listen: "127.0.0.1:{port}"\n')
-        proc = subprocess.Popen([nats_server_path(), "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("nats-server did not start")
-                    time.sleep(0.01)
-            floor = asyncio.run(_bare(port, args.requests))
-            ours = asyncio.run(_natsbus(f"nats://127.0.0.1:{port}", args.requests))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with LocalNatsServer(token=False) as server:
+        floor = asyncio.run(_bare(server.port, args.requests))
+        ours = asyncio.run(_natsbus(server.url, args.requests))
     print(f"request/reply over one nats-server, {args.requests} requests, both ends in this process")
     print(_row("bare protocol loop (the floor)", *floor, floor[1]))
     print(_row("NatsBus (typed, traced)", *ours, floor[1]))

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from shared import subjects, tracing
+from shared.delivery import Delivery
 from shared.errors import WeaveError
 from shared.schemas.base import ErrorReply, Message, parse_reply
 
@@ -35,7 +36,6 @@ DEFAULT_TIMEOUT_S = 2.0
 CLOSE_GRACE_S = 3.0  # on close, how long handlers already running may take to answer
 QUIET_SUFFIX = ".health"
 """Subjects ending so (health probes, `subjects.health`) are not traced."""
-PENDING_LIMIT = 10_000  # per subscription; past it messages are dropped (NATS "slow consumer")
 
 
 class BusError(WeaveError):
@@ -127,16 +127,7 @@ class BusCore:
                         attributes=_attrs(subject, "request"), record_exception=False) as span:
             try:
                 data = await self._raw_request(subject, _encode(message), tracing.inject(), timeout)
-                try:
-                    reply = parse_reply(data, reply_type)
-                except ValidationError as exc:
-                    span.set_status(Status(StatusCode.ERROR, "bad reply"))
-                    raise BusError("bad_reply", f"reply does not match {reply_type.__name__}: {_first_error(exc)}",
-                                   subject=subject) from exc
-                if isinstance(reply, ErrorReply):
-                    span.set_status(Status(StatusCode.ERROR, reply.code))
-                    raise BusError(reply.code, reply.description, subject=subject)
-                return reply
+                return _typed_reply(span, subject, data, reply_type)
             except Exception as exc:
                 _record_failure(span, exc)
                 raise
@@ -209,6 +200,20 @@ class Concurrency:
             log.error("request handler failed: %r", task.exception())
 
 
+def _typed_reply(span: trace.Span, subject: str, data: bytes, reply_type: type[R]) -> R:
+    """The reply as `reply_type`; an ErrorReply, or what is neither, raises BusError."""
+    try:
+        reply = parse_reply(data, reply_type)
+    except ValidationError as exc:
+        span.set_status(Status(StatusCode.ERROR, "bad reply"))
+        raise BusError("bad_reply", f"reply does not match {reply_type.__name__}: {_first_error(exc)}",
+                       subject=subject) from exc
+    if isinstance(reply, ErrorReply):
+        span.set_status(Status(StatusCode.ERROR, reply.code))
+        raise BusError(reply.code, reply.description, subject=subject)
+    return reply
+
+
 def _record_failure(span: trace.Span, exc: Exception) -> None:
     """A BusError is the bus's own answer (nobody serves the subject, a timeout, the
     responder's error): an exception event without a stack trace. OpenTelemetry's
@@ -272,40 +277,15 @@ class MemoryBroker:
             self._subs.remove(sub)
 
 
-class _MemorySub:
+class _MemorySub(Delivery):
     def __init__(self, broker: MemoryBroker, subject: str, queue: str | None,
                  callback: Callable[[BusMsg], Awaitable[None]]) -> None:
-        self.broker, self.subject, self.queue, self._callback = broker, subject, queue, callback
-        self._pending: asyncio.Queue[BusMsg] = asyncio.Queue(maxsize=PENDING_LIMIT)
-        self._busy = False
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        self.dropped = 0
-
-    def offer(self, msg: BusMsg) -> None:
-        try:
-            self._pending.put_nowait(msg)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    async def _run(self) -> None:
-        while True:
-            msg = await self._pending.get()
-            self._busy = True
-            try:
-                await self._callback(msg)
-            finally:
-                self._busy = False
-
-    async def idle(self, timeout: float) -> None:
-        """Wait (up to `timeout`) until what was received was handled."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (not self._pending.empty() or self._busy) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        super().__init__(subject, callback)
+        self.broker, self.subject, self.queue = broker, subject, queue
 
     async def unsubscribe(self) -> None:
         self.broker.remove(self)
-        self._task.cancel()
+        self.stop()
 
 
 class MemoryBus(BusCore):

@@ -12,30 +12,27 @@ wildcard inbox with "no responders", flush, drain, a keep-alive PING, and reconn
 for ever (the supervisor restarts nats-server; services carry on). No TLS, no
 JetStream, no cluster discovery.
 
-Delivery, as nats-py's: the messages of one subscription go to its callback one at a
-time, in order, from a task of its own; past `pending_limit` waiting messages new ones
-are dropped and counted (a slow consumer), never buffered without bound. Publishing
-while the connection is being made again buffers up to `RECONNECT_BUFFER_BYTES`.
+Delivery as shared/delivery.py gives it (one message at a time per subscription, in
+order, a bounded queue). Publishing while the connection is being made again buffers
+up to `RECONNECT_BUFFER_BYTES`.
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from shared import nats_protocol as proto
+from shared.delivery import PENDING_LIMIT, Delivery
 from shared.nats_protocol import Msg
 
 log = logging.getLogger(__name__)
 VERSION = "weave-py-1"
 RECONNECT_BUFFER_BYTES = 8 * 1024 * 1024
 PING_INTERVAL_S = 120.0  # nats-py's default keep-alive
-MAX_PINGS_OUT = 2
 DRAIN_TIMEOUT_S = 3.0
-DEFAULT_PENDING_LIMIT = 10_000
 
 Callback = Callable[[Msg], Awaitable[None]]
 
@@ -48,51 +45,13 @@ class NoResponders(NatsError):
     """A request that no subscriber received."""
 
 
-class Subscription:
-    """One SUB: its messages wait in a bounded queue for the callback's task."""
+class Subscription(Delivery):
+    """One SUB: its messages delivered as shared/delivery.py says."""
 
     def __init__(self, client: "NatsClient", sid: int, subject: str, queue: str, callback: Callback,
                  pending_limit: int) -> None:
+        super().__init__(subject, callback, pending_limit)
         self._client, self.sid, self.subject, self.queue = client, sid, subject, queue
-        self._callback, self._limit = callback, pending_limit
-        self._pending: collections.deque[Msg] = collections.deque()
-        self._wake = asyncio.Event()
-        self._busy = False
-        self.dropped = 0
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def offer(self, msg: Msg) -> None:
-        if len(self._pending) >= self._limit:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("slow consumer on %s: %d messages dropped", self.subject, self.dropped)
-            return
-        self._pending.append(msg)
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while True:
-            while not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
-            msg = self._pending.popleft()
-            self._busy = True
-            try:
-                await self._callback(msg)
-            except Exception:  # the callback's own failure: logged, the subscription carries on
-                log.exception("callback for %s failed", self.subject)
-            finally:
-                self._busy = False
-
-    async def idle(self, timeout: float) -> None:
-        """Wait (up to `timeout`) until the messages received so far were handled."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self._pending or self._busy) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-
-    def stop(self) -> None:
-        self._task.cancel()
 
     async def unsubscribe(self) -> None:
         self._client.unsubscribe(self)
@@ -158,19 +117,14 @@ class NatsClient:
         self._on_error, self._on_disconnect = on_error, on_disconnect
         self.max_payload = 1024 * 1024
         self._link: _Link | None = None
+        self._session = proto.Session(f"_INBOX.{os.urandom(11).hex()}.")
         self._subs: dict[int, Subscription] = {}
-        self._sid = 0
-        self._pongs: collections.deque[asyncio.Future | None] = collections.deque()
-        self._pings_out = 0
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._closed = False
         self._reconnecting: asyncio.Task | None = None
         self._keepalive: asyncio.TimerHandle | None = None
-        self._inbox = ""
-        self._inbox_sid = 0
         self._replies: dict[str, asyncio.Future[Msg]] = {}
-        self._next_token = 0
 
     @classmethod
     async def connect(cls, url: str, token: str, name: str, *, connect_timeout: float = 2.0,
@@ -218,15 +172,9 @@ class NatsClient:
     def _established(self, link: _Link) -> None:
         """Send what the server must know again (subscriptions, then waiting pings and
         what was published meanwhile), in that order."""
-        self._link, self._pings_out = link, 0
-        out = [proto.sub(s.subject, s.sid, s.queue) for s in self._subs.values()]
-        if self._inbox:
-            out.append(proto.sub(self._inbox + "*", self._inbox_sid))
-        self._pongs = collections.deque(f for f in self._pongs if f is not None and not f.done())
-        out += [proto.PING] * len(self._pongs)
-        out += self._buffer
+        self._link = link
+        link.transport.write(b"".join([self._session.connected(lambda fut: not fut.done()), *self._buffer]))
         self._buffer, self._buffered = [], 0
-        link.transport.write(b"".join(out))
         self._arm_keepalive()
 
     def _on_lost(self, link: _Link) -> None:
@@ -258,13 +206,12 @@ class NatsClient:
         link = self._link
         if link is None:
             return
-        if self._pings_out >= MAX_PINGS_OUT:
-            log.warning("bus: no PONG to %d pings; connecting again", self._pings_out)
+        ping = self._session.keepalive()
+        if ping is None:
+            log.warning("bus: no PONG to %d pings; connecting again", proto.MAX_PINGS_OUT)
             link.transport.abort()
             return
-        self._pings_out += 1
-        self._pongs.append(None)
-        link.transport.write(proto.PING)
+        link.transport.write(ping)
         self._arm_keepalive()
 
     def _on_event(self, link: _Link, event: proto.Event) -> None:
@@ -273,11 +220,9 @@ class NatsClient:
         elif isinstance(event, proto.Ping):
             link.transport.write(proto.PONG)
         elif isinstance(event, proto.Pong):
-            self._pings_out = 0
-            if self._pongs:
-                fut = self._pongs.popleft()
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
+            fut = self._session.pong()
+            if fut is not None and not fut.done():
+                fut.set_result(None)
         elif isinstance(event, proto.Info):
             self.max_payload = int(event.fields.get("max_payload", self.max_payload))
         elif isinstance(event, proto.Error):
@@ -287,8 +232,9 @@ class NatsClient:
                 link.transport.abort()
 
     def _on_msg(self, msg: Msg) -> None:
-        if msg.sid == self._inbox_sid and self._inbox_sid:
-            fut = self._replies.get(msg.subject[len(self._inbox):])
+        token = self._session.reply_token(msg)
+        if token is not None:
+            fut = self._replies.get(token)
             if fut is not None and not fut.done():
                 fut.set_result(msg)
             return
@@ -325,34 +271,31 @@ class NatsClient:
         self._send(proto.pub(subject, data, reply=reply, headers=headers))
 
     async def subscribe(self, subject: str, callback: Callback, *, queue: str = "",
-                        pending_limit: int = DEFAULT_PENDING_LIMIT) -> Subscription:
+                        pending_limit: int = PENDING_LIMIT) -> Subscription:
         if not proto.valid_subject(subject) or (queue and not proto.valid_subject(queue)):
             raise NatsError(f"invalid subject {subject!r} or queue {queue!r}")
         if self._closed:
             raise NatsError("the bus connection is closed")
-        self._sid += 1
-        sub = self._subs[self._sid] = Subscription(self, self._sid, subject, queue, callback, pending_limit)
-        self._send_if_connected(proto.sub(subject, sub.sid, queue))
+        sid, line = self._session.subscribe(subject, queue)
+        sub = self._subs[sid] = Subscription(self, sid, subject, queue, callback, pending_limit)
+        self._send_if_connected(line)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        if self._subs.pop(sub.sid, None) is not None and not self._closed:
-            self._send_if_connected(proto.unsub(sub.sid))
+        self._subs.pop(sub.sid, None)
+        line = self._session.unsubscribe(sub.sid)
+        if not self._closed:
+            self._send_if_connected(line)
         sub.stop()
 
     async def request(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None,
                       timeout: float) -> Msg:
         """The first reply; raises NoResponders, or asyncio.TimeoutError."""
-        if not self._inbox:
-            self._inbox = f"_INBOX.{os.urandom(11).hex()}."
-            self._sid += 1
-            self._inbox_sid = self._sid
-            self._send_if_connected(proto.sub(self._inbox + "*", self._inbox_sid))
-        self._next_token += 1
-        token = str(self._next_token)
+        token, reply, inbox_sub = self._session.request()
+        self._send_if_connected(inbox_sub)
         fut = self._replies[token] = asyncio.get_running_loop().create_future()
         try:
-            await self.publish(subject, data, reply=self._inbox + token, headers=headers)
+            await self.publish(subject, data, reply=reply, headers=headers)
             msg = await asyncio.wait_for(fut, timeout)
         finally:
             self._replies.pop(token, None)
@@ -363,9 +306,7 @@ class NatsClient:
     async def flush(self, timeout: float = 10.0) -> None:
         """Return once the server has processed everything sent before (a PING's PONG)."""
         fut = asyncio.get_running_loop().create_future()
-        self._pongs.append(fut)
-        if self._link is not None:
-            self._link.transport.write(proto.PING)
+        self._send_if_connected(self._session.ping(fut))  # (else its PING goes with the next connection)
         await asyncio.wait_for(fut, timeout)
 
     async def drain(self, timeout: float = DRAIN_TIMEOUT_S,
@@ -375,7 +316,7 @@ class NatsClient:
         subs = list(self._subs.values())
         for sub in subs:
             self._subs.pop(sub.sid, None)
-            self._send_if_connected(proto.unsub(sub.sid))
+            self._send_if_connected(self._session.unsubscribe(sub.sid))
         try:
             if self._link is not None:
                 await self.flush(timeout)
@@ -399,7 +340,7 @@ class NatsClient:
             self._reconnecting.cancel()
         if self._keepalive is not None:
             self._keepalive.cancel()
-        for fut in [*self._pongs, *self._replies.values()]:
+        for fut in [*self._session.waiters(), *self._replies.values()]:
             if fut is not None and not fut.done():
                 fut.set_exception(NatsError("the bus connection is closed"))
         link, self._link = self._link, None

@@ -5,14 +5,19 @@ reference-protocols/nats-protocol): INFO, MSG and HMSG (with headers and their s
 line), PING/PONG, +OK and -ERR from the server; CONNECT, PUB/HPUB, SUB, UNSUB, PING and
 PONG from the client. No TLS, no JetStream. `Parser.feed` never raises on the server's
 bytes: what it cannot read ends in an `Error` event and the shell drops the connection.
+`Session` is what a client keeps across connections (subscriptions, the request inbox,
+which PING a PONG answers); shared/nats_client.py is the asyncio shell around both.
 """
 from __future__ import annotations
 
 import json
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 CRLF = b"\r\n"
 MAX_CONTROL_LINE = 4096
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # nats-server's ceiling for max_payload: a claim past it is garbage
 HEADER_LINE = b"NATS/1.0"
 STATUS_NO_RESPONDERS = "503"
 
@@ -121,8 +126,8 @@ class Parser:
             need = (subject.decode(), int(sid), reply[0].decode() if reply else "", int(hlen), int(total))
         except (ValueError, UnicodeDecodeError):
             return Error(f"unreadable {op.decode()} line")
-        if not 0 <= need[3] <= need[4]:
-            return Error(f"unreadable {op.decode()} sizes")
+        if not 0 <= need[3] <= need[4] <= MAX_MESSAGE_BYTES:
+            return Error(f"unreadable {op.decode()} sizes")  # (never buffered up to a claimed size)
         self._need = need
         return self._payload()
 
@@ -185,3 +190,78 @@ PONG = b"PONG" + CRLF
 def valid_subject(subject: str) -> bool:
     """A subject the protocol can carry: dot-separated non-empty tokens, no whitespace."""
     return bool(subject) and not any(c in subject for c in " \t\r\n") and "" not in subject.split(".")
+
+
+MAX_PINGS_OUT = 2
+"""Keep-alive PINGs left unanswered before the connection counts as dead (nats-py's)."""
+
+
+class Session:
+    """What a client remembers across its connections, sans-I/O: its subscriptions (sent
+    again to every new connection), the request inbox and its reply tokens, and which
+    PING each PONG answers (a caller's flush, or a keep-alive ping: `None`). Methods
+    return the bytes to send; `waiter`s are the caller's (futures, in the shell)."""
+
+    def __init__(self, inbox: str) -> None:
+        self.inbox = inbox
+        """The prefix of our reply subjects, `_INBOX.<random>.`; subscribed on first use."""
+        self.subs: dict[int, tuple[str, str]] = {}
+        self.inbox_sid = 0
+        self.pings_out = 0
+        self._sid = self._token = 0
+        self._pongs: deque = deque()
+
+    def subscribe(self, subject: str, queue: str = "") -> tuple[int, bytes]:
+        self._sid += 1
+        self.subs[self._sid] = (subject, queue)
+        return self._sid, sub(subject, self._sid, queue)
+
+    def unsubscribe(self, sid: int) -> bytes:
+        """UNSUB, or b"" for a subscription already gone."""
+        return unsub(sid) if self.subs.pop(sid, None) is not None else b""
+
+    def request(self) -> tuple[str, str, bytes]:
+        """A new request's token and reply subject, and the inbox's SUB on first use."""
+        first = b""
+        if not self.inbox_sid:
+            self._sid += 1
+            self.inbox_sid = self._sid
+            first = sub(self.inbox + "*", self.inbox_sid)
+        self._token += 1
+        return str(self._token), f"{self.inbox}{self._token}", first
+
+    def reply_token(self, msg: Msg) -> str | None:
+        """The token of the request `msg` answers; None if it is no reply of ours."""
+        return msg.subject[len(self.inbox):] if self.inbox_sid and msg.sid == self.inbox_sid else None
+
+    def ping(self, waiter: object | None) -> bytes:
+        """A PING whose PONG answers `waiter` (None: a keep-alive)."""
+        self._pongs.append(waiter)
+        return PING
+
+    def keepalive(self) -> bytes | None:
+        """The keep-alive PING; None when too many went unanswered (drop the connection)."""
+        if self.pings_out >= MAX_PINGS_OUT:
+            return None
+        self.pings_out += 1
+        return self.ping(None)
+
+    def pong(self) -> object | None:
+        """The waiter this PONG answers (None for a keep-alive, or none waiting)."""
+        self.pings_out = 0
+        return self._pongs.popleft() if self._pongs else None
+
+    def waiters(self) -> list:
+        """The waiters of PINGs not answered yet (to fail them when the client closes)."""
+        return [w for w in self._pongs if w is not None]
+
+    def connected(self, waiting: Callable[[object], bool]) -> bytes:
+        """What a new connection must be told first: every subscription, the inbox, and
+        a PING for each waiter still `waiting` (their PONGs were lost with the old one)."""
+        self.pings_out = 0
+        self._pongs = deque(w for w in self._pongs if w is not None and waiting(w))
+        out = [sub(subject, sid, queue) for sid, (subject, queue) in self.subs.items()]
+        if self.inbox_sid:
+            out.append(sub(self.inbox + "*", self.inbox_sid))
+        out += [PING] * len(self._pongs)
+        return b"".join(out)

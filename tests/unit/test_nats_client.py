@@ -6,59 +6,25 @@ pages (issue 15)."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from shared import nats_protocol as proto
 from shared.nats_client import NatsClient, NatsError, NoResponders
-from weavectl.stack_files import STACK_PYTHON_FLAGS, nats_server_path
-
-class Server:
-    """A nats-server of the test's own, which it may stop and start again on one port."""
-
-    def __init__(self, tmp: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.token = secrets.token_hex(8)
-        self.conf = tmp / "nats.conf"
-        self.conf.write_text(f'listen: "127.0.0.1:{self.port}"\nauthorization {{ token: "{self.token}" }}\n')
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([nats_server_path(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                assert time.monotonic() < deadline and self.proc.poll() is None, "nats-server did not start"
-                time.sleep(0.01)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-
+from weavectl.nats_process import LocalNatsServer
+from weavectl.stack_files import STACK_PYTHON_FLAGS
 
 @pytest.fixture
 def server(tmp_path):
-    srv = Server(tmp_path)
-    srv.start()
+    """A nats-server of the test's own, which it may stop and start again on one port."""
+    srv = LocalNatsServer(tmp_path).start()
     yield srv
     srv.stop()
 
 
-async def _client(srv: Server, name: str = "test", **kw) -> NatsClient:
+async def _client(srv: LocalNatsServer, name: str = "test", **kw) -> NatsClient:
     return await NatsClient.connect(srv.url, srv.token, name, reconnect_wait=0.05, **kw)
 
 

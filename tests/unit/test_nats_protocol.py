@@ -52,6 +52,7 @@ def test_server_errors(line, fatal):
     b"MSG weave.a x 5\r\nhello\r\n",          # a sid that is no number
     b"MSG weave.a 1 a b 5\r\nhello\r\n",      # two reply subjects
     b"HMSG weave.a 1 9 4\r\nNATS/1.0\r\n",     # headers longer than the whole
+    b"MSG weave.a 1 %d\r\nx\r\n" % (proto.MAX_MESSAGE_BYTES + 1),  # a size no server sends
     b"INFO {not json\r\n",
     b"X" * (proto.MAX_CONTROL_LINE + 1),      # a control line that never ends
 ])
@@ -92,3 +93,40 @@ def test_connect_asks_for_headers_and_no_responders_and_carries_the_token():
                                         ("a.\r\n", False)])
 def test_valid_subject(subject, ok):
     assert proto.valid_subject(subject) is ok
+
+
+def test_session_subscriptions_and_what_a_new_connection_is_told():
+    s = proto.Session("_INBOX.ab.")
+    sid1, line1 = s.subscribe("weave.a")
+    sid2, line2 = s.subscribe("weave.b", "q")
+    assert (line1, line2) == (b"SUB weave.a 1\r\n", b"SUB weave.b q 2\r\n")
+    token, reply, inbox = s.request()
+    assert (token, reply, inbox) == ("1", "_INBOX.ab.1", b"SUB _INBOX.ab.* 3\r\n")
+    assert s.request()[2] == b""  # the inbox is subscribed once
+    assert s.unsubscribe(sid1) == b"UNSUB 1\r\n" and s.unsubscribe(sid1) == b""
+    lost, kept = object(), object()
+    s.ping(lost), s.keepalive(), s.ping(kept)
+    # a new connection: the subscriptions, the inbox, one PING per waiter still waiting
+    hello = s.connected(lambda w: w is kept)
+    assert hello == b"SUB weave.b q 2\r\nSUB _INBOX.ab.* 3\r\nPING\r\n"
+    assert s.pong() is kept and s.pong() is None and s.waiters() == []
+
+
+def test_session_pongs_answer_pings_in_order_and_keepalive_gives_up():
+    s = proto.Session("_INBOX.ab.")
+    first, second = object(), object()
+    s.ping(first), s.keepalive(), s.ping(second)
+    assert [s.pong(), s.pong(), s.pong()] == [first, None, second]
+    assert s.keepalive() == b"PING\r\n" and s.keepalive() == b"PING\r\n"
+    assert s.keepalive() is None  # two unanswered: the connection is dead
+    s.pong()
+    assert s.keepalive() == b"PING\r\n"  # any PONG shows it alive
+
+
+def test_session_knows_its_replies():
+    s = proto.Session("_INBOX.ab.")
+    sid, _ = s.subscribe("weave.a")
+    assert s.reply_token(proto.Msg("_INBOX.ab.1", 99, "", b"")) is None  # no inbox yet
+    s.request()
+    assert s.reply_token(proto.Msg("_INBOX.ab.7", s.inbox_sid, "", b"")) == "7"
+    assert s.reply_token(proto.Msg("weave.a", sid, "", b"")) is None
