@@ -127,7 +127,10 @@ async def test_a_slow_consumer_drops_what_is_past_its_limit(server):
         release.set()
         await _until(lambda: len(handled) + sub.dropped == 10)
         assert 3 <= len(handled) <= 4 and sub.dropped >= 6  # at most the limit waited, besides one in hand
-        assert handled == [b"%d" % i for i in range(len(handled))]  # in order; the rest counted
+        # the first three always waited; a fourth is whichever arrived once the task took one in hand
+        # (the server may hand over several in one read, before the task first runs)
+        numbers = [int(d) for d in handled]
+        assert numbers[:3] == [0, 1, 2] and numbers == sorted(set(numbers))  # in order; the rest counted
     finally:
         await a.close()
         await b.close()
