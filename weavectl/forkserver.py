@@ -22,11 +22,11 @@ the supervisor itself keeps one copy. What a child must leave behind is done in
   `weave launch` reads and the loop's own descriptors end with the supervisor;
 - the supervisor's objects are frozen out of the child's collections;
 - OpenTelemetry forgets the supervisor's tracer provider (a process may set it once);
-  the supervisor's span processor starts no export thread in the child
-  (shared/tracing.QuietBatchSpanProcessor);
+  the supervisor's span processor forgets its queue, its loop and any export thread in
+  the child (shared/tracing.QuietBatchSpanProcessor);
 - the service runs in a fresh contextvars context (not inside the supervisor's span).
-The supervisor runs no thread other than its span exporter's, which holds no lock while
-it sleeps; nats-server is not started through asyncio's child watcher (a thread per
+The supervisor runs no other thread: its spans go to the trace file from its loop (with an
+OTLP endpoint, from an export thread that holds no lock while it sleeps); nats-server is not started through asyncio's child watcher (a thread per
 child): every child is reaped here, on SIGCHLD.
 
 What this does not change: each service is its own OS process, restarted alone; a kill
