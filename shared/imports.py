@@ -5,8 +5,8 @@ host's stack and CPU in every launch. Some libraries import, at their top, modul
 never use: the helpers here leave those out, each change measured on the supervisor's
 preload (tracemalloc, `python -m bench.footprint`):
 - `bare_package`: register a package without running its `__init__`, so that only the
-  submodules we import are loaded (pyroute2: shared/netlink.py; prometheus_client:
-  shared/prom.py);
+  submodules we import are loaded (prometheus_client: shared/prom.py; pyroute2 was the
+  first, until shared/netlink.py replaced it);
 - `no_pydantic_plugins`: pydantic looks for plugins (an entry-point scan of every
   installed distribution, importing importlib.metadata, email, zipfile and csv: 1.7 MB)
   when it builds its first model; we run none, so the lookup answers "none".

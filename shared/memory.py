@@ -2,7 +2,7 @@
 pages merged by the kernel when the operator asks for it (`weave launch --merge-pages`).
 
 glibc gives each thread that allocates its own malloc arena, and frees into an arena do
-not go back to the system on their own: the datapath's netlink work (pyroute2 in
+not go back to the system on their own: the datapath's netlink work (pyroute2 then, in
 `asyncio.to_thread` workers) left its two worker arenas growing by ~1 MB a minute under
 one attach and one detach a second (`bench.footprint --soak`), with Python's own
 allocations flat (tracemalloc). `malloc_trim(0)` returns their free pages.
@@ -89,7 +89,7 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     """Keep every allocation of `threshold` bytes or more in a mapping of its own, given
     back to the kernel when freed. glibc starts at 128 KiB but raises the threshold to the
     size of each such block freed (up to 32 MiB), and the heap's trim threshold with it:
-    after a 400 KB snapshot string or a pyroute2 buffer is freed once, later ones come
+    after a 400 KB snapshot string or a netlink dump's buffer is freed once, later ones come
     from the heap and their pages stay there. Setting it turns that adjustment off. In
     the soak (`bench.footprint --soak 360`, twice each, same order reversed) the datapath
     grew +1.1 % / +1.5 % after the first minute instead of +2.9 % / +2.5 %, from 0.6 MB

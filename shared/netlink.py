@@ -1,20 +1,138 @@
-"""pyroute2's IPRoute and NetlinkError, imported without the package's `__init__`.
+"""A blocking rtnetlink handle: `IPRoute` and `NetlinkError`, the part of pyroute2's
+IPRoute the project uses, on shared/rtnl.py (issue 15: see there for why it is ours).
 
-`import pyroute2` (or `from pyroute2 import IPRoute`) runs an `__init__` that imports
-every family pyroute2 has (ndb, ipdb, nftables, wireless, devlink, plan9, ...): 163
-modules and a seventh of a second of CPU, of which we use rtnetlink only. Here the
-package is registered bare (its path, not its `__init__`), and only the submodules we
-use are imported: 99 modules, 0.09 s (measured on this machine). Every module of this
-project takes pyroute2 from here; if something imported the whole package first, that
-one is used, and these names are the same objects. (shared/imports.py has the helpers.)
+One NETLINK_ROUTE socket per handle, in the namespace it was opened in (or the socket
+given by `fileno`, opened elsewhere: shared/netns.py). Every call sends one request and
+reads its answer on the calling thread; none starts a thread or an event loop. A kernel
+error raises NetlinkError with its errno in `.code`.
 """
 from __future__ import annotations
 
-from shared.imports import bare_package
+import errno
+import os
+import socket
+from typing import Any, Iterator
 
-bare_package("pyroute2")
+from shared import rtnl
+from shared.netlink_wire import NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_DUMP, error_code, message, messages
 
-from pyroute2.iproute.linux import IPRoute  # noqa: E402
-from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
+RECV_BYTES = 1 << 16  # a dump's datagrams are at most 32 kB
+SOCKET_BUFFER = 1 << 20
+
+
+class NetlinkError(OSError):
+    """The kernel refused a request: `.code` is the errno."""
+
+    def __init__(self, code: int, msg: str | None = None) -> None:
+        super().__init__(code, msg or os.strerror(code))
+        self.code = code
+
+
+class IPRoute:
+    def __init__(self, fileno: int | None = None) -> None:
+        if fileno is None:
+            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                                       socket.NETLINK_ROUTE)
+        else:
+            self._sock = socket.socket(fileno=fileno)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+            self._sock.bind((0, 0))
+        except OSError:
+            self._sock.close()
+            raise
+        self._seq = 0
+
+    def __enter__(self) -> "IPRoute":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    # -- one request, its answer --------------------------------------------------
+    def request(self, req: rtnl.Request) -> list[rtnl.Msg]:
+        """Send `req` and return what the kernel answered with (decoded messages; none
+        for an acknowledged change). Raises NetlinkError for a refusal."""
+        kind, flags, body = req
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        seq = self._seq
+        self._sock.send(message(kind, flags, seq, body))
+        dump = flags & NLM_F_DUMP == NLM_F_DUMP
+        out: list[rtnl.Msg] = []
+        while True:
+            data = self._sock.recv(RECV_BYTES)
+            for mtype, mflags, mseq, mbody in messages(data):
+                if mseq != seq:
+                    continue  # the answer to an earlier request given up on
+                if mtype == NLMSG_ERROR:
+                    code = error_code(mbody)
+                    if code:
+                        raise NetlinkError(code)
+                    return out
+                if mtype == NLMSG_DONE:
+                    return out
+                if mtype == NLMSG_NOOP:
+                    continue
+                msg = rtnl.decode(mtype, mbody)
+                if msg is not None:
+                    out.append(msg)
+                if not dump and not mflags & 0x2:  # a single answer, not multi-part, ends it
+                    return out
+
+    # -- what pyroute2's IPRoute offered, as the project used it ------------------------
+    def get_links(self, *indices: int) -> list[rtnl.Msg]:
+        """Every link (no argument), or the links with these indices (NetlinkError ENODEV
+        for one that does not exist)."""
+        if not indices:
+            return self.request(rtnl.dump_links())
+        return [m for index in indices for m in self.request(rtnl.get_link(index=index))]
+
+    def link_lookup(self, *, ifname: str) -> list[int]:
+        """[index] of the link named `ifname`, or []."""
+        try:
+            return [m["index"] for m in self.request(rtnl.get_link(ifname=ifname))]
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return []
+            raise
+
+    def link(self, command: str, **kw: Any) -> list[rtnl.Msg]:
+        return self.request(rtnl.link(command, **kw))
+
+    def get_addr(self, family: int = socket.AF_UNSPEC, *, index: int | None = None,
+                 address: str | None = None) -> list[rtnl.Msg]:
+        """The addresses of `family`, of link `index` and/or equal to `address` if given."""
+        return [m for m in self.request(rtnl.dump_addrs(family))
+                if (index is None or m["index"] == index) and (address is None or m.get("IFA_ADDRESS") == address)]
+
+    def addr(self, command: str, **kw: Any) -> list[rtnl.Msg]:
+        return self.request(rtnl.addr(command, **kw))
+
+    def route(self, command: str, **kw: Any) -> list[rtnl.Msg]:
+        return self.request(rtnl.route(command, **kw))
+
+    def fdb(self, command: str, **kw: Any) -> list[rtnl.Msg] | Iterator[rtnl.Msg]:
+        """append/del one entry; dump: the entries of `ifindex` (every port's if none)."""
+        if command == "dump":
+            ifindex = kw.pop("ifindex", None)
+            if kw:
+                raise TypeError(f"fdb dump: unsupported argument(s) {', '.join(sorted(kw))}")
+            return [m for m in self.request(rtnl.dump_fdb()) if ifindex is None or m["ifindex"] == ifindex]
+        return self.request(rtnl.fdb(command, **kw))
+
+    def brport(self, command: str, *, index: int, hairpin_mode: int) -> list[rtnl.Msg]:
+        if command != "set":
+            raise ValueError(f"brport: unknown command {command!r}")
+        return self.request(rtnl.brport_hairpin(index, bool(hairpin_mode)))
+
+    def get_netnsid(self, *, fd: int) -> dict | None:
+        """{'nsid': n} for the namespace open at `fd` (-1 if this one gave it none)."""
+        for m in self.request(rtnl.get_nsid(fd)):
+            return {"nsid": m.get("NETNSA_NSID")}
+        return None
+
 
 __all__ = ["IPRoute", "NetlinkError"]

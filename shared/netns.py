@@ -9,8 +9,8 @@ service runs inside its host's namespace and passes `None`).
 
 Contracts:
 - Resolving never creates a namespace: names and paths are opened O_RDONLY and a
-  missing one raises `NotFound` (pyroute2 creates a namespace opened by a misspelt name
-  unless told `flags=0`; we bypass its netns helpers entirely).
+  missing one raises `NotFound` (pyroute2's netns helpers, which the project used once,
+  created a namespace opened by a misspelt name unless told `flags=0`).
 - A `Namespace` holds an fd, so the namespace cannot disappear while we work on it
   even if its process exits or its name is deleted. Close it (or use `with`).
 - Work inside a namespace runs in a short-lived thread that `setns()`s into it; the
@@ -134,8 +134,8 @@ class Namespace:
         return self.run(socket.socket, family, kind, proto)
 
     def iproute(self) -> IPRoute:
-        """An rtnetlink handle on this namespace (close it, or use `with`). pyroute2's
-        sync API runs its own event loop, so this refuses a thread running asyncio."""
+        """An rtnetlink handle on this namespace (close it, or use `with`). Its calls
+        block, so this refuses a thread running asyncio."""
         if _loop_running():
             raise LocalProtocolError("datapath netlink calls block: run them via asyncio.to_thread")
         sock = self.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)

@@ -114,7 +114,7 @@ def host_ports(host: Host = None) -> set[str]:
     """Names of the container veths (vethwepl*) in the host namespace. In the calling
     thread's own namespace (host None) from libc's interface list (one netlink dump in C,
     tens of microseconds: the datapath asks whenever a link is deleted); elsewhere
-    through pyroute2, which parses every link's attributes."""
+    through a netlink dump (shared/netlink.py), which decodes every link's attributes."""
     if host is None:
         names = [name for _, name in socket.if_nameindex()]
     else:

@@ -9,7 +9,7 @@ Design (documented choices):
 - One VNI for every weave-py peer: VNI = 0xFFFFFF. Weave's (dst<<12)|src is per pair
   and cannot be one Linux device; a constant VNI is enough because a device reaches only
   the peers we give it FDB entries for, and the receiving device accepts only its VNI.
-- FDB (netlink, pyroute2, NTF_SELF so entries go to the VXLAN device's table, not the
+- FDB (netlink, shared/netlink.py, NTF_SELF so entries go to the VXLAN device's table, not the
   bridge's; NUD_PERMANENT): per peer on the fastpath an all-zeros entry to its underlay
   IP (broadcast, multicast and unknown unicast are replicated to those peers), and per
   allowed peer a unicast entry for its bridge MAC (= its peer name), which the
@@ -207,7 +207,7 @@ def fdb_set(index: int, mac: str, ip: str, present: bool) -> None:
     """Add (append: several all-zeros entries coexist) or remove one static entry."""
     with IPRoute() as ipr:
         try:
-            ipr.fdb("append" if present else "del", ifindex=index, lladdr=mac, dst=ip, NDA_FLAGS=NTF_SELF,
+            ipr.fdb("append" if present else "del", ifindex=index, lladdr=mac, dst=ip, flags=NTF_SELF,
                     state=NUD_PERMANENT)
         except NetlinkError as exc:
             if exc.code not in (17, 2):  # EEXIST on add, ENOENT on delete: already so
@@ -251,7 +251,7 @@ def forget(index: int, ip: str) -> list[str]:
                     and mac != ZERO_MAC):
                 learnt.append(mac)
                 try:
-                    ipr.fdb("del", ifindex=index, lladdr=mac, dst=ip, NDA_FLAGS=NTF_SELF)
+                    ipr.fdb("del", ifindex=index, lladdr=mac, dst=ip, flags=NTF_SELF)
                 except NetlinkError:
                     pass
     subprocess.run(["ip", "link", "set", "dev", DEVICE, "type", "bridge_slave", "fdb_flush"],

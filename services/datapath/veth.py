@@ -1,5 +1,5 @@
 """veth pairs and per-interface settings, as Weave Net's net/veth.go, net/arp.go and
-net/ethtool.go do them, over netlink (pyroute2), ioctl and /proc/sys.
+net/ethtool.go do them, over netlink (shared/netlink.py), ioctl and /proc/sys.
 
 Every function takes the namespace(s) it acts in explicitly (`Namespace` or an open
 `IPRoute` on one); none changes the calling thread's namespace. All block.

@@ -193,9 +193,9 @@ def test_two_containers_ping_across_the_bridge(scratch, host):
     assert list_attached(host) == [a1, a2]
 
 
-def test_host_ports_from_libc_in_its_own_namespace_match_pyroute2s_dump(scratch, host):
-    """The datapath's reconcile asks for the container veths every few seconds in its
-    own namespace (libc's interface list); elsewhere it is pyroute2's dump: the same."""
+def test_host_ports_from_libc_in_its_own_namespace_match_a_netlink_dump(scratch, host):
+    """The datapath's reconcile asks for the container veths in its own namespace
+    (libc's interface list); elsewhere it is a netlink dump (shared/netlink.py): the same."""
     c1, c2 = scratch.ns("c1"), scratch.ns("c2")
     a1, a2 = attach(c1, ["10.32.0.1/12"], host=host), attach(c2, ["10.32.0.2/12"], host=host)
     with open_namespace(host) as hns:
