@@ -64,6 +64,10 @@ def test_add_check_del_and_pod_to_pod_across_hosts(testbed_factory):
     ping = subprocess.run(["ip", "netns", "exec", ns1, "ping", "-c", "3", "-W", "2", addr2],
                           capture_output=True, text=True)
     assert ping.returncode == 0, ping.stdout + ping.stderr
+    # hairpinMode: the pod's port on the bridge sends its own traffic back to it
+    ports = json.loads(tb.exec("h1", ["bridge", "-d", "-j", "link", "show"], check=True).stdout)
+    pod_ports = [p for p in ports if p["ifname"].startswith("vethwepl")]
+    assert pod_ports and all(p["hairpin"] is True for p in pod_ports), pod_ports
 
     # CHECK agrees with the result; ADD of an existing container is an error
     assert cni(tb, "h1", "CHECK", "pod-one", path1, {**CONF, "prevResult": res1})[0] == 0
