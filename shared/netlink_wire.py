@@ -3,7 +3,9 @@ family lays them out (linux/netlink.h). shared/rtnl.py builds rtnetlink on it.
 
 Everything is in host byte order except where a family says otherwise; lengths are
 padded to 4 bytes. Decoding never trusts a length: a message or attribute that runs
-past its buffer ends the walk (`MalformedNetlink`), it does not read beyond.
+past its buffer ends the walk, it does not read beyond: with `MalformedNetlink`, or
+quietly after what came before it (`strict=False`, for readers of kernel events that
+keep what they can: services/npc/nflog.py, services/scope/probe/conntrack.py).
 """
 from __future__ import annotations
 
@@ -44,24 +46,28 @@ def nested(kind: int, *attrs: bytes) -> bytes:
     return attr(kind | NLA_F_NESTED, b"".join(attrs))
 
 
-def messages(data: bytes | memoryview) -> Iterator[tuple[int, int, int, memoryview]]:
+def messages(data: bytes | memoryview, *, strict: bool = True) -> Iterator[tuple[int, int, int, memoryview]]:
     """(type, flags, seq, body) of each message in one datagram."""
     view = memoryview(data)
     offset = 0
     while offset + NLMSG_HDR.size <= len(view):
         length, kind, flags, seq, _pid = NLMSG_HDR.unpack_from(view, offset)
         if length < NLMSG_HDR.size or offset + length > len(view):
+            if not strict:
+                return
             raise MalformedNetlink(f"netlink message of {length} bytes at {offset} in a {len(view)}-byte datagram")
         yield kind, flags, seq, view[offset + NLMSG_HDR.size:offset + length]
         offset += align(length)
 
 
-def attrs(body: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, memoryview]]:
+def attrs(body: bytes | memoryview, offset: int = 0, *, strict: bool = True) -> Iterator[tuple[int, memoryview]]:
     """(type without flag bits, payload) of each attribute from `offset` on."""
     view = memoryview(body)
     while offset + NLA_HDR.size <= len(view):
         length, kind = NLA_HDR.unpack_from(view, offset)
         if length < NLA_HDR.size or offset + length > len(view):
+            if not strict:
+                return
             raise MalformedNetlink(f"netlink attribute of {length} bytes at {offset} in {len(view)} bytes")
         yield kind & NLA_TYPE_MASK, view[offset + NLA_HDR.size:offset + length]
         offset += align(length)

@@ -22,20 +22,18 @@ import socket
 import struct
 from dataclasses import dataclass
 
+from shared.netlink_wire import NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, attr, attrs, error_code, message, messages
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_ULOG = 4
 NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
-NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
-NLMSG_ERROR = 2
 NFULA_CFG_CMD, NFULA_CFG_MODE, NFULA_CFG_TIMEOUT, NFULA_CFG_QTHRESH = 1, 2, 4, 5
 NFULNL_CFG_CMD_BIND, NFULNL_CFG_CMD_UNBIND = 1, 2
 NFULNL_COPY_PACKET = 2
 NFULA_PACKET_HDR, NFULA_PAYLOAD, NFULA_PREFIX = 1, 9, 10
 COPY_RANGE = 128  # bytes of each packet we need: IPv4 header (<= 60) + ports and TCP flags
-_NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid (host order)
 _NFGEN = struct.Struct("!BBH")  # family, version, res_id (network order)
-_NLA = struct.Struct("=HH")
 TCP_SYN, TCP_ACK = 0x02, 0x10
 
 
@@ -69,29 +67,19 @@ class Blocked:
 
 # ---- requests ---------------------------------------------------------------------
 
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    raw = _NLA.pack(_NLA.size + len(data), kind) + data
-    return raw + b"\0" * (_align(len(raw)) - len(raw))
-
-
-def _config(group: int, family: int, attrs: bytes, seq: int) -> bytes:
-    body = _NFGEN.pack(family, 0, group) + attrs
-    kind = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG
-    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + body
+def _config(group: int, family: int, attributes: bytes, seq: int) -> bytes:
+    body = _NFGEN.pack(family, 0, group) + attributes
+    return message((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, body)
 
 
 def bind_requests(group: int, copy_range: int = COPY_RANGE) -> list[bytes]:
     """Bind `group`, copy `copy_range` bytes of each packet, deliver each at once."""
     return [
-        _config(group, socket.AF_UNSPEC, _attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])), 1),
-        _config(group, socket.AF_UNSPEC, _attr(NFULA_CFG_MODE, struct.pack("!IBB", copy_range,
+        _config(group, socket.AF_UNSPEC, attr(NFULA_CFG_CMD, bytes([NFULNL_CFG_CMD_BIND])), 1),
+        _config(group, socket.AF_UNSPEC, attr(NFULA_CFG_MODE, struct.pack("!IBB", copy_range,
                                                                           NFULNL_COPY_PACKET, 0)), 2),
-        _config(group, socket.AF_UNSPEC, _attr(NFULA_CFG_QTHRESH, struct.pack("!I", 1)), 3),
-        _config(group, socket.AF_UNSPEC, _attr(NFULA_CFG_TIMEOUT, struct.pack("!I", 0)), 4),
+        _config(group, socket.AF_UNSPEC, attr(NFULA_CFG_QTHRESH, struct.pack("!I", 1)), 3),
+        _config(group, socket.AF_UNSPEC, attr(NFULA_CFG_TIMEOUT, struct.pack("!I", 0)), 4),
     ]
 
 
@@ -104,36 +92,20 @@ class NetlinkError(OSError):
 def parse_messages(data: bytes) -> tuple[list[LoggedPacket], list[int]]:
     """(packets, error codes of NLMSG_ERROR replies; 0 is an ACK). Truncated or
     malformed trailing bytes are ignored: the kernel never sends them."""
-    packets, errors, offset = [], [], 0
-    while offset + _NLMSG_HDR.size <= len(data):
-        length, kind, _, _, _ = _NLMSG_HDR.unpack_from(data, offset)
-        if length < _NLMSG_HDR.size or offset + length > len(data):
-            break
-        body = data[offset + _NLMSG_HDR.size:offset + length]
+    packets, errors = [], []
+    for kind, _, _, body in messages(data, strict=False):
         if kind == NLMSG_ERROR and len(body) >= 4:
-            errors.append(-struct.unpack_from("=i", body)[0])
+            errors.append(error_code(body))
         elif kind == (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_PACKET and len(body) >= _NFGEN.size:
             packets.append(_packet(body))
-        offset += _align(length)
     return packets, errors
 
 
-def _packet(body: bytes) -> LoggedPacket:
+def _packet(body: memoryview) -> LoggedPacket:
     family, _, group = _NFGEN.unpack_from(body)
-    attrs = _attributes(body[_NFGEN.size:])
-    prefix = attrs.get(NFULA_PREFIX, b"").rstrip(b"\0").decode(errors="replace")
-    return LoggedPacket(group, family, attrs.get(NFULA_PAYLOAD, b""), prefix)
-
-
-def _attributes(data: bytes) -> dict[int, bytes]:
-    attrs, offset = {}, 0
-    while offset + _NLA.size <= len(data):
-        length, kind = _NLA.unpack_from(data, offset)
-        if length < _NLA.size or offset + length > len(data):
-            break
-        attrs[kind & 0x3FFF] = data[offset + _NLA.size:offset + length]
-        offset += _align(length)
-    return attrs
+    found = {kind: bytes(value) for kind, value in attrs(body, _NFGEN.size, strict=False)}
+    prefix = found.get(NFULA_PREFIX, b"").rstrip(b"\0").decode(errors="replace")
+    return LoggedPacket(group, family, found.get(NFULA_PAYLOAD, b""), prefix)
 
 
 def blocked_connection(payload: bytes) -> Blocked | None:

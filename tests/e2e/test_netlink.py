@@ -138,3 +138,15 @@ def test_a_handle_starts_no_thread_and_an_unknown_argument_is_named(two):
                     ipr.link("set", index=1, txqlen=5)
                 return len(os.listdir("/proc/self/task")) - before
         assert hns.run(work) == 0
+
+
+def test_bench_netlink_prints_its_rows():
+    import sys
+    out = subprocess.run([sys.executable, "-m", "bench.netlink", "--links", "3", "--calls", "20"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    assert "with 7 links" in out  # lo and three veth pairs
+    rows = {line[:28].strip(): float(line[28:40]) for line in out.splitlines()[2:8]}
+    assert set(rows) == {"import (ms)", "first handle + dump (ms)", "link dump (ms)", "lookup by name (us)",
+                         "set mtu (us)", "open + close handle (us)"}
+    assert all(v > 0 for v in rows.values())
+    assert not [n for n in sh("ip", "netns", "list").split() if n.startswith("wnb")]  # its namespace is gone

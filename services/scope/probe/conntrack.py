@@ -27,15 +27,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
 
+from shared.netlink_wire import (NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, MalformedNetlink, attrs,
+                                 error_code, message, messages)
+
 log = logging.getLogger(__name__)
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_DELETE = 0, 1, 2
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-NLMSG_ERROR, NLMSG_DONE = 2, 3
 NF_NETLINK_CONNTRACK_UPDATE, NF_NETLINK_CONNTRACK_DESTROY = 0x2, 0x4
-NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO, CTA_ID = 1, 2, 3, 4, 12
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
@@ -46,9 +46,7 @@ IPS_NAT_MASK = 0x30  # IPS_SRC_NAT | IPS_DST_NAT
 TCP_CT_CLOSE, TCP_CT_TIME_WAIT = 8, 7
 IPPROTO_TCP = 6
 
-_NLMSG = struct.Struct("=IHHII")
 _NFGEN = struct.Struct("!BBH")
-_NLA = struct.Struct("=HH")
 
 
 @dataclass(frozen=True)
@@ -90,19 +88,15 @@ class ConntrackFormatError(ValueError):
 def dump_request(seq: int = 1, family: int = socket.AF_UNSPEC) -> bytes:
     """IPCTNL_MSG_CT_GET with NLM_F_DUMP: every entry of the namespace's table
     (AF_UNSPEC: IPv4 and IPv6)."""
-    body = _NFGEN.pack(family, 0, 0)
-    kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-    return _NLMSG.pack(_NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+    return message((NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq,
+                   _NFGEN.pack(family, 0, 0))
 
 
-def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
-    pos = 0
-    while pos + _NLA.size <= len(data):
-        length, kind = _NLA.unpack_from(data, pos)
-        if length < _NLA.size or pos + length > len(data):
-            raise ConntrackFormatError(f"attribute of length {length} at {pos} overruns {len(data)} bytes")
-        yield kind & NLA_TYPE_MASK, data[pos + _NLA.size:pos + length]
-        pos += (length + 3) & ~3
+def _attrs(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
+    try:
+        yield from attrs(data)
+    except MalformedNetlink as exc:
+        raise ConntrackFormatError(str(exc)) from None
 
 
 def _tuple(data: bytes) -> tuple[Tuple, int]:
@@ -112,9 +106,9 @@ def _tuple(data: bytes) -> tuple[Tuple, int]:
         if kind == CTA_TUPLE_IP:
             for k, v in _attrs(value):
                 if k in (CTA_IP_V4_SRC, CTA_IP_V6_SRC):
-                    src = str(ipaddress.ip_address(v))
+                    src = str(ipaddress.ip_address(bytes(v)))
                 elif k in (CTA_IP_V4_DST, CTA_IP_V6_DST):
-                    dst = str(ipaddress.ip_address(v))
+                    dst = str(ipaddress.ip_address(bytes(v)))
         elif kind == CTA_TUPLE_PROTO:
             for k, v in _attrs(value):
                 if k == CTA_PROTO_NUM:
@@ -161,17 +155,12 @@ def parse_messages(data: bytes, *, dump: bool) -> tuple[list[Flow], bool, int]:
     dump; `error` a negative errno from an NLMSG_ERROR (0 when none). In a dump every
     entry is a `dump` flow; outside one, CT_NEW is an `update` and CT_DELETE a `destroy`."""
     flows: list[Flow] = []
-    done, error, pos = False, 0, 0
-    while pos + _NLMSG.size <= len(data):
-        length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, pos)
-        if length < _NLMSG.size or pos + length > len(data):
-            break
-        body = data[pos + _NLMSG.size:pos + length]
-        pos += (length + 3) & ~3
+    done, error = False, 0
+    for kind, _flags, _seq, body in messages(data, strict=False):
         if kind == NLMSG_DONE:
             done = True
-        elif kind == NLMSG_ERROR:
-            (error,) = struct.unpack_from("=i", body)
+        elif kind == NLMSG_ERROR and len(body) >= 4:
+            error = -error_code(body)
         elif kind >> 8 == NFNL_SUBSYS_CTNETLINK and kind & 0xFF in (IPCTNL_MSG_CT_NEW, IPCTNL_MSG_CT_DELETE):
             event = "dump" if dump else ("destroy" if kind & 0xFF == IPCTNL_MSG_CT_DELETE else "update")
             try:
