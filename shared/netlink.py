@@ -11,10 +11,11 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Any, Iterator
+from typing import Any
 
 from shared import rtnl
-from shared.netlink_wire import NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_DUMP, error_code, message, messages
+from shared.netlink_wire import (NLM_F_DUMP, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, error_code, message,
+                                 messages)
 
 RECV_BYTES = 1 << 16  # a dump's datagrams are at most 32 kB
 SOCKET_BUFFER = 1 << 20
@@ -79,7 +80,7 @@ class IPRoute:
                 msg = rtnl.decode(mtype, mbody)
                 if msg is not None:
                     out.append(msg)
-                if not dump and not mflags & 0x2:  # a single answer, not multi-part, ends it
+                if not dump and not mflags & NLM_F_MULTI:  # a single answer, not multi-part, ends it
                     return out
 
     # -- what pyroute2's IPRoute offered, as the project used it ------------------------
@@ -114,7 +115,7 @@ class IPRoute:
     def route(self, command: str, **kw: Any) -> list[rtnl.Msg]:
         return self.request(rtnl.route(command, **kw))
 
-    def fdb(self, command: str, **kw: Any) -> list[rtnl.Msg] | Iterator[rtnl.Msg]:
+    def fdb(self, command: str, **kw: Any) -> list[rtnl.Msg]:
         """append/del one entry; dump: the entries of `ifindex` (every port's if none)."""
         if command == "dump":
             ifindex = kw.pop("ifindex", None)

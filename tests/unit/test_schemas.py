@@ -54,3 +54,26 @@ def test_peer_names_are_peer_names_in_memory_and_mac_text_on_the_wire():
     assert MeshSend(kind="gossip", payload=b"x").dst is None
     with pytest.raises(ValidationError, match="not-a-peer"):
         MeshSend(kind="unicast", payload=b"x", dst="not-a-peer")
+
+
+def test_decoding_bus_messages_keeps_no_string_values_in_pydantic_cache():
+    """pydantic-core caches short JSON string values process-wide (16,384 of them) unless
+    told not to: every container id and name seen on the bus stayed in memory (issue 15's
+    soak). Message models cache field names only."""
+    import gc
+    import secrets
+    import sys
+
+    from shared.schemas.dns import AddRequest
+
+    def kept() -> int:
+        gc.collect()
+        before = sys.getallocatedblocks()
+        for i in range(2000):
+            AddRequest.model_validate_json('{"container_id":"%s","ip":"10.32.0.1","fqdn":"c%d.weave.local"}'
+                                           % (secrets.token_hex(8), i))
+        gc.collect()
+        return sys.getallocatedblocks() - before
+
+    kept()  # first use: the validator's own one-off allocations
+    assert kept() < 200  # (with values cached: ~2,000, about one string a message)
