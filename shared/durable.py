@@ -36,18 +36,20 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path | str, data: bytes | str, mode: int = 0o644) -> None:
-    """Replace `path` with `data`, durably and atomically (see the module docstring).
-    Raises OSError; the old file is then untouched."""
+def write_atomic(path: Path | str, data: bytes | str | Iterable[bytes], mode: int = 0o644) -> None:
+    """Replace `path` with `data` (or the pieces an iterable yields, written as they come,
+    so that a large file is never whole in memory), durably and atomically (see the
+    module docstring). Raises OSError; the old file is then untouched."""
     path = Path(path)
     if isinstance(data, str):
         data = data.encode()
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for piece in ((data,) if isinstance(data, (bytes, bytearray, memoryview)) else data):
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

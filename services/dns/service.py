@@ -299,7 +299,7 @@ class DnsApp:
         snap = self._snapshot()
 
         def write() -> None:
-            write_atomic(self.snapshot_path, snapshot.dumps(snap), 0o600)
+            write_atomic(self.snapshot_path, snapshot.dump_chunks(snap), 0o600)
             self.writer.journal.reset()
         await self.writer.call(write)
 

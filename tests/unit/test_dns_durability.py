@@ -218,3 +218,50 @@ async def _has(host: Host, name: str) -> bool:
 
 async def _lacks(host: Host, name: str) -> bool:
     return name not in await names(host)
+
+
+def test_the_snapshot_is_written_in_pieces_that_make_the_whole_document(tmp_path):
+    """dump_chunks yields the same JSON the whole-document encoder made, in pieces of
+    ROWS_PER_CHUNK entries, and write_atomic writes such pieces as they come."""
+    import json
+
+    from services.dns.entry import DnsEntry
+    from shared.durable import write_atomic
+    from shared.weave.peer_name import PeerName
+
+    peers = [PeerName.parse(f"aa:00:00:00:00:0{i}") for i in (1, 2)]
+    entries = tuple(DnsEntry(f"c{i:03d}", peers[i % 2], 0x0A200000 + i, f"n{i}.weave.local.", i % 3, i % 2 * 1000)
+                    for i in range(2 * snapshot.ROWS_PER_CHUNK + 5))
+    for snap in (snapshot.Snapshot("inc", 12.5, entries, 7, frozenset({"b", "a"})),
+                 snapshot.Snapshot("inc", 12.5, (), 0, frozenset())):
+        whole = json.dumps({"format": snapshot.FORMAT, "incarnation": snap.incarnation, "saved_at": snap.saved_at,
+                            "journal_seq": snap.journal_seq, "bound": sorted(snap.bound),
+                            "entries": [[e.hostname, str(e.origin), e.container_id, e.addr, e.version, e.tombstone]
+                                        for e in snap.entries]}, separators=(",", ":")).encode()
+        pieces = list(snapshot.dump_chunks(snap))
+        assert b"".join(pieces) == whole == snapshot.dumps(snap)
+        assert len(pieces) == 2 + -(-len(snap.entries) // snapshot.ROWS_PER_CHUNK)
+        write_atomic(tmp_path / "s.json", iter(pieces), 0o600)
+        back = snapshot.loads((tmp_path / "s.json").read_bytes())
+        assert back.entries == snap.entries and back.bound == snap.bound and back.journal_seq == snap.journal_seq
+
+
+def test_writing_the_snapshot_holds_a_piece_not_the_whole_store_in_memory():
+    import tracemalloc
+
+    from services.dns.entry import DnsEntry
+    from shared.weave.peer_name import PeerName
+
+    peer = PeerName.parse("aa:00:00:00:00:01")
+    entries = tuple(DnsEntry(f"{i:064x}", peer, 0x0A200000 + i, f"soak{i}.weave.local.", 1, 1_700_000_000)
+                    for i in range(3000))
+    snap = snapshot.Snapshot("inc", 1.0, entries, 1, frozenset())
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        for _ in snapshot.dump_chunks(snap):
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, peak  # the whole document at once: ~2.5 MB for these 3,000 entries
