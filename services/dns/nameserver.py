@@ -96,6 +96,12 @@ class Nameserver:
             self._sorted = tuple(sorted(self._entries.values(), key=DnsEntry.sort_key))
         return self._sorted
 
+    def unordered(self) -> tuple[DnsEntry, ...]:
+        """Every entry, tombstones included, in no particular order: what the snapshot
+        writes about once a second while names change (sorting builds a key per entry,
+        so its peak, and the process's high-water mark, grew with the tombstones)."""
+        return tuple(self._entries.values())
+
     def get(self, key: EntryKey) -> DnsEntry | None:
         return self._entries.get(key)
 

@@ -290,7 +290,7 @@ class DnsApp:
 
     # -- snapshot and journal --------------------------------------------------------------
     def _snapshot(self) -> snapshot.Snapshot:
-        return snapshot.Snapshot(self.incarnation, self.clock.now(), self.ns.entries(), self._seq,
+        return snapshot.Snapshot(self.incarnation, self.clock.now(), self.ns.unordered(), self._seq,
                                  frozenset(self.bound))
 
     async def _compact(self) -> None:
