@@ -289,3 +289,13 @@ def test_a_tombstone_costs_little_memory_and_leaves_no_answer():
     assert len(n) == 2000 and n.lookup("soak5.weave.local.") == () and n.reverse_lookup(A1) is None
     n.add("soak5.weave.local.", names[5][1], A1 + 2, NOW + 3000)  # revived: answered again
     assert n.lookup("SOAK5.weave.local.") == (A1 + 2,) and n.reverse_lookup(A1 + 2) == "soak5.weave.local."
+
+
+def test_unordered_holds_every_entry_tombstones_included():
+    n = ns()
+    n.add("b.weave.local.", "c1", A1, NOW)
+    n.add("a.weave.local.", "c2", A2, NOW)
+    n.container_died("c1", NOW + 1)
+    n.merge([theirs()])
+    assert len(n.unordered()) == 3
+    assert sorted(n.unordered(), key=DnsEntry.sort_key) == list(n.entries())
