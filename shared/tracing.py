@@ -82,11 +82,11 @@ class QuietBatchSpanProcessor(SpanProcessor):
 
     With `on_loop` (an exporter whose export is a short local write, the JSON-lines file)
     a batch whose spans end in a thread running an asyncio loop is exported by a timer
-    on that loop instead, and the thread is never started: a service pays for no thread
-    (about 250 kB in a process forked from the supervisor, issue 15) and wakes once a
-    batch. A span ending in another thread (an executor's) is handed to the loop that
-    last took one while that loop runs; one ending where no loop is running at all goes
-    to the thread, started then."""
+    on that loop instead, and the thread is never started: a service runs no thread for
+    tracing and wakes once a batch (its memory: within noise, issue 15's tenth round). A
+    span ending in another thread (an executor's) is handed to the loop that last took
+    one while that loop runs; one ending where no loop is running at all goes to the
+    thread, started then."""
 
     def __init__(self, exporter: SpanExporter, *, delay_s: float = 0.5, max_queue: int = 2048,
                  max_batch: int = 512, on_loop: bool = False) -> None:
@@ -137,12 +137,16 @@ class QuietBatchSpanProcessor(SpanProcessor):
             return
         self._ensure_thread()
         with self._cond:
-            if len(self._queue) >= self.max_queue:
-                self.dropped += 1
-                return
-            self._queue.append(span)
-            if len(self._queue) == 1:
+            if self._enqueue(span) and len(self._queue) == 1:
                 self._cond.notify()
+
+    def _enqueue(self, span: ReadableSpan) -> bool:
+        """Queue `span` (holding the lock), or drop and count it past `max_queue`."""
+        if len(self._queue) >= self.max_queue:
+            self.dropped += 1
+            return False
+        self._queue.append(span)
+        return True
 
     def _queue_on_loop(self, span: ReadableSpan) -> bool:
         """Queue `span` for a loop's timer; False if no loop can take it."""
@@ -151,11 +155,7 @@ class QuietBatchSpanProcessor(SpanProcessor):
             loop = here if here is not None else self._loop
             if loop is None or loop.is_closed() or (here is None and not loop.is_running()):
                 return False
-            if len(self._queue) >= self.max_queue:
-                self.dropped += 1
-                return True
-            self._queue.append(span)
-            if self._armed and loop is self._loop:
+            if not self._enqueue(span) or (self._armed and loop is self._loop):
                 return True
             self._loop, self._armed = loop, True
         if here is not None:

@@ -79,6 +79,14 @@ def make_on_loop(delay_s: float = 0.05, **kw):
     return make(delay_s, on_loop=True, **kw)
 
 
+async def exported(rec: Recorder, spans: int, timeout: float = 2.0) -> None:
+    """Until `spans` spans went out (the loop's timer ran), or fail at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while sum(map(len, rec.batches)) < spans:
+        assert time.monotonic() < deadline, rec.batches
+        await asyncio.sleep(0.005)
+
+
 def test_on_loop_a_batch_is_exported_by_the_loop_and_no_thread_is_started():
     rec, proc, tracer, provider = make_on_loop()
     threads = threading.active_count()
@@ -89,7 +97,7 @@ def test_on_loop_a_batch_is_exported_by_the_loop_and_no_thread_is_started():
             with tracer.start_as_current_span(f"s{i}"):
                 pass
         timers = len(loop._scheduled)
-        await asyncio.sleep(0.15)
+        await exported(rec, 3)
         return timers, len(loop._scheduled)
 
     armed, after = asyncio.run(main())
@@ -111,7 +119,7 @@ def test_on_loop_a_span_ending_in_an_executor_thread_goes_through_the_loop():
         with tracer.start_as_current_span("on-loop"):
             pass
         worker = await asyncio.get_running_loop().run_in_executor(None, blocking)
-        await asyncio.sleep(0.15)
+        await exported(rec, 2)
         return worker
 
     worker = asyncio.run(main())
@@ -130,18 +138,17 @@ def test_on_loop_spans_left_by_a_closed_loop_go_out_with_the_next_loop_or_shutdo
     asyncio.run(one("first"))  # its loop closes before its timer fires
     assert rec.batches == []
     proc.delay_s = 0.01
-    asyncio.run(_then_sleep(one("second")))
+    async def second():
+        await one("second")
+        await exported(rec, 2)
+
+    asyncio.run(second())
     assert rec.batches == [["first", "second"]]  # armed again on the new loop
     asyncio.run(one("third"))
     with tracer.start_as_current_span("no-loop"):  # no loop running anywhere: the thread takes it
         pass
     provider.shutdown()
     assert sorted(sum(rec.batches[1:], [])) == ["no-loop", "third"]
-
-
-async def _then_sleep(coro):
-    await coro
-    await asyncio.sleep(0.1)
 
 
 def test_on_loop_flush_exports_at_once_and_the_queue_is_bounded():

@@ -25,10 +25,9 @@ import socket
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterator
 
-from shared.netlink_wire import (NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, MalformedNetlink, attrs,
-                                 error_code, message, messages)
+from shared.netlink_wire import (NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, attrs, error_code, message,
+                                 messages)
 
 log = logging.getLogger(__name__)
 
@@ -92,25 +91,18 @@ def dump_request(seq: int = 1, family: int = socket.AF_UNSPEC) -> bytes:
                    _NFGEN.pack(family, 0, 0))
 
 
-def _attrs(data: bytes | memoryview) -> Iterator[tuple[int, memoryview]]:
-    try:
-        yield from attrs(data)
-    except MalformedNetlink as exc:
-        raise ConntrackFormatError(str(exc)) from None
-
-
 def _tuple(data: bytes) -> tuple[Tuple, int]:
     src = dst = ""
     sport = dport = proto = 0
-    for kind, value in _attrs(data):
+    for kind, value in attrs(data):
         if kind == CTA_TUPLE_IP:
-            for k, v in _attrs(value):
+            for k, v in attrs(value):
                 if k in (CTA_IP_V4_SRC, CTA_IP_V6_SRC):
                     src = str(ipaddress.ip_address(bytes(v)))
                 elif k in (CTA_IP_V4_DST, CTA_IP_V6_DST):
                     dst = str(ipaddress.ip_address(bytes(v)))
         elif kind == CTA_TUPLE_PROTO:
-            for k, v in _attrs(value):
+            for k, v in attrs(value):
                 if k == CTA_PROTO_NUM:
                     proto = v[0]
                 elif k == CTA_PROTO_SRC_PORT:
@@ -121,9 +113,9 @@ def _tuple(data: bytes) -> tuple[Tuple, int]:
 
 
 def _tcp_state(protoinfo: bytes) -> int:
-    for kind, value in _attrs(protoinfo):
+    for kind, value in attrs(protoinfo):
         if kind == CTA_PROTOINFO_TCP:
-            for k, v in _attrs(value):
+            for k, v in attrs(value):
                 if k == CTA_PROTOINFO_TCP_STATE:
                     return v[0]
     return -1
@@ -134,7 +126,7 @@ def parse_flow(body: bytes, event: str) -> Flow:
     orig = reply = None
     proto = status = ct_id = 0
     state = -1
-    for kind, value in _attrs(body[_NFGEN.size:]):
+    for kind, value in attrs(body[_NFGEN.size:]):
         if kind == CTA_TUPLE_ORIG:
             orig, proto = _tuple(value)
         elif kind == CTA_TUPLE_REPLY:
