@@ -14,8 +14,7 @@ import socket
 from typing import Any
 
 from shared import rtnl
-from shared.netlink_wire import (NLM_F_DUMP, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, error_code, message,
-                                 messages)
+from shared.netlink_wire import NLM_F_DUMP, Answer, message
 
 RECV_BYTES = 1 << 16  # a dump's datagrams are at most 32 kB
 SOCKET_BUFFER = 1 << 20
@@ -59,29 +58,14 @@ class IPRoute:
         for an acknowledged change). Raises NetlinkError for a refusal."""
         kind, flags, body = req
         self._seq = (self._seq + 1) & 0xFFFFFFFF
-        seq = self._seq
-        self._sock.send(message(kind, flags, seq, body))
-        dump = flags & NLM_F_DUMP == NLM_F_DUMP
-        out: list[rtnl.Msg] = []
-        while True:
-            data = self._sock.recv(RECV_BYTES)
-            for mtype, mflags, mseq, mbody in messages(data):
-                if mseq != seq:
-                    continue  # the answer to an earlier request given up on
-                if mtype == NLMSG_ERROR:
-                    code = error_code(mbody)
-                    if code:
-                        raise NetlinkError(code)
-                    return out
-                if mtype == NLMSG_DONE:
-                    return out
-                if mtype == NLMSG_NOOP:
-                    continue
-                msg = rtnl.decode(mtype, mbody)
-                if msg is not None:
-                    out.append(msg)
-                if not dump and not mflags & NLM_F_MULTI:  # a single answer, not multi-part, ends it
-                    return out
+        self._sock.send(message(kind, flags, self._seq, body))
+        answer = Answer(self._seq, dump=flags & NLM_F_DUMP == NLM_F_DUMP)
+        while not answer.feed(self._sock.recv(RECV_BYTES)):
+            pass
+        if answer.error:
+            raise NetlinkError(answer.error)
+        decoded = (rtnl.decode(t, b) for t, b in answer.messages)
+        return [m for m in decoded if m is not None]
 
     # -- what pyroute2's IPRoute offered, as the project used it ------------------------
     def get_links(self, *indices: int) -> list[rtnl.Msg]:

@@ -78,3 +78,32 @@ def error_code(body: memoryview) -> int:
     if len(body) < _ERRNO.size:
         raise MalformedNetlink("NLMSG_ERROR without its error code")
     return -_ERRNO.unpack_from(body)[0]
+
+
+class Answer:
+    """The kernel's answer to one request (sequence number `seq`), fed datagram by
+    datagram: messages of other requests are skipped; an NLMSG_ERROR ends it (`error`
+    0 for an acknowledgement), so does NLMSG_DONE, and for a request that is not a dump
+    so does its one message that is not multi-part."""
+
+    def __init__(self, seq: int, dump: bool) -> None:
+        self.seq, self.dump = seq, dump
+        self.messages: list[tuple[int, memoryview]] = []
+        """(type, body) of each message of the answer, in order."""
+        self.error = 0
+        self.done = False
+
+    def feed(self, data: bytes | memoryview) -> bool:
+        """Take one datagram; True once the answer is complete."""
+        for kind, flags, seq, body in messages(data):
+            if seq != self.seq or kind == NLMSG_NOOP:
+                continue
+            if kind == NLMSG_ERROR:
+                self.error = error_code(body)
+            elif kind != NLMSG_DONE:
+                self.messages.append((kind, body))
+                if self.dump or flags & NLM_F_MULTI:
+                    continue
+            self.done = True
+            break
+        return self.done

@@ -140,3 +140,25 @@ def test_replies_decode_to_fields_and_attributes_by_long_or_short_name():
     assert rtnl.decode(rtnl.RTM_NEWNSID, memoryview(rtnl.RTGEN.pack(0) + attr(1, struct.pack("=i", -1)))).get(
         "NETNSA_NSID") == -1
     assert rtnl.decode(99, memoryview(b"")) is None and rtnl.decode(rtnl.RTM_NEWLINK, memoryview(b"\0" * 4)) is None
+
+
+def test_an_answer_ends_where_the_kernel_says_and_skips_other_requests():
+    from shared.netlink_wire import NLM_F_MULTI, NLMSG_DONE, NLMSG_NOOP, Answer
+
+    link = rtnl.IFINFO.pack(0, 1, 4, 0, 0)
+    dump = Answer(7, dump=True)
+    assert not dump.feed(message(rtnl.RTM_NEWLINK, NLM_F_MULTI, 6, link)  # an earlier request's: skipped
+                         + message(rtnl.RTM_NEWLINK, NLM_F_MULTI, 7, link) + message(NLMSG_NOOP, 0, 7, b""))
+    assert dump.feed(message(rtnl.RTM_NEWLINK, NLM_F_MULTI, 7, link) + message(NLMSG_DONE, NLM_F_MULTI, 7, b"\0" * 4))
+    assert [k for k, _ in dump.messages] == [rtnl.RTM_NEWLINK] * 2 and dump.error == 0
+
+    one = Answer(8, dump=False)
+    assert one.feed(message(rtnl.RTM_NEWLINK, 0, 8, link)) and len(one.messages) == 1  # one plain message ends it
+
+    refused = Answer(9, dump=True)
+    assert refused.feed(message(rtnl.RTM_NEWLINK, NLM_F_MULTI, 9, link) + message(2, 0, 9, struct.pack("=i", -19)))
+    assert refused.error == 19  # ENODEV, after what came before it
+
+    acked = Answer(10, dump=False)
+    assert not acked.feed(message(2, 0, 3, struct.pack("=i", -1)))  # someone else's error
+    assert acked.feed(message(2, 0, 10, struct.pack("=i", 0))) and acked.error == 0 and acked.messages == []
