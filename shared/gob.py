@@ -21,7 +21,7 @@ the bytes actually present, MAX_MESSAGE and MAX_DEPTH, and failures are GobError
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 
 from shared.gob_types import (  # noqa: F401  (re-exported public names)
@@ -39,9 +39,11 @@ def encode(typ: GoType, value) -> bytes:
     return Encoder().encode(typ, value)
 
 
-def decode(data: bytes, typ: GoType | None = None):
-    """Exactly one value from a fresh stream; GobError if truncated or followed by more."""
-    dec = Decoder(data)
+def decode(data: bytes, typ: GoType | None = None, make: Mapping[Struct, Callable[[dict], object]] | None = None):
+    """Exactly one value from a fresh stream; GobError if truncated or followed by more.
+    `make`: for these struct types of `typ` (the same objects), what each decoded struct
+    becomes, called as soon as it is read (see Decoder)."""
+    dec = Decoder(data, make)
     value = _complete(dec, typ, len(data))
     if not dec.at_eof():
         raise GobError("trailing bytes after the value", offset=dec.offset)
@@ -186,9 +188,16 @@ class Decoder:
     which are None (Go only omits those when they are nil pointers or nil maps). Map
     keys that are structs or arrays become tuples (field order of `typ` or the wire).
     After a GobError the stream is unusable and every later call raises it again.
+
+    `make` maps struct types of `typ` (compared by identity) to a function called with
+    each such struct's dict as soon as it is decoded; its result takes the dict's place.
+    A long slice of structs then never holds all its dicts at once (weaveDNS's periodic
+    gossip carries every entry of the cluster). An exception it raises propagates.
     """
 
-    def __init__(self, data: bytes = b"") -> None:
+    def __init__(self, data: bytes = b"", make: Mapping[Struct, Callable[[dict], object]] | None = None) -> None:
+        self._make = {id(t): fn for t, fn in (make or {}).items()}
+        self._make_types = tuple(make or ())  # (alive while their ids are keys)
         self._buf = bytearray(data)
         self._pos = 0
         self._origin = 0  # stream offset of _buf[0]
@@ -314,7 +323,8 @@ class Decoder:
             value = self._value(r, fid, field_type, depth + 1)
             if local is None or name in declared:
                 out[name] = value
-        return out
+        make = self._make.get(id(local)) if self._make else None
+        return out if make is None else make(out)
 
     def _slice(self, r: Reader, wire: Wire, local: Slice | None, depth: int) -> list:
         elem = None if local is None else local.elem

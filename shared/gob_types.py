@@ -21,7 +21,7 @@ as a struct field. Go's decoder ignores all names.
 from __future__ import annotations
 
 import struct as _struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -368,7 +368,7 @@ def _omitted(t: GoType, v) -> bool:
         return isinstance(v, (str, bytes, bytearray, memoryview)) and len(v) == 0
     if isinstance(t, Basic):
         return isinstance(v, (int, float, complex)) and not isinstance(v, bool) and v == 0
-    return isinstance(t, Slice) and isinstance(v, (list, tuple)) and len(v) == 0
+    return isinstance(t, Slice) and _is_list(v) and len(v) == 0
 
 
 def put_struct(out: bytearray, t: Struct, v, where: str) -> None:
@@ -389,10 +389,17 @@ def put_struct(out: bytearray, t: Struct, v, where: str) -> None:
     out.append(0)
 
 
+def _is_list(v) -> bool:
+    """A slice or array value: a list, a tuple, or any other sequence that is not text
+    or bytes. Elements are read one at a time as they are written, so a sequence that
+    makes each element when asked keeps only one in memory (weaveDNS's gossip)."""
+    return isinstance(v, (list, tuple)) or (isinstance(v, Sequence) and not isinstance(v, (str, bytes, bytearray)))
+
+
 def _put_list(out: bytearray, t: Slice | Array, v, where: str) -> None:
     if v is None:
         v = [] if isinstance(t, Slice) else zero(t)
-    if not isinstance(v, (list, tuple)):
+    if not _is_list(v):
         raise misfit(t, v, where)
     if isinstance(t, Array) and len(v) != t.length:
         raise misfit(t, v, where, f"has {len(v)} elements, not the length of")

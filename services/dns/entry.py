@@ -31,7 +31,8 @@ TOMBSTONE_TIMEOUT_S = int(DnsSettings().tombstone_timeout_s)
 GOSSIP_WINDOW_S = TOMBSTONE_TIMEOUT_S // 2
 
 EntryKey = tuple[str, int, str, int]
-"""Identity of an entry: (Hostname, Origin, ContainerID, Addr)."""
+"""Identity of an entry: (Hostname, Origin, ContainerID, Addr). Origin is the entry's
+PeerName itself (an int, equal and hashing as one), not a new int per key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class DnsEntry:
 
     @property
     def key(self) -> EntryKey:
-        return (self.hostname, int(self.origin), self.container_id, self.addr)
+        return (self.hostname, self.origin, self.container_id, self.addr)
 
     @property
     def live(self) -> bool:
@@ -59,8 +60,7 @@ class DnsEntry:
         """Stored order: case-insensitive hostname first. Go leaves entries differing
         only in hostname case unordered; the exact hostname breaks that tie here, so
         the order (and the first entry for a reverse lookup) never depends on history."""
-        return (self.hostname.lower(), int(self.origin), self.container_id, self.addr,
-                self.hostname)
+        return (self.hostname.lower(), self.origin, self.container_id, self.addr, self.hostname)
 
     def wire_sort_key(self) -> EntryKey:
         """Gossip order: case-sensitive hostname first."""
@@ -114,8 +114,10 @@ def merge_entry(a: DnsEntry, b: DnsEntry) -> DnsEntry:
 class GossipData:
     """The `nameserver` channel's gossip value: `GossipData{Timestamp int64, Entries}`.
 
-    `entries` are unique by identity and kept in stored (case-insensitive) order; the
-    codec re-sorts them case-sensitively for the wire, as Go does.
+    `entries` are unique by identity and, when made by `of`, `merge` or
+    `Nameserver.gossip`, in wire order (by `key`: case-sensitively, as Go sorts them
+    before encoding), which sorting by the keys already made for merging gives without
+    a sort key per entry; the codec sorts any other order before writing.
     """
 
     timestamp: int
@@ -137,6 +139,7 @@ class GossipData:
 
 def _merged_sorted(by_key: dict[EntryKey, DnsEntry], entries: Iterable[DnsEntry]) -> tuple[DnsEntry, ...]:
     for e in entries:
-        old = by_key.get(e.key)
-        by_key[e.key] = e if old is None else merge_entry(old, e)
-    return tuple(sorted(by_key.values(), key=DnsEntry.sort_key))
+        key = e.key
+        old = by_key.get(key)
+        by_key[key] = e if old is None else merge_entry(old, e)
+    return tuple(map(by_key.__getitem__, sorted(by_key)))

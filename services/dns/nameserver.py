@@ -177,8 +177,10 @@ class Nameserver:
     # ---- gossip --------------------------------------------------------------------
 
     def gossip(self, now: float) -> GossipData:
-        """Our full state, for periodic gossip and for new connections."""
-        return GossipData(int(now), self.entries())
+        """Our full state, for periodic gossip and for new connections, in wire order:
+        sorting the store's own keys makes nothing per entry (`entries()` would build a
+        sort key for each, and keep the sorted copy)."""
+        return GossipData(int(now), tuple(map(self._entries.__getitem__, sorted(self._entries))))
 
     def on_gossip(self, data: GossipData, now: float) -> GossipOutcome:
         """Receive one decoded gossip or broadcast message.

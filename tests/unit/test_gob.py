@@ -218,6 +218,58 @@ def test_untyped_decode_fills_omitted_fields():
     assert decode(encode(OUTER, {}), OUTER)["N"] == {"A": 0}
 
 
+def test_make_turns_each_struct_of_that_type_into_a_value_as_it_is_read():
+    points = Struct("Points", (("P", Slice(POINT)), ("Q", POINT)))
+    data = encode(points, {"P": [{"X": 1, "Y": 2}, {"X": 3}], "Q": {"Y": 9}})
+    made = []
+
+    def make(d):
+        made.append(dict(d))
+        return (d["X"], d["Y"])
+    assert decode(data, points, make={POINT: make}) == {"P": [(1, 2), (3, 0)], "Q": (0, 9)}
+    assert made == [{"X": 1, "Y": 2}, {"X": 3, "Y": 0}, {"X": 0, "Y": 9}]
+    # an equal struct type that is another object is not converted (identity decides)
+    twin = Struct("Point", (("X", INT), ("Y", INT)))
+    assert decode(data, points, make={twin: make})["Q"] == {"X": 0, "Y": 9}
+
+
+def test_make_errors_propagate():
+    def refuse(d):
+        raise RemoteProtocolError("no", code="bad_point")
+    with pytest.raises(RemoteProtocolError, match="no"):
+        decode(encode(POINT, {"X": 1}), POINT, make={POINT: refuse})
+
+
+class _Lazy:
+    """A sequence that makes each element when asked, counting how many exist at once."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.made = n, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        self.made += 1
+        return {"X": i, "Y": -i}
+
+
+def test_a_slice_may_be_any_sequence_read_one_element_at_a_time():
+    from collections.abc import Sequence
+
+    Sequence.register(_Lazy)
+    lazy = _Lazy(3)
+    assert encode(Slice(POINT), lazy) == encode(Slice(POINT), [{"X": i, "Y": -i} for i in range(3)])
+    assert lazy.made == 3
+    assert encode(Struct("S", (("A", Slice(INT)),)), {"A": range(0)}) == encode(Struct("S", (("A", Slice(INT)),)), {})
+    with pytest.raises(LocalProtocolError):
+        encode(Slice(INT), "123")  # text is not a slice
+    with pytest.raises(LocalProtocolError):
+        encode(Slice(INT), b"123")
+
+
 @pytest.mark.parametrize("typ,value,local", [
     (INT, 1, UINT), (UINT, 1, INT), (STRING, "x", BYTES), (Slice(INT), [1], Slice(UINT)),
     (Array(INT, 2), [1, 2], Array(INT, 3)), (POINT, {"X": 1}, INT), (INT, 1, POINT),
