@@ -17,16 +17,17 @@ GossipData's own order, and read into it.
 Periodic gossip carries every entry of the cluster, tombstones included (kept 30
 minutes), every 30 s each way. Both directions therefore work one entry at a time: an
 entry's gob dict is made as it is written and turned into a DnsEntry as soon as it is
-read, and entries of one origin share its PeerName. Holding every entry's dict at once,
+read (the store's own object when the store holds it unchanged, which most of a round
+is), and entries of one origin share its PeerName. Holding every entry's dict at once,
 and a sort key for each, had raised the process's memory high-water mark by ~1.6 KB per
 entry at each round (issue 15's soak).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 
-from services.dns.entry import DnsEntry, GossipData
+from services.dns.entry import DnsEntry, EntryKey, GossipData
 from shared.weave.peer_name import NAME_MASK, PeerName
 from shared import gob
 from shared.errors import RemoteProtocolError
@@ -55,15 +56,17 @@ def encode(data: GossipData, encoder: gob.Encoder | None = None) -> bytes:
     return (encoder or gob.Encoder()).encode(GOSSIP_DATA, value)
 
 
-def decode(payload: bytes) -> GossipData:
-    """Parse one payload from a peer.
+def decode(payload: bytes, known: Callable[[EntryKey], DnsEntry | None] | None = None) -> GossipData:
+    """Parse one payload from a peer. `known`: the store's lookup by identity; an entry
+    equal to the store's is replaced by the store's own object as it is read, so a
+    round of periodic gossip (mostly entries we already hold) keeps no copy of them.
 
     Raises `gob.GobError` (a RemoteProtocolError) for malformed gob, and
     RemoteProtocolError for values Go would not produce: an Addr beyond 32 bits, an
     Origin beyond the 48 bits of a peer name (code `bad_entry`), or the same entry
     twice (code `duplicate_entry`; a Go peer would panic on it)."""
     origins: dict[int, PeerName] = {}
-    value = gob.decode(payload, GOSSIP_DATA, make={ENTRY: lambda v: _from_gob(v, origins)})
+    value = gob.decode(payload, GOSSIP_DATA, make={ENTRY: lambda v: _from_gob(v, origins, known)})
     entries = value["Entries"]
     data = GossipData.of(value["Timestamp"], entries)
     if len(data.entries) != len(entries):
@@ -90,7 +93,8 @@ def _to_gob(e: DnsEntry) -> dict:
             "Hostname": e.hostname, "Version": e.version, "Tombstone": e.tombstone}
 
 
-def _from_gob(v: dict, origins: dict[int, PeerName]) -> DnsEntry:
+def _from_gob(v: dict, origins: dict[int, PeerName],
+              known: Callable[[EntryKey], DnsEntry | None] | None) -> DnsEntry:
     if v["Addr"] > _ADDR_MAX or v["Origin"] > NAME_MASK:
         raise RemoteProtocolError(
             f"entry {v['Hostname']!r} has Addr {v['Addr']} or Origin {v['Origin']} out of range",
@@ -98,5 +102,7 @@ def _from_gob(v: dict, origins: dict[int, PeerName]) -> DnsEntry:
     origin = origins.get(v["Origin"])
     if origin is None:
         origin = origins[v["Origin"]] = PeerName(v["Origin"])
-    return DnsEntry(container_id=v["ContainerID"], origin=origin, addr=v["Addr"],
-                 hostname=v["Hostname"], version=v["Version"], tombstone=v["Tombstone"])
+    entry = DnsEntry(container_id=v["ContainerID"], origin=origin, addr=v["Addr"],
+                     hostname=v["Hostname"], version=v["Version"], tombstone=v["Tombstone"])
+    mine = known(entry.key) if known is not None else None
+    return mine if mine == entry else entry

@@ -16,7 +16,7 @@ the maximum: idempotent, commutative and associative.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Iterable
 
@@ -47,10 +47,12 @@ class DnsEntry:
     """FQDN as supplied, case preserved (lookups ignore case)."""
     version: int = 0
     tombstone: int = 0
+    key: EntryKey = field(init=False, compare=False, repr=False)
+    """The identity, made once: the store's dict key and every merge's are this tuple,
+    so a tombstone costs no second one and a round of gossip makes none."""
 
-    @property
-    def key(self) -> EntryKey:
-        return (self.hostname, self.origin, self.container_id, self.addr)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.hostname, self.origin, self.container_id, self.addr))
 
     @property
     def live(self) -> bool:

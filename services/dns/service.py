@@ -229,7 +229,7 @@ class DnsApp:
 
     def _merge(self, kind: str, src: PeerName, payload: bytes) -> None:
         try:
-            outcome = self.ns.on_gossip(codec.decode(payload), self.clock.now())
+            outcome = self.ns.on_gossip(codec.decode(payload, known=self.ns.get), self.clock.now())
         except RemoteProtocolError as exc:
             log.warning("dropping nameserver %s from %s: %s", kind, src, exc)
             return

@@ -209,5 +209,20 @@ def test_a_full_round_of_gossip_is_encoded_and_decoded_one_entry_at_a_time():
     assert codec.decode(payload).entries == tuple(sorted(ns.entries(), key=DnsEntry.wire_sort_key))
     encode_peak = _peak_per_entry(lambda: codec.encode(ns.gossip(T_START + 3)), n)
     decode_peak = _peak_per_entry(lambda: codec.decode(payload), n)
+    known_peak = _peak_per_entry(lambda: ns.on_gossip(codec.decode(payload, known=ns.get), T_START + 3), n)
     assert encode_peak < 450, encode_peak  # 3 copies of the ~110-byte entry's bytes, and 16 B of lists
-    assert decode_peak < 560, decode_peak  # the entries themselves, and their keys
+    assert decode_peak < 600, decode_peak  # the entries themselves
+    assert known_peak < 200, known_peak  # the store's own entries: only the lists and the merge's dict
+
+
+def test_entries_the_store_holds_unchanged_are_read_as_the_stores_own():
+    ns = Nameserver(H1, known_peers=[H2])
+    ns.add("a.weave.local.", "c1", 1, T_START)
+    ns.add("b.weave.local.", "c2", 2, T_START)
+    theirs = GossipData.of(T_START, [*ns.entries()[:1], ns.entries()[1].with_version(4), BETA])
+    got = codec.decode(codec.encode(theirs), known=ns.get)
+    assert got == theirs
+    same, newer, new = sorted(got.entries, key=lambda e: e.hostname)
+    assert same is ns.get(same.key)
+    assert newer is not ns.get(newer.key) and newer.version == 4
+    assert new is not ns.get(new.key) and ns.get(new.key) is None
