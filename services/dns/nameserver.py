@@ -243,6 +243,7 @@ class Nameserver:
 
     def _put(self, entry: DnsEntry) -> None:
         key, lname = entry.key, entry.hostname.lower()
+        self._entries.pop(key, None)  # (so that the dict's key is this entry's own tuple, not a second one)
         self._entries[key] = entry
         if entry.live:
             self._by_name.setdefault(lname, {})[key] = entry
