@@ -113,8 +113,8 @@ class Encoder:
             self._send_type(out, t)
             if fresh:
                 _FRESH_DEFS[t] = (dict(self._ids), self._next_id, frozenset(self._sent), bytes(out))
-        _message(out, body)
-        return bytes(out)
+        put_uint(out, len(body))
+        return b"".join((out, body))  # (the value copied once: a long slice's body is most of it)
 
     def _assign(self, t: GoType) -> None:
         t = base(t)
