@@ -144,4 +144,10 @@ def _merged_sorted(by_key: dict[EntryKey, DnsEntry], entries: Iterable[DnsEntry]
         key = e.key
         old = by_key.get(key)
         by_key[key] = e if old is None else merge_entry(old, e)
+    return in_wire_order(by_key)
+
+
+def in_wire_order(by_key: dict[EntryKey, DnsEntry]) -> tuple[DnsEntry, ...]:
+    """The entries of a dict keyed by their identity, in wire order: sorting the keys,
+    which are the entries' own tuples, makes nothing per entry (a sort key would)."""
     return tuple(map(by_key.__getitem__, sorted(by_key)))

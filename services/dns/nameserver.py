@@ -25,6 +25,7 @@ from services.dns.entry import (
     DnsEntry,
     EntryKey,
     GossipData,
+    in_wire_order,
 )
 from shared.config import LaunchConfig
 from shared.weave.peer_name import PeerName
@@ -177,10 +178,9 @@ class Nameserver:
     # ---- gossip --------------------------------------------------------------------
 
     def gossip(self, now: float) -> GossipData:
-        """Our full state, for periodic gossip and for new connections, in wire order:
-        sorting the store's own keys makes nothing per entry (`entries()` would build a
-        sort key for each, and keep the sorted copy)."""
-        return GossipData(int(now), tuple(map(self._entries.__getitem__, sorted(self._entries))))
+        """Our full state, for periodic gossip and for new connections, in wire order
+        (`entries()` would build a sort key for each entry, and keep the sorted copy)."""
+        return GossipData(int(now), in_wire_order(self._entries))
 
     def on_gossip(self, data: GossipData, now: float) -> GossipOutcome:
         """Receive one decoded gossip or broadcast message.

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import weakref
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -240,11 +242,16 @@ def test_make_errors_propagate():
         decode(encode(POINT, {"X": 1}), POINT, make={POINT: refuse})
 
 
-class _Lazy:
-    """A sequence that makes each element when asked, counting how many exist at once."""
+class _Point(dict):
+    """A point dict that can be watched for its end (weakref)."""
+
+
+class _Lazy(Sequence):
+    """A sequence that makes each element when asked, and notes how many of the
+    elements it made were still alive each time it was asked for another."""
 
     def __init__(self, n: int) -> None:
-        self.n, self.made = n, 0
+        self.n, self.alive, self.alive_when_asked = n, 0, []
 
     def __len__(self) -> int:
         return self.n
@@ -252,17 +259,23 @@ class _Lazy:
     def __getitem__(self, i: int):
         if not 0 <= i < self.n:
             raise IndexError(i)
-        self.made += 1
-        return {"X": i, "Y": -i}
+        self.alive_when_asked.append(self.alive)
+        point = _Point(X=i, Y=-i)
+        self.alive += 1
+        weakref.finalize(point, self._gone)
+        return point
+
+    def _gone(self) -> None:
+        self.alive -= 1
 
 
 def test_a_slice_may_be_any_sequence_read_one_element_at_a_time():
-    from collections.abc import Sequence
-
-    Sequence.register(_Lazy)
-    lazy = _Lazy(3)
-    assert encode(Slice(POINT), lazy) == encode(Slice(POINT), [{"X": i, "Y": -i} for i in range(3)])
-    assert lazy.made == 3
+    lazy = _Lazy(50)
+    assert encode(Slice(POINT), lazy) == encode(Slice(POINT), [{"X": i, "Y": -i} for i in range(50)])
+    # at most the element just written is alive when the next is asked for (a copy of
+    # the sequence made first would hold them all: 0, 1, 2, ... 49)
+    assert max(lazy.alive_when_asked) <= 1, lazy.alive_when_asked
+    assert len(lazy.alive_when_asked) == 50
     assert encode(Struct("S", (("A", Slice(INT)),)), {"A": range(0)}) == encode(Struct("S", (("A", Slice(INT)),)), {})
     with pytest.raises(LocalProtocolError):
         encode(Slice(INT), "123")  # text is not a slice
